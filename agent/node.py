@@ -1,0 +1,242 @@
+"""The agent's control loop: make this node's containers match the desired set.
+
+The scheduler sends the node's whole desired set (SetDesired); a single loop
+thread compares it with the containers (reconcile.plan) and acts. Starting a
+container takes milliseconds and happens on the loop; stopping can take a
+grace period, so each stop runs on its own thread while the container is
+marked busy and the loop leaves it alone. After every pass the loop builds
+the node's status report and hands it to the reporter when it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from mctl.v1 import node_pb2, types_pb2
+
+from . import reconcile
+from .containers import Container, ContainerError, ContainerManager, container_id
+from .usage import UsageSampler
+
+log = logging.getLogger(__name__)
+
+RESYNC_SECONDS = 1.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class NodeLoop:
+    def __init__(self, manager: ContainerManager, sampler: UsageSampler,
+                 report: Callable[[node_pb2.StatusReport], None], node: str,
+                 stop_grace: float) -> None:
+        self.manager = manager
+        self.sampler = sampler
+        self.report = report
+        self.node = node
+        self.stop_grace = stop_grace
+        self._desired: dict[str, types_pb2.Replica] = {}
+        self._desired_revision = -1
+        self._received_desired = False
+        self._create_errors: dict[str, tuple[str, int]] = {}  # id -> (message, retry at ms)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_report: bytes = b""
+
+    # -- input ---------------------------------------------------------------
+
+    def set_desired(self, revision: int, replicas: list[types_pb2.Replica]) -> bool:
+        """Takes a new desired set unless it is older than the one we have."""
+        if revision < self._desired_revision:
+            log.info("dropping stale desired set revision=%d < %d", revision,
+                     self._desired_revision)
+            return False
+        self._desired = {container_id(r.metadata.namespace, r.metadata.name): r
+                         for r in replicas}
+        self._desired_revision = revision
+        self._received_desired = True
+        self._wake.set()
+        return True
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- the loop -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="node-loop", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(RESYNC_SECONDS)
+            self._wake.clear()
+            try:
+                self.reconcile_once()
+            except Exception:  # noqa: BLE001 - the loop must outlive one bad pass
+                log.exception("reconcile pass failed")
+
+    def _observed(self) -> dict[str, reconcile.Have]:
+        out = {}
+        for c in self.manager.snapshot():
+            self.manager.refresh(c)
+            ex = c.exit or {}
+            out[c.id] = reconcile.Have(
+                uid=c.replica.metadata.uid, spec_hash=c.replica.spec_hash, busy=c.busy,
+                exited=c.exit is not None, exit_code=int(ex.get("exit_code", 0)),
+                finished_ms=int(ex.get("finished_unix_ms", 0)), started_ms=c.started_ms,
+                restarts=c.restarts)
+        return out
+
+    def reconcile_once(self) -> None:
+        # Until the scheduler has told us what to run, adopted containers are
+        # kept: removing them on a restart before the first desired set would
+        # restart every replica of the node.
+        if not self._received_desired:
+            self._send_report()
+            return
+        desired = self._desired
+        want = {cid: reconcile.Want(r.metadata.uid, r.spec_hash, r.spec.restart_policy)
+                for cid, r in desired.items()}
+        now = now_ms()
+        for action in reconcile.plan(want, self._observed(), now):
+            container = self.manager.containers.get(action.id)
+            if action.do is reconcile.Do.CREATE:
+                self._create(desired[action.id], now)
+            elif action.do is reconcile.Do.RESTART and container is not None:
+                self._restart(container)
+            elif container is not None:
+                self._stop_in_background(container)
+        self._create_errors = {k: v for k, v in self._create_errors.items() if k in desired}
+        self._send_report()
+
+    def _create(self, replica: types_pb2.Replica, now: int) -> None:
+        cid = container_id(replica.metadata.namespace, replica.metadata.name)
+        error = self._create_errors.get(cid)
+        if error is not None and now < error[1]:
+            return
+        try:
+            container = self.manager.create(replica)
+        except ContainerError as e:
+            log.warning("cannot create container=%s: %s", cid, e)
+            self._create_errors[cid] = (str(e), now + 5_000)
+            return
+        self._create_errors.pop(cid, None)
+        self._start(container)
+
+    def _start(self, container: Container) -> None:
+        try:
+            self.manager.start(container)
+            container.last_error = ""
+        except ContainerError as e:
+            # A failed start counts as an exit: the restart policy and its
+            # back-off apply, and the reason reaches the user.
+            log.warning("container=%s failed to start: %s", container.id, e)
+            container.last_error = str(e)
+            container.exit = {"exit_code": 127, "signal": 0, "oom_killed": False,
+                              "start_error": str(e), "finished_unix_ms": now_ms()}
+            container.started_ms = container.started_ms or now_ms()
+
+    def _restart(self, container: Container) -> None:
+        log.info("restarting container=%s restarts=%d", container.id, container.restarts + 1)
+        self.manager.reset(container)
+        self._start(container)
+
+    def _stop_in_background(self, container: Container) -> None:
+        container.busy = True
+
+        def stop() -> None:
+            try:
+                self.manager.stop(container, self.stop_grace)
+                self.manager.teardown(container)
+            except Exception:  # noqa: BLE001 - logged; the next pass retries
+                log.exception("removing container=%s failed", container.id)
+                container.busy = False
+            self._wake.set()
+
+        threading.Thread(target=stop, name=f"stop-{container.id}", daemon=True).start()
+
+    # -- status -----------------------------------------------------------------
+
+    def status_of(self, c: Container, now: int) -> types_pb2.ReplicaStatus:
+        st = types_pb2.ReplicaStatus(restarts=c.restarts, started_unix_ms=c.started_ms,
+                                     ip="")
+        if c.busy:
+            st.phase = "Terminating"
+        elif c.exit is None:
+            st.phase = "Running" if c.monitor_pid else "Starting"
+        else:
+            ex = c.exit
+            code = int(ex.get("exit_code", 0))
+            st.exit_code = code
+            st.finished_unix_ms = int(ex.get("finished_unix_ms", 0))
+            reason = ("OOMKilled" if ex.get("oom_killed") else
+                      "StartError" if ex.get("start_error") else
+                      "MonitorLost" if ex.get("lost") else
+                      "Completed" if code == 0 else "Error")
+            detail = str(ex.get("start_error") or f"exit code {code}")
+            policy = c.replica.spec.restart_policy
+            if reconcile.should_restart(policy, code):
+                have = reconcile.Have(c.replica.metadata.uid, c.replica.spec_hash, False, True,
+                                      code, st.finished_unix_ms, c.started_ms, c.restarts)
+                wait_s = max(0, reconcile.restart_due_ms(have) - now) / 1000
+                st.phase = "Starting"
+                st.reason = "CrashLoopBackOff"
+                st.message = f"{reason}: {detail}; restarting in {wait_s:.0f}s"
+            else:
+                st.phase = "Succeeded" if code == 0 else "Failed"
+                st.reason = reason
+                st.message = detail
+        return st
+
+    def build_report(self) -> node_pb2.StatusReport:
+        now = now_ms()
+        report = node_pb2.StatusReport(node=self.node, complete=True)
+        seen = set()
+        for c in self.manager.snapshot():
+            seen.add(c.id)
+            r = report.replicas.add(namespace=c.replica.metadata.namespace,
+                                    name=c.replica.metadata.name, uid=c.replica.metadata.uid,
+                                    spec_hash=c.replica.spec_hash)
+            r.status.CopyFrom(self.status_of(c, now))
+            usage = self.sampler.latest(c.id)
+            if usage is not None:
+                r.usage.CopyFrom(usage)
+        for cid, (message, _) in self._create_errors.items():
+            replica = self._desired.get(cid)
+            if replica is None or cid in seen:
+                continue
+            r = report.replicas.add(namespace=replica.metadata.namespace,
+                                    name=replica.metadata.name, uid=replica.metadata.uid,
+                                    spec_hash=replica.spec_hash)
+            r.status.phase = "Pending"
+            r.status.reason = "CreateError"
+            r.status.message = message
+        return report
+
+    def _send_report(self) -> None:
+        report = self.build_report()
+        raw = report.SerializeToString(deterministic=True)
+        if raw == self._last_report:
+            return
+        try:
+            self.report(report)
+            self._last_report = raw
+        except Exception as e:  # noqa: BLE001 - retried on the next pass
+            log.warning("status report not delivered: %s", e)
+
+    def force_report(self) -> None:
+        """The next pass reports even if nothing changed (e.g. after re-registering)."""
+        self._last_report = b""
+        self._wake.set()

@@ -1,0 +1,173 @@
+"""cgroup v1: one hierarchy per controller (man 7 cgroups, "CGROUPS VERSION 1").
+
+Each v1 controller is mounted on its own hierarchy, e.g. /sys/fs/cgroup/cpu and
+/sys/fs/cgroup/memory, or several share one mount (``cpu,cpuacct``). A
+container's cgroup is therefore one directory per hierarchy, all with the same
+relative path, and a process must be written into the cgroup.procs of each.
+
+Files used (Documentation/admin-guide/cgroup-v1/ in the kernel tree):
+  cpu      cpu.cfs_period_us, cpu.cfs_quota_us (-1 = unlimited)    (sched-bwc)
+  cpuacct  cpuacct.usage (ns)                                       (cpuacct.rst)
+  memory   memory.limit_in_bytes, memory.memsw.limit_in_bytes (RAM+swap; exists
+           only with swap accounting), memory.usage_in_bytes, memory.stat,
+           memory.oom_control                                       (memory.rst)
+  pids     pids.max, pids.current                                   (pids.rst)
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Mapping
+
+from .base import (
+    CgroupDriver,
+    CgroupError,
+    CgroupNotFound,
+    CgroupWriteError,
+    ControllerUnavailable,
+    KernelOps,
+    Limits,
+    Usage,
+    check_path,
+    read_int,
+    read_keyed,
+)
+
+log = logging.getLogger(__name__)
+
+CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
+
+# v1 spells "no memory limit" as -1 on write; it reads back as PAGE_COUNTER_MAX
+# in bytes (9223372036854771712 with 4 KiB pages).
+UNLIMITED = "-1"
+
+
+class V1Driver(CgroupDriver):
+    """cgroup v1 over the given hierarchies: {controller: hierarchy root dir}.
+
+    Comounted controllers map to the same directory, e.g.
+    {"cpu": ".../cpu,cpuacct", "cpuacct": ".../cpu,cpuacct", ...}; each
+    directory is then written once.
+    """
+
+    mode = "v1"
+    _log = log
+
+    def __init__(self, hierarchies: Mapping[str, str], ops: KernelOps | None = None) -> None:
+        super().__init__(ops)
+        missing = [c for c in CONTROLLERS if c not in hierarchies]
+        if missing:
+            raise ControllerUnavailable(f"cgroup v1 controllers not mounted: {', '.join(missing)}")
+        self.hierarchies = {c: hierarchies[c] for c in CONTROLLERS}
+        roots: list[str] = []
+        seen: set[str] = set()
+        for c in CONTROLLERS:
+            real = os.path.realpath(self.hierarchies[c])
+            if real not in seen:
+                seen.add(real)
+                roots.append(self.hierarchies[c])
+        self._roots = roots
+
+    def __repr__(self) -> str:
+        return f"V1Driver({self.hierarchies!r})"
+
+    @property
+    def roots(self) -> list[str]:
+        return list(self._roots)
+
+    def _file(self, controller: str, path: str, name: str) -> str:
+        return os.path.join(self.hierarchies[controller], check_path(path), name)
+
+    def _require(self, path: str) -> None:
+        for root, d in self._dirs(path):
+            if not os.path.isdir(d):
+                raise CgroupNotFound(f"cgroup {path} does not exist in {root}")
+
+    def create(self, path: str, limits: Limits) -> None:
+        rel = check_path(path)
+        for root in self._roots:
+            # Another agent's destroy() may rmdir a shared empty parent ("mctl")
+            # between our mkdirs; ENOENT then means "try again", not "fail".
+            for attempt in range(3):
+                try:
+                    self._mkdirs(root, rel)
+                    break
+                except FileNotFoundError as e:
+                    if attempt == 2:
+                        raise CgroupError(f"create {path} in {root}: {e}") from e
+        self._set(path, limits)
+
+    def update(self, path: str, limits: Limits) -> None:
+        self._require(path)
+        self._set(path, limits)
+
+    def _set(self, path: str, limits: Limits) -> None:
+        self._set_cpu(path, limits)
+        self._set_memory(path, limits)
+        self._write(
+            self._file("pids", path, "pids.max"),
+            "max" if limits.pids is None else str(limits.pids),
+        )
+
+    def _set_cpu(self, path: str, limits: Limits) -> None:
+        period = self._file("cpu", path, "cpu.cfs_period_us")
+        quota = self._file("cpu", path, "cpu.cfs_quota_us")
+        quota_value = "-1" if limits.cpu_quota_us is None else str(limits.cpu_quota_us)
+        try:
+            self._write(period, str(limits.cpu_period_us))
+        except CgroupWriteError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            # As runc does: a new period can be refused while the old quota is in
+            # place (the bandwidth check against the parent uses quota/period);
+            # writing the quota first then the period gets through.
+            self._write(quota, quota_value)
+            self._write(period, str(limits.cpu_period_us))
+            return
+        self._write(quota, quota_value)
+
+    def _set_memory(self, path: str, limits: Limits) -> None:
+        mem = self._file("memory", path, "memory.limit_in_bytes")
+        memsw = self._file("memory", path, "memory.memsw.limit_in_bytes")
+        value = UNLIMITED if limits.memory_bytes is None else str(limits.memory_bytes)
+        if not os.path.exists(memsw):
+            # No swap accounting (swapaccount=0): memory.limit_in_bytes is all we have.
+            self._write(mem, value)
+            return
+        # The kernel keeps memsw >= memory at every step (EINVAL otherwise).
+        # Setting memsw == memory means "no swap beyond the limit". Lowering:
+        # memory first; raising (or removing the limit): memsw first.
+        current = read_int(mem)  # unlimited reads back as a huge number, not -1
+        raising = limits.memory_bytes is None or current < 0 or limits.memory_bytes > current
+        if raising:
+            self._write(memsw, value)
+            self._write(mem, value)
+        else:
+            self._write(mem, value)
+            self._write(memsw, value)
+
+    def usage(self, path: str) -> Usage:
+        self._require_one(path, "memory")
+        usage = read_int(self._file("memory", path, "memory.usage_in_bytes"))
+        stat = read_keyed(self._file("memory", path, "memory.stat"))
+        # cAdvisor's working set: usage minus the hierarchy's inactive page cache.
+        inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
+        return Usage(
+            cpu_usage_ns=read_int(self._file("cpuacct", path, "cpuacct.usage")),
+            memory_bytes=usage,
+            memory_working_set=max(usage - inactive, 0),
+            pids=read_int(self._file("pids", path, "pids.current")),
+        )
+
+    def oom_killed(self, path: str) -> int:
+        self._require_one(path, "memory")
+        # memory.oom_control: "oom_kill_disable 0\nunder_oom 0\noom_kill N"
+        # (the oom_kill line exists since Linux 4.13).
+        return read_keyed(self._file("memory", path, "memory.oom_control")).get("oom_kill", 0)
+
+    def _require_one(self, path: str, controller: str) -> None:
+        d = os.path.join(self.hierarchies[controller], check_path(path))
+        if not os.path.isdir(d):
+            raise CgroupNotFound(f"cgroup {path} does not exist in {self.hierarchies[controller]}")

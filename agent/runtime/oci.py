@@ -1,0 +1,274 @@
+"""The OCI runtime bundle: config.json as the agent writes it and the runtime reads it.
+
+A bundle is a directory holding `config.json` and the container's root
+filesystem (https://github.com/opencontainers/runtime-spec/blob/main/config.md).
+It is the whole contract between the agent and a runtime: the native one in
+this package, or runc/crun. `load_config` reads the subset of the spec mctl
+uses, checking each field, so a bad config.json fails before any kernel state
+is made, with an error that names the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+OCI_VERSION = "1.0.2"
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# The capabilities Docker grants a container by default (moby's
+# oci/caps/defaults.go); everything else is dropped.
+DEFAULT_CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+    "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+
+# Paths Docker hides (maskedPaths) or makes read-only in every container,
+# because they expose or change host state.
+MASKED_PATHS = [
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+]
+READONLY_PATHS = [
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+]
+
+NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup")
+
+
+class ConfigError(ValueError):
+    """config.json is missing, unreadable or has a bad field."""
+
+    def __init__(self, field_path: str, problem: str) -> None:
+        super().__init__(f"config.json: {field_path}: {problem}")
+        self.field_path = field_path
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Mount:
+    destination: str
+    type: str
+    source: str
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory_limit: int | None = None
+    memory_swap: int | None = None
+    cpu_quota: int | None = None
+    cpu_period: int | None = None
+    pids_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The parts of an OCI config.json that mctl's runtime realizes."""
+
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+    additional_gids: tuple[int, ...] = ()
+    no_new_privileges: bool = True
+    capabilities: tuple[str, ...] = tuple(DEFAULT_CAPABILITIES)
+    terminal: bool = False
+    root_path: str = "rootfs"
+    root_readonly: bool = False
+    hostname: str = ""
+    mounts: tuple[Mount, ...] = ()
+    namespaces: tuple[str, ...] = ("pid", "network", "ipc", "uts", "mount", "cgroup")
+    cgroups_path: str = ""
+    resources: Resources = field(default_factory=Resources)
+    masked_paths: tuple[str, ...] = tuple(MASKED_PATHS)
+    readonly_paths: tuple[str, ...] = tuple(READONLY_PATHS)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def rootfs(self, bundle: str) -> str:
+        return os.path.join(bundle, self.root_path)
+
+
+def default_mounts() -> list[Mount]:
+    """The kernel filesystems every container gets, as runc's spec template has them."""
+    return [
+        Mount("/proc", "proc", "proc", ("nosuid", "noexec", "nodev")),
+        Mount("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
+        Mount("/dev/pts", "devpts", "devpts",
+              ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620")),
+        Mount("/dev/shm", "tmpfs", "shm",
+              ("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")),
+        Mount("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
+        Mount("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev", "ro")),
+    ]
+
+
+def to_json(config: Config) -> dict[str, Any]:
+    """The config.json document for `config` (what runc and crun read too)."""
+    res = config.resources
+    resources: dict[str, Any] = {}
+    if res.memory_limit is not None:
+        resources["memory"] = {"limit": res.memory_limit}
+        if res.memory_swap is not None:
+            resources["memory"]["swap"] = res.memory_swap
+    if res.cpu_quota is not None:
+        resources["cpu"] = {"quota": res.cpu_quota, "period": res.cpu_period or 100_000}
+    if res.pids_limit is not None:
+        resources["pids"] = {"limit": res.pids_limit}
+    caps = list(config.capabilities)
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "terminal": config.terminal,
+            "user": {"uid": config.uid, "gid": config.gid,
+                     **({"additionalGids": list(config.additional_gids)}
+                        if config.additional_gids else {})},
+            "args": list(config.args),
+            "env": list(config.env),
+            "cwd": config.cwd,
+            "noNewPrivileges": config.no_new_privileges,
+            "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+        },
+        "root": {"path": config.root_path, "readonly": config.root_readonly},
+        "hostname": config.hostname,
+        "mounts": [
+            {"destination": m.destination, "type": m.type, "source": m.source,
+             "options": list(m.options)}
+            for m in config.mounts
+        ],
+        "linux": {
+            "namespaces": [{"type": t} for t in config.namespaces],
+            "cgroupsPath": config.cgroups_path,
+            "resources": resources,
+            "maskedPaths": list(config.masked_paths),
+            "readonlyPaths": list(config.readonly_paths),
+        },
+        "annotations": dict(config.annotations),
+    }
+
+
+def write_config(bundle: str, config: Config) -> None:
+    """Writes bundle/config.json atomically (a reader never sees half a file)."""
+    tmp = os.path.join(bundle, ".config.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(to_json(config), f, indent=1)
+    os.replace(tmp, os.path.join(bundle, "config.json"))
+
+
+def load_config(bundle: str) -> Config:
+    """Reads and checks bundle/config.json."""
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except FileNotFoundError:
+        raise ConfigError("config.json", f"not found in bundle {bundle}") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError("config.json", f"cannot be read: {e}") from None
+    return parse_config(doc)
+
+
+def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str,
+         default: Any = None, required: bool = False) -> Any:
+    if key not in doc:
+        if required:
+            raise ConfigError(f"{where}{key}", "required")
+        return default
+    value = doc[key]
+    if isinstance(value, bool) and kind is int or not isinstance(value, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        names = " or ".join(k.__name__.replace("str", "string").replace("dict", "object")
+                            .replace("list", "array") for k in kinds)
+        raise ConfigError(f"{where}{key}", f"must be {names}")
+    return value
+
+
+def _strings(doc: dict[str, Any], key: str, where: str, required: bool = False) -> tuple[str, ...]:
+    items = _get(doc, key, list, where, [], required)
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ConfigError(f"{where}{key}[{i}]", "must be string")
+    return tuple(items)
+
+
+def _int_or_none(doc: dict[str, Any], key: str, where: str) -> int | None:
+    value = _get(doc, key, int, where)
+    return None if value is None else int(value)
+
+
+def parse_config(doc: object) -> Config:
+    if not isinstance(doc, dict):
+        raise ConfigError("config.json", "must be a JSON object")
+    process = _get(doc, "process", dict, "", required=True)
+    args = _strings(process, "args", "process.", required=True)
+    if not args:
+        raise ConfigError("process.args", "must not be empty")
+    cwd = _get(process, "cwd", str, "process.", "/")
+    if not cwd.startswith("/"):
+        raise ConfigError("process.cwd", f"{cwd!r} is not an absolute path")
+    user = _get(process, "user", dict, "process.", {})
+    caps = _get(process, "capabilities", dict, "process.", None)
+    capabilities = (tuple(DEFAULT_CAPABILITIES) if caps is None
+                    else _strings(caps, "bounding", "process.capabilities."))
+    root = _get(doc, "root", dict, "", required=True)
+    linux = _get(doc, "linux", dict, "", {})
+    mounts = []
+    for i, m in enumerate(_get(doc, "mounts", list, "", [])):
+        where = f"mounts[{i}]."
+        if not isinstance(m, dict):
+            raise ConfigError(f"mounts[{i}]", "must be object")
+        dest = _get(m, "destination", str, where, required=True)
+        if not dest.startswith("/"):
+            raise ConfigError(f"{where}destination", f"{dest!r} is not an absolute path")
+        mounts.append(Mount(dest, _get(m, "type", str, where, "bind"),
+                            _get(m, "source", str, where, ""),
+                            _strings(m, "options", where)))
+    namespaces = []
+    for i, ns in enumerate(_get(linux, "namespaces", list, "linux.", [])):
+        if not isinstance(ns, dict):
+            raise ConfigError(f"linux.namespaces[{i}]", "must be object")
+        kind = _get(ns, "type", str, f"linux.namespaces[{i}].", required=True)
+        if kind not in NAMESPACE_TYPES:
+            raise ConfigError(f"linux.namespaces[{i}].type",
+                              f"{kind!r} is not one of {', '.join(NAMESPACE_TYPES)}")
+        if "path" in ns:
+            raise ConfigError(f"linux.namespaces[{i}].path", "joining namespaces is not supported")
+        namespaces.append(kind)
+    res = _get(linux, "resources", dict, "linux.", {})
+    mem = _get(res, "memory", dict, "linux.resources.", {})
+    cpu = _get(res, "cpu", dict, "linux.resources.", {})
+    pids = _get(res, "pids", dict, "linux.resources.", {})
+    annotations = _get(doc, "annotations", dict, "", {})
+    return Config(
+        args=args,
+        env=_strings(process, "env", "process."),
+        cwd=cwd,
+        uid=_get(user, "uid", int, "process.user.", 0),
+        gid=_get(user, "gid", int, "process.user.", 0),
+        additional_gids=tuple(_get(user, "additionalGids", list, "process.user.", [])),
+        no_new_privileges=_get(process, "noNewPrivileges", bool, "process.", False),
+        capabilities=capabilities,
+        terminal=_get(process, "terminal", bool, "process.", False),
+        root_path=_get(root, "path", str, "root.", required=True),
+        root_readonly=_get(root, "readonly", bool, "root.", False),
+        hostname=_get(doc, "hostname", str, "", ""),
+        mounts=tuple(mounts),
+        namespaces=tuple(namespaces),
+        cgroups_path=_get(linux, "cgroupsPath", str, "linux.", ""),
+        resources=Resources(
+            memory_limit=_int_or_none(mem, "limit", "linux.resources.memory."),
+            memory_swap=_int_or_none(mem, "swap", "linux.resources.memory."),
+            cpu_quota=_int_or_none(cpu, "quota", "linux.resources.cpu."),
+            cpu_period=_int_or_none(cpu, "period", "linux.resources.cpu."),
+            pids_limit=_int_or_none(pids, "limit", "linux.resources.pids."),
+        ),
+        masked_paths=_strings(linux, "maskedPaths", "linux."),
+        readonly_paths=_strings(linux, "readonlyPaths", "linux."),
+        annotations={str(k): str(v) for k, v in annotations.items()},
+    )

@@ -1,0 +1,276 @@
+"""mctl: the command line of the mctl container orchestrator (see SPEC.md).
+
+Exit codes: 0 success, 1 user or server error (one line on stderr, never a
+traceback), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import grpc
+
+from mctl.common import rpc
+from mctl.common.spec import SpecError, load_path
+from mctl.v1 import control_pb2, control_pb2_grpc
+
+from . import config, output
+
+
+class CliError(Exception):
+    """A failure to report in one line and exit 1."""
+
+
+def stub(args: argparse.Namespace) -> control_pb2_grpc.ControlPlaneStub:
+    args.server_address = config.server(args.server)
+    return control_pb2_grpc.ControlPlaneStub(rpc.make_channel(args.server_address))
+
+
+def call(args: argparse.Namespace, fn: Callable[..., object], request: object,
+         timeout: float = 15.0) -> object:
+    try:
+        return fn(request, timeout=timeout)
+    except grpc.RpcError as e:
+        raise rpc_error(args, e) from None
+
+
+def rpc_error(args: argparse.Namespace, e: grpc.RpcError) -> CliError:
+    if isinstance(e, grpc.Call):
+        if e.code() == grpc.StatusCode.UNAVAILABLE and "store" not in (e.details() or ""):
+            return CliError(f"cannot reach the mctl server at {args.server_address}")
+        if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return CliError(f"the mctl server at {args.server_address} did not answer in time")
+        return CliError(e.details() or e.code().name.lower())
+    return CliError(str(e))
+
+
+# -- apply / delete -------------------------------------------------------------
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_path(args.filename)
+    except SpecError as e:
+        raise CliError(str(e)) from None
+    workloads = [w for _, w in loaded]
+    if args.namespace_set:
+        for w in workloads:
+            w.metadata.namespace = args.namespace
+    s = stub(args)
+    resp = call(args, s.Apply, control_pb2.ApplyRequest(workloads=workloads))
+    for r in resp.results:
+        print(f"workload/{r.name} {r.action}")
+    if args.wait:
+        wait_running(args, s, [(w.metadata.namespace, w.metadata.name) for w in workloads])
+    return 0
+
+
+def wait_running(args: argparse.Namespace, s: control_pb2_grpc.ControlPlaneStub,
+                 keys: list[tuple[str, str]]) -> None:
+    """Waits until every workload has all its replicas Running (or finished)."""
+    deadline = time.monotonic() + args.timeout
+    last = ""
+    while True:
+        pending = []
+        for ns, name in keys:
+            resp = call(args, s.ListWorkloads, control_pb2.ListRequest(namespace=ns, name=name))
+            for w, summ in zip(resp.items, resp.summaries, strict=True):
+                done = summ.running == w.spec.replicas == summ.up_to_date
+                if not done:
+                    reps = call(args, s.ListReplicas,
+                                control_pb2.ListRequest(namespace=ns, workload=name))
+                    finished = [r for r in reps.items if r.status.phase in
+                                ("Running", "Succeeded", "Failed")
+                                and not r.metadata.deletion_requested]
+                    done = len(finished) == w.spec.replicas == len(reps.items)
+                if not done:
+                    pending.append(f"{name} {summ.running}/{w.spec.replicas}")
+        if not pending:
+            return
+        line = "waiting: " + ", ".join(pending)
+        if line != last and sys.stderr.isatty():
+            print(line, file=sys.stderr)
+            last = line
+        if time.monotonic() > deadline:
+            raise CliError(f"timed out after {args.timeout:.0f}s waiting for "
+                           + ", ".join(pending))
+        time.sleep(0.1)
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    refs: list[tuple[str, str]] = []
+    if args.filename:
+        try:
+            loaded = load_path(args.filename)
+        except SpecError as e:
+            raise CliError(str(e)) from None
+        refs = [(args.namespace if args.namespace_set else w.metadata.namespace, w.metadata.name)
+                for _, w in loaded]
+    elif args.kind in ("workload", "workloads") and args.names:
+        refs = [(args.namespace, name) for name in args.names]
+    else:
+        raise CliError("say what to delete: -f FILE, or workload NAME...")
+    s = stub(args)
+    request = control_pb2.DeleteRequest(
+        workloads=[control_pb2.ObjectRef(namespace=ns, name=name) for ns, name in refs])
+    resp = call(args, s.Delete, request)
+    missing = []
+    for r in resp.results:
+        if r.found:
+            print(f"workload/{r.name} deleted")
+        else:
+            missing.append(r.name)
+    if args.wait:
+        wait_gone(args, s, [(r.namespace or "default", r.name) for r in resp.results if r.found])
+    if missing:
+        raise CliError(f"workload {', '.join(missing)} not found in namespace "
+                       f"{refs[0][0] if refs else args.namespace}")
+    return 0
+
+
+def wait_gone(args: argparse.Namespace, s: control_pb2_grpc.ControlPlaneStub,
+              keys: list[tuple[str, str]]) -> None:
+    deadline = time.monotonic() + args.timeout
+    while True:
+        left = []
+        for ns, name in keys:
+            resp = call(args, s.ListWorkloads, control_pb2.ListRequest(namespace=ns, name=name))
+            if resp.items:
+                left.append(name)
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise CliError(f"timed out after {args.timeout:.0f}s waiting for "
+                           f"{', '.join(left)} to be removed")
+        time.sleep(0.1)
+
+
+# -- get / logs -------------------------------------------------------------------
+
+KINDS = {"workload": "workloads", "workloads": "workloads", "wl": "workloads",
+         "replica": "replicas", "replicas": "replicas", "rep": "replicas",
+         "node": "nodes", "nodes": "nodes", "no": "nodes"}
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    kind = KINDS.get(args.kind)
+    if kind is None:
+        raise CliError(f"unknown kind {args.kind!r}: use workloads, replicas or nodes")
+    s = stub(args)
+    namespace = "" if args.all_namespaces or kind == "nodes" else args.namespace
+    request = control_pb2.ListRequest(namespace=namespace, name=args.name or "")
+    fetch = {"workloads": s.ListWorkloads, "replicas": s.ListReplicas, "nodes": s.ListNodes}[kind]
+    previous = None
+    while True:
+        resp = call(args, fetch, request)
+        if args.name and not resp.items:
+            raise CliError(f"{kind[:-1]} {args.name} not found"
+                           + (f" in namespace {namespace}" if namespace else ""))
+        text = render(kind, resp, args)
+        if text != previous:
+            if previous is not None and args.output in ("table", "wide"):
+                print()
+            print(text, flush=True)
+            previous = text
+        if not args.watch:
+            return 0
+        time.sleep(1.0)
+
+
+def render(kind: str, resp: object, args: argparse.Namespace) -> str:
+    if args.output in ("json", "yaml"):
+        return output.documents(kind, resp, args.output)
+    wide = args.output == "wide"
+    if not resp.items:
+        where = "" if args.all_namespaces or kind == "nodes" else f" in namespace {args.namespace}"
+        return f"No {kind} found{where}."
+    if kind == "workloads":
+        return output.workloads(resp, wide, args.all_namespaces)
+    if kind == "replicas":
+        return output.replicas(resp, wide, args.all_namespaces)
+    return output.nodes(resp, wide)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    s = stub(args)
+    request = control_pb2.LogsRequest(namespace=args.namespace, replica=args.replica,
+                                      follow=args.follow, tail=args.tail)
+    out = sys.stdout.buffer
+    try:
+        for chunk in s.Logs(request, timeout=None if args.follow else 30):
+            for line in chunk.lines:
+                out.write(line.data + b"\n")
+            out.flush()
+    except grpc.RpcError as e:
+        raise rpc_error(args, e) from None
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mctl", description="mctl: a small container orchestrator")
+    p.add_argument("--server", default=None, help="scheduler address (or MCTL_SERVER)")
+    p.add_argument("-n", "--namespace", default=None)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    a = sub.add_parser("apply", help="create or update workloads from a file")
+    a.add_argument("-f", "--filename", required=True, help="FILE, DIR or - for stdin")
+    a.add_argument("--wait", action="store_true", help="wait until every replica runs")
+    a.add_argument("--timeout", type=float, default=120.0)
+    a.set_defaults(fn=cmd_apply)
+
+    d = sub.add_parser("delete", help="delete workloads and their containers")
+    d.add_argument("kind", nargs="?", help="workload")
+    d.add_argument("names", nargs="*")
+    d.add_argument("-f", "--filename")
+    d.add_argument("--wait", default=True, action=argparse.BooleanOptionalAction,
+                   help="wait until the containers are gone (default)")
+    d.add_argument("--timeout", type=float, default=120.0)
+    d.set_defaults(fn=cmd_delete)
+
+    g = sub.add_parser("get", help="list workloads, replicas or nodes")
+    g.add_argument("kind", help="workloads | replicas | nodes")
+    g.add_argument("name", nargs="?")
+    g.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"], default="table")
+    g.add_argument("-w", "--watch", action="store_true")
+    g.add_argument("-A", "--all-namespaces", action="store_true")
+    g.set_defaults(fn=cmd_get)
+
+    lg = sub.add_parser("logs", help="a replica's stdout and stderr")
+    lg.add_argument("replica")
+    lg.add_argument("-f", "--follow", action="store_true")
+    lg.add_argument("--tail", type=int, default=-1)
+    lg.set_defaults(fn=cmd_logs)
+
+    from . import cluster
+    cluster.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.namespace_set = args.namespace is not None
+    args.namespace = args.namespace or os.environ.get("MCTL_NAMESPACE") or "default"
+    args.server_address = config.server(args.server)
+    try:
+        code = args.fn(args)
+    except CliError as e:
+        print(f"mctl: {e}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        code = 0
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

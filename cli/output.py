@@ -1,0 +1,123 @@
+"""How the CLI shows objects: tables that fit 80 columns, or JSON/YAML.
+
+Tables follow kubectl's habits: upper-case headers, columns separated by
+three spaces, ages as `5s`, `3m`, `2h`, `4d`, and `<none>` for empty cells.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+import yaml
+
+from mctl.common.quantity import format_bytes_short, format_cpu
+from mctl.common.spec import workload_to_dict
+from mctl.v1 import control_pb2, types_pb2
+
+
+def age(unix_ms: int, now_ms: int | None = None) -> str:
+    if not unix_ms:
+        return "<unknown>"
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    s = max(0, (now_ms - unix_ms) // 1000)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size * 2 or (unit == "m" and s >= 60):
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = []
+    for row in [list(headers)] + [list(r) for r in rows]:
+        cells = [c.ljust(widths[i]) for i, c in enumerate(row)]
+        lines.append("   ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def cores(value: float) -> str:
+    return format_cpu(int(round(value * 1000))) if value else "0"
+
+
+def workloads(resp: control_pb2.WorkloadList, wide: bool, all_ns: bool) -> str:
+    headers = (["NAMESPACE"] if all_ns else []) + ["NAME", "READY", "UP-TO-DATE", "AGE"]
+    if wide:
+        headers += ["IMAGE", "CPU", "MEMORY"]
+    rows = []
+    for w, s in zip(resp.items, resp.summaries, strict=True):
+        row = ([w.metadata.namespace] if all_ns else []) + [
+            w.metadata.name + (" (deleting)" if w.metadata.deletion_requested else ""),
+            f"{s.running}/{s.desired}", str(s.up_to_date), age(w.metadata.created_unix_ms)]
+        if wide:
+            row += [w.spec.image, format_cpu(w.spec.resources.cpu_millis),
+                    format_bytes_short(w.spec.resources.memory_bytes)]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def replica_status(r: types_pb2.Replica) -> str:
+    phase = r.status.phase or "Pending"
+    if r.status.reason and r.status.reason not in ("Completed",):
+        return f"{phase}:{r.status.reason}" if phase != "Pending" else r.status.reason
+    return phase
+
+
+def replicas(resp: control_pb2.ReplicaList, wide: bool, all_ns: bool) -> str:
+    headers = (["NAMESPACE"] if all_ns else []) + [
+        "NAME", "NODE", "STATUS", "RESTARTS", "AGE", "CPU", "MEMORY"]
+    if wide:
+        headers += ["IP", "MESSAGE"]
+    rows = []
+    for r, u in zip(resp.items, resp.usage, strict=True):
+        running = r.status.phase == "Running"
+        row = ([r.metadata.namespace] if all_ns else []) + [
+            r.metadata.name, r.node or "<none>", replica_status(r), str(r.status.restarts),
+            age(r.metadata.created_unix_ms),
+            cores(u.cpu_cores) if running else "-",
+            format_bytes_short(u.memory_bytes) if running and u.memory_bytes else "-"]
+        if wide:
+            row += [r.status.ip or "<none>", r.status.message or ""]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def nodes(resp: control_pb2.NodeList, wide: bool) -> str:
+    headers = ["NAME", "STATUS", "REPLICAS", "CPU(REQ/CAP)", "MEMORY(REQ/CAP)", "AGE"]
+    if wide:
+        headers += ["ADDRESS", "LABELS"]
+    rows = []
+    for n, alloc, count in zip(resp.items, resp.allocated, resp.replicas, strict=True):
+        status = "Ready" if n.ready else "NotReady"
+        if n.cordoned:
+            status += ",SchedulingDisabled"
+        row = [n.name, status, str(count),
+               f"{format_cpu(alloc.cpu_millis)}/{format_cpu(n.capacity.cpu_millis)}",
+               f"{format_bytes_short(alloc.memory_bytes)}/"
+               f"{format_bytes_short(n.capacity.memory_bytes)}",
+               age(n.registered_unix_ms)]
+        if wide:
+            row += [n.address, ",".join(f"{k}={v}" for k, v in sorted(n.labels.items()))
+                    or "<none>"]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def _message_dict(message: object) -> dict[str, object]:
+    from google.protobuf import json_format
+    return json_format.MessageToDict(message, preserving_proto_field_name=False)
+
+
+def documents(kind: str, resp: object, fmt: str) -> str:
+    if kind == "workloads":
+        docs = [workload_to_dict(w) for w in resp.items]
+    else:
+        docs = [_message_dict(item) for item in resp.items]
+    doc: object = {"items": docs}
+    if fmt == "json":
+        return json.dumps(doc, indent=2, sort_keys=False)
+    return yaml.safe_dump(doc, sort_keys=False).rstrip()

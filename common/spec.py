@@ -1,0 +1,630 @@
+"""Workload files: YAML in, validated and defaulted `Workload` messages out.
+
+A workload file (see SPEC.md, "The workload file") holds one or more YAML
+documents, each an `apiVersion: mctl/v1`, `kind: Workload` object. An input
+is a file, a directory of `*.yaml`/`*.yml` files or stdin, and it is accepted
+or rejected as a whole: the first problem raises `SpecError`, naming the
+file, the 1-based document index and the field path
+(`app.yaml: document 2: spec.resources.memory: "64Mb" is not a quantity`),
+and nothing is returned. Unknown fields and duplicate mapping keys are
+errors, never silently dropped; so are values of the wrong type (`"3"` for
+replicas, `8080` for an env value): nothing is coerced.
+
+Every optional field comes back filled in with its default, so the rest of
+mctl reads effective values and the spec hash does not change when a user
+spells a default out. A null value means the field was left out. Defaults:
+
+    metadata.namespace                 "default" (or the caller's default_namespace)
+    spec.replicas                      1
+    spec.resources.cpu                 250m  (resources are limits and also the
+    spec.resources.memory              64Mi   placement request; each missing
+    spec.resources.pids                256    key takes its own default)
+    spec.ports[].hostPort              0 (not published)
+    spec.ports[].protocol              TCP
+    spec.restartPolicy                 Always
+    spec.healthCheck                   none: `health_check` stays unset (HasField)
+    spec.healthCheck.periodSeconds     10
+    spec.healthCheck.failureThreshold  3
+    spec.spread                        true
+    spec.update                        maxUnavailable 1, maxSurge 1
+    spec.securityContext               userNamespace false, readOnlyRootfs false
+
+`command`, `args`, `env`, `workingDir`, `hostname`, `ports` and
+`nodeSelector` default to empty, meaning the image's own setting (or, for
+hostname, the replica's name). `spec.image` has no default.
+
+`metadata.uid`, `generation`, `createdUnixMs` and `deletionRequested` are
+written by the server. `workload_to_dict` shows them, so they are accepted
+in a file (type-checked, then dropped) to let `mctl get -o yaml` output be
+applied again, as with kubectl.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import yaml
+from mctl.common import names
+from mctl.common.quantity import (
+    QuantityError,
+    format_cpu,
+    format_memory,
+    parse_cpu,
+    parse_memory,
+)
+from mctl.v1 import types_pb2
+from yaml.constructor import ConstructorError
+
+API_VERSION = "mctl/v1"
+KIND = "Workload"
+
+DEFAULT_NAMESPACE = "default"
+DEFAULT_REPLICAS = 1
+DEFAULT_CPU_MILLIS = 250
+DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024
+DEFAULT_PIDS = 256
+DEFAULT_PROTOCOL = "TCP"
+DEFAULT_RESTART_POLICY = "Always"
+DEFAULT_PERIOD_SECONDS = 10
+DEFAULT_FAILURE_THRESHOLD = 3
+DEFAULT_MAX_UNAVAILABLE = 1
+DEFAULT_MAX_SURGE = 1
+
+PROTOCOLS = ("TCP", "UDP")
+RESTART_POLICIES = ("Always", "OnFailure", "Never")
+
+_INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
+_ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
+# A key that reads unambiguously after a "." in a field path; others are quoted.
+_PLAIN_KEY = re.compile(r"\A[A-Za-z_][A-Za-z0-9_-]*\Z")
+_SPEC_FIELDS = (
+    "replicas image command args env workingDir hostname resources ports restartPolicy"
+    " healthCheck nodeSelector spread update securityContext"
+).split()
+
+
+class SpecError(Exception):
+    """An input that is not a valid set of workloads.
+
+    `source` is the file name as the user gave it (or "<stdin>"), `document`
+    the 1-based YAML document index, `field` the dotted path in YAML names
+    (`spec.ports[0].hostPort`); each is None when it does not apply.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        source: str | None = None,
+        document: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.source = source
+        self.document = document
+        self.field = field
+        self.problem = problem
+        parts = [
+            source,
+            None if document is None else f"document {document}",
+            field,
+            problem,
+        ]
+        super().__init__(": ".join(part for part in parts if part is not None))
+
+
+class _Invalid(Exception):
+    """A problem at a field of one document; becomes a SpecError with its place."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(problem)
+        self.field = field or None  # "" is the document itself
+        self.problem = problem
+
+
+def _quote(value: object) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _describe(value: object) -> str:
+    """The bad value for a message: JSON-quoted if a plain scalar, else its kind."""
+    if value is None or isinstance(value, str | int | float):
+        return _quote(value)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a YAML {type(value).__name__}"  # date, datetime, bytes (!!binary), set
+
+
+def _child(path: str, key: object) -> str:
+    text = str(key)
+    if not _PLAIN_KEY.match(text):
+        return f"{path}[{_quote(text)}]"
+    return f"{path}.{text}" if path else text
+
+
+# ---------------------------------------------------------------------------
+# Reading typed values out of the YAML tree
+
+
+def _string(value: object, path: str) -> str:
+    if not isinstance(value, str):
+        # What YAML read as a number, boolean or date was meant as text.
+        hint = " (quote it in YAML)" if isinstance(value, int | float | datetime.date) else ""
+        raise _Invalid(path, f"must be a string, not {_describe(value)}{hint}")
+    if "\0" in value:  # unusable in argv, env and paths
+        raise _Invalid(path, f"{_quote(value)} contains a NUL character")
+    return value
+
+
+def _string_list(value: object, path: str) -> list[str]:
+    if not isinstance(value, list):
+        raise _Invalid(path, f"must be a list of strings, not {_describe(value)}")
+    return [_string(item, f"{path}[{i}]") for i, item in enumerate(value)]
+
+
+def _int(value: object, path: str, minimum: int, maximum: int = _INT32_MAX) -> int:
+    # bool is an int subclass; `replicas: yes` is not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(path, f"must be an integer, not {_describe(value)}")
+    if value < minimum:
+        raise _Invalid(path, f"must be at least {minimum}, not {value}")
+    if value > maximum:
+        raise _Invalid(path, f"must be at most {maximum}, not {value}")
+    return value
+
+
+class _Mapping:
+    """A YAML mapping at `path` that may hold only the `known` keys.
+
+    The getters return the default for a missing or null key; without a
+    default, such a key is "required".
+    """
+
+    def __init__(self, value: object, path: str, known: Iterable[str]) -> None:
+        if not isinstance(value, dict):
+            raise _Invalid(path, f"must be a mapping, not {_describe(value)}")
+        known = set(known)
+        for key in value:
+            if key not in known:
+                raise _Invalid(_child(path, key), "unknown field")
+        self.value = value
+        self.path = path
+
+    def get(self, key: str, default: object) -> tuple[object, str]:
+        """The value at `key` (or `default`) and its path."""
+        path = _child(self.path, key)
+        value = self.value.get(key)
+        if value is None:
+            if default is None:
+                raise _Invalid(path, "required")
+            return default, path
+        return value, path
+
+    def string(self, key: str, default: str | None = None) -> str:
+        return _string(*self.get(key, default))
+
+    def string_list(self, key: str) -> list[str]:
+        return _string_list(*self.get(key, []))
+
+    def integer(
+        self, key: str, default: int | None, minimum: int, maximum: int = _INT32_MAX
+    ) -> int:
+        value, path = self.get(key, default)
+        return _int(value, path, minimum, maximum)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value, path = self.get(key, default)
+        if not isinstance(value, bool):
+            raise _Invalid(path, f"must be true or false, not {_describe(value)}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value, path = self.get(key, default)
+        if not isinstance(value, str) or value not in choices:
+            raise _Invalid(path, f"must be one of {', '.join(choices)}, not {_describe(value)}")
+        return value
+
+    def mapping(self, key: str, known: Iterable[str], required: bool = False) -> "_Mapping":
+        value, path = self.get(key, None if required else {})
+        return _Mapping(value, path, known)
+
+    def quantity(self, key: str, parse: Callable[[object], int], default: int) -> int:
+        """A positive quantity in base units; `default` is in base units already."""
+        value = self.value.get(key)
+        if value is None:
+            return default
+        path = _child(self.path, key)
+        try:
+            amount = parse(value)
+        except QuantityError as e:
+            raise _Invalid(path, str(e)) from None
+        if amount == 0:
+            raise _Invalid(path, f"must be more than 0, not {_describe(value)}")
+        return amount
+
+    def items(self, key: str) -> list[object]:
+        value, path = self.get(key, [])
+        if not isinstance(value, list):
+            raise _Invalid(path, f"must be a list, not {_describe(value)}")
+        return value
+
+    def string_map(
+        self,
+        key: str,
+        check_key: Callable[[str], str | None],
+        check_value: Callable[[str], str | None],
+    ) -> dict[str, str]:
+        value, path = self.get(key, {})
+        if not isinstance(value, dict):
+            raise _Invalid(path, f"must be a mapping of strings, not {_describe(value)}")
+        result = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _Invalid(path, f"key {_quote(k)} must be a string (quote it in YAML)")
+            if problem := check_key(k):
+                raise _Invalid(path, problem)
+            v = _string(v, _child(path, k))
+            if problem := check_value(v):
+                raise _Invalid(_child(path, k), problem)
+            result[k] = v
+        return result
+
+
+# ---------------------------------------------------------------------------
+# One document
+
+
+def _dns_label(value: str, path: str) -> str:
+    if problem := names.validate_dns_label(value):
+        raise _Invalid(path, problem)
+    return value
+
+
+def _env_name_problem(name: str) -> str | None:
+    if _ENV_NAME.match(name):
+        return None
+    return (
+        f"{_quote(name)} is not a valid variable name:"
+        ' use letters, digits and "_", not starting with a digit'
+    )
+
+
+def _read_metadata(top: _Mapping, out: types_pb2.ObjectMeta, default_namespace: str) -> None:
+    meta = top.mapping(
+        "metadata",
+        ["name", "namespace", "labels", "uid", "generation", "createdUnixMs", "deletionRequested"],
+        required=True,
+    )
+    out.name = _dns_label(meta.string("name"), "metadata.name")
+    out.namespace = _dns_label(meta.string("namespace", default_namespace), "metadata.namespace")
+    out.labels.update(
+        meta.string_map("labels", names.validate_label_key, names.validate_label_value)
+    )
+    # Written by the server: checked, then dropped (see the module docstring).
+    meta.string("uid", "")
+    meta.integer("generation", 0, minimum=0, maximum=_INT64_MAX)
+    meta.integer("createdUnixMs", 0, minimum=0, maximum=_INT64_MAX)
+    meta.boolean("deletionRequested", False)
+
+
+def _read_env(spec: _Mapping, out: types_pb2.WorkloadSpec) -> None:
+    value = spec.value.get("env")
+    if isinstance(value, dict):
+        for name, v in spec.string_map("env", _env_name_problem, lambda v: None).items():
+            out.env.add(name=name, value=v)
+        return
+    if value is not None and not isinstance(value, list):
+        raise _Invalid("spec.env", f"must be a mapping or a list, not {_describe(value)}")
+    seen: set[str] = set()
+    for i, item in enumerate(spec.items("env")):
+        entry = _Mapping(item, f"spec.env[{i}]", ["name", "value"])
+        name = entry.string("name")
+        if problem := _env_name_problem(name):
+            raise _Invalid(f"spec.env[{i}].name", problem)
+        if name in seen:
+            raise _Invalid(f"spec.env[{i}].name", f"{_quote(name)} is set twice")
+        seen.add(name)
+        out.env.add(name=name, value=entry.string("value", ""))
+
+
+def _read_resources(spec: _Mapping, out: types_pb2.Resources) -> None:
+    resources = spec.mapping("resources", ["cpu", "memory", "pids"])
+    out.cpu_millis = resources.quantity("cpu", parse_cpu, DEFAULT_CPU_MILLIS)
+    out.memory_bytes = resources.quantity("memory", parse_memory, DEFAULT_MEMORY_BYTES)
+    out.pids = resources.integer("pids", DEFAULT_PIDS, minimum=1)
+
+
+def _read_ports(spec: _Mapping, out: types_pb2.WorkloadSpec) -> None:
+    published: dict[tuple[int, str], str] = {}
+    for i, item in enumerate(spec.items("ports")):
+        path = f"spec.ports[{i}]"
+        port = _Mapping(item, path, ["containerPort", "hostPort", "protocol"])
+        container_port = port.integer("containerPort", None, minimum=1, maximum=65535)
+        host_port = port.integer("hostPort", 0, minimum=0, maximum=65535)
+        protocol = port.choice("protocol", PROTOCOLS, DEFAULT_PROTOCOL)
+        if host_port:
+            if (host_port, protocol) in published:
+                raise _Invalid(
+                    f"{path}.hostPort",
+                    f"{host_port}/{protocol} is already"
+                    f" published by {published[host_port, protocol]}",
+                )
+            published[host_port, protocol] = path
+        out.ports.add(container_port=container_port, host_port=host_port, protocol=protocol)
+
+
+def _read_health_check(spec: _Mapping, out: types_pb2.WorkloadSpec) -> None:
+    if spec.value.get("healthCheck") is None:
+        return  # no check: health_check stays unset
+    check = spec.mapping("healthCheck", ["exec", "tcpPort", "periodSeconds", "failureThreshold"])
+    has_exec = check.value.get("exec") is not None
+    has_tcp = check.value.get("tcpPort") is not None
+    if has_exec == has_tcp:
+        which = "both" if has_exec else "neither"
+        raise _Invalid("spec.healthCheck", f"needs exactly one of exec or tcpPort, not {which}")
+    out.health_check.SetInParent()
+    if has_exec:
+        command = check.string_list("exec")
+        if not command:
+            raise _Invalid("spec.healthCheck.exec", "must not be empty")
+        out.health_check.exec.extend(command)
+    else:
+        out.health_check.tcp_port = check.integer("tcpPort", None, minimum=1, maximum=65535)
+    out.health_check.period_seconds = check.integer("periodSeconds", DEFAULT_PERIOD_SECONDS, 1)
+    out.health_check.failure_threshold = check.integer(
+        "failureThreshold", DEFAULT_FAILURE_THRESHOLD, 1
+    )
+
+
+def _read_spec(top: _Mapping, out: types_pb2.WorkloadSpec) -> None:
+    spec = top.mapping("spec", _SPEC_FIELDS, required=True)
+    out.replicas = spec.integer("replicas", DEFAULT_REPLICAS, minimum=0)
+    out.image = spec.string("image")
+    if not out.image:
+        raise _Invalid("spec.image", "must not be empty")
+    if re.search(r"[\s\x00-\x1f\x7f]", out.image):
+        raise _Invalid("spec.image", f"{_quote(out.image)} is not an image reference")
+    out.command.extend(spec.string_list("command"))
+    out.args.extend(spec.string_list("args"))
+    _read_env(spec, out)
+    out.working_dir = spec.string("workingDir", "")
+    if out.working_dir and not out.working_dir.startswith("/"):
+        raise _Invalid("spec.workingDir", f"{_quote(out.working_dir)} is not an absolute path")
+    out.hostname = spec.string("hostname", "")
+    if out.hostname:
+        _dns_label(out.hostname, "spec.hostname")
+    _read_resources(spec, out.resources)
+    _read_ports(spec, out)
+    out.restart_policy = spec.choice("restartPolicy", RESTART_POLICIES, DEFAULT_RESTART_POLICY)
+    _read_health_check(spec, out)
+    out.node_selector.update(
+        spec.string_map("nodeSelector", names.validate_label_key, names.validate_label_value)
+    )
+    out.spread = spec.boolean("spread", True)
+    update = spec.mapping("update", ["maxUnavailable", "maxSurge"])
+    out.update.max_unavailable = update.integer("maxUnavailable", DEFAULT_MAX_UNAVAILABLE, 0)
+    out.update.max_surge = update.integer("maxSurge", DEFAULT_MAX_SURGE, 0)
+    if out.update.max_unavailable == 0 and out.update.max_surge == 0:
+        # Such an update could neither stop an old replica nor start a new one.
+        raise _Invalid("spec.update", "maxUnavailable and maxSurge must not both be 0")
+    security = spec.mapping("securityContext", ["userNamespace", "readOnlyRootfs"])
+    out.security_context.user_namespace = security.boolean("userNamespace", False)
+    out.security_context.read_only_rootfs = security.boolean("readOnlyRootfs", False)
+
+
+def _read_workload(document: object, default_namespace: str) -> types_pb2.Workload:
+    top = _Mapping(document, "", ["apiVersion", "kind", "metadata", "spec"])
+    for key, expected in [("apiVersion", API_VERSION), ("kind", KIND)]:
+        value, path = top.get(key, None)
+        if value != expected:
+            raise _Invalid(path, f"must be {_quote(expected)}, not {_describe(value)}")
+    workload = types_pb2.Workload()
+    _read_metadata(top, workload.metadata, default_namespace)
+    _read_spec(top, workload.spec)
+    return workload
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The safe loader (libyaml when available) that also rejects duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            # Merge keys ("<<") may legitimately repeat what they merge.
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise ConstructorError(
+                        None, None, f"duplicate key {_quote(key)}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return f"invalid YAML: {str(error).splitlines()[0]}"
+    return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+
+
+def _documents(text: str, source: str) -> Iterator[tuple[int, object]]:
+    """(1-based index, data) for each YAML document; None for an empty one."""
+    index = 1
+    try:
+        # This is yaml.safe_load_all, with the loader above.
+        for data in yaml.load_all(text, Loader=_Loader):
+            yield index, data
+            index += 1
+    except yaml.YAMLError as e:
+        raise SpecError(_yaml_problem(e), source=source, document=index) from None
+    except RecursionError:  # only the pure-Python parser; libyaml has a depth limit
+        raise SpecError("invalid YAML: nested too deeply", source=source, document=index) from None
+
+
+def _parse_inputs(
+    inputs: Iterable[tuple[str, str]], default_namespace: str
+) -> list[tuple[str, types_pb2.Workload]]:
+    result = []
+    first_seen: dict[tuple[str, str], str] = {}
+    for source, text in inputs:
+        for index, document in _documents(text, source):
+            if document is None:
+                continue
+            try:
+                workload = _read_workload(document, default_namespace)
+            except _Invalid as e:
+                raise SpecError(e.problem, source=source, document=index, field=e.field) from None
+            key = (workload.metadata.namespace, workload.metadata.name)
+            if key in first_seen:
+                raise SpecError(
+                    f"workload {_quote(key[1])} in namespace {_quote(key[0])} is already"
+                    f" declared in {first_seen[key]}",
+                    source=source,
+                    document=index,
+                    field="metadata.name",
+                )
+            first_seen[key] = f"{source}, document {index}"
+            result.append((source, workload))
+    return result
+
+
+def parse_documents(
+    text: str, source: str, *, default_namespace: str = DEFAULT_NAMESPACE
+) -> list[types_pb2.Workload]:
+    """The workloads in a YAML string; `source` names it in errors. May be empty."""
+    return [workload for _, workload in _parse_inputs([(source, text)], default_namespace)]
+
+
+def _read_inputs(path: str) -> Iterator[tuple[str, str]]:
+    """(source, text) for a file, each YAML file of a directory, or "-" (stdin)."""
+    if path == "-":
+        sources = ["<stdin>"]
+    elif os.path.isdir(path):
+        sources = [
+            os.path.join(path, name)
+            for name in sorted(os.listdir(path))
+            if name.endswith((".yaml", ".yml")) and os.path.isfile(os.path.join(path, name))
+        ]
+        if not sources:
+            raise SpecError("directory has no *.yaml or *.yml files", source=path)
+    else:
+        sources = [path]
+    for source in sources:
+        try:
+            if source == "<stdin>":
+                yield source, sys.stdin.read()
+            else:
+                with open(source, encoding="utf-8") as f:
+                    yield source, f.read()
+        except OSError as e:
+            problem = (e.strerror or str(e)).lower()
+            raise SpecError(f"cannot read: {problem}", source=source) from None
+        except UnicodeDecodeError as e:
+            raise SpecError(f"not UTF-8 text (byte {e.start})", source=source) from None
+
+
+def load_path(
+    path: str, *, default_namespace: str = DEFAULT_NAMESPACE
+) -> list[tuple[str, types_pb2.Workload]]:
+    """(source, workload) for everything in a file, a directory or "-" (stdin).
+
+    The whole input is read and validated first; any problem raises SpecError.
+    An input with no workloads at all is an error too (nothing to apply).
+    """
+    result = _parse_inputs(_read_inputs(path), default_namespace)
+    if not result:
+        raise SpecError("no workloads found", source="<stdin>" if path == "-" else path)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Output and hashing
+
+
+def spec_hash(spec: types_pb2.WorkloadSpec) -> str:
+    """12 hex digits identifying what a replica runs: the spec minus replicas and update.
+
+    Scaling or changing the update strategy leaves running replicas alone;
+    any other change makes new ones.
+    """
+    container = types_pb2.WorkloadSpec()
+    container.CopyFrom(spec)
+    container.ClearField("replicas")
+    container.ClearField("update")
+    return hashlib.sha256(container.SerializeToString(deterministic=True)).hexdigest()[:12]
+
+
+def workload_to_dict(workload: types_pb2.Workload) -> dict[str, Any]:
+    """The workload as a YAML-shaped dict (SPEC.md field names), for `-o yaml|json`.
+
+    Effective values are shown, defaults included; empty optional fields are
+    left out. Parsing the result gives back the same workload (less the
+    server-written metadata). Dump with `sort_keys=False` to keep this order.
+    """
+    meta = workload.metadata
+    metadata: dict[str, Any] = {"name": meta.name, "namespace": meta.namespace}
+    if meta.labels:
+        metadata["labels"] = dict(sorted(meta.labels.items()))
+    for key, value in [
+        ("uid", meta.uid),
+        ("generation", meta.generation),
+        ("createdUnixMs", meta.created_unix_ms),
+        ("deletionRequested", meta.deletion_requested),
+    ]:
+        if value:
+            metadata[key] = value
+
+    s = workload.spec
+    spec: dict[str, Any] = {"replicas": s.replicas, "image": s.image}
+    if s.command:
+        spec["command"] = list(s.command)
+    if s.args:
+        spec["args"] = list(s.args)
+    if s.env:
+        spec["env"] = {var.name: var.value for var in s.env}
+    if s.working_dir:
+        spec["workingDir"] = s.working_dir
+    if s.hostname:
+        spec["hostname"] = s.hostname
+    spec["resources"] = {
+        "cpu": format_cpu(s.resources.cpu_millis),
+        "memory": format_memory(s.resources.memory_bytes),
+        "pids": s.resources.pids,
+    }
+    if s.ports:
+        spec["ports"] = []
+        for p in s.ports:
+            port: dict[str, Any] = {"containerPort": p.container_port}
+            if p.host_port:
+                port["hostPort"] = p.host_port
+            port["protocol"] = p.protocol
+            spec["ports"].append(port)
+    spec["restartPolicy"] = s.restart_policy
+    if s.HasField("health_check"):
+        check = s.health_check
+        probe = {"exec": list(check.exec)} if check.exec else {"tcpPort": check.tcp_port}
+        spec["healthCheck"] = probe | {
+            "periodSeconds": check.period_seconds,
+            "failureThreshold": check.failure_threshold,
+        }
+    if s.node_selector:
+        spec["nodeSelector"] = dict(sorted(s.node_selector.items()))
+    spec["spread"] = s.spread
+    spec["update"] = {"maxUnavailable": s.update.max_unavailable, "maxSurge": s.update.max_surge}
+    spec["securityContext"] = {
+        "userNamespace": s.security_context.user_namespace,
+        "readOnlyRootfs": s.security_context.read_only_rootfs,
+    }
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}

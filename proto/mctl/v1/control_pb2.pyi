@@ -1,0 +1,136 @@
+from mctl.v1 import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ApplyRequest(_message.Message):
+    __slots__ = ("workloads",)
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    workloads: _containers.RepeatedCompositeFieldContainer[_types_pb2.Workload]
+    def __init__(self, workloads: _Optional[_Iterable[_Union[_types_pb2.Workload, _Mapping]]] = ...) -> None: ...
+
+class ApplyResult(_message.Message):
+    __slots__ = ("namespace", "name", "action")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    action: str
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+
+class ApplyResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ApplyResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ApplyResult, _Mapping]]] = ...) -> None: ...
+
+class ObjectRef(_message.Message):
+    __slots__ = ("namespace", "name")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("workloads",)
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    workloads: _containers.RepeatedCompositeFieldContainer[ObjectRef]
+    def __init__(self, workloads: _Optional[_Iterable[_Union[ObjectRef, _Mapping]]] = ...) -> None: ...
+
+class DeleteResult(_message.Message):
+    __slots__ = ("namespace", "name", "found")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    found: bool
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., found: _Optional[bool] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[DeleteResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[DeleteResult, _Mapping]]] = ...) -> None: ...
+
+class ListRequest(_message.Message):
+    __slots__ = ("namespace", "name", "workload")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    workload: str
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., workload: _Optional[str] = ...) -> None: ...
+
+class WorkloadList(_message.Message):
+    __slots__ = ("items", "summaries")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARIES_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[_types_pb2.Workload]
+    summaries: _containers.RepeatedCompositeFieldContainer[WorkloadSummary]
+    def __init__(self, items: _Optional[_Iterable[_Union[_types_pb2.Workload, _Mapping]]] = ..., summaries: _Optional[_Iterable[_Union[WorkloadSummary, _Mapping]]] = ...) -> None: ...
+
+class WorkloadSummary(_message.Message):
+    __slots__ = ("desired", "running", "up_to_date")
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    UP_TO_DATE_FIELD_NUMBER: _ClassVar[int]
+    desired: int
+    running: int
+    up_to_date: int
+    def __init__(self, desired: _Optional[int] = ..., running: _Optional[int] = ..., up_to_date: _Optional[int] = ...) -> None: ...
+
+class ReplicaList(_message.Message):
+    __slots__ = ("items", "usage")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[_types_pb2.Replica]
+    usage: _containers.RepeatedCompositeFieldContainer[_types_pb2.Usage]
+    def __init__(self, items: _Optional[_Iterable[_Union[_types_pb2.Replica, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[_types_pb2.Usage, _Mapping]]] = ...) -> None: ...
+
+class NodeList(_message.Message):
+    __slots__ = ("items", "allocated", "usage", "replicas")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATED_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[_types_pb2.Node]
+    allocated: _containers.RepeatedCompositeFieldContainer[_types_pb2.Resources]
+    usage: _containers.RepeatedCompositeFieldContainer[_types_pb2.Usage]
+    replicas: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, items: _Optional[_Iterable[_Union[_types_pb2.Node, _Mapping]]] = ..., allocated: _Optional[_Iterable[_Union[_types_pb2.Resources, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[_types_pb2.Usage, _Mapping]]] = ..., replicas: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class LogsRequest(_message.Message):
+    __slots__ = ("namespace", "replica", "follow", "tail")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    replica: str
+    follow: bool
+    tail: int
+    def __init__(self, namespace: _Optional[str] = ..., replica: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ...) -> None: ...
+
+class LogChunk(_message.Message):
+    __slots__ = ("lines",)
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[LogLine]
+    def __init__(self, lines: _Optional[_Iterable[_Union[LogLine, _Mapping]]] = ...) -> None: ...
+
+class LogLine(_message.Message):
+    __slots__ = ("unix_ns", "stream", "data")
+    UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    unix_ns: int
+    stream: str
+    data: bytes
+    def __init__(self, unix_ns: _Optional[int] = ..., stream: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...

@@ -1,0 +1,214 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Resources(_message.Message):
+    __slots__ = ("cpu_millis", "memory_bytes", "pids")
+    CPU_MILLIS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PIDS_FIELD_NUMBER: _ClassVar[int]
+    cpu_millis: int
+    memory_bytes: int
+    pids: int
+    def __init__(self, cpu_millis: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., pids: _Optional[int] = ...) -> None: ...
+
+class EnvVar(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class Port(_message.Message):
+    __slots__ = ("container_port", "host_port", "protocol")
+    CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
+    HOST_PORT_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    container_port: int
+    host_port: int
+    protocol: str
+    def __init__(self, container_port: _Optional[int] = ..., host_port: _Optional[int] = ..., protocol: _Optional[str] = ...) -> None: ...
+
+class HealthCheck(_message.Message):
+    __slots__ = ("exec", "tcp_port", "period_seconds", "failure_threshold")
+    EXEC_FIELD_NUMBER: _ClassVar[int]
+    TCP_PORT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    exec: _containers.RepeatedScalarFieldContainer[str]
+    tcp_port: int
+    period_seconds: int
+    failure_threshold: int
+    def __init__(self, exec: _Optional[_Iterable[str]] = ..., tcp_port: _Optional[int] = ..., period_seconds: _Optional[int] = ..., failure_threshold: _Optional[int] = ...) -> None: ...
+
+class UpdateStrategy(_message.Message):
+    __slots__ = ("max_unavailable", "max_surge")
+    MAX_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SURGE_FIELD_NUMBER: _ClassVar[int]
+    max_unavailable: int
+    max_surge: int
+    def __init__(self, max_unavailable: _Optional[int] = ..., max_surge: _Optional[int] = ...) -> None: ...
+
+class SecurityContext(_message.Message):
+    __slots__ = ("user_namespace", "read_only_rootfs")
+    USER_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_ROOTFS_FIELD_NUMBER: _ClassVar[int]
+    user_namespace: bool
+    read_only_rootfs: bool
+    def __init__(self, user_namespace: _Optional[bool] = ..., read_only_rootfs: _Optional[bool] = ...) -> None: ...
+
+class WorkloadSpec(_message.Message):
+    __slots__ = ("replicas", "image", "command", "args", "env", "working_dir", "hostname", "resources", "ports", "restart_policy", "health_check", "node_selector", "spread", "update", "security_context")
+    class NodeSelectorEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    WORKING_DIR_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    RESTART_POLICY_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
+    NODE_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    SPREAD_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    replicas: int
+    image: str
+    command: _containers.RepeatedScalarFieldContainer[str]
+    args: _containers.RepeatedScalarFieldContainer[str]
+    env: _containers.RepeatedCompositeFieldContainer[EnvVar]
+    working_dir: str
+    hostname: str
+    resources: Resources
+    ports: _containers.RepeatedCompositeFieldContainer[Port]
+    restart_policy: str
+    health_check: HealthCheck
+    node_selector: _containers.ScalarMap[str, str]
+    spread: bool
+    update: UpdateStrategy
+    security_context: SecurityContext
+    def __init__(self, replicas: _Optional[int] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., working_dir: _Optional[str] = ..., hostname: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., restart_policy: _Optional[str] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., spread: _Optional[bool] = ..., update: _Optional[_Union[UpdateStrategy, _Mapping]] = ..., security_context: _Optional[_Union[SecurityContext, _Mapping]] = ...) -> None: ...
+
+class ObjectMeta(_message.Message):
+    __slots__ = ("name", "namespace", "labels", "uid", "generation", "created_unix_ms", "deletion_requested")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    DELETION_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    namespace: str
+    labels: _containers.ScalarMap[str, str]
+    uid: str
+    generation: int
+    created_unix_ms: int
+    deletion_requested: bool
+    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., uid: _Optional[str] = ..., generation: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., deletion_requested: _Optional[bool] = ...) -> None: ...
+
+class Workload(_message.Message):
+    __slots__ = ("metadata", "spec")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    metadata: ObjectMeta
+    spec: WorkloadSpec
+    def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., spec: _Optional[_Union[WorkloadSpec, _Mapping]] = ...) -> None: ...
+
+class ReplicaStatus(_message.Message):
+    __slots__ = ("phase", "reason", "message", "exit_code", "restarts", "ip", "started_unix_ms", "finished_unix_ms")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    phase: str
+    reason: str
+    message: str
+    exit_code: int
+    restarts: int
+    ip: str
+    started_unix_ms: int
+    finished_unix_ms: int
+    def __init__(self, phase: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., restarts: _Optional[int] = ..., ip: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ...) -> None: ...
+
+class Replica(_message.Message):
+    __slots__ = ("metadata", "workload", "spec_hash", "spec", "node", "status")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    SPEC_HASH_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    metadata: ObjectMeta
+    workload: str
+    spec_hash: str
+    spec: WorkloadSpec
+    node: str
+    status: ReplicaStatus
+    def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., workload: _Optional[str] = ..., spec_hash: _Optional[str] = ..., spec: _Optional[_Union[WorkloadSpec, _Mapping]] = ..., node: _Optional[str] = ..., status: _Optional[_Union[ReplicaStatus, _Mapping]] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("cpu_cores", "memory_bytes", "pids")
+    CPU_CORES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PIDS_FIELD_NUMBER: _ClassVar[int]
+    cpu_cores: float
+    memory_bytes: int
+    pids: int
+    def __init__(self, cpu_cores: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., pids: _Optional[int] = ...) -> None: ...
+
+class Node(_message.Message):
+    __slots__ = ("name", "address", "capacity", "labels", "cordoned", "ready", "registered_unix_ms", "agent_version", "runtime", "cgroup_mode")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    CORDONED_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    CGROUP_MODE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    capacity: Resources
+    labels: _containers.ScalarMap[str, str]
+    cordoned: bool
+    ready: bool
+    registered_unix_ms: int
+    agent_version: str
+    runtime: str
+    cgroup_mode: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., cordoned: _Optional[bool] = ..., ready: _Optional[bool] = ..., registered_unix_ms: _Optional[int] = ..., agent_version: _Optional[str] = ..., runtime: _Optional[str] = ..., cgroup_mode: _Optional[str] = ...) -> None: ...

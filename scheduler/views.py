@@ -1,0 +1,56 @@
+"""Conversions from the stored protobuf objects to the decision logic's views.
+
+The placement and reconcile modules never see protobuf: they work on small
+immutable dataclasses (model.py), which keeps them pure, fast and easy to test.
+"""
+
+from __future__ import annotations
+
+from mctl.v1 import types_pb2
+
+from .model import NodeView, ReplicaView, Resources, WorkloadView
+
+
+def resources(r: types_pb2.Resources) -> Resources:
+    return Resources(r.cpu_millis, r.memory_bytes, r.pids)
+
+
+def host_ports(spec: types_pb2.WorkloadSpec) -> tuple[tuple[str, int], ...]:
+    return tuple((p.protocol or "TCP", p.host_port) for p in spec.ports if p.host_port)
+
+
+def workload_view(w: types_pb2.Workload, spec_hash: str) -> WorkloadView:
+    spec = w.spec
+    return WorkloadView(
+        namespace=w.metadata.namespace,
+        name=w.metadata.name,
+        spec_hash=spec_hash,
+        replicas=spec.replicas,
+        request=resources(spec.resources),
+        node_selector=dict(spec.node_selector),
+        host_ports=host_ports(spec),
+        spread=spec.spread,
+        max_unavailable=spec.update.max_unavailable,
+        max_surge=spec.update.max_surge,
+        deletion_requested=w.metadata.deletion_requested,
+    )
+
+
+def replica_view(r: types_pb2.Replica) -> ReplicaView:
+    return ReplicaView(
+        namespace=r.metadata.namespace,
+        name=r.metadata.name,
+        workload=r.workload,
+        spec_hash=r.spec_hash,
+        node=r.node,
+        phase=r.status.phase or "Pending",
+        created_ms=r.metadata.created_unix_ms,
+        deletion_requested=r.metadata.deletion_requested,
+        request=resources(r.spec.resources),
+        host_ports=host_ports(r.spec),
+    )
+
+
+def node_view(n: types_pb2.Node, ready: bool) -> NodeView:
+    return NodeView(name=n.name, capacity=resources(n.capacity), labels=dict(n.labels),
+                    ready=ready, cordoned=n.cordoned)
