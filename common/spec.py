@@ -49,6 +49,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import yaml
+from yaml.constructor import ConstructorError
+
 from mctl.common import names
 from mctl.common.quantity import (
     QuantityError,
@@ -58,7 +60,6 @@ from mctl.common.quantity import (
     parse_memory,
 )
 from mctl.v1 import types_pb2
-from yaml.constructor import ConstructorError
 
 API_VERSION = "mctl/v1"
 KIND = "Workload"

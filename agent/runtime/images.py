@@ -186,7 +186,8 @@ def _build_busybox_layer(root: str, binary: bytes, applets: list[str]) -> None:
         os.makedirs(os.path.dirname(link), exist_ok=True)
         os.symlink("/bin/busybox", link)
     files = {
-        "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
+        "etc/passwd": ("root:x:0:0:root:/root:/bin/sh\n"
+                       "nobody:x:65534:65534:nobody:/home:/bin/false\n"),
         "etc/group": "root:x:0:\nnogroup:x:65534:\n",
         # Empty files, so the runtime has something to bind its own copy onto.
         "etc/hostname": "", "etc/hosts": "", "etc/resolv.conf": "",

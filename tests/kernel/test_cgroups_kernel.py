@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 import pytest
+
 from mctl.agent.runtime.cgroups import (
     CgroupDriver,
     ControllerUnavailable,

@@ -21,6 +21,7 @@ import signal
 from pathlib import Path
 
 import pytest
+
 from mctl.agent.runtime.cgroups import (
     CgroupBusy,
     CgroupNotFound,

@@ -1,4 +1,5 @@
 import pytest
+
 from mctl.common.names import (
     DNS_LABEL,
     REPLICA_SUFFIX_ALPHABET,

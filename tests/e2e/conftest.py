@@ -1,0 +1,119 @@
+"""End-to-end fixtures: a real local cluster (etcd, scheduler, agents) per test module.
+
+Each cluster lives in its own temporary dir and MCTL_HOME, so it never
+touches a cluster the user runs, and `cluster down` at the end must leave no
+process, mount or cgroup behind (asserted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+MCTL = [sys.executable, "-m", "mctl.cli.main"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+class Cluster:
+    def __init__(self, directory: Path, home: Path) -> None:
+        self.dir = directory
+        self.home = home
+        self.env = {**os.environ, "MCTL_HOME": str(home), "MCTL_CLUSTER_DIR": str(directory)}
+
+    def mctl(self, *args: str, check: bool = True, input: str | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(MCTL + list(args), env=self.env, capture_output=True, text=True,
+                              input=input, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"mctl {' '.join(args)} exited {proc.returncode}:\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def state(self) -> dict:
+        return json.loads((self.dir / "cluster.json").read_text())
+
+    @property
+    def id(self) -> str:
+        return self.state()["id"]
+
+    def replicas(self, workload: str | None = None) -> list[dict]:
+        items = json.loads(self.mctl("get", "replicas", "-o", "json").stdout)["items"]
+        return [r for r in items if workload is None or r.get("workload") == workload]
+
+    def wait_for(self, what: str, predicate: Callable[[], object], timeout: float = 30) -> object:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+    def bundle(self, node: str, replica: str, namespace: str = "default") -> Path:
+        return self.dir / "nodes" / node / "containers" / f"{namespace}_{replica}"
+
+    def cgroup(self, controller: str, node: str, replica: str, namespace: str = "default") -> Path:
+        return (Path("/sys/fs/cgroup") / controller / "mctl" / f"{self.id}-{node}"
+                / f"{namespace}_{replica}")
+
+
+def leftovers(directory: Path, cluster_id: str) -> list[str]:
+    """Kernel state this cluster could have left: mounts, cgroups, processes."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        found += [f"mount {line.split()[4]}" for line in f if str(directory) in line]
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        top = hierarchy / "mctl"
+        if top.is_dir():
+            found += [f"cgroup {p}" for p in top.iterdir() if p.name.startswith(cluster_id)]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(directory) in cmdline:
+            found.append(f"process {proc.name}: {cmdline[:120]}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster_factory() -> Iterator[Callable[[int], Cluster]]:
+    if os.geteuid() != 0:
+        pytest.skip("end-to-end tests need root")
+    made: list[Cluster] = []
+
+    def make(nodes: int = 1) -> Cluster:
+        base = Path(tempfile.mkdtemp(prefix="mctl-test-"))
+        c = Cluster(base / "cluster", base / "home")
+        made.append(c)
+        c.mctl("cluster", "up", "--nodes", str(nodes), "--stop-grace", "1", timeout=90)
+        return c
+
+    yield make
+    for c in made:
+        cluster_id = c.id if (c.dir / "cluster.json").exists() else "none"
+        c.mctl("cluster", "down", check=False, timeout=120)
+        left = leftovers(c.dir, cluster_id)
+        shutil.rmtree(c.dir.parent, ignore_errors=True)
+        assert not left, "cluster down left kernel state behind:\n" + "\n".join(left)
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_factory: Callable[[int], Cluster]) -> Cluster:
+    return cluster_factory(1)
