@@ -152,7 +152,7 @@ def _update_limits(workload: WorkloadView) -> tuple[int, int]:
 def _converge(workload: WorkloadView, replicas: Sequence[ReplicaView]) -> Decision:
     desired = max(0, workload.replicas)
     surge, unavailable = _update_limits(workload)
-    live = [r for r in replicas if not r.deletion_requested]
+    live = [r for r in replicas if not is_leaving(r)]
     ranked = deletion_order(live, workload.spec_hash)
     current = [r for r in ranked if r.spec_hash == workload.spec_hash]
     old = [r for r in ranked if r.spec_hash != workload.spec_hash]
