@@ -289,7 +289,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             self._leases[node.name] = lease
         log.info("node=%s registered address=%s cpu_millis=%d memory_bytes=%d", node.name,
                  node.address, node.capacity.cpu_millis, node.capacity.memory_bytes)
-        self.controller.wake()
+        self.controller.forget_pushed(node.name)
         return node_pb2.RegisterResponse(heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS)
 
     def Heartbeat(self, request: node_pb2.HeartbeatRequest,

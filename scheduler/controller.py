@@ -229,6 +229,11 @@ class Controller:
 
     # -- telling the nodes ---------------------------------------------------------
 
+    def forget_pushed(self, node: str) -> None:
+        """The node (re)registered: whatever it was sent before, send its set again."""
+        self._pushed.pop(node, None)
+        self.wake()
+
     def desired_sets(self, snap: Snapshot) -> dict[str, list[types_pb2.Replica]]:
         sets: dict[str, list[types_pb2.Replica]] = {name: [] for name in snap.nodes}
         for r in snap.replicas.values():

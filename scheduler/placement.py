@@ -31,12 +31,14 @@ plugins:
 ports and the spread count).
 
 Speed. A batch keeps, per distinct request, each node's rejection reason or
-score. After a placement only the chosen node has changed, so the next
-placement of the same request re-evaluates that one node and picks the
-maximum of a list of floats (done in C by `max` and `list.index`). The
-filters that depend only on the node and the request, never on what is
-placed (ready, cordoned, node selector), are evaluated once per batch and
-node selector. Run `bench/placement_micro.py` for numbers.
+score. A placement changes only the chosen node, so the next placement of a
+request re-evaluates just the nodes placed on since that request last looked
+(usually one) and picks the maximum of a list of floats (in C, by `max` and
+`list.index`). The filters that depend only on the node and the request,
+never on what is placed (ready, cordoned, node selector), run once per batch
+and node selector. The first placement of a request evaluates every node:
+that is the cost of `place_one` and the worst case of a batch in which every
+replica belongs to another workload. Run `bench/placement_micro.py`.
 """
 
 from __future__ import annotations

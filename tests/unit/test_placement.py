@@ -341,9 +341,7 @@ def test_batch_runs_out_of_memory_and_counts_why():
     # Rejections cover every node, also for a replica that was placed.
     assert results["r0"].rejections == Counter({REASON_CORDONED: 1})
     assert results["r1"].node == "n0"
-    assert results["r2"] == PlacementResult(
-        None, Counter({REASON_MEMORY: 1, REASON_CORDONED: 1})
-    )
+    assert results["r2"] == PlacementResult(None, Counter({REASON_MEMORY: 1, REASON_CORDONED: 1}))
     assert nodes[0].allocated == Resources(20, 200 * MI, 20)
 
 
@@ -356,7 +354,9 @@ def test_batch_with_no_nodes():
 def test_batch_is_deterministic():
     def run() -> dict[str, PlacementResult]:
         nodes = identical_nodes(10)
-        reqs = [(f"r{i}", request(workload=f"default/w{i % 3}", spread=i % 2 == 0)) for i in range(40)]
+        reqs = [
+            (f"r{i}", request(workload=f"default/w{i % 3}", spread=i % 2 == 0)) for i in range(40)
+        ]
         return place_batch(reqs, nodes, seed=99)
 
     assert run() == run()
@@ -403,9 +403,7 @@ node_params = st.tuples(
 request_params = st.builds(
     PlacementRequest,
     workload_key=st.sampled_from(["default/web", "default/db", "other/web"]),
-    request=st.builds(
-        Resources, st.integers(0, 1500), st.integers(0, 1500), st.integers(0, 15)
-    ),
+    request=st.builds(Resources, st.integers(0, 1500), st.integers(0, 1500), st.integers(0, 15)),
     node_selector=st.dictionaries(
         st.sampled_from(["disk", "zone"]), st.sampled_from(["a", "b"]), max_size=1
     ),
@@ -439,9 +437,10 @@ def test_batch_matches_the_naive_planner(params, pool, picks, seed):
     # No reason is left behind with a count of 0 (Counter equality ignores them).
     assert all(count > 0 for r in results.values() for count in r.rejections.values())
     if reqs:
-        assert place_one(reqs[0][1], make_nodes(params), seed) == reference_batch(
-            reqs[:1], make_nodes(params), seed
-        )["r0"]
+        assert (
+            place_one(reqs[0][1], make_nodes(params), seed)
+            == reference_batch(reqs[:1], make_nodes(params), seed)["r0"]
+        )
 
 
 # --- Node states and messages ------------------------------------------------
@@ -488,7 +487,9 @@ def test_build_node_states_keys_workloads_by_namespace():
 
 def test_unschedulable_message_from_the_spec():
     rejections = Counter({REASON_CORDONED: 1, REASON_MEMORY: 2})
-    assert unschedulable_message(rejections, 3) == "0/3 nodes fit: 2 insufficient memory, 1 cordoned"
+    assert (
+        unschedulable_message(rejections, 3) == "0/3 nodes fit: 2 insufficient memory, 1 cordoned"
+    )
 
 
 def test_unschedulable_message_orders_equal_counts_by_name_and_skips_zeros():

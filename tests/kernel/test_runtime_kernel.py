@@ -1,0 +1,449 @@
+"""Real containers through the real runtime path: image -> overlay -> bundle -> zygote.
+
+Needs root. Each test builds a bundle the way agent/containers.py does (busybox
+image layers under an overlay rootfs, /etc files bound in, config.json), starts
+it with `NativeRuntime().start(id, bundle)` and reads what the monitor records
+(container.log, exit.json) or what the kernel shows from inside.
+
+Everything lives under one temporary directory named ``mctl-test-*`` and one
+cgroup prefix ``mctl/test-<random>``; every container is torn down in a
+finalizer through the agent's own calls (cgroups.destroy, rootfs.unmount,
+rmtree), and a module fixture checks at the end that no mount, cgroup or
+process of this module is left.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from mctl.agent.runtime import capabilities, oci, rootfs
+from mctl.agent.runtime import syscalls as sc
+from mctl.agent.runtime.cgroups import CgroupDriver, ControllerUnavailable, V1Driver, detect
+from mctl.agent.runtime.images import DEFAULT_PATH, ImageError, ImageStore
+from mctl.agent.runtime.monitor import EXIT_FILE, LOG_FILE, STATE_FILE, process_start_time
+from mctl.agent.runtime.native import NativeRuntime, StartError
+from mctl.common import containerlog
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces, mounts, cgroups"),
+]
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+MiB = 1 << 20
+WAIT = 10.0  # seconds: the most any single wait in this module may take
+
+
+# -- module-wide state -------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    tmp: str
+    images: ImageStore
+    lower: list[str]            # busybox layers, top first (as the overlay wants)
+    cgroups: CgroupDriver
+    runtime: NativeRuntime
+    prefix: str                 # cgroup prefix "mctl/test-<random>"
+    started: list[tuple[int, int]]  # (pid, start time) of every monitor and init
+
+
+def _mount_lines(needle: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [ln for ln in f if needle in ln]
+
+
+def _test_cgroups() -> list[str]:
+    return glob.glob(f"{CGROUP_ROOT}/*/mctl/test-*")
+
+
+def _is_alive(pid: int, start_time: int) -> bool:
+    """True while `pid` is still that process and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    fields = stat.rsplit(b")", 1)[1].split()
+    return fields[0] != b"Z" and int(fields[19]) == start_time
+
+
+def _processes_mentioning(needle: str) -> list[tuple[int, str]]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in cmdline:
+            out.append((int(entry), cmdline))
+    return out
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    try:
+        cgroups = detect(CGROUP_ROOT)
+    except ControllerUnavailable as e:
+        pytest.skip(f"cgroup controllers missing: {e}")
+    tmp = tempfile.mkdtemp(prefix="mctl-test-")
+    try:
+        store = ImageStore(os.path.join(tmp, "images"))
+        image = store.ensure_busybox()
+    except ImageError as e:
+        shutil.rmtree(tmp)
+        pytest.skip(str(e))
+    runtime = NativeRuntime(CGROUP_ROOT)
+    state = Env(tmp=tmp, images=store,
+                lower=[store.layer_path(d) for d in reversed(image.layers)],
+                cgroups=cgroups, runtime=runtime, prefix=f"mctl/test-{secrets.token_hex(4)}",
+                started=[])
+    try:
+        yield state
+    finally:
+        runtime.close()
+        # Wait (bounded) for every process this module started to be gone.
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline and any(_is_alive(*p) for p in state.started):
+            time.sleep(0.02)
+        leaked_pids = [p for p, t in state.started if _is_alive(p, t)]
+        leaked_mounts = _mount_lines(tmp)
+        leaked_procs = _processes_mentioning(tmp)
+        leaked_cgroups = _test_cgroups()
+        shutil.rmtree(tmp, ignore_errors=not leaked_mounts)
+        assert leaked_mounts == []
+        assert leaked_cgroups == []
+        assert leaked_procs == []
+        assert leaked_pids == []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """Before and after the module: no test mounts, cgroups or processes anywhere."""
+    assert _test_cgroups() == [], "stale test cgroups from an earlier run"
+    yield
+    assert _mount_lines("/mctl-test-") == []
+    assert _test_cgroups() == []
+    assert _processes_mentioning("/mctl-test-") == []
+
+
+# -- one container ------------------------------------------------------------------------
+
+
+@dataclass
+class Box:
+    id: str
+    bundle: str
+    cgroup: str                 # relative to each hierarchy root
+    monitor_pid: int = 0
+    init_pid: int = 0
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.bundle, name)
+
+    def wait_exit(self, timeout: float = WAIT) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(self.path(EXIT_FILE)) as f:
+                    return json.load(f)
+            except FileNotFoundError:
+                time.sleep(0.02)
+        raise AssertionError(f"container {self.id} did not exit within {timeout}s")
+
+    def log(self) -> list[containerlog.Line]:
+        return [ln for batch in containerlog.read(self.path(LOG_FILE), -1, False, lambda: True)
+                for ln in batch]
+
+    def stdout(self) -> str:
+        return "".join(data.decode() + "\n" for _, stream, data in self.log()
+                       if stream == "stdout")
+
+
+@pytest.fixture
+def make(env: Env, request: pytest.FixtureRequest):
+    """make(script or args, **options) -> Box: a bundle as the agent builds it (not started)."""
+    sys_ = sc.libc()
+
+    def build(command: str | list[str], *, hostname: str = "kbox",
+              memory: int | None = 64 * MiB, pids: int | None = 64,
+              config_json: dict | None = None) -> Box:
+        cid = f"k{secrets.token_hex(4)}"
+        bundle = os.path.join(env.tmp, "containers", cid)
+        box = Box(id=cid, bundle=bundle, cgroup=f"{env.prefix}/{cid}")
+        os.makedirs(bundle)
+        request.addfinalizer(lambda: teardown(env, sys_, box))
+        # The bundle's path as sh's $0, so a leaked shell shows in the leftover check.
+        args = ["sh", "-c", command, bundle] if isinstance(command, str) else command
+        etc = os.path.join(bundle, "etc")
+        os.makedirs(etc)
+        mounts = oci.default_mounts()
+        for name, text in {"hostname": f"{hostname}\n",
+                           "hosts": f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n",
+                           "resolv.conf": ""}.items():
+            with open(os.path.join(etc, name), "w") as f:
+                f.write(text)
+            mounts.append(oci.Mount(f"/etc/{name}", "bind", os.path.join(etc, name),
+                                    ("bind", "rw")))
+        config = oci.Config(
+            args=tuple(args),
+            env=(f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"),
+            hostname=hostname,
+            mounts=tuple(mounts),
+            cgroups_path=f"/{box.cgroup}",
+            resources=oci.Resources(memory_limit=memory, memory_swap=memory,
+                                    cpu_period=100_000, pids_limit=pids),
+            annotations={"mctl.test": request.node.name},
+        )
+        rootfs.mount_overlay(sys_, env.lower, os.path.join(bundle, "upper"),
+                             os.path.join(bundle, "work"), os.path.join(bundle, "rootfs"))
+        if config_json is None:
+            oci.write_config(bundle, config)
+        else:
+            with open(os.path.join(bundle, "config.json"), "w") as f:
+                json.dump(config_json, f)
+        return box
+
+    return build
+
+
+@pytest.fixture
+def run(env: Env, make):
+    """run(script or args, **options) -> Box: built and started."""
+
+    def start(command: str | list[str], **options: object) -> Box:
+        box = make(command, **options)
+        result = env.runtime.start(box.id, box.bundle)
+        box.monitor_pid, box.init_pid = result.monitor_pid, result.init_pid
+        for pid in (result.monitor_pid, result.init_pid):
+            t = process_start_time(pid)
+            if t:
+                env.started.append((pid, t))
+        return box
+
+    return start
+
+
+def teardown(env: Env, sys_: sc.Syscalls, box: Box) -> None:
+    """What the agent's stop + teardown do: kill via the cgroup, unmount, remove."""
+    env.cgroups.destroy(box.cgroup, timeout=5.0)
+    # The monitor records the exit once its container is gone; let it finish
+    # before its bundle disappears under it.
+    if box.monitor_pid:
+        t = process_start_time(box.monitor_pid)
+        deadline = time.monotonic() + WAIT
+        while t and _is_alive(box.monitor_pid, t) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    while rootfs.unmount(sys_, os.path.join(box.bundle, "rootfs")):
+        pass
+    shutil.rmtree(box.bundle)
+    assert not env.cgroups.exists(box.cgroup)
+
+
+def status_field(text: str, name: str) -> str:
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key == name:
+            return value.strip()
+    raise AssertionError(f"{name} not in {text!r}")
+
+
+# -- the tests --------------------------------------------------------------------------------
+
+
+def test_stdout_and_stderr_reach_the_log_in_cri_format(run):
+    box = run("echo out-1; echo err-1 >&2; echo out-2; printf 'no newline'")
+    assert box.wait_exit()["exit_code"] == 0
+    with open(box.path(LOG_FILE), "rb") as f:
+        raw = f.read().splitlines()
+    cri = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) F .*$")
+    assert all(cri.match(line) for line in raw), raw
+    lines = box.log()
+    by_stream = {s: [d for _, st, d in lines if st == s] for s in ("stdout", "stderr")}
+    assert by_stream == {"stdout": [b"out-1", b"out-2", b"no newline"], "stderr": [b"err-1"]}
+    stamps = [ns for ns, _, _ in lines]
+    now = time.time_ns()
+    assert all(now - 60 * 10**9 < ns <= now for ns in stamps)
+
+
+def test_exit_code_is_recorded(run):
+    box = run("exit 3")
+    doc = box.wait_exit()
+    assert doc["exit_code"] == 3
+    assert doc["signal"] == 0
+    assert doc["oom_killed"] is False
+    assert doc["finished_unix_ms"] >= doc["started_unix_ms"] > 0
+    with open(box.path(STATE_FILE)) as f:
+        state = json.load(f)
+    assert state["id"] == box.id
+    assert (state["monitor_pid"], state["init_pid"]) == (box.monitor_pid, box.init_pid)
+
+
+def test_exit_by_signal_is_recorded(run):
+    box = run("sleep 30")
+    os.kill(box.init_pid, signal.SIGKILL)
+    doc = box.wait_exit()
+    assert (doc["exit_code"], doc["signal"], doc["oom_killed"]) == (137, 9, False)
+
+
+def test_init_is_pid_1(run):
+    box = run("echo $$")
+    box.wait_exit()
+    assert box.stdout() == "1\n"
+
+
+def test_hostname_is_set(run):
+    box = run("hostname; cat /etc/hostname; echo $HOSTNAME", hostname="kt-host")
+    box.wait_exit()
+    assert box.stdout() == "kt-host\nkt-host\nkt-host\n"
+    assert os.uname().nodename != "kt-host"
+
+
+def test_cgroup_namespace_shows_root(run):
+    box = run("cat /proc/self/cgroup")
+    box.wait_exit()
+    lines = box.stdout().split()
+    assert lines, "no /proc/self/cgroup output"
+    assert all(line.endswith(":/") for line in lines), lines
+
+
+def test_memory_limit_file_holds_the_configured_value(env, run):
+    box = run("sleep 30", memory=48 * MiB)
+    assert isinstance(env.cgroups, V1Driver), "this machine is cgroup v1"
+    base = os.path.join(env.cgroups.hierarchies["memory"], box.cgroup)
+    with open(os.path.join(base, "memory.limit_in_bytes")) as f:
+        assert int(f.read()) == 48 * MiB
+    with open(os.path.join(env.cgroups.hierarchies["pids"], box.cgroup, "pids.max")) as f:
+        assert f.read().strip() == "64"
+    # The container's processes are in it, and the monitor is not.
+    pids = env.cgroups.pids(box.cgroup)
+    assert box.init_pid in pids
+    assert box.monitor_pid not in pids
+    assert not os.path.exists(box.path(EXIT_FILE))
+
+
+def test_host_processes_are_not_visible(run):
+    box = run("ps -o pid,comm; true")
+    box.wait_exit()
+    rows = [line.split() for line in box.stdout().splitlines()[1:]]
+    pids = {int(r[0]): r[1] for r in rows}
+    # Only the shell (pid 1) and ps itself: no host process, not even pytest.
+    assert len(pids) == 2, rows
+    assert pids[1] == "sh"
+    assert "ps" in pids.values()
+    assert max(pids) < 10
+
+
+def test_only_loopback_and_it_is_up(run):
+    box = run("ls /sys/class/net; ip -o link")
+    box.wait_exit()
+    out = box.stdout().splitlines()
+    assert out[0] == "lo"
+    links = [line for line in out[1:] if line.strip()]
+    assert len(links) == 1, links
+    assert ": lo: <" in links[0]
+    flags = links[0].split("<", 1)[1].split(">", 1)[0].split(",")
+    assert "UP" in flags and "LOOPBACK" in flags
+
+
+def test_capabilities_are_the_default_set(run):
+    box = run("cat /proc/self/status")
+    box.wait_exit()
+    status = box.stdout()
+    mask = capabilities.mask_of(oci.DEFAULT_CAPABILITIES)
+    assert int(status_field(status, "CapEff"), 16) == mask
+    assert int(status_field(status, "CapPrm"), 16) == mask
+    assert int(status_field(status, "CapBnd"), 16) == mask
+
+
+def test_no_new_privs(run):
+    box = run("grep NoNewPrivs /proc/self/status")
+    box.wait_exit()
+    assert status_field(box.stdout(), "NoNewPrivs") == "1"
+
+
+def test_masked_and_readonly_paths(run):
+    box = run("wc -c < /proc/kcore; touch /proc/sys/kernel/x 2>/dev/null && echo rw || echo ro")
+    box.wait_exit()
+    assert box.stdout().split() == ["0", "ro"]
+
+
+def test_memory_hog_is_oom_killed(run):
+    box = run("x=a; while true; do x=$x$x; done", memory=16 * MiB)
+    doc = box.wait_exit()
+    assert doc["oom_killed"] is True, doc
+    assert doc["signal"] == 9
+    assert doc["exit_code"] == 137
+
+
+def test_exec_failure_raises_and_leaves_nothing_running(env, make):
+    box = make(["no-such-command", "--flag"])
+    with pytest.raises(StartError) as info:
+        env.runtime.start(box.id, box.bundle)
+    message = str(info.value)
+    assert message.startswith("exec: "), message
+    assert "no-such-command" in message
+    # No container process in its cgroup, no state recorded, no monitor left.
+    assert env.cgroups.pids(box.cgroup) == []
+    assert not os.path.exists(box.path(STATE_FILE))
+    assert not os.path.exists(box.path(EXIT_FILE))
+    # The zygote's only children are monitors; the failed one must be gone.
+    zygote = env.runtime._proc.pid  # noqa: SLF001 - no public handle on the zygote
+    deadline = time.monotonic() + WAIT
+    while _children(zygote) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _children(zygote) == []
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(path) as f:
+                out.extend(int(p) for p in f.read().split())
+        except OSError:
+            pass
+    return [p for p in out if os.path.exists(f"/proc/{p}") and
+            _is_alive(p, process_start_time(p))]
+
+
+def test_bad_config_raises_with_the_field(env, make):
+    box = make("true", config_json={"process": {"args": ["sh"], "cwd": "relative/dir"},
+                                    "root": {"path": "rootfs"}})
+    with pytest.raises(StartError) as info:
+        env.runtime.start(box.id, box.bundle)
+    assert "process.cwd" in str(info.value)
+    # Rejected before any kernel state: no cgroup was made.
+    assert not env.cgroups.exists(box.cgroup)
+
+
+def test_missing_config_raises(env, make):
+    box = make("true")
+    os.unlink(box.path("config.json"))
+    with pytest.raises(StartError, match="config.json"):
+        env.runtime.start(box.id, box.bundle)
+    assert not env.cgroups.exists(box.cgroup)
+
+
+def test_runtime_still_starts_after_a_failure(env, make, run):
+    bad = make(["no-such-command"])
+    with pytest.raises(StartError):
+        env.runtime.start(bad.id, bad.bundle)
+    box = run("echo ok")
+    assert box.wait_exit()["exit_code"] == 0
+    assert box.stdout() == "ok\n"
