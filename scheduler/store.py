@@ -70,6 +70,8 @@ def _translate(fn: Callable[..., object]) -> Callable[..., object]:
             raise StoreUnavailable(f"etcd unreachable: {e}") from None
         except grpc.RpcError as e:
             raise StoreUnavailable(f"etcd error: {e}") from None
+        except ValueError as e:  # pyetcd's "Trying to use a failed node"
+            raise StoreUnavailable(f"etcd unreachable: {e}") from None
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
     return wrapper
@@ -81,6 +83,11 @@ class Store:
         self.endpoint = endpoint
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.client = pyetcd.client(host=host or "127.0.0.1", port=int(port), timeout=timeout)
+        for ep in self.client.endpoints.values():
+            # pyetcd shuns an endpoint for 300 s after one failed call; with a
+            # single etcd that turns a blip into a five-minute outage. gRPC
+            # reconnects by itself, so never shun.
+            ep.time_retry = 0
         self._lock = threading.Lock()
 
     # -- keys -----------------------------------------------------------------

@@ -14,7 +14,7 @@ import os
 import pytest
 
 from mctl.agent.runtime import oci
-from mctl.agent.runtime.oci import ConfigError, Config, Mount, Resources
+from mctl.agent.runtime.oci import Config, ConfigError, Mount, Resources
 
 
 def full_config() -> Config:
