@@ -113,6 +113,12 @@ def _monitor(
     cap_top: int,
 ) -> int:
     os.setsid()
+    # Like conmon: hold none of the agent's stdio, or whoever reads the
+    # agent's output never sees end-of-file while a container lives.
+    null_rw = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null_rw, fd)
+    os.close(null_rw)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -197,7 +203,13 @@ class _LogWriter:
         buf = self.partial[stream] + data
         lines = buf.split(b"\n")
         self.partial[stream] = lines.pop()
-        out = [self._line(stream, "F", line) for line in lines]
+        out = []
+        for line in lines:
+            # A long line that arrived whole is split too, not only a long remainder.
+            while len(line) > MAX_LINE:
+                out.append(self._line(stream, "P", line[:MAX_LINE]))
+                line = line[MAX_LINE:]
+            out.append(self._line(stream, "F", line))
         while len(self.partial[stream]) > MAX_LINE:
             out.append(self._line(stream, "P", self.partial[stream][:MAX_LINE]))
             self.partial[stream] = self.partial[stream][MAX_LINE:]

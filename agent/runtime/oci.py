@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .capabilities import CAPABILITIES
+
 OCI_VERSION = "1.0.2"
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -213,9 +215,20 @@ def parse_config(doc: object) -> Config:
     if not cwd.startswith("/"):
         raise ConfigError("process.cwd", f"{cwd!r} is not an absolute path")
     user = _get(process, "user", dict, "process.", {})
+    # Checked here, else setuid/setgroups fail in the child with no field named.
+    for key in ("uid", "gid"):
+        if _get(user, key, int, "process.user.", 0) < 0:
+            raise ConfigError(f"process.user.{key}", "must not be negative")
+    for i, gid in enumerate(_get(user, "additionalGids", list, "process.user.", [])):
+        if isinstance(gid, bool) or not isinstance(gid, int) or gid < 0:
+            raise ConfigError(f"process.user.additionalGids[{i}]", "must be a non-negative int")
     caps = _get(process, "capabilities", dict, "process.", None)
     capabilities = (tuple(DEFAULT_CAPABILITIES) if caps is None
                     else _strings(caps, "bounding", "process.capabilities."))
+    for i, name in enumerate(capabilities):
+        if name not in CAPABILITIES:
+            raise ConfigError(f"process.capabilities.bounding[{i}]",
+                              f"unknown capability {name!r}")
     root = _get(doc, "root", dict, "", required=True)
     linux = _get(doc, "linux", dict, "", {})
     mounts = []

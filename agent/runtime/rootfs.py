@@ -30,7 +30,7 @@ _FLAG_OPTIONS = {
     "noexec": sc.MS_NOEXEC, "noatime": sc.MS_NOATIME, "strictatime": sc.MS_STRICTATIME,
     "bind": sc.MS_BIND, "rbind": sc.MS_BIND | sc.MS_REC,
 }
-_IGNORED_OPTIONS = {"rw", "private", "rprivate", "slave", "rslave", "newinstance_"}
+_IGNORED_OPTIONS = {"rw", "private", "rprivate", "slave", "rslave"}
 
 # The device nodes every container gets (type, major, minor, mode), as runc's
 # default devices: /dev is a fresh tmpfs, never the host's.

@@ -14,6 +14,7 @@ process of this module is left.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -32,7 +33,13 @@ from mctl.agent.runtime import capabilities, oci, rootfs
 from mctl.agent.runtime import syscalls as sc
 from mctl.agent.runtime.cgroups import CgroupDriver, ControllerUnavailable, V1Driver, detect
 from mctl.agent.runtime.images import DEFAULT_PATH, ImageError, ImageStore
-from mctl.agent.runtime.monitor import EXIT_FILE, LOG_FILE, STATE_FILE, process_start_time
+from mctl.agent.runtime.monitor import (
+    EXIT_FILE,
+    LOG_FILE,
+    MAX_LINE,
+    STATE_FILE,
+    process_start_time,
+)
 from mctl.agent.runtime.native import NativeRuntime, StartError
 from mctl.common import containerlog
 
@@ -121,15 +128,15 @@ def env() -> Iterator[Env]:
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline and any(_is_alive(*p) for p in state.started):
             time.sleep(0.02)
-        leaked_pids = [p for p, t in state.started if _is_alive(p, t)]
-        leaked_mounts = _mount_lines(tmp)
-        leaked_procs = _processes_mentioning(tmp)
-        leaked_cgroups = _test_cgroups()
-        shutil.rmtree(tmp, ignore_errors=not leaked_mounts)
-        assert leaked_mounts == []
-        assert leaked_cgroups == []
-        assert leaked_procs == []
-        assert leaked_pids == []
+        leaks = {
+            "mounts": _mount_lines(tmp),
+            "cgroups": _test_cgroups(),
+            "processes": _processes_mentioning(tmp),
+            "started pids": [p for p, t in state.started if _is_alive(p, t)],
+        }
+        if not leaks["mounts"]:  # never rmtree through a mount: leave it to look at
+            shutil.rmtree(tmp)
+        assert leaks == {"mounts": [], "cgroups": [], "processes": [], "started pids": []}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -182,7 +189,7 @@ def make(env: Env, request: pytest.FixtureRequest):
 
     def build(command: str | list[str], *, hostname: str = "kbox",
               memory: int | None = 64 * MiB, pids: int | None = 64,
-              config_json: dict | None = None) -> Box:
+              config_json: dict | None = None, **overrides: object) -> Box:
         cid = f"k{secrets.token_hex(4)}"
         bundle = os.path.join(env.tmp, "containers", cid)
         box = Box(id=cid, bundle=bundle, cgroup=f"{env.prefix}/{cid}")
@@ -210,6 +217,7 @@ def make(env: Env, request: pytest.FixtureRequest):
                                     cpu_period=100_000, pids_limit=pids),
             annotations={"mctl.test": request.node.name},
         )
+        config = dataclasses.replace(config, **overrides)
         rootfs.mount_overlay(sys_, env.lower, os.path.join(bundle, "upper"),
                              os.path.join(bundle, "work"), os.path.join(bundle, "rootfs"))
         if config_json is None:
@@ -281,6 +289,18 @@ def test_stdout_and_stderr_reach_the_log_in_cri_format(run):
     assert all(now - 60 * 10**9 < ns <= now for ns in stamps)
 
 
+def test_long_lines_are_split_into_partial_entries(run):
+    # One write of 40000 bytes + newline: the monitor must split it (CRI's 16 KiB parts).
+    box = run("x=$(head -c 40000 /dev/zero | tr '\\0' a); echo \"$x\"; echo short")
+    box.wait_exit()
+    with open(box.path(LOG_FILE), "rb") as f:
+        raw = [line.split(b" ", 3) for line in f.read().splitlines()]
+    assert [(r[1], r[2], len(r[3])) for r in raw] == [
+        (b"stdout", b"P", MAX_LINE), (b"stdout", b"P", MAX_LINE),
+        (b"stdout", b"F", 40000 - 2 * MAX_LINE), (b"stdout", b"F", len("short"))]
+    assert all(set(r[3]) == {ord("a")} for r in raw[:3])
+
+
 def test_exit_code_is_recorded(run):
     box = run("exit 3")
     doc = box.wait_exit()
@@ -299,6 +319,21 @@ def test_exit_by_signal_is_recorded(run):
     os.kill(box.init_pid, signal.SIGKILL)
     doc = box.wait_exit()
     assert (doc["exit_code"], doc["signal"], doc["oom_killed"]) == (137, 9, False)
+
+
+def test_background_children_die_with_init(env, run):
+    # A child left holding stdout must not keep the container "running": the
+    # pid namespace ends with its init, and the monitor records the exit.
+    start = time.monotonic()
+    box = run("sleep 60 & echo started; exit 4")
+    doc = box.wait_exit()
+    assert doc["exit_code"] == 4
+    assert time.monotonic() - start < 5
+    assert box.stdout() == "started\n"
+    deadline = time.monotonic() + WAIT
+    while env.cgroups.pids(box.cgroup) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert env.cgroups.pids(box.cgroup) == []
 
 
 def test_init_is_pid_1(run):
@@ -371,6 +406,28 @@ def test_capabilities_are_the_default_set(run):
     assert int(status_field(status, "CapEff"), 16) == mask
     assert int(status_field(status, "CapPrm"), 16) == mask
     assert int(status_field(status, "CapBnd"), 16) == mask
+
+
+def test_non_root_user(run):
+    box = run("id; grep -E '^Cap(Eff|Prm|Bnd)' /proc/self/status",
+              uid=65534, gid=65534, additional_gids=(10,))
+    box.wait_exit()
+    lines = box.stdout().splitlines()
+    assert lines[0] == "uid=65534(nobody) gid=65534(nogroup) groups=10"
+    status = "\n".join(lines[1:])
+    # As in Docker: a non-root process keeps the bounding set but nothing effective.
+    assert int(status_field(status, "CapEff"), 16) == 0
+    assert int(status_field(status, "CapPrm"), 16) == 0
+    assert int(status_field(status, "CapBnd"), 16) == capabilities.mask_of(
+        oci.DEFAULT_CAPABILITIES)
+
+
+def test_readonly_rootfs(run):
+    box = run("touch /x 2>/dev/null && echo rw || echo ro; "
+              "echo h > /etc/hosts && echo rw || echo ro", root_readonly=True)
+    box.wait_exit()
+    # The root is read-only; the bundle's own bind mounts stay writable.
+    assert box.stdout() == "ro\nrw\n"
 
 
 def test_no_new_privs(run):

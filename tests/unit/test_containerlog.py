@@ -8,6 +8,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mctl.common import containerlog
 from mctl.common.containerlog import parse_line, read
@@ -134,11 +136,17 @@ class Follower:
     def __init__(self, path, tail, alive=lambda: True):
         self.entries = []
         self.done = threading.Event()
+        # Set at the first alive() call: the initial tail is read, following began.
+        self.following = threading.Event()
         self.error = None
+
+        def alive_and_ready():
+            self.following.set()
+            return alive()
 
         def run():
             try:
-                for batch in read(path, tail, True, alive):
+                for batch in read(path, tail, True, alive_and_ready):
                     self.entries.extend(batch)
             except BaseException as e:  # noqa: BLE001 - surfaced by the test
                 self.error = e
@@ -147,6 +155,7 @@ class Follower:
 
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
+        assert self.following.wait(3.0), "read() never started following"
 
     def wait_for(self, count, timeout=3.0):
         deadline = time.monotonic() + timeout
@@ -174,7 +183,6 @@ def test_follow_picks_up_appended_lines_and_ends_on_removal(log_file):
 
 def test_follow_from_tail_zero_sees_only_new_lines(log_file):
     f = Follower(log_file, 0)
-    time.sleep(0.05)
     append(log_file, line(42))
     assert f.wait_for(1) == ["line 42"]
     os.unlink(log_file)
@@ -231,3 +239,64 @@ def test_no_follow_returns_at_end(log_file):
     start = time.monotonic()
     assert len(collect(log_file, -1, follow=False)) == 10
     assert time.monotonic() - start < 1.0
+
+
+# -- the monitor's writer, read back -------------------------------------------------------
+#
+# The monitor (agent/runtime/monitor.py) writes what this module reads; a line
+# longer than MAX_LINE is written in parts tagged P, the last part F, however
+# the container's output happened to be chunked by the pipe.
+
+
+def written(tmp_path, chunks, name="w.log"):
+    from mctl.agent.runtime import monitor
+
+    path = tmp_path / name
+    writer = monitor._LogWriter(str(path))
+    try:
+        for stream, data in chunks:
+            writer.feed(stream, data)
+        writer.flush()
+    finally:
+        os.close(writer.fd)
+    raw = path.read_bytes().splitlines()
+    return [(r.split(b" ", 3)[1].decode(), r.split(b" ", 3)[2].decode(), parse_line(r)[2])
+            for r in raw]
+
+
+def test_writer_full_lines_and_flush(tmp_path):
+    assert written(tmp_path, [("stdout", b"a\nb"), ("stderr", b"e1\n"), ("stdout", b"c\nd")]) == [
+        ("stdout", "F", b"a"), ("stderr", "F", b"e1"), ("stdout", "F", b"bc"),
+        ("stdout", "F", b"d")]
+
+
+@pytest.mark.parametrize("chunk", [1, 1000, 16384, 16385, 40001, 65536])
+def test_writer_splits_long_lines_whatever_the_chunking(tmp_path, chunk):
+    from mctl.agent.runtime.monitor import MAX_LINE
+
+    data = b"a" * (2 * MAX_LINE + 7232) + b"\nshort\n"
+    chunks = [("stdout", data[i:i + chunk]) for i in range(0, len(data), chunk)]
+    assert written(tmp_path, chunks) == [
+        ("stdout", "P", b"a" * MAX_LINE), ("stdout", "P", b"a" * MAX_LINE),
+        ("stdout", "F", b"a" * 7232), ("stdout", "F", b"short")]
+
+
+@settings(max_examples=60, deadline=None)
+@given(lines=st.lists(st.integers(min_value=0, max_value=40_000), min_size=1, max_size=4),
+       cuts=st.lists(st.integers(min_value=0, max_value=120_000), max_size=6))
+def test_writer_output_does_not_depend_on_chunking(tmp_path_factory, lines, cuts):
+    from mctl.agent.runtime.monitor import MAX_LINE
+
+    data = b"".join(b"x" * n + b"\n" for n in lines)
+    points = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    chunks = [("stdout", data[a:b]) for a, b in zip(points, points[1:], strict=False)]
+    tmp = tmp_path_factory.mktemp("w")
+    got = written(tmp, chunks)
+    expected = []
+    for n in lines:
+        rest = n
+        while rest > MAX_LINE:
+            expected.append(("stdout", "P", b"x" * MAX_LINE))
+            rest -= MAX_LINE
+        expected.append(("stdout", "F", b"x" * rest))
+    assert got == expected
