@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -63,12 +64,37 @@ class Cluster:
             time.sleep(0.1)
         raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
+    def kill(self, name: str) -> int:
+        """SIGKILLs the cluster's process `name` (etcd, scheduler, nodeN); returns its pid."""
+        proc = next(p for p in self.state()["processes"] if p["name"] == name)
+        os.kill(proc["pid"], signal.SIGKILL)
+        return proc["pid"]
+
+    def restart(self, name: str) -> None:
+        """Starts `name` again exactly as `cluster up` did, recorded for `cluster down`."""
+        state = self.state()
+        proc = next(p for p in state["processes"] if p["name"] == name)
+        with open(proc["log"], "ab") as log:
+            new = subprocess.Popen(proc["argv"], stdout=log, stderr=log,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        proc["pid"] = new.pid
+        proc["start_time"] = self.wait_for("a start time", lambda: start_time(new.pid), 5)
+        (self.dir / "cluster.json").write_text(json.dumps(state))
+
     def bundle(self, node: str, replica: str, namespace: str = "default") -> Path:
         return self.dir / "nodes" / node / "containers" / f"{namespace}_{replica}"
 
     def cgroup(self, controller: str, node: str, replica: str, namespace: str = "default") -> Path:
         return (Path("/sys/fs/cgroup") / controller / "mctl" / f"{self.id}-{node}"
                 / f"{namespace}_{replica}")
+
+
+def start_time(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except OSError:
+        return 0
 
 
 def leftovers(directory: Path, cluster_id: str) -> list[str]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import time
 
 from conftest import Cluster  # noqa: I001 - the e2e fixtures module
@@ -84,18 +82,10 @@ def test_agent_kill_leaves_containers_running_and_the_new_agent_adopts_them(
     bundle = cluster.bundle("node1", name)
     init = json.loads((bundle / "state.json").read_text())["init_pid"]
 
-    state = cluster.state()
-    agent = next(p for p in state["processes"] if p["name"] == "node1")
-    os.kill(agent["pid"], signal.SIGKILL)
+    cluster.kill("node1")
     time.sleep(1.0)
     os.kill(init, 0)  # the container outlived its agent
-    with open(agent["log"], "ab") as log:
-        new = subprocess.Popen(agent["argv"], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                               start_new_session=True)
-    time.sleep(0.05)
-    agent["pid"] = new.pid
-    agent["start_time"] = int(open(f"/proc/{new.pid}/stat").read().rsplit(")", 1)[1].split()[19])
-    (cluster.dir / "cluster.json").write_text(json.dumps(state))
+    cluster.restart("node1")
 
     # Adopted, not restarted: same process, no restart counted, still Running.
     time.sleep(3)

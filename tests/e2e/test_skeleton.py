@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 
 from conftest import MCTL, Cluster  # noqa: I001 - the e2e fixtures module
 
@@ -117,22 +115,13 @@ def test_scheduler_restart_keeps_state(cluster: Cluster, tmp_path):
     app.write_text(WEB.format(name="keep", replicas=1, greeting="x"))
     cluster.mctl("apply", "-f", str(app), "--wait", "--timeout", "30")
     before = cluster.replicas("keep")
-    state = cluster.state()
-    sched = next(p for p in state["processes"] if p["name"] == "scheduler")
-    os.kill(sched["pid"], signal.SIGKILL)
-    cluster.wait_for("the scheduler to die", lambda: not pid_alive(sched["pid"])
-                     or open(f"/proc/{sched['pid']}/stat").read().split()[2] == "Z", timeout=5)
+    pid = cluster.kill("scheduler")
+    cluster.wait_for("the scheduler to die", lambda: not pid_alive(pid)
+                     or open(f"/proc/{pid}/stat").read().split()[2] == "Z", timeout=5)
     proc = cluster.mctl("get", "replicas", check=False)
     assert proc.returncode == 1
     assert proc.stderr.startswith("mctl: cannot reach the mctl server at 127.0.0.1:")
-    # Start it again exactly as `cluster up` did, and record it for `cluster down`.
-    with open(sched["log"], "ab") as log:
-        new = subprocess.Popen(sched["argv"], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                               start_new_session=True)
-    time.sleep(0.05)
-    sched["pid"] = new.pid
-    sched["start_time"] = int(open(f"/proc/{new.pid}/stat").read().rsplit(")", 1)[1].split()[19])
-    (cluster.dir / "cluster.json").write_text(json.dumps(state))
+    cluster.restart("scheduler")
     after = cluster.wait_for("the scheduler to answer", lambda: cluster.mctl(
         "get", "replicas", check=False).returncode == 0 and cluster.replicas("keep"))
     key = ("metadata", "node", "specHash")
