@@ -33,7 +33,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "installing mctl and its Python dependencies into .venv"
-    .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -e '.[dev]'
+    # pip's build chatter goes to a log, shown only if the install fails.
+    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[dev]'; } \
+            > .venv/install.log 2>&1; then
+        cat .venv/install.log >&2
+        echo "install.sh: pip install failed (log above, also in .venv/install.log)" >&2
+        exit 1
+    fi
     echo "$want" > "$stamp"
 fi
