@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import grpc
 
 from mctl.common import names, rpc
+from mctl.common.spec import spec_hash
 from mctl.v1 import (
     agent_pb2_grpc,
     control_pb2,
@@ -138,7 +139,6 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
                       context: grpc.ServicerContext) -> control_pb2.WorkloadList:
         snap = self._snapshot(context)
         out = control_pb2.WorkloadList()
-        from mctl.common.spec import spec_hash
         for key in sorted(snap.workloads):
             w = snap.workloads[key]
             if not _matches(request, w.metadata.namespace, w.metadata.name):
