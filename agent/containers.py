@@ -30,13 +30,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from mctl.common.procfs import start_time as process_start_time
 from mctl.v1 import types_pb2
 
 from .runtime import oci, rootfs
 from .runtime import syscalls as sc
 from .runtime.cgroups.base import CgroupDriver, CgroupError
 from .runtime.images import DEFAULT_PATH, ImageError, ImageStore
-from .runtime.monitor import EXIT_FILE, LOG_FILE, STATE_FILE, process_start_time
+from .runtime.monitor import EXIT_FILE, LOG_FILE, STATE_FILE
 from .runtime.native import NativeRuntime, StartError
 
 log = logging.getLogger(__name__)

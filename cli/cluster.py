@@ -30,6 +30,7 @@ import time
 import grpc
 
 from mctl.common import rpc
+from mctl.common.procfs import start_time
 from mctl.v1 import control_pb2, control_pb2_grpc
 
 from . import config
@@ -49,14 +50,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def start_time(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def alive(proc: dict[str, object]) -> bool:

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import NoReturn
 
+from mctl.common.procfs import start_time as process_start_time
+
 from . import process
 from . import syscalls as sc
 from .cgroups.base import CgroupDriver, Limits
@@ -182,16 +184,6 @@ def read_all(fd: int) -> bytes:
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
-
-
-def process_start_time(pid: int) -> int:
-    """Field 22 of /proc/PID/stat: tells a process from a later one with its pid."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return 0
-    return int(stat.rsplit(b")", 1)[1].split()[19])
 
 
 class _LogWriter:

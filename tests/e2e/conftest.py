@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from mctl.common.procfs import start_time
+
 MCTL = [sys.executable, "-m", "mctl.cli.main"]
 
 
@@ -87,14 +89,6 @@ class Cluster:
     def cgroup(self, controller: str, node: str, replica: str, namespace: str = "default") -> Path:
         return (Path("/sys/fs/cgroup") / controller / "mctl" / f"{self.id}-{node}"
                 / f"{namespace}_{replica}")
-
-
-def start_time(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except OSError:
-        return 0
 
 
 def leftovers(directory: Path, cluster_id: str) -> list[str]:
