@@ -202,12 +202,13 @@ class Controller:
                 workload_key=workload_key(v.namespace, v.workload), request=v.request,
                 node_selector=dict(r.spec.node_selector), host_ports=v.host_ports,
                 spread=r.spec.spread)))
+        new_ids = {id(r) for r in created}   # identity, not a by-value proto compare
         seed = self.rng.randrange(1 << 30)
         results = placement.place_batch(requests, list(states.values()), seed)
         for r in pending:
             key = (r.metadata.namespace, r.metadata.name)
             result = results[f"{key[0]}/{key[1]}"]
-            is_new = r in created
+            is_new = id(r) in new_ids
             target = r
             if not is_new:
                 target = types_pb2.Replica()
