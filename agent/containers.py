@@ -9,6 +9,8 @@ cannot occur in a DNS label, so the id is unambiguous) whose bundle lives in
     meta.json      restarts so far
     rootfs/        overlay mount of the image's layers + upper/ + work/
     etc/           hostname, hosts, resolv.conf bound into the container
+    network.json   its network namespace, veth, address, hostPorts (network.py)
+                   (and, with a user namespace, a host id range: idranges.py)
     state.json     written by the monitor once the container runs
     exit.json      written by the monitor when it exits
     container.log  stdout and stderr, CRI log format
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import threading
@@ -33,7 +36,10 @@ from dataclasses import dataclass, field
 from mctl.common.procfs import start_time as process_start_time
 from mctl.v1 import types_pb2
 
-from .runtime import oci, rootfs
+from . import hosts
+from .idranges import IdRange, IdRangeError, IdRanges
+from .network import Attachment, NetworkError, NodeNetwork
+from .runtime import capabilities, imageuser, oci, rootfs
 from .runtime import syscalls as sc
 from .runtime.cgroups.base import CgroupDriver, CgroupError
 from .runtime.images import DEFAULT_PATH, ImageError, ImageStore
@@ -44,6 +50,43 @@ log = logging.getLogger(__name__)
 
 REPLICA_FILE = "replica.pb"
 META_FILE = "meta.json"
+# Open files a container may have, soft and hard, unless the host allows
+# fewer (fs.nr_open): Docker's default (containerd's LimitNOFILE).
+DEFAULT_NOFILE = 1 << 20
+
+
+def default_rlimits(nr_open_path: str = "/proc/sys/fs/nr_open",
+                    status_path: str = "/proc/self/status") -> tuple[oci.Rlimit, ...]:
+    """The rlimits of every container: RLIMIT_NOFILE as Docker sets it, if it can be set.
+
+    Above fs.nr_open setrlimit fails for anyone; above the agent's own hard
+    limit it fails without CAP_SYS_RESOURCE (a root confined by a container
+    or a systemd unit may lack it), so the default stays within both.
+    """
+    nofile = DEFAULT_NOFILE
+    try:
+        with open(nr_open_path) as f:
+            nofile = min(nofile, int(f.read()))
+    except (OSError, ValueError):
+        pass
+    if not _has_capability(status_path, capabilities.CAPABILITIES["CAP_SYS_RESOURCE"]):
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and hard < nofile:
+            log.warning("no CAP_SYS_RESOURCE: containers get RLIMIT_NOFILE %d, the agent's "
+                        "own hard limit, not %d", hard, nofile)
+            nofile = hard
+    return (oci.Rlimit("RLIMIT_NOFILE", nofile, nofile),)
+
+
+def _has_capability(status_path: str, number: int) -> bool:
+    try:
+        with open(status_path) as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> number & 1)
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 class ContainerError(Exception):
@@ -64,7 +107,12 @@ class Container:
     busy: bool = False
     exit: dict[str, object] | None = None
     last_error: str = ""
+    last_exit: str = ""              # why it ended before its latest restart
+    unhealthy: str = ""              # why, while a failed health check stops it
     next_restart_ms: int = 0
+    # Its share of the node network; None without one (loopback only).
+    network: Attachment | None = None
+    hosts_text: str = ""             # what etc/hosts holds, to rewrite only on change
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -73,6 +121,17 @@ class Container:
 
     def running(self) -> bool:
         return self.exit is None and self.monitor_pid > 0
+
+    @property
+    def ip(self) -> str:
+        return self.network.ip if self.network is not None else ""
+
+
+def _user_namespace(ids: IdRange) -> dict[str, object]:
+    """config.json's part of a user namespace: ids 0..size-1 inside are `ids` on the host."""
+    mapping = (oci.IdMapping(0, ids.start, ids.size),)
+    return {"namespaces": ("user", *oci.DEFAULT_NAMESPACES),
+            "uid_mappings": mapping, "gid_mappings": mapping}
 
 
 def container_id(namespace: str, name: str) -> str:
@@ -109,6 +168,8 @@ class ContainerManager:
         runtime: NativeRuntime,
         cgroup_parent: str,
         sys: sc.Syscalls | None = None,
+        network: NodeNetwork | None = None,
+        id_ranges: IdRanges | None = None,
     ) -> None:
         self.node = node
         self.root = os.path.join(state_dir, "containers")
@@ -118,12 +179,18 @@ class ContainerManager:
         self.runtime = runtime
         self.cgroup_parent = cgroup_parent.strip("/")
         self.sys = sys or sc.libc()
+        # None: containers get a network namespace with loopback only.
+        self.network = network
+        # Host ids of containers with a user namespace.
+        self.id_ranges = id_ranges or IdRanges(os.path.join(state_dir, "userns"))
+        self.rlimits = default_rlimits()
         self._lock = threading.Lock()
         self.containers: dict[str, Container] = {}
 
     # -- bundle -------------------------------------------------------------
 
-    def _config(self, replica: types_pb2.Replica, bundle: str) -> oci.Config:
+    def _config(self, replica: types_pb2.Replica, bundle: str,
+                net: Attachment | None = None, ids: IdRange | None = None) -> oci.Config:
         spec = replica.spec
         image = self.images.get(spec.image)
         if spec.command:
@@ -132,6 +199,12 @@ class ContainerManager:
             args = list(image.entrypoint) + (list(spec.args) or list(image.cmd))
         if not args:
             raise ContainerError(f"image {spec.image!r} has no default command; set spec.command")
+        try:
+            # The image's User, looked up in its own /etc/passwd and /etc/group.
+            uid, gid, groups = imageuser.resolve(
+                image.user, [self.images.layer_path(d) for d in reversed(image.layers)])
+        except imageuser.UserError as e:
+            raise ContainerError(f"image {spec.image!r}: {e}") from None
         env = dict(e.split("=", 1) for e in image.env if "=" in e)
         env.setdefault("PATH", DEFAULT_PATH)
         hostname = spec.hostname or replica.metadata.name
@@ -142,14 +215,18 @@ class ContainerManager:
         os.makedirs(etc, exist_ok=True)
         files = {
             "hostname": f"{hostname}\n",
-            "hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{hostname}\n",
-            # Only loopback exists in the container's network namespace for now.
+            # Peers are added by update_hosts once the scheduler tells them.
+            "hosts": hosts.render(hostname, net.ip if net else "", (), replica.metadata.name),
+            # No DNS: names of peers come from hosts, nothing leaves the cluster.
             "resolv.conf": "",
         }
         mounts = oci.default_mounts()
         for name, text in files.items():
             with open(os.path.join(etc, name), "w") as f:
                 f.write(text)
+            if ids is not None:
+                # As Docker with userns-remap: root in the container may edit them.
+                os.chown(os.path.join(etc, name), ids.start, ids.start)
             mounts.append(oci.Mount(f"/etc/{name}", "bind", os.path.join(etc, name),
                                     ("bind", "rw")))
         res = spec.resources
@@ -158,6 +235,7 @@ class ContainerManager:
             args=tuple(args),
             env=tuple(f"{k}={v}" for k, v in env.items()),
             cwd=spec.working_dir or image.working_dir or "/",
+            uid=uid, gid=gid, additional_gids=groups,
             hostname=hostname,
             root_readonly=spec.security_context.read_only_rootfs,
             mounts=tuple(mounts),
@@ -170,6 +248,9 @@ class ContainerManager:
                 cpu_period=100_000,
                 pids_limit=res.pids or None,
             ),
+            namespace_paths={"network": net.netns} if net is not None else {},
+            **(_user_namespace(ids) if ids is not None else {}),
+            rlimits=self.rlimits,
             annotations={"mctl.replica": replica.metadata.name,
                          "mctl.namespace": replica.metadata.namespace,
                          "mctl.uid": replica.metadata.uid, "mctl.node": self.node},
@@ -191,17 +272,50 @@ class ContainerManager:
         _write_json(os.path.join(bundle, META_FILE), {"restarts": restarts})
         try:
             image = self.images.get(replica.spec.image)
-            config = self._config(replica, bundle)
+            container.network = self._attach(cid, replica)
+            if container.network is not None:
+                container.network.save(bundle)
+            ids = (self.id_ranges.allocate(cid)
+                   if replica.spec.security_context.user_namespace else None)
+            config = self._config(replica, bundle, container.network, ids)
             lower = [self.images.layer_path(d) for d in reversed(image.layers)]
             rootfs.mount_overlay(self.sys, lower, os.path.join(bundle, "upper"),
-                                 os.path.join(bundle, "work"), os.path.join(bundle, "rootfs"))
+                                 os.path.join(bundle, "work"), os.path.join(bundle, "rootfs"),
+                                 owner=(ids.start, ids.start) if ids is not None else None)
             oci.write_config(bundle, config)
-        except (ImageError, ContainerError, OSError) as e:
+        except (ImageError, ContainerError, NetworkError, IdRangeError, OSError) as e:
             self.teardown(container)
             raise ContainerError(str(e)) from e
         with self._lock:
             self.containers[cid] = container
         return container
+
+    def network_ready(self) -> bool:
+        """Whether containers can be made now (the node network, if any, is set up)."""
+        return self.network is None or self.network.ready or self.network.disabled
+
+    def _attach(self, cid: str, replica: types_pb2.Replica) -> Attachment | None:
+        if self.network is None or self.network.disabled:
+            return None
+        if not self.network.ready:
+            # Never fall back to a container without its network.
+            raise ContainerError("the node network is not set up yet")
+        ports = [(p.protocol or "TCP", p.host_port, p.container_port)
+                 for p in replica.spec.ports if p.host_port]
+        return self.network.attach(cid, ports)
+
+    def update_hosts(self, container: Container, peers: list[tuple[str, str]]) -> bool:
+        """Rewrites the container's /etc/hosts (in place) with `peers`; True if it changed."""
+        spec, meta = container.replica.spec, container.replica.metadata
+        text = hosts.render(spec.hostname or meta.name, container.ip, peers, meta.name)
+        if text == container.hosts_text:
+            return False
+        try:
+            changed = hosts.rewrite_in_place(os.path.join(container.bundle, "etc", "hosts"), text)
+        except FileNotFoundError:
+            return False
+        container.hosts_text = text
+        return changed
 
     def start(self, container: Container) -> None:
         t0 = time.perf_counter()
@@ -265,10 +379,8 @@ class ContainerManager:
         if container.running() and pid_alive(container.init_pid,
                                               self._init_start_time(container)):
             log.info("stopping container=%s grace=%.1fs", container.id, grace)
-            try:
-                os.kill(container.init_pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            self.runtime.kill(container.id, container.bundle, container.init_pid,
+                              signal.SIGTERM)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
                 self.refresh(container)
@@ -314,11 +426,19 @@ class ContainerManager:
             self.cgroups.destroy(container.cgroup)
         except CgroupError as e:
             log.error("container=%s cgroup not removed: %s", container.id, e)
+        # runc/crun keep state of their own (and cgroups in more hierarchies).
+        self.runtime.remove(container.id, container.bundle, container.cgroup)
+        if self.network is not None:
+            # After every process is gone: nothing may still use the namespace.
+            self.network.detach(container.id, container.network
+                                or Attachment.load(container.bundle))
         for mount in (os.path.join(container.bundle, "rootfs"),):
             # Unmount until nothing is left: a crashed earlier setup may have stacked two.
             while rootfs.unmount(self.sys, mount):
                 pass
         shutil.rmtree(container.bundle, ignore_errors=True)
+        # Last: no process and no file of the container holds its ids any more.
+        self.id_ranges.release(container.id)
         with self._lock:
             if self.containers.get(container.id) is container:
                 del self.containers[container.id]
@@ -343,6 +463,9 @@ class ContainerManager:
             container = Container(id=cid, bundle=bundle, replica=replica,
                                   cgroup=f"{self.cgroup_parent}/{cid}",
                                   restarts=int(meta.get("restarts", 0)))
+            container.network = Attachment.load(bundle)
+            if container.network is not None and self.network is not None:
+                self.network.adopt(cid, container.network)
             state = _read_json(os.path.join(bundle, STATE_FILE))
             if state is not None:
                 container.monitor_pid = int(state["monitor_pid"])
@@ -352,7 +475,13 @@ class ContainerManager:
             with self._lock:
                 self.containers[cid] = container
             adopted.append(container)
-            log.info("adopted container=%s running=%s", cid, container.running())
+            log.info("adopted container=%s running=%s ip=%s", cid, container.running(),
+                     container.ip or "-")
+        if self.network is not None:
+            # Addresses and namespaces of containers whose bundles are gone.
+            self.network.forget_unowned({c.id for c in adopted if c.network is not None})
+        for owner in self.id_ranges.release_all_but({c.id for c in adopted}):
+            log.info("freed the user namespace ids of container=%s, which is gone", owner)
         return adopted
 
     def log_path(self, namespace: str, name: str) -> str:

@@ -1,32 +1,52 @@
 """mctl-agent: one per node. Registers the node, runs what the scheduler places on it.
 
-    mctl-agent --scheduler 127.0.0.1:7070 --name node1 --state-dir /var/lib/mctl/node1
+    mctl-agent --scheduler 127.0.0.1:7070 --name node1 --state-dir /var/lib/mctl/node1 \
+        --tls-ca ca.crt --tls-cert node1.crt --tls-key node1.key
     mctl-agent cleanup --state-dir DIR     # remove every container a dead agent left
 
 On SIGTERM the agent stops serving and leaves its containers running (a
 restarted agent adopts them), unless --cleanup-on-exit is given, as the
 local cluster does, in which case every container is stopped and removed.
+With TLS, its certificate must be an agent certificate for --name, and only
+the scheduler and admins may call it (access.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
 import threading
 
-from mctl.common import logs, rpc
+from pyroute2.netlink.exceptions import NetlinkError
+
+from mctl.common import logs, netns, pki, rpc, tls
+from mctl.common.authz import Authorizer
+from mctl.common.quantity import QuantityError, parse_memory
 from mctl.v1 import agent_pb2_grpc, types_pb2
 
+from . import debug
+from .access import POLICY
 from .containers import ContainerManager
+from .health import HealthChecker
+from .idranges import IdRangeError, IdRanges
+from .imageimport import ImageImporter
+from .ipam import IpamError
 from .link import SchedulerLink
+from .network import NodeNetwork
 from .node import NodeLoop
 from .runtime.cgroups import detect
+from .runtime.crilog import LogLimits
+from .runtime.external import make_runtime
+from .runtime.imagearchive import Limits
 from .runtime.images import ImageError, ImageStore
 from .runtime.native import NativeRuntime
+from .runtime.ociclient import RuntimeNotFound
 from .service import AgentService
 from .usage import UsageSampler
 
@@ -69,15 +89,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-millis", type=int, default=0, help="override the node's cpu capacity")
     p.add_argument("--memory-bytes", type=int, default=0, help="override the node's memory")
     p.add_argument("--cgroup-root", default="/sys/fs/cgroup")
+    p.add_argument("--runtime", default="native",
+                   help="native (in-process, the default), runc, crun, mctl-runtime, or the "
+                        "path of an OCI runtime command")
     p.add_argument("--cgroup-parent", default="",
                    help="cgroup under which containers are made (default mctl/NAME)")
     p.add_argument("--stop-grace", type=float, default=5.0,
                    help="seconds between TERM and KILL when stopping a container")
     p.add_argument("--cleanup-on-exit", action="store_true",
                    help="on SIGTERM, remove every container instead of leaving them running")
+    p.add_argument("--netns", default="",
+                   help="run inside this named network namespace (a local cluster's node)")
+    p.add_argument("--netns-prefix", default="",
+                   help="names of containers' network namespaces (default mctl-NAME-<id>-)")
+    p.add_argument("--bridge", default="mctl0",
+                   help="the node's container bridge (unique per network namespace)")
     p.add_argument("--log-file", default=None)
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--image-max-bytes", type=_byte_size, default=Limits().max_archive_bytes,
+                   help="largest image archive, its layers uncompressed and one file in them "
+                        "(e.g. 8Gi, the default)")
+    p.add_argument("--image-max-files", type=int, default=Limits().max_members,
+                   help="most entries in an image archive and its layers")
+    p.add_argument("--log-max-size", type=_byte_size, default=LogLimits().max_size,
+                   help="size at which a container's log is rotated (default 10Mi), as the "
+                        "kubelet's containerLogMaxSize")
+    p.add_argument("--log-max-files", type=int, default=LogLimits().max_files,
+                   help="log files kept per container, the current one included (default 2)")
+    p.add_argument("--userns-base", type=int, default=100_000,
+                   help="first host id of the ranges given to containers with "
+                        "securityContext.userNamespace (default 100000)")
+    p.add_argument("--userns-size", type=int, default=65536,
+                   help="host ids per such container (default 65536)")
+    tls.add_flags(p)
     return p
+
+
+def _byte_size(text: str) -> int:
+    try:
+        return parse_memory(text)
+    except QuantityError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def image_limits(args: argparse.Namespace) -> Limits:
+    return Limits(max_archive_bytes=args.image_max_bytes,
+                  max_unpacked_bytes=args.image_max_bytes, max_file_bytes=args.image_max_bytes,
+                  max_members=args.image_max_files)
 
 
 def make_manager(args: argparse.Namespace, runtime: NativeRuntime) -> ContainerManager:
@@ -87,8 +145,43 @@ def make_manager(args: argparse.Namespace, runtime: NativeRuntime) -> ContainerM
         images.ensure_busybox()
     except ImageError as e:
         log.error("%s", e)
+    # The default prefix tells apart agents of the same name on one machine.
+    prefix = (args.netns_prefix or
+              f"mctl-{args.name}-{hashlib.sha256(args.state_dir.encode()).hexdigest()[:6]}-")
+    network = NodeNetwork(args.state_dir, prefix, bridge=args.bridge)
     return ContainerManager(args.state_dir, args.name, images, cgroups, runtime,
-                            cgroup_parent=args.cgroup_parent or f"mctl/{args.name}")
+                            cgroup_parent=args.cgroup_parent or f"mctl/{args.name}",
+                            network=network, id_ranges=args.id_ranges)
+
+
+def configure_network(manager: ContainerManager, link: SchedulerLink) -> None:
+    """After (re)registering: set up the node network for the subnet the scheduler gave."""
+    network = manager.network
+    if network is None:
+        return
+    if not link.pod_subnet:
+        network.disable()
+        return
+    try:
+        network.configure(link.pod_subnet, link.cluster_cidr)
+    except (OSError, NetlinkError, IpamError) as e:
+        # Containers wait (network_ready) rather than start without it.
+        log.error("node network not set up for subnet %s: %s", link.pod_subnet, e)
+
+
+def remove_network(manager: ContainerManager, node_netns_gone: bool) -> None:
+    """Removes the node side of the network, once every container is gone."""
+    if manager.network is None:
+        return
+    if node_netns_gone:
+        # Bridge, routes and nft table went with the node's namespace.
+        manager.network.forget_unowned(set())
+        shutil.rmtree(manager.network.dir, ignore_errors=True)
+        return
+    try:
+        manager.network.cleanup()
+    except (OSError, NetlinkError) as e:
+        log.error("node network not fully removed: %s", e)
 
 
 def remove_all(manager: ContainerManager, grace: float) -> None:
@@ -102,27 +195,40 @@ def remove_all(manager: ContainerManager, grace: float) -> None:
     log.info("removed %d containers", len(containers))
 
 
+def runtime_of(args: argparse.Namespace) -> NativeRuntime:
+    """The container runtime --runtime names; exits with one line if there is none."""
+    try:
+        return make_runtime(args.runtime, args.state_dir, args.cgroup_root, args.log_limits)
+    except RuntimeNotFound as e:
+        print(f"mctl-agent: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
 def cleanup(args: argparse.Namespace) -> int:
-    runtime = NativeRuntime(args.cgroup_root)
+    runtime = runtime_of(args)
     manager = make_manager(args, runtime)
     manager.adopt_all()
     remove_all(manager, args.stop_grace)
+    remove_network(manager, args.netns_gone)
     runtime.close()
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    runtime = NativeRuntime(args.cgroup_root)
+def run(args: argparse.Namespace, credentials: tls.TLSConfig | None) -> int:
+    runtime = runtime_of(args)
     manager = make_manager(args, runtime)
     manager.adopt_all()
     sampler = UsageSampler(manager)
-    link = SchedulerLink(args.scheduler, args.name)
+    link = SchedulerLink(args.scheduler, args.name, credentials)
     loop = NodeLoop(manager, sampler, link.report, args.name, args.stop_grace)
 
-    server = rpc.make_server()
-    agent_pb2_grpc.add_AgentServicer_to_server(AgentService(loop, manager, sampler, args.name),
-                                               server)
-    port = rpc.bind(server, args.listen)
+    server = rpc.make_server(interceptors=[Authorizer(POLICY)] if credentials else [])
+    recent = debug.RecentLog()
+    logging.getLogger().addHandler(recent)
+    agent_pb2_grpc.add_AgentServicer_to_server(
+        AgentService(loop, manager, sampler, args.name, recent,
+                     ImageImporter(manager.images, image_limits(args))), server)
+    port = rpc.bind(server, args.listen, credentials)
     server.start()
     address = args.advertise or f"{rpc.host_of(args.listen)}:{port}"
     capacity = machine_capacity()
@@ -133,25 +239,36 @@ def run(args: argparse.Namespace) -> int:
     node = types_pb2.Node(name=args.name, address=address, capacity=capacity,
                           labels=args.labels, runtime=runtime.name,
                           cgroup_mode=manager.cgroups.mode, agent_version="0.1.0")
-    log.info("agent serving address=%s state_dir=%s cgroups=%s", address, args.state_dir,
-             manager.cgroups.mode)
+    log.info("agent serving address=%s state_dir=%s cgroups=%s tls=%s", address, args.state_dir,
+             manager.cgroups.mode,
+             f"verified as {pki.node_server_name(args.name)}" if credentials else "off")
+    if credentials is None:
+        log.warning("serving without TLS (--insecure): any peer may run containers here")
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    link.start(node, usage=sampler.node_total, on_registered=loop.force_report, stop=stop)
+    def on_registered() -> None:
+        configure_network(manager, link)
+        loop.force_report()
+
+    link.start(node, usage=sampler.node_total, on_registered=on_registered, stop=stop)
     loop.start()
     sampler.start(on_sample=loop.wake)
+    health = HealthChecker(manager, args.stop_grace, on_change=loop.wake)
+    health.start()
     # Runtime first start: the zygote comes up now, not on the first replica.
     runtime.warm_up()
     stop.wait()
     log.info("agent stopping")
     server.stop(grace=1)
     link.close()
+    health.close()
     loop.close()
     sampler.close()
     if args.cleanup_on_exit:
         remove_all(manager, args.stop_grace)
+        remove_network(manager, False)
     runtime.close()
     return 0
 
@@ -159,13 +276,41 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     args.state_dir = args.state_dir or f"/var/lib/mctl/agent-{args.name}"
+    try:
+        args.log_limits = LogLimits(args.log_max_size, args.log_max_files)
+        args.id_ranges = IdRanges(os.path.join(args.state_dir, "userns"), args.userns_base,
+                                  args.userns_size)
+    except (ValueError, IdRangeError) as e:
+        print(f"mctl-agent: {e}", file=sys.stderr)
+        sys.exit(2)
     logs.configure("agent", args.name, args.log_level, args.log_file)
     if os.geteuid() != 0:
         print("mctl-agent: must run as root (it makes namespaces, cgroups and mounts)",
               file=sys.stderr)
         sys.exit(1)
+    args.netns_gone = False
+    if args.netns:
+        # First, while this process has one thread: every thread and child
+        # made from now on (gRPC, zygote, monitors) lives in the node's namespace.
+        try:
+            netns.enter(args.netns)
+        except netns.NetnsError as e:
+            if args.command != "cleanup":
+                print(f"mctl-agent: --netns: {e}", file=sys.stderr)
+                sys.exit(1)
+            args.netns_gone = True
+    if args.command == "cleanup":
+        os.makedirs(args.state_dir, exist_ok=True)
+        sys.exit(cleanup(args))
+    try:
+        credentials = tls.from_flags(args.tls_ca, args.tls_cert, args.tls_key, args.insecure)
+        if credentials is not None:
+            credentials.require("agent", args.name)
+    except tls.TLSError as e:
+        print(f"mctl-agent: {e}", file=sys.stderr)
+        sys.exit(1)
     os.makedirs(args.state_dir, exist_ok=True)
-    sys.exit(cleanup(args) if args.command == "cleanup" else run(args))
+    sys.exit(run(args, credentials))
 
 
 if __name__ == "__main__":

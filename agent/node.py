@@ -15,10 +15,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from mctl.v1 import node_pb2, types_pb2
+from mctl.v1 import agent_pb2, node_pb2, types_pb2
 
 from . import reconcile
 from .containers import Container, ContainerError, ContainerManager, container_id
+from .network import PeerNode
 from .usage import UsageSampler
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,18 @@ RESYNC_SECONDS = 1.0
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def exit_reason(ex: dict[str, object]) -> tuple[str, str]:
+    """Why a container ended, as (reason, detail), from what its monitor recorded."""
+    code = int(str(ex.get("exit_code", 0)))
+    if ex.get("unhealthy"):
+        return "Unhealthy", f"{ex['unhealthy']} (exit code {code})"
+    reason = ("OOMKilled" if ex.get("oom_killed") else
+              "StartError" if ex.get("start_error") else
+              "MonitorLost" if ex.get("lost") else
+              "Completed" if code == 0 else "Error")
+    return reason, str(ex.get("start_error") or f"exit code {code}")
 
 
 class NodeLoop:
@@ -47,6 +60,10 @@ class NodeLoop:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_report: bytes = b""
+        # The network as the scheduler last described it (set_network).
+        self._nodes: tuple[PeerNode, ...] | None = None
+        self._routed: tuple[PeerNode, ...] | None = None
+        self._peers: dict[tuple[str, str], list[tuple[str, str]]] = {}
 
     # -- input ---------------------------------------------------------------
 
@@ -62,6 +79,16 @@ class NodeLoop:
         self._received_desired = True
         self._wake.set()
         return True
+
+    def set_network(self, nodes: list[agent_pb2.NodeRoute],
+                    peers: list[agent_pb2.ReplicaAddress]) -> None:
+        """Takes the other nodes' subnets and the addresses of this node's workloads' replicas."""
+        by_workload: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for p in peers:
+            by_workload.setdefault((p.namespace, p.workload), []).append((p.name, p.ip))
+        self._nodes = tuple(PeerNode(n.name, n.address, n.pod_subnet) for n in nodes)
+        self._peers = by_workload
+        self._wake.set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -93,7 +120,8 @@ class NodeLoop:
             self.manager.refresh(c)
             ex = c.exit or {}
             out[c.id] = reconcile.Have(
-                uid=c.replica.metadata.uid, spec_hash=c.replica.spec_hash, busy=c.busy,
+                uid=c.replica.metadata.uid, spec_hash=c.replica.spec_hash,
+                busy=c.busy or bool(c.unhealthy),
                 exited=c.exit is not None, exit_code=int(ex.get("exit_code", 0)),
                 finished_ms=int(ex.get("finished_unix_ms", 0)), started_ms=c.started_ms,
                 restarts=c.restarts)
@@ -103,7 +131,7 @@ class NodeLoop:
         # Until the scheduler has told us what to run, adopted containers are
         # kept: removing them on a restart before the first desired set would
         # restart every replica of the node.
-        if not self._received_desired:
+        if not self._received_desired or not self.manager.network_ready():
             self._send_report()
             return
         desired = self._desired
@@ -119,7 +147,37 @@ class NodeLoop:
             elif container is not None:
                 self._stop_in_background(container)
         self._create_errors = {k: v for k, v in self._create_errors.items() if k in desired}
+        self._sync_network()
         self._send_report()
+
+    def _sync_network(self) -> None:
+        """Routes to the other nodes, and every container's /etc/hosts, as last told."""
+        network = self.manager.network
+        if network is None or not network.ready:
+            return
+        nodes = self._nodes
+        if nodes is not None and nodes != self._routed:
+            try:
+                network.sync_routes(nodes)
+                self._routed = nodes
+            except Exception:  # noqa: BLE001 - retried on the next pass
+                log.exception("routes to other nodes not updated")
+        containers = [c for c in self.manager.snapshot() if c.network is not None and not c.busy]
+        # Local replicas' addresses are known here first; the scheduler's
+        # view of the others arrives with the next desired set.
+        local: dict[tuple[str, str], dict[str, str]] = {}
+        for c in containers:
+            key = (c.replica.metadata.namespace, c.replica.workload)
+            local.setdefault(key, {})[c.replica.metadata.name] = c.ip
+        for c in containers:
+            key = (c.replica.metadata.namespace, c.replica.workload)
+            peers = dict(self._peers.get(key, []))
+            peers.update(local[key])
+            try:
+                if self.manager.update_hosts(c, sorted(peers.items())):
+                    log.info("container=%s /etc/hosts lists %d peers", c.id, len(peers) - 1)
+            except OSError as e:
+                log.warning("container=%s /etc/hosts not updated: %s", c.id, e)
 
     def _create(self, replica: types_pb2.Replica, now: int) -> None:
         cid = container_id(replica.metadata.namespace, replica.metadata.name)
@@ -150,6 +208,9 @@ class NodeLoop:
 
     def _restart(self, container: Container) -> None:
         log.info("restarting container=%s restarts=%d", container.id, container.restarts + 1)
+        if container.exit is not None:
+            reason, detail = exit_reason(container.exit)
+            container.last_exit = f"{reason}: {detail}"
         self.manager.reset(container)
         self._start(container)
 
@@ -171,9 +232,13 @@ class NodeLoop:
 
     def status_of(self, c: Container, now: int) -> types_pb2.ReplicaStatus:
         st = types_pb2.ReplicaStatus(restarts=c.restarts, started_unix_ms=c.started_ms,
-                                     ip="")
+                                     ip=c.ip, last_exit=c.last_exit)
         if c.busy:
             st.phase = "Terminating"
+        elif c.unhealthy:
+            st.phase = "Running"
+            st.reason = "Unhealthy"
+            st.message = f"stopping to restart: {c.unhealthy}"
         elif c.exit is None:
             st.phase = "Running" if c.monitor_pid else "Starting"
         else:
@@ -181,11 +246,7 @@ class NodeLoop:
             code = int(ex.get("exit_code", 0))
             st.exit_code = code
             st.finished_unix_ms = int(ex.get("finished_unix_ms", 0))
-            reason = ("OOMKilled" if ex.get("oom_killed") else
-                      "StartError" if ex.get("start_error") else
-                      "MonitorLost" if ex.get("lost") else
-                      "Completed" if code == 0 else "Error")
-            detail = str(ex.get("start_error") or f"exit code {code}")
+            reason, detail = exit_reason(ex)
             policy = c.replica.spec.restart_policy
             if reconcile.should_restart(policy, code):
                 have = reconcile.Have(c.replica.metadata.uid, c.replica.spec_hash, False, True,

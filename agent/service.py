@@ -12,8 +12,11 @@ import grpc
 from mctl.common import containerlog
 from mctl.v1 import agent_pb2, agent_pb2_grpc, control_pb2
 
+from . import debug, execution
 from .containers import ContainerManager
+from .imageimport import ImageImporter, ImportRefused, is_disk_full
 from .node import NodeLoop
+from .runtime.imagearchive import ArchiveError
 from .usage import UsageSampler
 
 log = logging.getLogger(__name__)
@@ -21,7 +24,10 @@ log = logging.getLogger(__name__)
 
 class AgentService(agent_pb2_grpc.AgentServicer):
     def __init__(self, loop: NodeLoop, manager: ContainerManager, sampler: UsageSampler,
-                 node: str) -> None:
+                 node: str, recent: debug.RecentLog | None = None,
+                 images: ImageImporter | None = None) -> None:
+        self.recent = recent
+        self.images = images or ImageImporter(manager.images)
         self.loop = loop
         self.manager = manager
         self.sampler = sampler
@@ -33,6 +39,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           f"this is node {self.node}, not {request.node}")
         accepted = self.loop.set_desired(request.revision, list(request.replicas))
+        if accepted:
+            self.loop.set_network(list(request.nodes), list(request.peers))
         return agent_pb2.DesiredAck(accepted=accepted, revision=request.revision)
 
     def ListContainers(self, request: agent_pb2.ListContainersRequest,
@@ -50,6 +58,59 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             if usage is not None:
                 info.usage.CopyFrom(usage)
         return out
+
+    def Exec(self, request_iterator: Iterator[control_pb2.ExecInput],
+             context: grpc.ServicerContext) -> Iterator[control_pb2.ExecOutput]:
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("start") or not first.start.command:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "exec: the first message must name the replica and the command")
+        start = first.start
+        ns = start.namespace or "default"
+        found = [c for c in self.manager.snapshot()
+                 if (c.replica.metadata.namespace, c.replica.metadata.name) == (ns, start.replica)]
+        if not found:
+            context.abort(grpc.StatusCode.NOT_FOUND,
+                          f"replica {start.replica} has no container on node {self.node}")
+        c = found[0]
+        phase = self.loop.status_of(c, int(time.time() * 1000)).phase
+        if phase != "Running" or not c.init_pid:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"replica {start.replica} is not running (phase {phase})")
+        try:
+            yield from execution.run(c.init_pid, c.bundle, c.id, first, request_iterator,
+                                     context.add_callback)
+        except OSError as e:
+            context.abort(grpc.StatusCode.INTERNAL, f"exec in {start.replica}: {e}")
+
+    def Inspect(self, request: agent_pb2.InspectRequest,
+                context: grpc.ServicerContext) -> agent_pb2.InspectReply:
+        try:
+            lines = debug.inspect(request.topic, self.manager, self.recent, request.limit)
+        except ValueError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        return agent_pb2.InspectReply(lines=lines)
+
+    def ImportImage(self, request_iterator: Iterator[agent_pb2.ImageChunk],
+                    context: grpc.ServicerContext) -> agent_pb2.ImportImageReply:
+        try:
+            result, received = self.images.receive(request_iterator)
+        except (ImportRefused, ArchiveError) as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except OSError as e:
+            if is_disk_full(e):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"node {self.node} has no space left for the image: {e}")
+            log.exception("image import failed")
+            context.abort(grpc.StatusCode.INTERNAL, f"image import on node {self.node}: {e}")
+        return agent_pb2.ImportImageReply(
+            images=[self.images.info(i) for i in result.images],
+            layers_new=result.layers_new, layers_present=result.layers_present,
+            received_bytes=received, warnings=result.warnings)
+
+    def ListImages(self, request: agent_pb2.ListImagesRequest,
+                   context: grpc.ServicerContext) -> agent_pb2.ImageList:
+        return agent_pb2.ImageList(node=self.node, images=self.images.list())
 
     def Logs(self, request: control_pb2.LogsRequest,
              context: grpc.ServicerContext) -> Iterator[control_pb2.LogChunk]:

@@ -10,6 +10,10 @@ the scheduler and etcd, sweeps whatever a crashed agent left (containers,
 mounts, cgroups), and removes the data. `up` on a dir a crashed cluster left
 behind cleans it up first.
 
+Every connection is mutual TLS unless `up --insecure`: `up` makes a CA and
+certificates in DIR/pki (scheduler.crt, admin.crt for the CLI, one per node)
+and they go with the dir on `down`.
+
 The cluster talks to the CLI and processes only; it imports neither the
 scheduler nor the agent (they are started as commands).
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import ipaddress
 import json
 import os
 import shutil
@@ -28,14 +33,16 @@ import sys
 import time
 
 import grpc
+from pyroute2.netlink.exceptions import NetlinkError
 
-from mctl.common import rpc
+from mctl.common import pki, rpc, tls
 from mctl.common.procfs import start_time
 from mctl.v1 import control_pb2, control_pb2_grpc
 
-from . import config
+from . import cluster_network, config
 
 STATE_FILE = "cluster.json"
+PKI_DIR = "pki"
 
 
 class ClusterError(Exception):
@@ -46,9 +53,9 @@ def default_dir() -> str:
     return os.environ.get("MCTL_CLUSTER_DIR") or "/var/lib/mctl/cluster"
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -89,22 +96,69 @@ def _wait_start_time(pid: int) -> int:
     return 0
 
 
-def wait_port(port: int, timeout: float, what: str, proc: dict[str, object]) -> None:
+def wait_port(port: int, timeout: float, what: str, proc: dict[str, object],
+              host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive(proc):
             raise ClusterError(f"{what} exited during start-up; see {proc['log']}")
         with socket.socket() as s:
             s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.05)
     raise ClusterError(f"{what} did not listen on port {port} within {timeout:.0f}s; "
                        f"see {proc['log']}")
 
 
-def wait_nodes(server: str, count: int, timeout: float, procs: list[dict[str, object]]) -> None:
-    stub = control_pb2_grpc.ControlPlaneStub(rpc.make_channel(server))
+def make_pki(directory: str) -> dict[str, str]:
+    """A fresh cluster CA in DIR/pki; returns what cluster.json records of it."""
+    pki_dir = os.path.join(directory, PKI_DIR)
+    pki.init_ca_dir(pki_dir, force=True)
+    cert, key = pki.issue_to_dir(pki_dir, "admin", force=True)
+    return {"dir": pki_dir, "ca": pki.ca_paths(pki_dir)[0], "admin_cert": cert, "admin_key": key}
+
+
+def tls_flags(state: dict[str, object], role: str, name: str,
+              sans: tuple[str, ...] = ()) -> list[str]:
+    """Issues `name`'s certificate and returns the flags that hand it to the process."""
+    info = state.get("tls")
+    if not isinstance(info, dict):
+        return ["--insecure"]
+    cert, key = pki.issue_to_dir(info["dir"], role, name, sans, force=True)
+    return ["--tls-ca", info["ca"], "--tls-cert", cert, "--tls-key", key]
+
+
+def admin_credentials(state: dict[str, object]) -> tls.TLSConfig | None:
+    info = state.get("tls")
+    if not isinstance(info, dict):
+        return None
+    try:
+        return tls.TLSConfig.from_files(info["ca"], info["admin_cert"], info["admin_key"])
+    except tls.TLSError as e:
+        raise ClusterError(str(e)) from None
+
+
+def client_config(state: dict[str, object]) -> dict[str, str]:
+    """What the CLI's config.json says about this cluster."""
+    doc = {"server": str(state["server"]), "cluster_dir": str(state["dir"])}
+    info = state.get("tls")
+    if isinstance(info, dict):
+        doc.update(tls_ca=info["ca"], tls_cert=info["admin_cert"], tls_key=info["admin_key"])
+    else:
+        doc["insecure"] = "true"
+    return doc
+
+
+def control_stub(state: dict[str, object]) -> control_pb2_grpc.ControlPlaneStub:
+    channel = rpc.make_channel(str(state["server"]), admin_credentials(state),
+                               pki.SCHEDULER_SERVER_NAME)
+    return control_pb2_grpc.ControlPlaneStub(channel)
+
+
+def wait_nodes(state: dict[str, object], count: int, timeout: float,
+               procs: list[dict[str, object]]) -> None:
+    stub = control_stub(state)
     deadline = time.monotonic() + timeout
     ready = 0
     while time.monotonic() < deadline:
@@ -124,13 +178,17 @@ def wait_nodes(server: str, count: int, timeout: float, procs: list[dict[str, ob
 
 def up(args: argparse.Namespace) -> int:
     directory = os.path.abspath(args.dir)
+    # `mctl --insecure cluster up` means the same as `mctl cluster up --insecure`.
+    insecure = args.cluster_insecure or getattr(args, "insecure", False)
     state = load_state(directory)
     if state is not None:
         procs = state["processes"]
         if all(alive(p) for p in procs):
-            config.save({"server": state["server"], "cluster_dir": directory})
-            print(f"cluster already running: {len(state['nodes'])} nodes, server "
-                  f"{state['server']}")
+            config.save(client_config(state))
+            have = len(state["nodes"])
+            if args.nodes > have:
+                return grow(directory, state, have, args)
+            print(f"cluster already running: {have} nodes, server {state['server']}")
             return 0
         print("a previous cluster in this dir did not stop cleanly; cleaning it up",
               file=sys.stderr)
@@ -142,12 +200,22 @@ def up(args: argparse.Namespace) -> int:
     # Cgroups and node names are shared by every cluster on this machine:
     # a short id of the dir keeps two clusters (a demo and a test run) apart.
     cluster_id = hashlib.sha256(directory.encode()).hexdigest()[:6]
-    client_port, peer_port, api_port = free_port(), free_port(), free_port()
-    server = f"127.0.0.1:{api_port}"
+    network = plan_network(cluster_id, args)
+    host = str(network["host_ip"])
+    client_port, peer_port = free_port(), free_port()
+    # Several schedulers (--schedulers, for HA) share etcd; agents and the
+    # CLI are given all of them and use whichever answers. They listen on
+    # the cluster bridge, where agents in their node namespaces reach them.
+    scheduler_addresses = [f"{host}:{free_port()}" for _ in range(max(1, args.schedulers))]
+    server = ",".join(scheduler_addresses)
     state = {"dir": directory, "id": cluster_id, "server": server,
-             "etcd": f"127.0.0.1:{client_port}", "processes": [], "nodes": []}
+             "etcd": f"127.0.0.1:{client_port}", "processes": [], "nodes": [],
+             "network": network}
     procs: list[dict[str, object]] = state["processes"]  # type: ignore[assignment]
     try:
+        start_network(directory, state)
+        if not insecure:
+            state["tls"] = make_pki(directory)
         print(f"starting etcd on 127.0.0.1:{client_port}", file=sys.stderr)
         peer = f"http://127.0.0.1:{peer_port}"
         client = f"http://127.0.0.1:{client_port}"
@@ -161,41 +229,77 @@ def up(args: argparse.Namespace) -> int:
         save_state(directory, state)
         wait_port(client_port, 20, "etcd", p)
 
-        print(f"starting scheduler on {server}", file=sys.stderr)
-        p = spawn([sys.executable, "-m", "mctl.scheduler.main", "--etcd",
-                   f"127.0.0.1:{client_port}", "--listen", server,
-                   "--log-file", os.path.join(directory, "scheduler.log")],
-                  os.path.join(directory, "scheduler.out"))
-        p["name"] = "scheduler"
-        procs.append(p)
-        save_state(directory, state)
-        wait_port(api_port, 20, "scheduler", p)
-
-        for i in range(1, args.nodes + 1):
-            name = f"node{i}"
-            node_dir = os.path.join(directory, "nodes", name)
-            cgroup_parent = f"mctl/{cluster_id}-{name}"
-            os.makedirs(node_dir, exist_ok=True)
-            print(f"starting agent {name}", file=sys.stderr)
-            p = spawn([sys.executable, "-m", "mctl.agent.main", "--name", name,
-                       "--scheduler", server, "--state-dir", node_dir,
-                       "--cgroup-parent", cgroup_parent, "--cleanup-on-exit",
-                       "--stop-grace", str(args.stop_grace),
-                       "--log-file", os.path.join(directory, f"{name}.log")],
-                      os.path.join(directory, f"{name}.out"))
+        for i, address in enumerate(scheduler_addresses, start=1):
+            name = "scheduler" if i == 1 else f"scheduler{i}"
+            print(f"starting {name} on {address}", file=sys.stderr)
+            log_name = "scheduler" if i == 1 else name
+            p = spawn([sys.executable, "-m", "mctl.scheduler.main", "--etcd",
+                       f"127.0.0.1:{client_port}", "--listen", address, "--id", name,
+                       "--node-grace", str(args.node_grace),
+                       "--cluster-cidr", str(network["cluster_cidr"]),
+                       "--log-file", os.path.join(directory, f"{log_name}.log")]
+                      + tls_flags(state, "scheduler", name, (rpc.host_of(address),)),
+                      os.path.join(directory, f"{log_name}.out"))
             p["name"] = name
             procs.append(p)
-            state["nodes"].append({"name": name, "state_dir": node_dir,  # type: ignore[union-attr]
-                                   "cgroup_parent": cgroup_parent})
             save_state(directory, state)
-        wait_nodes(server, args.nodes, args.timeout, procs)
-    except (ClusterError, OSError) as e:
+            wait_port(int(address.rsplit(":", 1)[1]), 20, name, p, host=host)
+
+        for i in range(1, args.nodes + 1):
+            start_agent(directory, state, i, args)
+        wait_nodes(state, args.nodes, args.timeout, procs)
+    except (ClusterError, OSError, NetlinkError, pki.PKIError) as e:
         print(f"mctl: cluster did not come up: {e}; removing what was started", file=sys.stderr)
         teardown(directory, state)
         raise ClusterError(str(e)) from None
-    config.save({"server": server, "cluster_dir": directory})
-    print(f"cluster up: {args.nodes} node{'s' if args.nodes != 1 else ''}, server {server} "
+    config.save(client_config(state))
+    print(f"cluster up: {args.nodes} node{'s' if args.nodes != 1 else ''}, server {server}, "
+          f"{'INSECURE' if insecure else 'mutual TLS'} "
           f"(saved in {config.config_path()})")
+    return 0
+
+
+def start_agent(directory: str, state: dict[str, object], i: int,
+                args: argparse.Namespace) -> None:
+    """Starts node `i`'s agent in its own network namespace, recorded in cluster.json."""
+    name = f"node{i}"
+    node_dir = os.path.join(directory, "nodes", name)
+    cgroup_parent = f"mctl/{state['id']}-{name}"
+    network: dict[str, object] = state["network"]  # type: ignore[assignment]
+    os.makedirs(node_dir, exist_ok=True)
+    if name not in network["nodes"]:  # type: ignore[operator]
+        cluster_network.plan_node(network, str(state["id"]), i)
+        save_state(directory, state)      # recorded before it is made, for `down`
+    cluster_network.create_node(network, name)
+    print(f"starting agent {name}", file=sys.stderr)
+    p = spawn([sys.executable, "-m", "mctl.agent.main", "--name", name,
+               "--scheduler", str(state["server"]), "--state-dir", node_dir,
+               "--cgroup-parent", cgroup_parent, "--cleanup-on-exit",
+               "--stop-grace", str(args.stop_grace), "--runtime", args.runtime,
+               "--log-file", os.path.join(directory, f"{name}.log")]
+              + cluster_network.agent_flags(network, name)
+              + tls_flags(state, "agent", name),
+              os.path.join(directory, f"{name}.out"))
+    p["name"] = name
+    state["processes"].append(p)  # type: ignore[union-attr]
+    state["nodes"].append({"name": name, "state_dir": node_dir,  # type: ignore[union-attr]
+                           "cgroup_parent": cgroup_parent, "runtime": args.runtime})
+    save_state(directory, state)
+
+
+def grow(directory: str, state: dict[str, object], have: int, args: argparse.Namespace) -> int:
+    """`up --nodes N` on a running cluster with fewer nodes: the missing ones join it."""
+    procs: list[dict[str, object]] = state["processes"]  # type: ignore[assignment]
+    try:
+        for i in range(have + 1, args.nodes + 1):
+            start_agent(directory, state, i, args)
+        wait_nodes(state, args.nodes, args.timeout, procs)
+    except (ClusterError, OSError, NetlinkError, pki.PKIError,
+            cluster_network.NetworkSetupError) as e:
+        # The cluster was running before: keep it; what did not come up is
+        # in cluster.json, so `down` removes it.
+        raise ClusterError(f"new nodes did not come up: {e}") from None
+    print(f"cluster grew: {have} -> {args.nodes} nodes, server {state['server']}")
     return 0
 
 
@@ -230,21 +334,63 @@ def _reap(procs: list[dict[str, object]]) -> None:
             pass
 
 
+def plan_network(cluster_id: str, args: argparse.Namespace) -> dict[str, object]:
+    """Chooses the node network and checks both CIDRs; makes nothing yet."""
+    # Namespaces and links a crashed earlier cluster of this dir left behind.
+    for what in cluster_network.remove(cluster_id, None):
+        print(f"removed leftover {what}", file=sys.stderr)
+    try:
+        with cluster_network.lock():
+            return cluster_network.choose(cluster_id, args.nodes, args.node_cidr,
+                                          args.cluster_cidr)
+    except cluster_network.NetworkSetupError as e:
+        raise ClusterError(str(e)) from None
+
+
+def start_network(directory: str, state: dict[str, object]) -> None:
+    """Makes the host bridge and every node's namespace, recorded in cluster.json first."""
+    network: dict[str, object] = state["network"]  # type: ignore[assignment]
+    save_state(directory, state)
+    with cluster_network.lock():
+        taken = [f"{dst} dev {dev}" for dst, dev in cluster_network.host_routes()
+                 if dst.overlaps(ipaddress.ip_network(str(network["node_cidr"])))]
+        if taken:
+            raise ClusterError(f"node network {network['node_cidr']} was just taken by "
+                               f"{taken[0]}; run `mctl cluster up` again")
+        print(f"network: bridge {network['bridge']} {network['host_ip']}, nodes in "
+              f"{network['node_cidr']}, containers from {network['cluster_cidr']}",
+              file=sys.stderr)
+        cluster_network.create_bridge(network)
+
+
+def remove_network(state: dict[str, object]) -> None:
+    """Removes the cluster's namespaces and links: recorded ones and any named for it."""
+    network = state.get("network")
+    cluster_network.remove(str(state["id"]), network if isinstance(network, dict) else None)
+
+
 def teardown(directory: str, state: dict[str, object]) -> None:
     procs: list[dict[str, object]] = state.get("processes", [])  # type: ignore[assignment]
     agents = [p for p in procs if str(p["name"]).startswith("node")]
     others = [p for p in procs if p not in agents]
     _signal_and_wait(agents, 60)
     # The scheduler before etcd, so it does not log a storm of etcd errors.
-    _signal_and_wait([p for p in others if p["name"] == "scheduler"], 10)
+    _signal_and_wait([p for p in others if str(p["name"]).startswith("scheduler")], 10)
     _signal_and_wait([p for p in others if p["name"] == "etcd"], 10)
+    sweeps = []
     for node in state.get("nodes", []):  # type: ignore[union-attr]
-        # Sweep what a crashed agent may have left: containers, mounts, cgroups.
-        subprocess.run([sys.executable, "-m", "mctl.agent.main", "cleanup",
-                        "--name", node["name"], "--state-dir", node["state_dir"],
-                        "--cgroup-parent", node["cgroup_parent"], "--stop-grace", "1"],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False)
+        # Sweep what a crashed agent may have left: containers, mounts,
+        # cgroups, its node network. The nodes are independent: all at once.
+        sweeps.append(subprocess.Popen(
+            [sys.executable, "-m", "mctl.agent.main", "cleanup",
+             "--name", node["name"], "--state-dir", node["state_dir"],
+             "--cgroup-parent", node["cgroup_parent"], "--stop-grace", "1",
+             "--runtime", node.get("runtime", "native")]
+            + cluster_network.cleanup_flags(state.get("network"), node["name"]),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    for sweep in sweeps:
+        sweep.wait()
+    remove_network(state)
     shutil.rmtree(directory, ignore_errors=True)
     if config.load().get("cluster_dir") == directory:
         try:
@@ -259,6 +405,8 @@ def down(args: argparse.Namespace) -> int:
     if state is None:
         if os.path.isdir(directory):
             shutil.rmtree(directory, ignore_errors=True)
+        # Without cluster.json, namespaces and links are still found by name.
+        remove_network({"id": hashlib.sha256(directory.encode()).hexdigest()[:6]})
         print(f"no cluster in {directory}")
         return 0
     teardown(directory, state)
@@ -273,21 +421,30 @@ def status(args: argparse.Namespace) -> int:
         print(f"no cluster in {directory}")
         return 1
     print(f"cluster in {directory}, server {state['server']}, etcd {state['etcd']}")
+    info = state.get("tls")
+    print(f"transport: mutual TLS, certificates in {info['dir']}" if isinstance(info, dict)
+          else "transport: INSECURE (plain text, no authentication)")
     for p in state["processes"]:  # type: ignore[union-attr]
         print(f"  {p['name']:<10} pid {p['pid']:<8} {'running' if alive(p) else 'STOPPED'}")
-    stub = control_pb2_grpc.ControlPlaneStub(rpc.make_channel(str(state["server"])))
+    if isinstance(state.get("network"), dict):
+        print("\n".join(cluster_network.describe(state["network"])))  # type: ignore[arg-type]
+    stub = control_stub(state)
     try:
         nodes = stub.ListNodes(control_pb2.ListRequest(), timeout=3).items
         ready = sum(n.ready for n in nodes)
         print(f"nodes ready: {ready}/{len(nodes)}")
-    except grpc.RpcError:
-        print("the scheduler does not answer")
+        leader = stub.ClusterInfo(control_pb2.ClusterInfoRequest(), timeout=3).leader
+        print(f"leader: {leader or '<none yet>'}")
+    except grpc.RpcError as e:
+        details = (e.details() or "") if isinstance(e, grpc.Call) else str(e)
+        why = tls.explain_failure(details, "tls" in state)
+        print(f"the scheduler does not answer{': TLS handshake failed: ' + why if why else ''}")
         return 1
     return 0 if all(alive(p) for p in state["processes"]) else 1  # type: ignore[union-attr]
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from .main import CliError
+    from .client import CliError
     if os.geteuid() != 0 and args.action in ("up", "down"):
         raise CliError("cluster up/down must run as root (namespaces, cgroups, mounts)")
     try:
@@ -304,4 +461,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--stop-grace", type=float, default=3.0,
                    help="seconds agents wait between TERM and KILL when stopping containers")
     c.add_argument("--timeout", type=float, default=60.0)
+    c.add_argument("--runtime", default="native",
+                   help="up: the agents' container runtime: native, runc, crun, mctl-runtime "
+                        "or a path")
+    c.add_argument("--schedulers", type=int, default=1,
+                   help="up: scheduler processes (more than one: leader election, failover)")
+    c.add_argument("--node-grace", type=float, default=10.0, metavar="SECONDS",
+                   help="up: how long a node may be NotReady before its replicas move")
+    c.add_argument("--node-cidr", default="",
+                   help="up: the nodes' network on the host bridge (default: a free /24 "
+                        f"of {cluster_network.NODE_CIDR_POOL})")
+    c.add_argument("--cluster-cidr", default=cluster_network.DEFAULT_CLUSTER_CIDR,
+                   help="up: containers' addresses; each node gets a /24 of it")
+    c.add_argument("--insecure", dest="cluster_insecure", action="store_true",
+                   help="up: plain-text gRPC, no certificates (anyone on the host may call agents)")
     c.set_defaults(fn=cmd_cluster)

@@ -10,43 +10,12 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
 
-import grpc
-
-from mctl.common import rpc
 from mctl.common.spec import SpecError, load_path
 from mctl.v1 import control_pb2, control_pb2_grpc
 
 from . import config, output
-
-
-class CliError(Exception):
-    """A failure to report in one line and exit 1."""
-
-
-def stub(args: argparse.Namespace) -> control_pb2_grpc.ControlPlaneStub:
-    args.server_address = config.server(args.server)
-    return control_pb2_grpc.ControlPlaneStub(rpc.make_channel(args.server_address))
-
-
-def call(args: argparse.Namespace, fn: Callable[..., object], request: object,
-         timeout: float = 15.0) -> object:
-    try:
-        return fn(request, timeout=timeout)
-    except grpc.RpcError as e:
-        raise rpc_error(args, e) from None
-
-
-def rpc_error(args: argparse.Namespace, e: grpc.RpcError) -> CliError:
-    if isinstance(e, grpc.Call):
-        if e.code() == grpc.StatusCode.UNAVAILABLE and "store" not in (e.details() or ""):
-            return CliError(f"cannot reach the mctl server at {args.server_address}")
-        if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return CliError(f"the mctl server at {args.server_address} did not answer in time")
-        return CliError(e.details() or e.code().name.lower())
-    return CliError(str(e))
-
+from .client import CliError, call, stub
 
 # -- apply / delete -------------------------------------------------------------
 
@@ -149,7 +118,7 @@ def wait_gone(args: argparse.Namespace, s: control_pb2_grpc.ControlPlaneStub,
         time.sleep(0.1)
 
 
-# -- get / logs -------------------------------------------------------------------
+# -- get ---------------------------------------------------------------------------------
 
 KINDS = {"workload": "workloads", "workloads": "workloads", "wl": "workloads",
          "replica": "replicas", "replicas": "replicas", "rep": "replicas",
@@ -195,27 +164,17 @@ def render(kind: str, resp: object, args: argparse.Namespace) -> str:
     return output.nodes(resp, wide)
 
 
-def cmd_logs(args: argparse.Namespace) -> int:
-    s = stub(args)
-    request = control_pb2.LogsRequest(namespace=args.namespace, replica=args.replica,
-                                      follow=args.follow, tail=args.tail)
-    out = sys.stdout.buffer
-    try:
-        for chunk in s.Logs(request, timeout=None if args.follow else 30):
-            for line in chunk.lines:
-                out.write(line.data + b"\n")
-            out.flush()
-    except grpc.RpcError as e:
-        raise rpc_error(args, e) from None
-    return 0
-
-
 # -- parser ---------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mctl", description="mctl: a small container orchestrator")
     p.add_argument("--server", default=None, help="scheduler address (or MCTL_SERVER)")
+    p.add_argument("--tls-ca", default=None, help="cluster CA certificate (or MCTL_TLS_CA)")
+    p.add_argument("--tls-cert", default=None, help="your certificate (or MCTL_TLS_CERT)")
+    p.add_argument("--tls-key", default=None, help="your private key (or MCTL_TLS_KEY)")
+    p.add_argument("--insecure", action="store_true",
+                   help="plain-text gRPC to a cluster started with --insecure (or MCTL_INSECURE=1)")
     p.add_argument("-n", "--namespace", default=None)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -243,14 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-A", "--all-namespaces", action="store_true")
     g.set_defaults(fn=cmd_get)
 
-    lg = sub.add_parser("logs", help="a replica's stdout and stderr")
-    lg.add_argument("replica")
-    lg.add_argument("-f", "--follow", action="store_true")
-    lg.add_argument("--tail", type=int, default=-1)
-    lg.set_defaults(fn=cmd_logs)
-
+    from . import debug, describe, exec, logs, nodes
+    logs.add_parser(sub)
+    debug.add_parser(sub)
+    describe.add_parsers(sub)
+    exec.add_parser(sub)
+    nodes.add_parsers(sub)
     from . import cluster
     cluster.add_parser(sub)
+    from . import certs
+    certs.add_parser(sub)
+    from . import image
+    image.add_parser(sub)
     return p
 
 

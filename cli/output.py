@@ -16,6 +16,9 @@ from mctl.common.quantity import format_bytes_short, format_cpu
 from mctl.common.spec import workload_to_dict
 from mctl.v1 import control_pb2, types_pb2
 
+# Phases after which a replica holds no container.
+FINISHED = ("Succeeded", "Failed")
+
 
 def age(unix_ms: int, now_ms: int | None = None) -> str:
     if not unix_ms:

@@ -26,6 +26,8 @@ spells a default out. A null value means the field was left out. Defaults:
     spec.healthCheck.periodSeconds     10
     spec.healthCheck.failureThreshold  3
     spec.spread                        true
+    spec.replaceFailed                 false (mctl's extension: replace replicas that
+                                       ended Failed under restartPolicy Never)
     spec.update                        maxUnavailable 1, maxSurge 1
     spec.securityContext               userNamespace false, readOnlyRootfs false
 
@@ -86,7 +88,7 @@ _ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 _PLAIN_KEY = re.compile(r"\A[A-Za-z_][A-Za-z0-9_-]*\Z")
 _SPEC_FIELDS = (
     "replicas image command args env workingDir hostname resources ports restartPolicy"
-    " healthCheck nodeSelector spread update securityContext"
+    " healthCheck nodeSelector spread update securityContext replaceFailed"
 ).split()
 
 
@@ -409,6 +411,7 @@ def _read_spec(top: _Mapping, out: types_pb2.WorkloadSpec) -> None:
         spec.string_map("nodeSelector", names.validate_label_key, names.validate_label_value)
     )
     out.spread = spec.boolean("spread", True)
+    out.replace_failed = spec.boolean("replaceFailed", False)
     update = spec.mapping("update", ["maxUnavailable", "maxSurge"])
     out.update.max_unavailable = update.integer("maxUnavailable", DEFAULT_MAX_UNAVAILABLE, 0)
     out.update.max_surge = update.integer("maxSurge", DEFAULT_MAX_SURGE, 0)
@@ -623,6 +626,8 @@ def workload_to_dict(workload: types_pb2.Workload) -> dict[str, Any]:
     if s.node_selector:
         spec["nodeSelector"] = dict(sorted(s.node_selector.items()))
     spec["spread"] = s.spread
+    if s.replace_failed:
+        spec["replaceFailed"] = True
     spec["update"] = {"maxUnavailable": s.update.max_unavailable, "maxSurge": s.update.max_surge}
     spec["securityContext"] = {
         "userNamespace": s.security_context.user_namespace,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what mctl needs on Debian 12, as root: Debian packages (etcd,
-# static busybox, iproute2, runc, crun, Python's venv), a virtualenv in .venv
-# and the project in it. Safe to run again: it only does what is missing.
+# static busybox, iproute2, nftables for hostPort, runc, crun, Python's
+# venv), a virtualenv in .venv and the project in it. Safe to run again: it
+# only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,8 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-packages=(etcd-server busybox-static iproute2 runc crun python3 python3-venv python3-dev gcc)
+packages=(etcd-server busybox-static iproute2 nftables runc crun python3 python3-venv python3-dev
+          gcc)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# The README's first command: install everything, bring up a local cluster,
-# run examples/hello.yaml, and show its replicas and their logs.
+# The README's first command: install everything, bring up a 3-node local
+# cluster (every node in its own network namespace, as if on its own VM),
+# run examples/web.yaml (one replica per node, published on port 18080 of
+# each node's address), and show where the replicas run, their addresses,
+# their logs, and what each node answers on its hostPort.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install.sh
 mctl=.venv/bin/mctl
-$mctl cluster up --nodes "${MCTL_NODES:-1}"
-$mctl apply -f examples/hello.yaml --wait
+py=.venv/bin/python
+$mctl cluster up --nodes "${MCTL_NODES:-3}"
+$mctl apply -f examples/web.yaml --wait
 echo
-$mctl get nodes
+$mctl get nodes -o wide
 echo
 $mctl get replicas -o wide
-for r in $($mctl get replicas -o json | .venv/bin/python -c \
+for r in $($mctl get replicas -o json | $py -c \
         'import json,sys; print(*(i["metadata"]["name"] for i in json.load(sys.stdin)["items"]))'); do
     echo
     echo "--- mctl logs $r"
     $mctl logs "$r"
+done
+# The replicas learn each other's addresses within a few seconds.
+sleep 4
+for addr in $($mctl get nodes -o json | $py -c \
+        'import json,sys; print(*(n["address"].rsplit(":",1)[0] for n in json.load(sys.stdin)["items"]))'); do
+    echo
+    echo "--- http://$addr:18080/ (hostPort on that node)"
+    $py -c 'import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode(), end="")' \
+        "http://$addr:18080/"
 done
 echo
 echo "The cluster keeps running. Try: $mctl get replicas -w    Stop it: $mctl cluster down"

@@ -8,15 +8,16 @@ after a restart).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 
-from mctl.common import names, rpc
+from mctl.common import names
 from mctl.common.spec import spec_hash
 from mctl.v1 import (
     agent_pb2_grpc,
@@ -28,14 +29,17 @@ from mctl.v1 import (
 )
 
 from .controller import Controller
+from .events import NORMAL, WARNING
 from .model import TERMINAL_PHASES
+from .network import SubnetAllocator, SubnetError
 from .store import Conflict, Store, StoreUnavailable, Write
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL_MS = 2_000
-# A node whose heartbeats stop is NotReady after this many seconds.
-NODE_LEASE_TTL = 10
+# A node whose heartbeats stop is NotReady after this many seconds (the
+# lease's TTL); agents heartbeat three times per TTL, so one lost
+# heartbeat, or two, changes nothing.
+NODE_LEASE_TTL = 3
 
 
 def _abort_unavailable(context: grpc.ServicerContext, e: Exception) -> None:
@@ -164,6 +168,12 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
                 continue
             if request.workload and r.workload != request.workload:
                 continue
+            if r.node and r.node not in snap.heartbeats and r.status.phase not in TERMINAL_PHASES:
+                # What the node last said may no longer be true: say so, as
+                # Kubernetes' NodeLost does, without writing it anywhere.
+                r = _copy(r)
+                r.status.reason = "NodeNotReady"
+                r.status.message = f"node {r.node} is not heartbeating; last known state shown"
             out.items.append(r)
             out.usage.append(self.usage.replica(key) or types_pb2.Usage())
         return out
@@ -192,11 +202,134 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
             out.replicas.append(count)
         return out
 
+    # -- nodes -------------------------------------------------------------------
+
+    def Cordon(self, request: control_pb2.CordonRequest,
+               context: grpc.ServicerContext) -> control_pb2.CordonResponse:
+        changed = self._with_retries(context, lambda: self._cordon(request.node, request.cordoned))
+        if changed:
+            verb = "Cordoned" if request.cordoned else "Uncordoned"
+            log.info("node=%s %s", request.node, verb.lower())
+            self._event("Node", "", request.node, verb,
+                        "no new replicas here" if request.cordoned else "schedulable again")
+            self.controller.wake()
+        return control_pb2.CordonResponse(changed=changed)
+
+    def _cordon(self, name: str, cordoned: bool) -> bool:
+        key = self.store.node_key(name)
+        raw, rev = self.store.get(key)
+        if raw is None:
+            raise _NotFound(f"node {name} not found")
+        node = types_pb2.Node.FromString(raw)
+        if node.cordoned == cordoned:
+            return False
+        node.cordoned = cordoned
+        self.store.commit([Write(key, node.SerializeToString(), rev)])
+        return True
+
+    def Drain(self, request: control_pb2.DrainRequest,
+              context: grpc.ServicerContext) -> control_pb2.DrainResponse:
+        """Cordons the node, then asks each of its replicas to leave.
+
+        Leaving replicas are replaced elsewhere by reconcile (within the
+        workload's maxSurge), like `kubectl drain` evicting pods that their
+        controllers then recreate. Finished replicas hold nothing and stay.
+        """
+        self._with_retries(context, lambda: self._cordon(request.node, True))
+        evicted = self._with_retries(context, lambda: self._evict(request.node))
+        log.info("node=%s drained: %d replicas asked to leave", request.node, len(evicted))
+        self._event("Node", "", request.node, "Drained",
+                    f"cordoned; {len(evicted)} replicas asked to move")
+        for ns, name in evicted:
+            self._event("Replica", ns, name, "Evicted", f"node {request.node} is being drained")
+        self.controller.wake()
+        return control_pb2.DrainResponse(
+            evicted=[control_pb2.ObjectRef(namespace=ns, name=n) for ns, n in evicted])
+
+    def _evict(self, node: str) -> list[tuple[str, str]]:
+        snap = self.store.snapshot()
+        writes = []
+        evicted = []
+        for key, r in sorted(snap.replicas.items()):
+            if (r.node != node or r.metadata.deletion_requested
+                    or r.status.phase in TERMINAL_PHASES):
+                continue
+            r2 = _copy(r)
+            r2.metadata.deletion_requested = True
+            r2.status.phase = "Terminating"
+            r2.status.reason = "Drained"
+            r2.status.message = f"node {node} is being drained"
+            store_key = self.store.replica_key(*key)
+            writes.append(Write(store_key, r2.SerializeToString(), snap.mod_revisions[store_key]))
+            evicted.append(key)
+        self.store.commit(writes)
+        return evicted
+
+    def _with_retries(self, context: grpc.ServicerContext, fn):  # noqa: ANN001, ANN202
+        for _ in range(5):
+            try:
+                return fn()
+            except _NotFound as e:
+                context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            except Conflict:
+                continue
+            except StoreUnavailable as e:
+                _abort_unavailable(context, e)
+        context.abort(grpc.StatusCode.ABORTED, "too many concurrent changes; try again")
+
+    # -- history and the cluster ----------------------------------------------------
+
+    def ListEvents(self, request: control_pb2.EventsRequest,
+                   context: grpc.ServicerContext) -> control_pb2.EventList:
+        if self.controller.events is None:
+            return control_pb2.EventList()
+        try:
+            items = self.controller.events.list(request.kind, request.namespace, request.name)
+        except StoreUnavailable as e:
+            _abort_unavailable(context, e)
+        return control_pb2.EventList(items=items)
+
+    def ClusterInfo(self, request: control_pb2.ClusterInfoRequest,
+                    context: grpc.ServicerContext) -> control_pb2.ClusterInfoResponse:
+        try:
+            raw, _ = self.store.get(self.store.leader_key)
+        except StoreUnavailable as e:
+            _abort_unavailable(context, e)
+        elector = self.controller.elector
+        me = elector.identity if elector is not None else ""
+        leading = elector is not None and elector.fence is not None
+        return control_pb2.ClusterInfoResponse(
+            leader=raw.decode(errors="replace") if raw else "", served_by=me,
+            leader_since_unix_ms=elector.leading_since_ms if leading else 0)
+
+    def _event(self, kind: str, ns: str, name: str, reason: str, message: str,
+               type_: str = NORMAL) -> None:
+        if self.controller.events is not None:
+            self.controller.events.record(kind, ns, name, reason, message, type_)
+
     def Logs(self, request: control_pb2.LogsRequest,
              context: grpc.ServicerContext) -> Iterator[control_pb2.LogChunk]:
-        ns = request.namespace or "default"
+        node = self._node_of(request.namespace or "default", request.replica, context)
+        yield from self._relay(node, context, lambda stub: stub.Logs(request, timeout=None))
+
+    def Exec(self, request_iterator: Iterator[control_pb2.ExecInput],
+             context: grpc.ServicerContext) -> Iterator[control_pb2.ExecOutput]:
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("start") or not first.start.command:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "exec: the first message must name the replica and the command")
+        start = first.start
+        node = self._node_of(start.namespace or "default", start.replica, context)
+        log.info("replica=%s/%s node=%s exec %s", start.namespace or "default", start.replica,
+                 node.name, " ".join(start.command)[:200])
+        inputs = itertools.chain([first], request_iterator)
+        yield from self._relay(node, context, lambda stub: stub.Exec(inputs, timeout=None))
+
+    def _node_of(self, ns: str, replica_name: str,
+                 context: grpc.ServicerContext) -> types_pb2.Node:
+        """The node a replica is placed on, or the RPC aborts saying why not."""
         try:
-            raw, _ = self.store.get(self.store.replica_key(ns, request.replica))
+            raw, _ = self.store.get(self.store.replica_key(ns, replica_name))
             replica = types_pb2.Replica.FromString(raw) if raw is not None else None
             node = None
             if replica is not None and replica.node:
@@ -206,13 +339,18 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
             _abort_unavailable(context, e)
         if replica is None:
             context.abort(grpc.StatusCode.NOT_FOUND,
-                          f"replica {request.replica} not found in namespace {ns}")
+                          f"replica {replica_name} not found in namespace {ns}")
         if node is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"replica {request.replica} is not placed on a node yet")
-        channel = rpc.make_channel(node.address)
+                          f"replica {replica_name} is not placed on a node yet")
+        return node
+
+    def _relay(self, node: types_pb2.Node, context: grpc.ServicerContext,
+               call: Callable[[agent_pb2_grpc.AgentStub], Iterator[object]]) -> Iterator[object]:
+        """Streams an agent call's responses back to our caller; their hang-up ends it."""
+        channel = self.controller.dial(node)
         try:
-            stream = agent_pb2_grpc.AgentStub(channel).Logs(request, timeout=None)
+            stream = call(agent_pb2_grpc.AgentStub(channel))
             context.add_callback(stream.cancel)
             yield from stream
         except grpc.RpcError as e:
@@ -229,6 +367,16 @@ def _matches(request: control_pb2.ListRequest, namespace: str, name: str) -> boo
     if request.namespace and namespace != request.namespace:
         return False
     return not request.name or name == request.name
+
+
+class _NotFound(Exception):
+    pass
+
+
+def _copy(r: types_pb2.Replica) -> types_pb2.Replica:
+    out = types_pb2.Replica()
+    out.CopyFrom(r)
+    return out
 
 
 class UsageCache:
@@ -255,10 +403,14 @@ class UsageCache:
 
 
 class NodeService(node_pb2_grpc.NodeServiceServicer):
-    def __init__(self, store: Store, controller: Controller, usage: UsageCache) -> None:
+    def __init__(self, store: Store, controller: Controller, usage: UsageCache,
+                 subnets: SubnetAllocator | None = None,
+                 lease_ttl: int = NODE_LEASE_TTL) -> None:
+        self.lease_ttl = lease_ttl
         self.store = store
         self.controller = controller
         self.usage = usage
+        self.subnets = subnets
         self._leases: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -268,37 +420,83 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         problem = names.validate_dns_label(node.name)
         if problem:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"node name: {problem}")
+        # The node's subnet is the scheduler's to give, never the agent's to say.
+        node.pod_subnet = self._subnet_for(node.name, context)
         try:
-            key = self.store.node_key(node.name)
-            raw, _ = self.store.get(key)
-            stored = types_pb2.Node()
-            stored.CopyFrom(node)
-            if raw is not None:
-                old = types_pb2.Node.FromString(raw)
-                stored.cordoned = old.cordoned   # an operator's cordon survives re-registration
-                stored.registered_unix_ms = old.registered_unix_ms
+            for _ in range(5):
+                try:
+                    lease, was_not_ready = self._register_once(node)
+                    break
+                except Conflict:
+                    continue
             else:
-                stored.registered_unix_ms = int(time.time() * 1000)
-            stored.ready = False   # readiness is the heartbeat key, never stored
-            self.store.put(key, stored.SerializeToString())
-            lease = self.store.grant_lease(NODE_LEASE_TTL)
-            self.store.put(self.store.heartbeat_key(node.name), str(lease).encode(), lease=lease)
+                context.abort(grpc.StatusCode.ABORTED, "node record kept changing; retry")
         except StoreUnavailable as e:
             _abort_unavailable(context, e)
         with self._lock:
             self._leases[node.name] = lease
         log.info("node=%s registered address=%s cpu_millis=%d memory_bytes=%d", node.name,
                  node.address, node.capacity.cpu_millis, node.capacity.memory_bytes)
+        message = f"agent at {node.address}"
+        if was_not_ready:
+            message += f", back after {was_not_ready / 1000:.1f}s NotReady"
+        self._event("Node", "", node.name, "Registered", message)
         self.controller.forget_pushed(node.name)
-        return node_pb2.RegisterResponse(heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS)
+        return node_pb2.RegisterResponse(
+            heartbeat_interval_ms=self.lease_ttl * 1000 // 3, pod_subnet=node.pod_subnet,
+            cluster_cidr=self.subnets.cluster_cidr if self.subnets is not None else "")
+
+    def _subnet_for(self, node: str, context: grpc.ServicerContext) -> str:
+        if self.subnets is None:
+            return ""
+        try:
+            return self.subnets.subnet_for(node)
+        except SubnetError as e:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+        except Conflict as e:
+            context.abort(grpc.StatusCode.ABORTED, f"{e}; retry")
+        except StoreUnavailable as e:
+            _abort_unavailable(context, e)
+        raise AssertionError("unreachable")
+
+    def _register_once(self, node: types_pb2.Node) -> tuple[int, int]:
+        """Stores the node and a fresh heartbeat lease; returns (lease, ms it was NotReady)."""
+        key = self.store.node_key(node.name)
+        raw, rev = self.store.get(key)
+        stored = types_pb2.Node()
+        stored.CopyFrom(node)
+        was_not_ready = 0
+        now = int(time.time() * 1000)
+        if raw is not None:
+            old = types_pb2.Node.FromString(raw)
+            stored.cordoned = old.cordoned   # an operator's cordon survives re-registration
+            stored.registered_unix_ms = old.registered_unix_ms
+            if old.not_ready_since_unix_ms:
+                was_not_ready = now - old.not_ready_since_unix_ms
+        else:
+            stored.registered_unix_ms = now
+        stored.ready = False   # readiness is the heartbeat key, never stored
+        stored.not_ready_since_unix_ms = 0
+        lease = self.store.grant_lease(self.lease_ttl)
+        self.store.commit([
+            Write(key, stored.SerializeToString(), rev),
+            Write(self.store.heartbeat_key(node.name), str(lease).encode(),
+                  self.store.get(self.store.heartbeat_key(node.name))[1], lease=lease),
+        ])
+        return lease, was_not_ready
 
     def Heartbeat(self, request: node_pb2.HeartbeatRequest,
                   context: grpc.ServicerContext) -> node_pb2.HeartbeatResponse:
         self.usage.set_node(request.node, request.usage)
-        lease = self._leases.get(request.node)
-        if lease is None:
-            return node_pb2.HeartbeatResponse(reregister=True)
         try:
+            lease = self._leases.get(request.node)
+            if lease is None:
+                # Registered through another scheduler (or before a restart):
+                # the lease id is the heartbeat key's value.
+                raw, _ = self.store.get(self.store.heartbeat_key(request.node))
+                if raw is None:
+                    return node_pb2.HeartbeatResponse(reregister=True)
+                lease = int(raw)
             ttl = self.store.refresh_lease(lease)
         except StoreUnavailable as e:
             _abort_unavailable(context, e)
@@ -307,13 +505,20 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             with self._lock:
                 self._leases.pop(request.node, None)
             return node_pb2.HeartbeatResponse(reregister=True)
+        with self._lock:
+            self._leases[request.node] = lease
         return node_pb2.HeartbeatResponse()
+
+    def _event(self, kind: str, ns: str, name: str, reason: str, message: str,
+               type_: str = NORMAL) -> None:
+        if self.controller.events is not None:
+            self.controller.events.record(kind, ns, name, reason, message, type_)
 
     def ReportStatus(self, request: node_pb2.StatusReport,
                      context: grpc.ServicerContext) -> node_pb2.StatusAck:
-        for _ in range(5):
+        for attempt in range(5):
             try:
-                self._apply_report(request)
+                self._apply_report(request, fresh=attempt > 0)
                 return node_pb2.StatusAck()
             except Conflict:
                 continue
@@ -322,10 +527,14 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         context.abort(grpc.StatusCode.ABORTED, "status kept conflicting; report again")
         raise AssertionError("unreachable")
 
-    def _apply_report(self, report: node_pb2.StatusReport) -> None:
-        snap = self.store.snapshot()
+    def _apply_report(self, report: node_pb2.StatusReport, fresh: bool = False) -> None:
+        # The cache first (cheap); after a lost compare-and-swap, etcd itself.
+        cache = self.controller.cache
+        snap = (self.store.snapshot() if fresh or cache is None
+                else cache.node_snapshot(report.node))
         reported = {(r.namespace, r.name): r for r in report.replicas}
         writes = []
+        events: list[tuple[tuple[str, str], str, str, str]] = []
         for key, r in snap.replicas.items():
             if r.node != report.node:
                 continue
@@ -338,6 +547,8 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                     writes.append(Write(store_key, None, snap.mod_revisions[store_key]))
                     self.usage.forget_replica(key)
                     log.info("replica=%s/%s removed from node=%s", *key, report.node)
+                    events.append((key, "Removed", f"container removed from node {report.node}",
+                                   NORMAL))
                 continue
             if rep.HasField("usage"):
                 self.usage.set_replica(key, rep.usage)
@@ -354,6 +565,35 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                 if status.phase != r.status.phase:
                     log.info("replica=%s/%s node=%s phase %s -> %s %s", *key, report.node,
                              r.status.phase, status.phase, status.reason)
+                events += _status_events(key, report.node, r.status, status)
         if writes:
             self.store.commit(writes)
             self.controller.wake()
+        for key, reason, message, type_ in events:
+            self._event("Replica", key[0], key[1], reason, message, type_)
+
+
+def _status_events(key: tuple[str, str], node: str, old: types_pb2.ReplicaStatus,
+                   new: types_pb2.ReplicaStatus) -> list[tuple[tuple[str, str], str, str, str]]:
+    """The events a status change on a node is worth: starts, restarts, ends."""
+    events = []
+    detail = f" ({new.reason}: {new.message})" if new.message else (
+        f" ({new.reason})" if new.reason else "")
+    if new.restarts > old.restarts:
+        why = f" (last exit: {new.last_exit})" if new.last_exit else detail
+        events.append((key, "Restarted",
+                       f"container restarted on node {node}, restart {new.restarts}{why}",
+                       WARNING))
+    if new.phase != old.phase:
+        if new.phase == "Running":
+            events.append((key, "Started", f"container running on node {node}", NORMAL))
+        elif new.phase == "Succeeded":
+            events.append((key, "Completed", f"container exited 0 on node {node}", NORMAL))
+        elif new.phase == "Failed":
+            events.append((key, new.reason or "Failed",
+                           f"container failed on node {node}, exit code {new.exit_code}"
+                           f"{detail}", WARNING))
+        elif new.reason == "CrashLoopBackOff":
+            events.append((key, "BackOff", f"back-off restarting on node {node}{detail}",
+                           WARNING))
+    return events

@@ -15,6 +15,17 @@ One pass:
 
 Passes run on changes (API writes, status reports, etcd watch events) and at
 least every RESYNC_SECONDS: level-triggered, so a lost event only delays.
+
+Node lifecycle is part of the same pass: a node whose heartbeat lease lapsed
+is marked NotReady (the time is stored, so a new leader keeps counting);
+once it has been NotReady for the grace period its replicas are removed from
+the store and reconcile creates replacements on other nodes. A node that
+returns within the grace period keeps its replicas untouched (a network blip
+restarts nothing); one that returns later is sent a desired set without the
+moved replicas, so its agent stops their containers.
+
+Only the leader runs passes (`elector`), and every write it commits carries
+its fence, so a deposed leader cannot overwrite its successor's work.
 """
 
 from __future__ import annotations
@@ -30,13 +41,17 @@ from concurrent import futures
 
 import grpc
 
-from mctl.common import rpc
+from mctl.common import pki, rpc
 from mctl.common.spec import spec_hash
+from mctl.common.tls import TLSConfig
 from mctl.v1 import agent_pb2, agent_pb2_grpc, types_pb2
 
-from . import placement, reconcile
-from .model import workload_key
-from .store import Conflict, Snapshot, Store, StoreUnavailable, Write
+from . import network, placement, reconcile
+from .cache import StateCache
+from .events import NORMAL, WARNING, EventRecorder
+from .leader import LeaderElector
+from .model import TERMINAL_PHASES, workload_key
+from .store import Conflict, NotLeader, Snapshot, Store, StoreUnavailable, Write
 from .views import node_view, replica_view, workload_view
 
 log = logging.getLogger(__name__)
@@ -44,6 +59,8 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS = 2.0
 PUSH_RESYNC_SECONDS = 10.0
 PUSH_TIMEOUT = 5.0
+# How long a node may be NotReady before its replicas are placed elsewhere.
+DEFAULT_NODE_GRACE_SECONDS = 10.0
 
 
 def now_ms() -> int:
@@ -51,9 +68,19 @@ def now_ms() -> int:
 
 
 class Controller:
-    def __init__(self, store: Store, seed: int | None = None) -> None:
+    def __init__(self, store: Store, seed: int | None = None,
+                 elector: LeaderElector | None = None, events: EventRecorder | None = None,
+                 node_grace_seconds: float = DEFAULT_NODE_GRACE_SECONDS,
+                 cache: StateCache | None = None,
+                 tls: TLSConfig | None = None) -> None:
         self.store = store
+        self.tls = tls                   # this scheduler's credentials towards agents
         self.rng = random.Random(seed)
+        self.elector = elector           # None: this process always leads (tests, one scheduler)
+        self.events = events
+        self.node_grace_ms = int(node_grace_seconds * 1000)
+        # (kind, namespace, name, type, reason, message), recorded once the pass commits.
+        self._planned_events: list[tuple[str, str, str, str, str, str]] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -61,6 +88,12 @@ class Controller:
         self._channels: dict[str, tuple[str, grpc.Channel]] = {}
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="push")
         self._unwatch = None
+        # Reads come from the watch-fed cache when there is one; after a lost
+        # compare-and-swap the next pass reads etcd itself, and every read
+        # waits for the revision of our own last write.
+        self.cache = cache
+        self._fresh_read = False
+        self._written = 0
 
     # -- the loop ---------------------------------------------------------------
 
@@ -89,7 +122,7 @@ class Controller:
         delay = 0.2
         while not self._stop.is_set():
             try:
-                if self._unwatch is None:
+                if self._unwatch is None and self.cache is None:
                     self._unwatch = self.store.watch(self.wake)
                 self.reconcile_once()
                 delay = 0.2
@@ -98,8 +131,13 @@ class Controller:
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            except NotLeader as e:
+                log.warning("%s", e)
+                self._stop.wait(0.5)
+                continue
             except Conflict as e:
                 log.info("pass restarted: %s", e)
+                self._fresh_read = True
                 continue
             except Exception:  # noqa: BLE001 - the loop must outlive one bad pass
                 log.exception("reconcile pass failed")
@@ -108,19 +146,60 @@ class Controller:
 
     # -- one pass ---------------------------------------------------------------
 
+    def on_leadership(self, leading: bool) -> None:
+        """The elector's callback: a new leader sends every node its set again."""
+        if leading:
+            self._pushed.clear()
+        self.wake()
+
     def reconcile_once(self) -> None:
-        snap = self.store.snapshot()
+        fence = None
+        if self.elector is not None:
+            fence = self.elector.fence
+            if fence is None:
+                return     # a follower: it serves the API, the leader decides
+        snap = self.read()
         writes = self.plan(snap, now_ms())
         if writes:
-            self.store.commit(writes)
+            self._written = max(self._written, self.store.commit(writes, fence=fence))
             # Push what was just committed, not what was read before it.
-            snap = self.store.snapshot()
+            snap = self.read()
+        if self.events is not None:
+            for kind, ns, name, type_, reason, message in self._planned_events:
+                self.events.record(kind, ns, name, reason, message, type_)
+        self._planned_events = []
         self.push(snap)
+
+    def read(self) -> Snapshot:
+        if self.cache is None or self._fresh_read:
+            self._fresh_read = False
+            return self.store.snapshot()
+        return self.cache.snapshot(min_revision=self._written)
+
+    def _event(self, kind: str, ns: str, name: str, reason: str, message: str,
+               type_: str = NORMAL) -> None:
+        self._planned_events.append((kind, ns, name, type_, reason, message))
 
     def plan(self, snap: Snapshot, now: int) -> list[Write]:
         """Every write one pass makes, computed from `snap` alone."""
+        self._planned_events = []
+        writes, lost = self._node_lifecycle(snap, now)
         by_workload: dict[tuple[str, str], list[types_pb2.Replica]] = defaultdict(list)
-        for r in snap.replicas.values():
+        for key, r in snap.replicas.items():
+            if r.node in lost and (r.metadata.deletion_requested or
+                                   r.status.phase not in TERMINAL_PHASES):
+                # Its node is gone past the grace period: forget it here, and
+                # reconcile below makes its replacement in this same pass.
+                store_key = self.store.replica_key(*key)
+                writes.append(Write(store_key, None, snap.mod_revisions[store_key]))
+                if not r.metadata.deletion_requested:
+                    message = (f"node {r.node} NotReady for over "
+                               f"{self.node_grace_ms / 1000:g}s; replaced on another node")
+                    log.info("replica=%s/%s node=%s rescheduled: %s", *key, r.node, message)
+                    self._event("Replica", key[0], key[1], "Rescheduled", message, WARNING)
+                    self._event("Workload", key[0], r.workload, "Rescheduled",
+                                f"replica {key[1]}: {message}", WARNING)
+                continue
             by_workload[(r.metadata.namespace, r.workload)].append(r)
 
         changed: dict[tuple[str, str], types_pb2.Replica] = {}
@@ -135,6 +214,7 @@ class Controller:
             decision = reconcile.decide(view, [replica_view(r) for r in replicas], now)
             if not decision.noop:
                 log.info("workload=%s/%s %s", key[0], key[1], decision.reason)
+                self._event("Workload", key[0], key[1], "Reconciled", decision.reason)
             by_name = {r.metadata.name: r for r in replicas}
             for name in decision.delete:
                 r = by_name[name]
@@ -156,7 +236,6 @@ class Controller:
                 finished_workloads.append(w)
 
         self._place(snap, created, changed)
-        writes = []
         for r in created:
             ns, name = r.metadata.namespace, r.metadata.name
             writes.append(Write(self.store.replica_key(ns, name), r.SerializeToString(), 0))
@@ -171,6 +250,32 @@ class Controller:
             writes.append(Write(key, None, snap.mod_revisions[key]))
             log.info("workload=%s/%s deleted", w.metadata.namespace, w.metadata.name)
         return writes
+
+    def _node_lifecycle(self, snap: Snapshot, now: int) -> tuple[list[Write], set[str]]:
+        """Marks nodes NotReady or Ready again; returns the nodes past the grace period."""
+        writes = []
+        lost = set()
+        for name, node in sorted(snap.nodes.items()):
+            ready = name in snap.heartbeats
+            since = node.not_ready_since_unix_ms
+            if ready == (since == 0):
+                if not ready and now - since >= self.node_grace_ms:
+                    lost.add(name)
+                continue
+            updated = types_pb2.Node()
+            updated.CopyFrom(node)
+            updated.not_ready_since_unix_ms = 0 if ready else now
+            key = self.store.node_key(name)
+            writes.append(Write(key, updated.SerializeToString(), snap.mod_revisions[key]))
+            if ready:
+                log.info("node=%s Ready again", name)
+                self._event("Node", "", name, "NodeReady", "heartbeats resumed")
+            else:
+                log.warning("node=%s NotReady: heartbeat lease lapsed", name)
+                self._event("Node", "", name, "NodeNotReady",
+                            f"heartbeat lease lapsed; replicas move after "
+                            f"{self.node_grace_ms / 1000:g}s", WARNING)
+        return writes, lost
 
     def _new_replica(self, w: types_pb2.Workload, name: str, now: int) -> types_pb2.Replica:
         r = types_pb2.Replica(workload=w.metadata.name, spec_hash=spec_hash(w.spec))
@@ -218,6 +323,8 @@ class Controller:
                 target.status.reason = ""
                 target.status.message = ""
                 log.info("replica=%s/%s placed node=%s", key[0], key[1], result.node)
+                self._event("Replica", key[0], key[1], "Scheduled",
+                            f"placed on node {result.node}")
             else:
                 message = placement.unschedulable_message(result.rejections, len(nodes))
                 if target.status.message == message and not is_new:
@@ -225,6 +332,7 @@ class Controller:
                 target.status.reason = "Unschedulable"
                 target.status.message = message
                 log.info("replica=%s/%s unschedulable: %s", key[0], key[1], message)
+                self._event("Replica", key[0], key[1], "Unschedulable", message, WARNING)
             if not is_new:
                 changed[key] = target
 
@@ -244,20 +352,28 @@ class Controller:
 
     def push(self, snap: Snapshot) -> None:
         now = time.monotonic()
+        # What nodes need to reach each other's containers (network.py).
+        routes = network.node_routes(snap)
+        addresses = network.addresses_by_workload(snap)
         for node_name, replicas in self.desired_sets(snap).items():
             node = snap.nodes[node_name]
             if node_name not in snap.heartbeats:
                 continue
             replicas.sort(key=lambda r: (r.metadata.namespace, r.metadata.name))
-            digest = hashlib.sha256(b"".join(
+            peers = network.peers_of(addresses, replicas)
+            # The node record's revision is in the digest: a node that
+            # registered again (through any scheduler) gets its set again.
+            registered = snap.mod_revisions.get(self.store.node_key(node_name), 0)
+            digest = hashlib.sha256(f"{registered};".encode() + b"".join(
                 f"{r.metadata.namespace}/{r.metadata.name}/{r.metadata.uid}/{r.spec_hash};"
-                .encode() for r in replicas)).hexdigest()
+                .encode() for r in replicas) + b"".join(
+                m.SerializeToString(deterministic=True) for m in [*routes, *peers])).hexdigest()
             last = self._pushed.get(node_name)
             if last is not None and last[0] == digest and now - last[1] < PUSH_RESYNC_SECONDS:
                 continue
             self._pushed[node_name] = (digest, now)
             desired = agent_pb2.DesiredSet(node=node_name, revision=snap.revision,
-                                           replicas=replicas)
+                                           replicas=replicas, nodes=routes, peers=peers)
             self._pool.submit(self._send, node, desired)
 
     def _stub(self, node: types_pb2.Node) -> agent_pb2_grpc.AgentStub:
@@ -265,9 +381,13 @@ class Controller:
         if cached is None or cached[0] != node.address:
             if cached is not None:
                 cached[1].close()
-            cached = (node.address, rpc.make_channel(node.address))
+            cached = (node.address, self.dial(node))
             self._channels[node.name] = cached
         return agent_pb2_grpc.AgentStub(cached[1])
+
+    def dial(self, node: types_pb2.Node) -> grpc.Channel:
+        """A new channel to `node`'s agent, which must prove it is that node."""
+        return rpc.make_channel(node.address, self.tls, pki.node_server_name(node.name))
 
     def _send(self, node: types_pb2.Node, desired: agent_pb2.DesiredSet) -> None:
         try:

@@ -1,8 +1,11 @@
 """mctl-scheduler: the control plane. API server, placement and reconcile, on etcd.
 
-    mctl-scheduler --etcd 127.0.0.1:2379 --listen 127.0.0.1:7070
+    mctl-scheduler --etcd 127.0.0.1:2379 --listen 127.0.0.1:7070 \
+        --tls-ca ca.crt --tls-cert scheduler.crt --tls-key scheduler.key
 
 It keeps nothing a restart could lose: all state is in etcd under --prefix.
+With TLS, only admins may call the control plane and only agents the node
+API, each for its own node (access.py); --insecure turns that off.
 """
 
 from __future__ import annotations
@@ -11,14 +14,21 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 
-from mctl.common import logs, rpc
+from mctl.common import logs, pki, rpc, tls
+from mctl.common.authz import Authorizer
 from mctl.v1 import control_pb2_grpc, node_pb2_grpc
 
-from .api import ControlPlane, NodeService, UsageCache
-from .controller import Controller
+from . import leader, network
+from .access import POLICY
+from .api import NODE_LEASE_TTL, ControlPlane, NodeService, UsageCache
+from .cache import StateCache
+from .controller import DEFAULT_NODE_GRACE_SECONDS, Controller
+from .events import EventRecorder
+from .leader import LeaderElector
 from .store import Store
 
 log = logging.getLogger("mctl.scheduler")
@@ -30,37 +40,88 @@ def build_parser() -> argparse.ArgumentParser:
                    help="etcd client endpoint host:port")
     p.add_argument("--prefix", default="/mctl/", help="etcd key prefix for all state")
     p.add_argument("--listen", default="127.0.0.1:7070", help="address of the API")
+    p.add_argument("--id", default=None,
+                   help="this scheduler's name in leader election (default: host/listen address)")
+    p.add_argument("--node-grace", type=float, default=DEFAULT_NODE_GRACE_SECONDS,
+                   metavar="SECONDS",
+                   help="how long a node may be NotReady before its replicas move elsewhere")
+    p.add_argument("--node-lease-ttl", type=int, default=NODE_LEASE_TTL, metavar="SECONDS",
+                   help="a node is NotReady this long after its last heartbeat (agents "
+                        "heartbeat 3 times per TTL; raise it for clusters of many nodes)")
+    p.add_argument("--leader-ttl", type=int, default=leader.DEFAULT_TTL, metavar="SECONDS",
+                   help="the leader's lease: a dead leader is replaced after this long")
+    p.add_argument("--cluster-cidr", default=network.DEFAULT_CLUSTER_CIDR,
+                   help="containers' addresses: each node gets a subnet of it; '' = no "
+                        "container network")
+    p.add_argument("--node-subnet-prefix", type=int, default=network.DEFAULT_NODE_PREFIX,
+                   metavar="BITS", help="size of each node's subnet (default /24)")
     p.add_argument("--log-file", default=None)
     p.add_argument("--log-level", default="INFO")
+    tls.add_flags(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logs.configure("scheduler", level=args.log_level, path=args.log_file)
+    try:
+        credentials = tls.from_flags(args.tls_ca, args.tls_cert, args.tls_key, args.insecure)
+        if credentials is not None:
+            credentials.require("scheduler")
+    except tls.TLSError as e:
+        print(f"mctl-scheduler: {e}", file=sys.stderr)
+        sys.exit(1)
+    if args.node_grace < 0 or args.leader_ttl < 1 or args.node_lease_ttl < 2:
+        print("mctl-scheduler: --node-grace must be >= 0, --leader-ttl >= 1 and "
+              "--node-lease-ttl >= 2", file=sys.stderr)
+        sys.exit(2)
+    if args.cluster_cidr:
+        try:
+            network.parse_cluster_cidr(args.cluster_cidr, args.node_subnet_prefix)
+        except network.SubnetError as e:
+            print(f"mctl-scheduler: {e}", file=sys.stderr)
+            sys.exit(2)
     store = Store(args.etcd, args.prefix)
-    controller = Controller(store)
+    subnets = (network.SubnetAllocator(store, args.cluster_cidr, args.node_subnet_prefix)
+               if args.cluster_cidr else None)
+    identity = args.id or f"{socket.gethostname()}/{args.listen}"
+    events = EventRecorder(store, f"scheduler/{identity}")
+    elector = LeaderElector(store, identity, ttl=args.leader_ttl)
+    cache = StateCache(store)
+    controller = Controller(store, tls=credentials, elector=elector, events=events,
+                            node_grace_seconds=args.node_grace, cache=cache)
+    cache.on_change = controller.wake
+    elector.on_change = controller.on_leadership
     usage = UsageCache()
-    server = rpc.make_server(max_workers=32)
+    server = rpc.make_server(max_workers=32,
+                             interceptors=[Authorizer(POLICY)] if credentials else [])
     control_pb2_grpc.add_ControlPlaneServicer_to_server(
         ControlPlane(store, controller, usage), server)
-    node_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(store, controller, usage), server)
+    node_pb2_grpc.add_NodeServiceServicer_to_server(
+        NodeService(store, controller, usage, subnets, lease_ttl=args.node_lease_ttl), server)
     try:
-        port = rpc.bind(server, args.listen)
+        port = rpc.bind(server, args.listen, credentials)
     except OSError as e:
         print(f"mctl-scheduler: {e}", file=sys.stderr)
         sys.exit(1)
     server.start()
-    log.info("scheduler serving address=%s:%d etcd=%s prefix=%s", rpc.host_of(args.listen),
-             port, args.etcd, args.prefix)
+    log.info("scheduler serving address=%s:%d etcd=%s prefix=%s tls=%s", rpc.host_of(args.listen),
+             port, args.etcd, args.prefix,
+             f"verified as {pki.SCHEDULER_SERVER_NAME}" if credentials else "off")
+    if credentials is None:
+        log.warning("serving without TLS (--insecure): any peer may call any method")
     controller.start()
+    elector.start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     log.info("scheduler stopping")
+    elector.close()        # hands leadership over at once
     server.stop(grace=1)
     controller.close()
+    events.close()
+    cache.close()
     store.close()
 
 

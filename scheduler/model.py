@@ -116,6 +116,7 @@ class ReplicaView:
     deletion_requested: bool = False
     request: Resources = NO_RESOURCES
     host_ports: tuple[HostPort, ...] = ()
+    finished_ms: int = 0         # when it ended (terminal phases), 0 if unknown
 
     @property
     def workload_key(self) -> str:
@@ -149,6 +150,7 @@ class WorkloadView:
     max_unavailable: int = 1
     max_surge: int = 1
     deletion_requested: bool = False
+    replace_failed: bool = False
 
     @property
     def key(self) -> str:

@@ -19,14 +19,18 @@ How replicas count
 - Current: not leaving, `spec_hash` equal to the workload's.
 - Old (out of date): not leaving, any other `spec_hash`.
 - Terminal replicas (Succeeded, Failed) exist: they are not replaced.
-  Restarts happen on the node according to restartPolicy; replacing
-  failed replicas is a later feature. A batch job that succeeded stays done.
+  Restarts happen on the node according to restartPolicy. A batch job that
+  succeeded stays done. Only a workload with `replaceFailed` has its Failed
+  replicas deleted (rule 2b), REPLACE_FAILED_DELAY_MS after they ended, so
+  that reconcile makes new ones (Nomad's reschedule, with a fixed delay so
+  a replica that fails at once does not spin).
 - Available: Running and not leaving.
 
 Rules, in the order `decide` applies them
 -----------------------------------------
 1. Workload gone or being deleted: delete every replica whose deletion was
    not requested yet. Nothing else.
+2b. replaceFailed: current replicas Failed for REPLACE_FAILED_DELAY_MS go.
 2. Scale down: current replicas beyond `replicas` are deleted, in
    `deletion_order`. Scaling down is what the user asked for, so it is not
    held back by maxUnavailable; since idle replicas go first, it deletes a
@@ -56,9 +60,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mctl.common.names import DNS_LABEL_MAX, REPLICA_SUFFIX_ALPHABET
-from mctl.scheduler.model import PENDING, RUNNING, TERMINATING, ReplicaView, WorkloadView
+from mctl.scheduler.model import (
+    FAILED,
+    PENDING,
+    RUNNING,
+    TERMINATING,
+    ReplicaView,
+    WorkloadView,
+)
 
 SUFFIX_LENGTH = 5
+REPLACE_FAILED_DELAY_MS = 5_000
 # Tries before giving up on finding a free name. With 27**5 (14 million)
 # suffixes a collision is rare, so running out means something else is wrong.
 _NAME_ATTEMPTS = 64
@@ -125,13 +137,11 @@ def deletion_order(replicas: Sequence[ReplicaView], spec_hash: str | None) -> li
 def decide(workload: WorkloadView | None, replicas: Sequence[ReplicaView], now_ms: int) -> Decision:
     """The next step to bring `replicas` (all of one workload) to `workload`.
 
-    `now_ms` is the caller's clock. No rule reads it yet; it is part of the
-    signature so that time-based rules (a minimum ready time, say) can come
-    without changing the callers.
+    `now_ms` is the caller's clock (rule 2b waits on it).
     """
     if workload is None or workload.deletion_requested:
         return _delete_all(replicas)
-    return _converge(workload, replicas)
+    return _converge(workload, replicas, now_ms)
 
 
 def _delete_all(replicas: Sequence[ReplicaView]) -> Decision:
@@ -149,7 +159,7 @@ def _update_limits(workload: WorkloadView) -> tuple[int, int]:
     return surge, unavailable
 
 
-def _converge(workload: WorkloadView, replicas: Sequence[ReplicaView]) -> Decision:
+def _converge(workload: WorkloadView, replicas: Sequence[ReplicaView], now_ms: int) -> Decision:
     desired = max(0, workload.replicas)
     surge, unavailable = _update_limits(workload)
     live = [r for r in replicas if not is_leaving(r)]
@@ -158,9 +168,19 @@ def _converge(workload: WorkloadView, replicas: Sequence[ReplicaView]) -> Decisi
     old = [r for r in ranked if r.spec_hash != workload.spec_hash]
     notes: list[str] = []
 
+    # Rule 2b: failed replicas of a workload that asks for it go (and
+    # rule 5 replaces them).
+    failed: list[ReplicaView] = []
+    if workload.replace_failed:
+        failed = [r for r in current if r.phase == FAILED
+                  and now_ms - r.finished_ms >= REPLACE_FAILED_DELAY_MS]
+        if failed:
+            notes.append(f"replacing {len(failed)} failed")
+            current = [r for r in current if r not in failed]
+
     # Rule 2: scale down the current replicas, most expendable first.
     excess = max(0, len(current) - desired)
-    doomed = current[:excess]
+    doomed = failed + current[:excess]
     kept_current = current[excess:]
     if excess:
         notes.append(f"scale down: {len(current)} -> {desired}")

@@ -6,12 +6,21 @@ Every durable fact lives under one prefix (default `/mctl/`):
     replicas/<namespace>/<name>     Replica      (protobuf)
     nodes/<name>                    Node         (protobuf)
     heartbeats/<name>               lease-bound  (present while the node heartbeats)
+    leader                          lease-bound  (the leading scheduler's id)
+    subnets/<a.b.c.d>-<len>         node name    (the node's container subnet, network.py)
+    events/<kind>/<ns>/<name>/<ms>-<n>  Event    (kept for an hour; not in snapshots)
 
 A `Snapshot` is one read of the whole prefix at one etcd revision, so every
 decision is made on a consistent view. Every write that depends on what was
 read compares the key's mod_revision with the one in the snapshot (0 for
 "must not exist") inside a transaction: if anyone else wrote in between, the
 transaction fails and the caller re-reads and decides again.
+
+The leading scheduler's writes also carry a *fence*: they compare the create
+revision of the `leader` key with the one its election produced. A deposed
+leader (its lease lapsed while it was paused, say) holds an old revision, so
+every late write it makes fails, even when its snapshot still looks current:
+an etcd lock alone does not give mutual exclusion (Jepsen, etcd 3.4.3).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from dataclasses import dataclass, field
 import grpc
 import pyetcd
 import pyetcd.exceptions
-from pyetcd import transactions
+from pyetcd import etcdrpc, transactions
 
 from mctl.v1 import types_pb2
 
@@ -42,6 +51,18 @@ class Conflict(Exception):
     """A compare-and-swap write lost to another writer."""
 
 
+class NotLeader(Conflict):
+    """A fenced write failed because this process no longer leads."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Proof of leadership: the leader key's create revision from our election."""
+
+    key: str
+    revision: int
+
+
 @dataclass
 class Snapshot:
     revision: int = 0
@@ -49,6 +70,7 @@ class Snapshot:
     replicas: dict[tuple[str, str], types_pb2.Replica] = field(default_factory=dict)
     nodes: dict[str, types_pb2.Node] = field(default_factory=dict)
     heartbeats: set[str] = field(default_factory=set)
+    leader: str = ""
     mod_revisions: dict[str, int] = field(default_factory=dict)   # key -> mod_revision
 
 
@@ -104,14 +126,46 @@ class Store:
     def heartbeat_key(self, name: str) -> str:
         return f"{self.prefix}heartbeats/{name}"
 
+    @property
+    def leader_key(self) -> str:
+        return f"{self.prefix}leader"
+
+    def events_prefix(self, kind: str = "", namespace: str = "", name: str = "") -> str:
+        """Where events live; narrowed to one kind, or one object when all are given."""
+        key = f"{self.prefix}events/"
+        if kind:
+            key += f"{kind}/"
+            if name:
+                key += f"{namespace}/{name}/"
+        return key
+
+    def subnet_key(self, subnet: str) -> str:
+        return f"{self.prefix}subnets/{subnet.replace('/', '-')}"
+
     # -- reads ----------------------------------------------------------------
 
     @_translate
+    def subnet_claims(self) -> dict[str, tuple[str, int]]:
+        """subnet -> (node holding it, the claim's mod_revision)."""
+        cut = len(self.prefix + "subnets/")
+        out = {}
+        for value, meta in self.client.get_prefix(self.prefix + "subnets/"):
+            subnet = meta.key.decode()[cut:].replace("-", "/")
+            out[subnet] = (value.decode(errors="replace"), meta.mod_revision)
+        return out
+
+    @_translate
     def snapshot(self) -> Snapshot:
-        resp = self.client.get_prefix_response(self.prefix)
-        snap = Snapshot(revision=resp.header.revision)
+        # Everything under the prefix but events/ (history, not state), read
+        # as two ranges at one revision.
+        events = self.events_prefix()
+        first = self.client.get_range_response(self.prefix, events)
+        revision = first.header.revision
+        second = self.client.get_range_response(
+            events[:-1] + "0", _prefix_end(self.prefix), revision=revision)
+        snap = Snapshot(revision=revision)
         cut = len(self.prefix)
-        for kv in resp.kvs:
+        for kv in [*first.kvs, *second.kvs]:
             key = kv.key.decode()
             snap.mod_revisions[key] = kv.mod_revision
             kind, _, rest = key[cut:].partition("/")
@@ -126,6 +180,8 @@ class Store:
                 snap.nodes[n.name] = n
             elif kind == "heartbeats":
                 snap.heartbeats.add(rest)
+            elif kind == "leader":
+                snap.leader = kv.value.decode(errors="replace")
         return snap
 
     @_translate
@@ -136,32 +192,113 @@ class Store:
     # -- writes ---------------------------------------------------------------
 
     @_translate
-    def commit(self, writes: Iterable[Write]) -> None:
+    def commit(self, writes: Iterable[Write], fence: Fence | None = None) -> int:
         """Applies `writes` in transactions of at most MAX_TXN_OPS; raises Conflict.
 
         Writes that must succeed together must fit one transaction; callers
-        split independent work (each replica's write stands alone).
+        split independent work (each replica's write stands alone). With a
+        `fence`, every transaction also requires that leadership; losing it
+        raises NotLeader. Returns the revision of the last transaction (0:
+        nothing to write), so that readers of a cache can wait for it.
         """
         batch: list[Write] = []
+        revision = 0
         for w in writes:
             batch.append(w)
             if len(batch) >= MAX_TXN_OPS:
-                self._commit_batch(batch)
+                revision = self._commit_batch(batch, fence)
                 batch = []
         if batch:
-            self._commit_batch(batch)
+            revision = self._commit_batch(batch, fence)
+        return revision
 
-    def _commit_batch(self, batch: list[Write]) -> None:
+    def _commit_batch(self, batch: list[Write], fence: Fence | None) -> int:
         compare = [transactions.Mod(w.key) == w.expect for w in batch]
+        failure = []
+        if fence is not None:
+            compare.append(transactions.Create(fence.key) == fence.revision)
+            failure.append(transactions.Get(fence.key))
         success = [
             transactions.Put(w.key, w.value, lease=w.lease) if w.value is not None
             else transactions.Delete(w.key)
             for w in batch
         ]
-        ok, _ = self.client.transaction(compare=compare, success=success, failure=[])
-        if not ok:
-            raise Conflict(f"{len(batch)} writes lost to a concurrent change "
-                           f"(first key {batch[0].key})")
+        ok, responses, revision = self._txn(compare, success, failure)
+        if ok:
+            return revision
+        if fence is not None:
+            held = [meta.create_revision for _, meta in responses[0]]
+            if held != [fence.revision]:
+                raise NotLeader(f"leadership (revision {fence.revision}) lost; "
+                                f"{len(batch)} writes refused")
+        raise Conflict(f"{len(batch)} writes lost to a concurrent change "
+                       f"(first key {batch[0].key})")
+
+    def _txn(self, compare: list, success: list, failure: list) -> tuple[bool, list, int]:
+        """pyetcd's transaction(), plus the revision it produced (its header's)."""
+        c = self.client
+        request = etcdrpc.TxnRequest(compare=[x.build_message() for x in compare],
+                                     success=c._ops_to_requests(success),
+                                     failure=c._ops_to_requests(failure))
+        response = c.kvstub.Txn(request, c.timeout, credentials=c.call_credentials,
+                                metadata=c.metadata)
+        ranges = [list(r.response_range.kvs) for r in response.responses
+                  if r.WhichOneof("response") == "response_range"]
+        return response.succeeded, [[(kv.value, kv) for kv in kvs] for kvs in ranges], \
+            response.header.revision
+
+    @_translate
+    def create(self, key: str, value: bytes, lease: int) -> tuple[bool, int, bytes]:
+        """Puts `key` only if it does not exist, bound to `lease`.
+
+        Returns (created, the key's create revision, its value) either way.
+        """
+        ok, responses = self.client.transaction(
+            compare=[transactions.Create(key) == 0],
+            success=[transactions.Put(key, value, lease=lease), transactions.Get(key)],
+            failure=[transactions.Get(key)])
+        found = responses[-1]   # the Get's [(value, meta)]
+        if not found:   # lapsed between the two ops: someone may try again
+            return False, 0, b""
+        value, meta = found[0]
+        return ok, meta.create_revision, value
+
+    @_translate
+    def get_meta(self, key: str) -> tuple[bytes | None, int]:
+        """A key's value and create revision (0 if absent)."""
+        resp = self.client.get_response(key)
+        if not resp.kvs:
+            return None, 0
+        return resp.kvs[0].value, resp.kvs[0].create_revision
+
+    @_translate
+    def revoke_lease(self, lease_id: int) -> None:
+        self.client.revoke_lease(lease_id)
+
+    @_translate
+    def get_prefix(self, prefix: str) -> list[bytes]:
+        return [value for value, _ in self.client.get_prefix(prefix)]
+
+    @_translate
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        """Keys under `prefix` in key order."""
+        return [meta.key.decode() for _, meta in self.client.get_prefix(prefix, keys_only=True)]
+
+    @_translate
+    def put_many(self, items: list[tuple[str, bytes]], lease: int | None = None) -> None:
+        """Unconditional puts (history such as events, never state), in few transactions."""
+        for i in range(0, len(items), MAX_TXN_OPS):
+            chunk = items[i:i + MAX_TXN_OPS]
+            self.client.transaction(
+                compare=[], success=[transactions.Put(k, v, lease=lease) for k, v in chunk],
+                failure=[])
+
+    @_translate
+    def delete_keys(self, keys: list[str]) -> None:
+        for i in range(0, len(keys), MAX_TXN_OPS):
+            self.client.transaction(
+                compare=[], success=[transactions.Delete(k) for k in keys[i:i + MAX_TXN_OPS]],
+                failure=[])
 
     @_translate
     def grant_lease(self, ttl: int) -> int:
@@ -186,6 +323,16 @@ class Store:
     def ping(self) -> None:
         self.client.status()
 
+    def watch_events(self, callback: Callable[[object], None],
+                     start_revision: int) -> Callable[[], None]:
+        """Calls `callback` with each watch response (or the error that ended the watch)."""
+        try:
+            watch_id = self.client.add_watch_prefix_callback(
+                self.prefix, callback, start_revision=start_revision)
+        except Exception as e:  # noqa: BLE001 - pyetcd raises several kinds here
+            raise StoreUnavailable(f"cannot watch etcd: {e}") from None
+        return lambda: self.client.cancel_watch(watch_id)
+
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Calls `callback` (with no arguments) on every change under the prefix."""
         def on_event(_response: object) -> None:
@@ -198,3 +345,8 @@ class Store:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _prefix_end(prefix: str) -> str:
+    """The first key after every key that starts with `prefix` (ASCII prefixes)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)

@@ -33,6 +33,7 @@ def workload_view(w: types_pb2.Workload, spec_hash: str) -> WorkloadView:
         max_unavailable=spec.update.max_unavailable,
         max_surge=spec.update.max_surge,
         deletion_requested=w.metadata.deletion_requested,
+        replace_failed=spec.replace_failed,
     )
 
 
@@ -48,6 +49,7 @@ def replica_view(r: types_pb2.Replica) -> ReplicaView:
         deletion_requested=r.metadata.deletion_requested,
         request=resources(r.spec.resources),
         host_ports=host_ports(r.spec),
+        finished_ms=r.status.finished_unix_ms,
     )
 
 

@@ -2,9 +2,10 @@
 
 A layer is a directory tree, stored once under `layers/<sha256>` and never
 changed after it is complete; an image is a small JSON record naming its
-layers (bottom first) and its defaults (Entrypoint, Cmd, Env, WorkingDir),
-as the OCI image config has them. Containers see an image's layers through
-an overlay mount (see rootfs.py), so any number of containers share one copy.
+layers (bottom first) and its defaults (Entrypoint, Cmd, Env, WorkingDir,
+User), as the OCI image config has them. Containers see an image's layers
+through an overlay mount (see rootfs.py), so any number of containers share
+one copy. Images other than busybox come from archives (imagearchive.py).
 
 `busybox` is always available: it is built from the host's static busybox
 (Debian's busybox-static), one binary plus a link per applet.
@@ -42,6 +43,7 @@ class Image:
     working_dir: str = "/"
     user: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    created_unix_ms: int = 0           # the config's `created`; 0 for busybox
 
 
 def normalize_name(ref: str) -> str:
@@ -56,6 +58,8 @@ class ImageStore:
         self.images_dir = os.path.join(root, "images")
         os.makedirs(self.layers_dir, exist_ok=True)
         os.makedirs(self.images_dir, exist_ok=True)
+        # Layers keep their images' setuid-root files: no host user may reach them.
+        os.chmod(self.layers_dir, 0o700)
         self._cache: dict[str, Image] = {}
 
     def layer_path(self, digest: str) -> str:
@@ -80,6 +84,7 @@ class ImageStore:
             env=tuple(doc.get("env", ())),
             working_dir=doc.get("workingDir") or "/",
             user=doc.get("user", ""),
+            created_unix_ms=int(doc.get("created", 0)),
         )
         for digest in image.layers:
             if not os.path.isdir(self.layer_path(digest)):
@@ -96,6 +101,7 @@ class ImageStore:
             "env": list(image.env),
             "workingDir": image.working_dir,
             "user": image.user,
+            "created": image.created_unix_ms,
         }
         path = os.path.join(self.images_dir, image.name.replace("/", "_") + ".json")
         tmp = path + ".tmp"

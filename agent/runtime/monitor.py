@@ -6,7 +6,8 @@ the container, so the container outlives an agent restart:
   first process (see process.py) and learns whether exec succeeded through a
   close-on-exec pipe: EOF means exec happened, bytes are the error;
 - it holds the container's stdout and stderr pipes and writes them to
-  `container.log` in the CRI log format (`<RFC3339Nano> <stream> F <line>`);
+  `container.log` in the CRI log format (`<RFC3339Nano> <stream> F <line>`),
+  rotated at a size (crilog.py);
 - it waits for the container to exit and writes `exit.json` (exit code,
   signal, OOM kill, time), so the result is recorded even while no agent runs.
 
@@ -27,16 +28,18 @@ from typing import NoReturn
 
 from mctl.common.procfs import start_time as process_start_time
 
-from . import process
+from . import ociclient, spawn
 from . import syscalls as sc
-from .cgroups.base import CgroupDriver, Limits
+from .cgroups.base import CgroupDriver
+from .crilog import MAX_LINE, LogLimits, LogWriter
 from .oci import Config
+from .spawn import cgroup_path, limits_of, read_all
+
+__all__ = ["MAX_LINE", "LogLimits", "StartResult", "cgroup_path", "limits_of", "read_all", "run"]
 
 LOG_FILE = "container.log"
 STATE_FILE = "state.json"
 EXIT_FILE = "exit.json"
-# A line longer than this is written in parts, tagged P (partial) as CRI does.
-MAX_LINE = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,21 +58,6 @@ class StartResult:
             return cls(0, 0, "the monitor exited before reporting")
         doc = json.loads(data)
         return cls(int(doc["monitor_pid"]), int(doc["init_pid"]), str(doc["error"]))
-
-
-def cgroup_path(config: Config) -> str:
-    return config.cgroups_path.strip("/")
-
-
-def limits_of(config: Config) -> Limits:
-    res = config.resources
-
-    def limit(value: int | None) -> int | None:
-        # OCI writes "unlimited" as -1 (or leaves it out); the driver wants None.
-        return value if value is not None and value > 0 else None
-
-    return Limits(cpu_quota_us=limit(res.cpu_quota), cpu_period_us=res.cpu_period or 100_000,
-                  memory_bytes=limit(res.memory_limit), pids=limit(res.pids_limit))
 
 
 def write_json(path: str, doc: dict[str, object]) -> None:
@@ -91,11 +79,19 @@ def run(
     config: Config,
     report_fd: int,
     cap_top: int,
+    runtime: list[str] | None = None,
+    log_limits: LogLimits | None = None,
 ) -> NoReturn:
-    """The monitor's whole life, in a freshly forked process. Never returns."""
+    """The monitor's whole life, in a freshly forked process. Never returns.
+
+    `runtime`, if given, is the argv prefix of an OCI runtime command
+    (ociclient.py) that realizes the bundle instead of this process forking
+    the container itself. `log_limits` caps container.log (crilog.py).
+    """
     code = 1
     try:
-        code = _monitor(sys, cgroups, bundle, container_id, config, report_fd, cap_top)
+        code = _monitor(sys, cgroups, bundle, container_id, config, report_fd, cap_top,
+                        runtime, log_limits or LogLimits())
     except BaseException as e:  # noqa: BLE001 - reported, then exit
         try:
             os.write(report_fd, StartResult(os.getpid(), 0, f"monitor: {e}").to_bytes())
@@ -113,6 +109,8 @@ def _monitor(
     config: Config,
     report_fd: int,
     cap_top: int,
+    runtime: list[str] | None,
+    log_limits: LogLimits,
 ) -> int:
     os.setsid()
     # Like conmon: hold none of the agent's stdio, or whoever reads the
@@ -125,29 +123,25 @@ def _monitor(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cg = cgroup_path(config)
-    cgroups.create(cg, limits_of(config))
-    procs = cgroups.procs_files(cg)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     null = os.open("/dev/null", os.O_RDONLY)
-    if "pid" in config.namespaces:
-        # Only this process's children enter the new namespace: the next
-        # fork is the container's pid 1.
-        sys.unshare(sc.CLONE_NEWPID)
-    pid = os.fork()
-    if pid == 0:
-        os.close(report_fd)
-        process.exec_container(sys, bundle, config, procs, sync_w,
-                               (null, out_w, err_w), cap_top)
-    for fd in (out_w, err_w, sync_w, null):
-        os.close(fd)
-    error = read_all(sync_r)
-    os.close(sync_r)
+    stdio = (null, out_w, err_w)
+    if runtime:
+        # Like containerd-shim: the init that `create` leaves behind is
+        # re-parented to us, so we wait for it and see its real exit status.
+        sys.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+        pid, error = ociclient.create_and_start(runtime, bundle, container_id, stdio)
+        for fd in stdio:
+            os.close(fd)
+    else:
+        pid, sync_r = spawn.fork_init(sys, cgroups, cg, bundle, config, stdio, cap_top,
+                                      close_in_child=(report_fd,))
+        for fd in stdio:
+            os.close(fd)
+        error = spawn.wait_ready(pid, sync_r)
     if error:
-        os.waitpid(pid, 0)
-        os.write(report_fd, StartResult(os.getpid(), pid, error.decode(errors="replace"))
-                 .to_bytes())
+        os.write(report_fd, StartResult(os.getpid(), pid, error).to_bytes())
         return 1
     started = now_ms()
     write_json(os.path.join(bundle, STATE_FILE), {
@@ -157,12 +151,15 @@ def _monitor(
     })
     os.write(report_fd, StartResult(os.getpid(), pid).to_bytes())
     os.close(report_fd)
-    status = _pump_logs(os.path.join(bundle, LOG_FILE), out_r, err_r, pid)
+    status = _pump_logs(os.path.join(bundle, LOG_FILE), out_r, err_r, pid, log_limits)
     oom = 0
     try:
         oom = cgroups.oom_killed(cg)
     except Exception:  # noqa: BLE001 - the record matters more than this detail
         pass
+    if runtime:
+        # Before exit.json: once that exists the agent may restart this id.
+        ociclient.delete(runtime, bundle, container_id)
     exit_code = os.waitstatus_to_exitcode(status)
     write_json(os.path.join(bundle, EXIT_FILE), {
         "exit_code": exit_code if exit_code >= 0 else 128 - exit_code,
@@ -174,62 +171,18 @@ def _monitor(
     return 0
 
 
-def read_all(fd: int) -> bytes:
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(fd, 4096)
-        except InterruptedError:
-            continue
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+# The writer's old name here (tests and tools use it).
+_LogWriter = LogWriter
 
 
-class _LogWriter:
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        self.partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
-
-    def feed(self, stream: str, data: bytes) -> None:
-        buf = self.partial[stream] + data
-        lines = buf.split(b"\n")
-        self.partial[stream] = lines.pop()
-        out = []
-        for line in lines:
-            # A long line that arrived whole is split too, not only a long remainder.
-            while len(line) > MAX_LINE:
-                out.append(self._line(stream, "P", line[:MAX_LINE]))
-                line = line[MAX_LINE:]
-            out.append(self._line(stream, "F", line))
-        while len(self.partial[stream]) > MAX_LINE:
-            out.append(self._line(stream, "P", self.partial[stream][:MAX_LINE]))
-            self.partial[stream] = self.partial[stream][MAX_LINE:]
-        if out:
-            os.write(self.fd, b"".join(out))
-
-    def flush(self) -> None:
-        for stream, rest in self.partial.items():
-            if rest:
-                os.write(self.fd, self._line(stream, "F", rest))
-        self.partial = {"stdout": b"", "stderr": b""}
-
-    @staticmethod
-    def _line(stream: str, tag: str, line: bytes) -> bytes:
-        ns = time.time_ns()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000))
-        return b"%s.%09dZ %s %s %s\n" % (stamp.encode(), ns % 1_000_000_000,
-                                         stream.encode(), tag.encode(), line)
-
-
-def _pump_logs(path: str, out_r: int, err_r: int, pid: int) -> int:
+def _pump_logs(path: str, out_r: int, err_r: int, pid: int, limits: LogLimits) -> int:
     """Copies the container's output to the log until it exits; returns its wait status.
 
     The child's exit is watched through a pidfd as well as the pipes: a
     process that escaped into the background may hold the pipes open after
     the main process is gone (without a pid namespace nothing kills it).
     """
-    writer = _LogWriter(path)
+    writer = LogWriter(path, limits)
     pidfd = os.pidfd_open(pid)
     sel = selectors.DefaultSelector()
     sel.register(out_r, selectors.EVENT_READ, "stdout")
@@ -265,5 +218,5 @@ def _pump_logs(path: str, out_r: int, err_r: int, pid: int) -> int:
         os.close(fd)
     writer.flush()
     os.close(pidfd)
-    os.close(writer.fd)
+    writer.close()
     return status

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 
+from .crilog import LogLimits
 from .monitor import StartResult
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,10 @@ class StartError(Exception):
 class NativeRuntime:
     name = "native"
 
-    def __init__(self, cgroup_root: str = "/sys/fs/cgroup") -> None:
+    def __init__(self, cgroup_root: str = "/sys/fs/cgroup",
+                 log_limits: LogLimits | None = None) -> None:
         self._cgroup_root = cgroup_root
+        self.log_limits = log_limits or LogLimits()
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -57,7 +60,7 @@ class NativeRuntime:
 
     def start(self, container_id: str, bundle: str) -> StartResult:
         """Creates and starts the container of `bundle`; returns its monitor and init pids."""
-        request = json.dumps({"bundle": os.path.abspath(bundle), "id": container_id}).encode()
+        request = json.dumps(self._request(container_id, bundle)).encode()
         with self._lock:
             sock = self._ensure_zygote()
             try:
@@ -70,6 +73,21 @@ class NativeRuntime:
         if result.error:
             raise StartError(result.error)
         return result
+
+    def _request(self, container_id: str, bundle: str) -> dict[str, object]:
+        return {"bundle": os.path.abspath(bundle), "id": container_id,
+                "log": {"max_size": self.log_limits.max_size,
+                        "max_files": self.log_limits.max_files}}
+
+    def kill(self, container_id: str, bundle: str, pid: int, sig: int) -> None:
+        """Sends `sig` to the container's init (`pid`, checked alive by the caller)."""
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def remove(self, container_id: str, bundle: str, cgroup: str) -> None:
+        """Removes what the runtime keeps beyond the bundle and the cgroup: nothing here."""
 
     def _close_locked(self) -> None:
         if self._sock is not None:

@@ -41,6 +41,24 @@ READONLY_PATHS = [
 ]
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup")
+# A container's namespaces unless config.json says otherwise; "user" is added
+# for securityContext.userNamespace.
+DEFAULT_NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
+# The resource limits setrlimit(2) knows, by their numbers in linux/resource.h
+# (Python's resource module lacks RLIMIT_LOCKS).
+RLIMITS = {
+    "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3,
+    "RLIMIT_CORE": 4, "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7,
+    "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9, "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11,
+    "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13, "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
+}
+# rlimit values and ids are unsigned 64- and 32-bit numbers in the spec.
+_U64_MAX = (1 << 64) - 1
+_U32_MAX = (1 << 32) - 1
+# Namespaces a container may join by path (setns) instead of getting a new
+# one: the agent prepares the network namespace (veth, address, routes)
+# before the container starts, as runc users and CNI plugins do.
+JOINABLE_NAMESPACES = ("network", "ipc", "uts")
 
 
 class ConfigError(ValueError):
@@ -58,6 +76,24 @@ class Mount:
     type: str
     source: str
     options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rlimit:
+    """One process.rlimits entry: setrlimit(2) of `type` to (soft, hard)."""
+
+    type: str
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True)
+class IdMapping:
+    """One line of /proc/PID/uid_map or gid_map (man 7 user_namespaces)."""
+
+    container_id: int
+    host_id: int
+    size: int
 
 
 @dataclass(frozen=True)
@@ -81,12 +117,18 @@ class Config:
     additional_gids: tuple[int, ...] = ()
     no_new_privileges: bool = True
     capabilities: tuple[str, ...] = tuple(DEFAULT_CAPABILITIES)
+    rlimits: tuple[Rlimit, ...] = ()
     terminal: bool = False
     root_path: str = "rootfs"
     root_readonly: bool = False
     hostname: str = ""
     mounts: tuple[Mount, ...] = ()
-    namespaces: tuple[str, ...] = ("pid", "network", "ipc", "uts", "mount", "cgroup")
+    namespaces: tuple[str, ...] = DEFAULT_NAMESPACES
+    # type -> path of an existing namespace to join (setns) instead of a new one.
+    namespace_paths: dict[str, str] = field(default_factory=dict)
+    # With a "user" namespace: how its ids map to the host's.
+    uid_mappings: tuple[IdMapping, ...] = ()
+    gid_mappings: tuple[IdMapping, ...] = ()
     cgroups_path: str = ""
     resources: Resources = field(default_factory=Resources)
     masked_paths: tuple[str, ...] = tuple(MASKED_PATHS)
@@ -114,7 +156,12 @@ def default_mounts() -> list[Mount]:
 def to_json(config: Config) -> dict[str, Any]:
     """The config.json document for `config` (what runc and crun read too)."""
     res = config.resources
-    resources: dict[str, Any] = {}
+    # Deny every device, as Docker's config does: runc and crun then allow
+    # only their default nodes in the device cgroup. Both deny without it
+    # too (runc 1.1, crun 1.8 here), but the spec does not promise that.
+    # The native runtime needs no rule: its /dev is nodev and holds bind
+    # mounts of the few nodes it allows.
+    resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
     if res.memory_limit is not None:
         resources["memory"] = {"limit": res.memory_limit}
         if res.memory_swap is not None:
@@ -136,6 +183,8 @@ def to_json(config: Config) -> dict[str, Any]:
             "cwd": config.cwd,
             "noNewPrivileges": config.no_new_privileges,
             "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+            **({"rlimits": [{"type": r.type, "hard": r.hard, "soft": r.soft}
+                            for r in config.rlimits]} if config.rlimits else {}),
         },
         "root": {"path": config.root_path, "readonly": config.root_readonly},
         "hostname": config.hostname,
@@ -145,7 +194,12 @@ def to_json(config: Config) -> dict[str, Any]:
             for m in config.mounts
         ],
         "linux": {
-            "namespaces": [{"type": t} for t in config.namespaces],
+            "namespaces": [{"type": t, **({"path": config.namespace_paths[t]}
+                                          if t in config.namespace_paths else {})}
+                           for t in config.namespaces],
+            **({"uidMappings": _mappings_json(config.uid_mappings),
+                "gidMappings": _mappings_json(config.gid_mappings)}
+               if config.uid_mappings or config.gid_mappings else {}),
             "cgroupsPath": config.cgroups_path,
             "resources": resources,
             "maskedPaths": list(config.masked_paths),
@@ -153,6 +207,11 @@ def to_json(config: Config) -> dict[str, Any]:
         },
         "annotations": dict(config.annotations),
     }
+
+
+def _mappings_json(mappings: tuple[IdMapping, ...]) -> list[dict[str, int]]:
+    return [{"containerID": m.container_id, "hostID": m.host_id, "size": m.size}
+            for m in mappings]
 
 
 def write_config(bundle: str, config: Config) -> None:
@@ -204,6 +263,66 @@ def _int_or_none(doc: dict[str, Any], key: str, where: str) -> int | None:
     return None if value is None else int(value)
 
 
+def _uint(doc: dict[str, Any], key: str, where: str, top: int) -> int:
+    value = _get(doc, key, int, where, required=True)
+    if not 0 <= value <= top:
+        raise ConfigError(f"{where}{key}", f"must be between 0 and {top}")
+    return int(value)
+
+
+def _rlimits(process: dict[str, Any]) -> tuple[Rlimit, ...]:
+    out: list[Rlimit] = []
+    for i, item in enumerate(_get(process, "rlimits", list, "process.", [])):
+        where = f"process.rlimits[{i}]."
+        if not isinstance(item, dict):
+            raise ConfigError(f"process.rlimits[{i}]", "must be object")
+        kind = _get(item, "type", str, where, required=True)
+        if kind not in RLIMITS:
+            raise ConfigError(f"{where}type", f"unknown rlimit {kind!r}")
+        if any(r.type == kind for r in out):
+            raise ConfigError(f"{where}type", f"{kind} is given twice")
+        hard = _uint(item, "hard", where, _U64_MAX)
+        soft = _uint(item, "soft", where, _U64_MAX)
+        if soft > hard:
+            # setrlimit(2) refuses it (EINVAL); say so before anything starts.
+            raise ConfigError(f"{where}soft", f"{soft} is above the hard limit {hard}")
+        out.append(Rlimit(kind, soft, hard))
+    return tuple(out)
+
+
+def _id_mappings(linux: dict[str, Any], key: str) -> tuple[IdMapping, ...]:
+    out: list[IdMapping] = []
+    for i, item in enumerate(_get(linux, key, list, "linux.", [])):
+        where = f"linux.{key}[{i}]."
+        if not isinstance(item, dict):
+            raise ConfigError(f"linux.{key}[{i}]", "must be object")
+        mapping = IdMapping(_uint(item, "containerID", where, _U32_MAX - 1),
+                            _uint(item, "hostID", where, _U32_MAX - 1),
+                            _uint(item, "size", where, _U32_MAX))
+        if mapping.size == 0:
+            raise ConfigError(f"{where}size", "must be at least 1")
+        for end in (mapping.container_id, mapping.host_id):
+            if end + mapping.size > _U32_MAX:
+                raise ConfigError(f"{where}size", "runs past the largest id (4294967294)")
+        out.append(mapping)
+    return tuple(out)
+
+
+def _check_user_namespace(namespaces: list[str], uid_map: tuple[IdMapping, ...],
+                          gid_map: tuple[IdMapping, ...]) -> None:
+    # As runc: a user namespace without mappings would run everything as
+    # the overflow id, and mappings without one would be silently unused.
+    if "user" in namespaces:
+        for key, mappings in (("uidMappings", uid_map), ("gidMappings", gid_map)):
+            if not mappings:
+                raise ConfigError(f"linux.{key}", "required with a user namespace")
+            if not any(m.container_id == 0 for m in mappings):
+                raise ConfigError(f"linux.{key}", "must map the container's id 0 (root)")
+    elif uid_map or gid_map:
+        raise ConfigError("linux.uidMappings" if uid_map else "linux.gidMappings",
+                          "given without a user namespace in linux.namespaces")
+
+
 def parse_config(doc: object) -> Config:
     if not isinstance(doc, dict):
         raise ConfigError("config.json", "must be a JSON object")
@@ -243,6 +362,7 @@ def parse_config(doc: object) -> Config:
                             _get(m, "source", str, where, ""),
                             _strings(m, "options", where)))
     namespaces = []
+    namespace_paths: dict[str, str] = {}
     for i, ns in enumerate(_get(linux, "namespaces", list, "linux.", [])):
         if not isinstance(ns, dict):
             raise ConfigError(f"linux.namespaces[{i}]", "must be object")
@@ -251,8 +371,18 @@ def parse_config(doc: object) -> Config:
             raise ConfigError(f"linux.namespaces[{i}].type",
                               f"{kind!r} is not one of {', '.join(NAMESPACE_TYPES)}")
         if "path" in ns:
-            raise ConfigError(f"linux.namespaces[{i}].path", "joining namespaces is not supported")
+            if kind not in JOINABLE_NAMESPACES:
+                raise ConfigError(f"linux.namespaces[{i}].path",
+                                  f"joining a {kind} namespace is not supported")
+            path = _get(ns, "path", str, f"linux.namespaces[{i}].")
+            if not path.startswith("/"):
+                raise ConfigError(f"linux.namespaces[{i}].path",
+                                  f"{path!r} is not an absolute path")
+            namespace_paths[kind] = path
         namespaces.append(kind)
+    uid_mappings = _id_mappings(linux, "uidMappings")
+    gid_mappings = _id_mappings(linux, "gidMappings")
+    _check_user_namespace(namespaces, uid_mappings, gid_mappings)
     res = _get(linux, "resources", dict, "linux.", {})
     mem = _get(res, "memory", dict, "linux.resources.", {})
     cpu = _get(res, "cpu", dict, "linux.resources.", {})
@@ -267,12 +397,16 @@ def parse_config(doc: object) -> Config:
         additional_gids=tuple(_get(user, "additionalGids", list, "process.user.", [])),
         no_new_privileges=_get(process, "noNewPrivileges", bool, "process.", False),
         capabilities=capabilities,
+        rlimits=_rlimits(process),
         terminal=_get(process, "terminal", bool, "process.", False),
         root_path=_get(root, "path", str, "root.", required=True),
         root_readonly=_get(root, "readonly", bool, "root.", False),
         hostname=_get(doc, "hostname", str, "", ""),
         mounts=tuple(mounts),
         namespaces=tuple(namespaces),
+        namespace_paths=namespace_paths,
+        uid_mappings=uid_mappings,
+        gid_mappings=gid_mappings,
         cgroups_path=_get(linux, "cgroupsPath", str, "linux.", ""),
         resources=Resources(
             memory_limit=_int_or_none(mem, "limit", "linux.resources.memory."),

@@ -7,12 +7,27 @@ each named so a failure says where it happened:
 
 1. join the container's cgroup (writing 0 to cgroup.procs moves the writer)
    before unsharing the cgroup namespace, so that namespace's root is the
-   container's cgroup (man 7 cgroup_namespaces);
-2. unshare mount, uts, ipc, network and cgroup namespaces (man 2 unshare);
-3. bring up loopback in the new network namespace; set the hostname;
+   container's cgroup (man 7 cgroup_namespaces); set process.rlimits
+   (rlimits.py) while still the host's root;
+2. join the namespaces config.json names by path (setns; the agent's
+   prepared network namespace), unshare mount, uts, ipc, network and cgroup
+   namespaces for the rest (man 2 unshare);
+3. bring up loopback in a new network namespace; set the hostname;
 4. mount /proc, /dev, /sys and the bundle's mounts; pivot_root; mask paths;
 5. drop capabilities, set no_new_privs (man 2 prctl), switch uid/gid;
 6. reset signal dispositions Python changed, wire stdio, exec.
+
+With a user namespace (userns.py) step 2 is different, and this process is
+only the first of two: it unshares the user namespace first, so that every
+namespace made after it is owned by it (which is what lets root in the
+container mount /proc and set the hostname there); the runtime writes the
+id mappings from outside; then this process becomes the namespace's root,
+unshares the rest with the pid namespace, and forks the container's pid 1,
+which goes on with step 3 while this one exits (runc's nsexec does the same
+two stages). What needs the host's root is done before the user namespace:
+joining the agent's network namespace, making mount points in image
+directories, and mounting /sys for a network namespace the user namespace
+does not own (the kernel lets only that namespace's owner mount sysfs).
 
 Any failure aborts the container: the step and error go to the sync pipe
 and the child exits 127. Nothing here falls back to running without a
@@ -26,9 +41,10 @@ import os
 import signal
 import socket
 import struct
+from collections.abc import Callable
 from typing import NoReturn
 
-from . import capabilities, rootfs
+from . import privileges, rlimits, rootfs, userns
 from . import syscalls as sc
 from .oci import Config
 
@@ -37,17 +53,66 @@ IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 IFF_RUNNING = 0x40
 
-# Namespaces the child unshares itself; pid is unshared by its parent (it
-# only applies to children) and user is not supported yet.
+# Namespaces the child unshares itself; pid only applies to children, so it
+# is unshared by the process that forks pid 1, and user comes first of all
+# (enter_user_namespace).
 _CHILD_NAMESPACES = ("mount", "uts", "ipc", "network", "cgroup")
 
 
 def namespace_flags(config: Config) -> int:
+    """The namespaces the child makes anew; those with a path are joined instead."""
     flags = 0
     for name in config.namespaces:
-        if name in _CHILD_NAMESPACES:
+        if name in _CHILD_NAMESPACES and name not in config.namespace_paths:
             flags |= sc.NAMESPACE_FLAGS[name]
     return flags
+
+
+def join_namespaces(sys: sc.Syscalls, config: Config) -> None:
+    """setns(2) into each namespace config.json gives a path for (man 2 setns)."""
+    for name in config.namespaces:
+        path = config.namespace_paths.get(name)
+        if path is None:
+            continue
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            sys.setns(fd, sc.NAMESPACE_FLAGS[name])
+        finally:
+            os.close(fd)
+
+
+def enter_user_namespace(sys: sc.Syscalls, root: str, config: Config,
+                         handshake: userns.Handshake) -> tuple[str, ...]:
+    """The first stage with a user namespace; only the container's pid 1 returns.
+
+    Returns the mount destinations already made (see rootfs.premount_sysfs).
+    """
+    premounted: tuple[str, ...] = ()
+    if userns.needs_host_sysfs(config):
+        # A mount namespace of the host's own, private: the sysfs mount is
+        # made here, as the host's root, and copied into the container's.
+        sys.unshare(sc.CLONE_NEWNS)
+        premounted = rootfs.premount_sysfs(sys, root, config)
+    rootfs.make_mount_points(root, config)
+    sys.unshare(sc.CLONE_NEWUSER)
+    handshake.child_says(userns.UNSHARED)
+    reply = handshake.child_hears()
+    if reply != userns.MAPPED:
+        raise OSError(reply.decode(errors="replace") or "the runtime wrote no id mappings")
+    # Until now this process was the host's root, which the namespace does
+    # not map; as its root (uid 0 inside) files it makes get a mapped owner.
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    flags = namespace_flags(config)
+    if "pid" in config.namespaces:
+        flags |= sc.CLONE_NEWPID
+    sys.unshare(flags)
+    pid = os.fork()
+    if pid != 0:
+        handshake.child_says(str(pid).encode())
+        os._exit(0)
+    handshake.close()
+    return premounted
 
 
 def loopback_up() -> None:
@@ -73,43 +138,49 @@ def exec_container(
     sync_fd: int,
     stdio: tuple[int, int, int],
     cap_top: int,
+    before_exec: Callable[[int], None] | None = None,
+    handshake: userns.Handshake | None = None,
 ) -> NoReturn:
-    """The child between fork and exec. Never returns."""
+    """The child between fork and exec. Never returns.
+
+    `before_exec(sync_fd)`, if given, runs once the container is set up, just
+    before exec: the OCI CLI's `create` (ocicli.py) reports success there and
+    waits for `start`. `handshake` is given with a user namespace: the
+    parent maps its ids through it (spawn.py).
+    """
     step = "start"
     try:
         step = "cgroup"
         for path in procs_files:
             with open(path, "w") as f:
                 f.write("0")
-        step = "unshare"
-        sys.unshare(namespace_flags(config))
-        if "network" in config.namespaces:
+        step = "rlimits"
+        rlimits.apply(config.rlimits)
+        step = "join namespaces"
+        join_namespaces(sys, config)
+        root = config.rootfs(bundle)
+        premounted: tuple[str, ...] = ()
+        if handshake is not None:
+            step = "user namespace"
+            premounted = enter_user_namespace(sys, root, config, handshake)
+        else:
+            step = "unshare"
+            sys.unshare(namespace_flags(config))
+        if "network" in config.namespaces and "network" not in config.namespace_paths:
+            # A joined network namespace is the preparer's to configure.
             step = "loopback"
             loopback_up()
         if "uts" in config.namespaces and config.hostname:
             step = "hostname"
             sys.sethostname(config.hostname)
         step = "mounts"
-        root = config.rootfs(bundle)
-        rootfs.prepare(sys, root, config)
+        rootfs.prepare(sys, root, config, premounted)
         step = "pivot_root"
         rootfs.pivot(sys, root, config.root_readonly)
         step = "masked paths"
         rootfs.mask_paths(sys, config)
-        step = "capabilities"
-        keep = capabilities.mask_of(config.capabilities)
-        capabilities.drop_bounding(sys, keep, cap_top)
-        if config.uid != 0:
-            # setuid would clear the permitted set; keep it, capset trims it below.
-            sys.prctl(sc.PR_SET_KEEPCAPS, 1)
-        step = "user"
-        os.setgroups(list(config.additional_gids))
-        os.setgid(config.gid)
-        os.setuid(config.uid)
-        step = "capabilities"
-        capabilities.set_capabilities(sys, keep)
-        if config.no_new_privileges:
-            sys.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+        step = "capabilities, user, no_new_privs"
+        privileges.drop_to(sys, config, cap_top)
         step = "cwd"
         os.chdir(config.cwd)
         step = "stdio"
@@ -119,6 +190,8 @@ def exec_container(
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
         step = "exec"
+        if before_exec is not None:
+            before_exec(sync_fd)
         os.closerange(3, sync_fd)
         os.closerange(sync_fd + 1, 1 << 16)
         os.execvpe(config.args[0], list(config.args), env_dict(config.env))

@@ -12,6 +12,14 @@ Two halves:
   the root with pivot_root(2) and detaches the old one, so the host's tree is
   no longer reachable.
 
+Device nodes: the rootfs and /dev are `nodev` mounts, so a node the
+container makes with mknod(2) (CAP_MKNOD is in Docker's default set) cannot
+be opened, whatever device it names; the few /dev needs (null, zero, full,
+random, urandom, tty) are bind mounts of the host's nodes, which keep
+their own mount's flags. That is what runc does in a user namespace, where
+mknod of a device is refused anyway, and it needs no device cgroup (v1) or
+eBPF device program (v2).
+
 The child side must not log or allocate much: it runs in a forked process.
 """
 
@@ -19,7 +27,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 
 from . import syscalls as sc
 from .oci import Config, Mount
@@ -28,17 +35,18 @@ from .oci import Config, Mount
 _FLAG_OPTIONS = {
     "ro": sc.MS_RDONLY, "nosuid": sc.MS_NOSUID, "nodev": sc.MS_NODEV,
     "noexec": sc.MS_NOEXEC, "noatime": sc.MS_NOATIME, "strictatime": sc.MS_STRICTATIME,
+    "relatime": sc.MS_RELATIME, "nodiratime": sc.MS_NODIRATIME,
     "bind": sc.MS_BIND, "rbind": sc.MS_BIND | sc.MS_REC,
 }
-_IGNORED_OPTIONS = {"rw", "private", "rprivate", "slave", "rslave"}
+# Propagation is private for every mount here; "dev", "exec" and "suid" are
+# what a fresh mount gets anyway (podman's config.json spells them out).
+_IGNORED_OPTIONS = {"rw", "private", "rprivate", "slave", "rslave", "dev", "exec", "suid"}
+# The v1 hierarchies in which every container has a cgroup of its own (cgroups/v1.py).
+_OWN_V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
 
-# The device nodes every container gets (type, major, minor, mode), as runc's
-# default devices: /dev is a fresh tmpfs, never the host's.
-_DEVICES = {
-    "null": (stat.S_IFCHR, 1, 3), "zero": (stat.S_IFCHR, 1, 5),
-    "full": (stat.S_IFCHR, 1, 7), "random": (stat.S_IFCHR, 1, 8),
-    "urandom": (stat.S_IFCHR, 1, 9), "tty": (stat.S_IFCHR, 5, 0),
-}
+# The device nodes every container gets, as runc's default devices (c 1:3,
+# 1:5, 1:7, 1:8, 1:9, 5:0): bound from the host's /dev into a fresh tmpfs.
+_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 _DEV_LINKS = {
     "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
     "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx", "core": "/proc/kcore",
@@ -46,10 +54,16 @@ _DEV_LINKS = {
 
 
 def mount_overlay(sys: sc.Syscalls, lower: list[str], upper: str, work: str,
-                  target: str) -> None:
-    """Mounts the overlay of `lower` (top layer first) + `upper` at `target`."""
+                  target: str, owner: tuple[int, int] | None = None) -> None:
+    """Mounts the overlay of `lower` (top layer first) + `upper` at `target`.
+
+    `owner` (host uid, gid) owns the upper dir, so it owns the rootfs' "/":
+    a user namespace's mapped root (userns.py).
+    """
     for d in (upper, work, target):
         os.makedirs(d, exist_ok=True)
+    if owner is not None:
+        os.chown(upper, *owner)
     data = f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}"
     sys.mount("overlay", target, "overlay", 0, data)
 
@@ -78,14 +92,101 @@ def split_options(options: tuple[str, ...]) -> tuple[int, str]:
 
 
 def _inside(rootfs: str, dest: str) -> str:
-    # Joined lexically; the mount namespace is private and the image is one
-    # the node imported, so a symlink here cannot reach the host's tree.
-    return os.path.join(rootfs, dest.lstrip("/"))
+    """`dest` resolved inside `rootfs`, following its symlinks as the container would.
+
+    Mounts are made before pivot_root, on the host's tree: a symlink in the
+    image, or one a container left in its upper dir before a restart
+    (`/etc -> /`), must not send /etc/hostname's bind mount or the file made
+    for it to a host path (runc's CVE-2021-30465 class). Every component is
+    resolved against `rootfs` as the root, `..` stops at it, and absolute
+    link targets restart from it.
+    """
+    return secure_join(rootfs, dest)
 
 
-def _mount_one(sys: sc.Syscalls, rootfs: str, m: Mount) -> None:
+MAX_SYMLINKS = 40      # as the kernel's path walk (ELOOP)
+
+
+def secure_join(root: str, unsafe: str) -> str:
+    """`root`/`unsafe` with symlinks resolved as if `root` were `/`; never outside `root`."""
+    parts = [p for p in unsafe.split("/") if p not in ("", ".")]
+    done: list[str] = []         # resolved components below root
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        candidate = os.path.join(root, *done, part)
+        try:
+            is_link = os.path.islink(candidate)
+        except OSError:
+            is_link = False
+        if not is_link:
+            done.append(part)
+            continue
+        links += 1
+        if links > MAX_SYMLINKS:
+            raise OSError(f"too many symlinks resolving {unsafe!r} in {root}")
+        target = os.readlink(candidate)
+        if target.startswith("/"):
+            done = []
+        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+    return os.path.join(root, *done)
+
+
+def _host_cgroup_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, str, str]]:
+    """(mount point, fs type, controller options) of each cgroup fs under /sys/fs/cgroup."""
+    with open(mountinfo) as f:
+        lines = f.read().splitlines()
+    found = []
+    for line in lines:
+        head, _, tail = line.partition(" - ")
+        fields, rest = head.split(), tail.split()
+        if len(fields) < 5 or len(rest) < 3 or rest[0] not in ("cgroup", "cgroup2"):
+            continue
+        if fields[4] == "/sys/fs/cgroup" or os.path.dirname(fields[4]) == "/sys/fs/cgroup":
+            options = ",".join(o for o in rest[2].split(",") if o not in ("rw", "ro"))
+            found.append((fields[4], rest[0], options))
+    return found
+
+
+def _mount_cgroup(sys: sc.Syscalls, target: str, flags: int, config: Config) -> None:
+    """A `cgroup` mount: the container's own cgroups, seen from its cgroup namespace.
+
+    As runc does with a cgroup namespace: cgroup2 itself on a unified host;
+    on v1 a tmpfs holding one mount per hierarchy. Only the hierarchies in
+    which the container has a cgroup of its own are mounted (and the
+    cgroup2 one), so the namespace's root is the container's cgroup there.
+    """
+    if "cgroup" not in config.namespaces:
+        raise OSError(errno.EINVAL, "a cgroup mount needs a cgroup namespace "
+                                    "(linux.namespaces: cgroup)")
+    hierarchies = _host_cgroup_mounts()
+    if any(point == "/sys/fs/cgroup" and kind == "cgroup2" for point, kind, _ in hierarchies):
+        sys.mount("cgroup2", target, "cgroup2", flags)
+        return
+    sys.mount("tmpfs", target, "tmpfs", flags & ~sc.MS_RDONLY, "mode=755")
+    for point, kind, options in hierarchies:
+        if kind == "cgroup" and not set(options.split(",")) & set(_OWN_V1_CONTROLLERS):
+            continue
+        sub = os.path.join(target, os.path.basename(point))
+        os.makedirs(sub, exist_ok=True)
+        sys.mount("cgroup", sub, kind, flags, options)
+    if flags & sc.MS_RDONLY:
+        sys.mount("tmpfs", target, "tmpfs", flags | sc.MS_REMOUNT, "mode=755")
+
+
+def _mount_one(sys: sc.Syscalls, rootfs: str, m: Mount, config: Config,
+               extra_flags: int = 0) -> None:
     target = _inside(rootfs, m.destination)
     flags, data = split_options(m.options)
+    flags |= extra_flags
+    if m.type == "cgroup":
+        os.makedirs(target, exist_ok=True)
+        _mount_cgroup(sys, target, flags, config)
+        return
     if m.type == "bind" or flags & sc.MS_BIND:
         if os.path.isdir(m.source):
             os.makedirs(target, exist_ok=True)
@@ -101,26 +202,80 @@ def _mount_one(sys: sc.Syscalls, rootfs: str, m: Mount) -> None:
     sys.mount(m.source, target, m.type, flags, data)
 
 
-def _make_devices(rootfs: str) -> None:
+def _make_devices(sys: sc.Syscalls, rootfs: str) -> None:
     dev = os.path.join(rootfs, "dev")
-    for name, (kind, major, minor) in _DEVICES.items():
-        os.mknod(os.path.join(dev, name), kind | 0o666, os.makedev(major, minor))
-        os.chmod(os.path.join(dev, name), 0o666)  # mknod's mode is masked by umask
+    for name in _DEVICES:
+        target = os.path.join(dev, name)
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
+        sys.mount(f"/dev/{name}", target, "", sc.MS_BIND)
     for name, target in _DEV_LINKS.items():
         os.symlink(target, os.path.join(dev, name))
 
 
-def prepare(sys: sc.Syscalls, rootfs: str, config: Config) -> None:
-    """Child side: every mount of config.json, inside `rootfs`, in a private namespace."""
+def _covered(dest: str, earlier: list[str]) -> bool:
+    return any(dest.startswith(d.rstrip("/") + "/") for d in earlier)
+
+
+def make_mount_points(rootfs: str, config: Config) -> None:
+    """Host side of a user namespace: makes the mount points that are missing.
+
+    The image's directories belong to the host's root, which the container's
+    root is not; so mount points in them (/etc/hostname in an image without
+    one) are made beforehand. Those inside another mount (/dev/pts in the
+    /dev tmpfs) are made later, inside, where the container owns them.
+    """
+    earlier: list[str] = []
+    for m in config.mounts:
+        if not _covered(m.destination, earlier):
+            target = _inside(rootfs, m.destination)
+            is_bind = m.type == "bind" or "bind" in m.options or "rbind" in m.options
+            if is_bind and not os.path.isdir(m.source):
+                if not os.path.lexists(target):
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    open(target, "a").close()
+            else:
+                os.makedirs(target, exist_ok=True)
+        earlier.append(m.destination)
+
+
+def premount_sysfs(sys: sc.Syscalls, rootfs: str, config: Config) -> tuple[str, ...]:
+    """Host side of a user namespace: mounts config.json's sysfs mounts now.
+
+    Called in a private mount namespace of the host's, before the user
+    namespace exists (userns.needs_host_sysfs says when); the container's
+    mount namespace is a copy of it, in which the kernel locks these mounts
+    as they are (read-only stays read-only). Returns their destinations.
+    """
+    sys.mount("", "/", "", sc.MS_REC | sc.MS_PRIVATE)
+    done = []
+    for m in config.mounts:
+        if m.type == "sysfs":
+            _mount_one(sys, rootfs, m, config)
+            done.append(m.destination)
+    return tuple(done)
+
+
+def prepare(sys: sc.Syscalls, rootfs: str, config: Config,
+            premounted: tuple[str, ...] = ()) -> None:
+    """Child side: every mount of config.json, inside `rootfs`, in a private namespace.
+
+    `premounted`: destinations already mounted (premount_sysfs).
+    """
     sys.mount("", "/", "", sc.MS_REC | sc.MS_PRIVATE)
     # pivot_root needs the new root to be a mount point; a bind onto itself
-    # makes it one even when the bundle's rootfs is a plain directory.
+    # makes it one even when the bundle's rootfs is a plain directory (and
+    # in a user namespace, one the kernel has not locked). Then nodev: no
+    # device node made in the rootfs can be opened.
     sys.mount(rootfs, rootfs, "", sc.MS_BIND | sc.MS_REC)
+    sys.mount("", rootfs, "", sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NODEV)
     made_dev = False
     for m in config.mounts:
-        _mount_one(sys, rootfs, m)
-        if m.destination == "/dev" and m.type == "tmpfs":
-            _make_devices(rootfs)
+        if m.destination in premounted:
+            continue
+        is_dev = m.destination == "/dev" and m.type == "tmpfs"
+        _mount_one(sys, rootfs, m, config, sc.MS_NODEV if is_dev else 0)
+        if is_dev:
+            _make_devices(sys, rootfs)
             made_dev = True
     if not made_dev:
         raise OSError(errno.EINVAL, "config.json mounts no tmpfs at /dev")
@@ -154,4 +309,6 @@ def pivot(sys: sc.Syscalls, rootfs: str, readonly: bool) -> None:
     sys.umount(".", sc.MNT_DETACH)
     os.chdir("/")
     if readonly:
-        sys.mount("", "/", "", sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
+        # A remount sets every flag anew: keep nodev (prepare).
+        sys.mount("", "/", "", sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC
+                  | sc.MS_NODEV)

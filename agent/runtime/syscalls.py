@@ -14,7 +14,6 @@ time), so this module logs nothing itself: callers log in the parent.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -45,11 +44,13 @@ MS_NODEV = 4
 MS_NOEXEC = 8
 MS_REMOUNT = 32
 MS_NOATIME = 1024
+MS_NODIRATIME = 2048
 MS_BIND = 4096
 MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
+MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
 
 MNT_DETACH = 2
@@ -86,11 +87,22 @@ def _errcheck(ret: int, call: str, *args: object) -> None:
         raise SyscallError(err, f"{call}({detail}): {os.strerror(err)}")
 
 
+def _load_libc() -> ctypes.CDLL:
+    # glibc's soname first: find_library runs `ldconfig -p` in a subprocess,
+    # which costs milliseconds that `mctl-runtime run` would pay on every call.
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+
+        return ctypes.CDLL(find_library("c") or "libc.so", use_errno=True)
+
+
 class LibcSyscalls:
     """The real kernel, through libc."""
 
     def __init__(self) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = _load_libc()
         self._unshare = libc.unshare
         self._unshare.argtypes = [ctypes.c_int]
         self._setns = libc.setns

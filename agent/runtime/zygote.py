@@ -12,8 +12,11 @@ The zygote dies with the agent (PR_SET_PDEATHSIG); monitors do not: they
 belong to no agent and are adopted by the next one. SIGCHLD is ignored here,
 so the kernel reaps monitors that exit while the zygote lives.
 
-Protocol: one JSON request per message, `{"bundle": DIR, "id": ID}`; one
-reply per request, the monitor's StartResult as JSON.
+Protocol: one JSON request per message, `{"bundle": DIR, "id": ID}` plus
+`"runtime": [argv...]` when an OCI runtime command realizes the bundle
+(ociclient.py) and `"log": {"max_size": N, "max_files": M}` for the
+container log's rotation (crilog.py); one reply per request, the monitor's
+StartResult as JSON.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from . import monitor
 from . import syscalls as sc
 from .capabilities import last_cap
 from .cgroups import detect
+from .crilog import LogLimits
 from .oci import ConfigError, load_config
 
 
@@ -45,9 +49,11 @@ def serve(sock: socket.socket, cgroup_root: str) -> None:
             return
         request = json.loads(msg)
         bundle, container_id = request["bundle"], request["id"]
+        runtime = request.get("runtime")  # an OCI runtime command's argv, or native
         try:
             config = load_config(bundle)
-        except ConfigError as e:
+            log_limits = LogLimits(**request.get("log", {}))
+        except (ConfigError, ValueError, TypeError) as e:
             sock.send(monitor.StartResult(0, 0, str(e)).to_bytes())
             continue
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
@@ -55,7 +61,8 @@ def serve(sock: socket.socket, cgroup_root: str) -> None:
         if pid == 0:
             sock.close()
             os.close(report_r)
-            monitor.run(libc, cgroups, bundle, container_id, config, report_w, cap_top)
+            monitor.run(libc, cgroups, bundle, container_id, config, report_w, cap_top, runtime,
+                        log_limits)
         os.close(report_w)
         report = monitor.read_all(report_r)
         os.close(report_r)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,6 +54,14 @@ class Cluster:
     def id(self) -> str:
         return self.state()["id"]
 
+    def node_ip(self, node: str) -> str:
+        """The node's address on the cluster bridge (its "VM" address)."""
+        return self.state()["network"]["nodes"][node]["ip"]
+
+    def netns_of(self, node: str, replica: str, namespace: str = "default") -> str:
+        """The named network namespace the agent made for a replica's container."""
+        return f"{self.state()['network']['nodes'][node]['netns']}-{namespace}_{replica}"
+
     def replicas(self, workload: str | None = None) -> list[dict]:
         items = json.loads(self.mctl("get", "replicas", "-o", "json").stdout)["items"]
         return [r for r in items if workload is None or r.get("workload") == workload]
@@ -66,10 +75,10 @@ class Cluster:
             time.sleep(0.1)
         raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
-    def kill(self, name: str) -> int:
-        """SIGKILLs the cluster's process `name` (etcd, scheduler, nodeN); returns its pid."""
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Signals the cluster's process `name` (etcd, scheduler, nodeN); returns its pid."""
         proc = next(p for p in self.state()["processes"] if p["name"] == name)
-        os.kill(proc["pid"], signal.SIGKILL)
+        os.kill(proc["pid"], sig)
         return proc["pid"]
 
     def restart(self, name: str) -> None:
@@ -79,6 +88,9 @@ class Cluster:
         with open(proc["log"], "ab") as log:
             new = subprocess.Popen(proc["argv"], stdout=log, stderr=log,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        # This test process is its parent: reap it when it exits, or `cluster
+        # down` sees a zombie that still looks alive and waits it out.
+        threading.Thread(target=new.wait, daemon=True).start()
         proc["pid"] = new.pid
         proc["start_time"] = self.wait_for("a start time", lambda: start_time(new.pid), 5)
         (self.dir / "cluster.json").write_text(json.dumps(state))
@@ -92,10 +104,18 @@ class Cluster:
 
 
 def leftovers(directory: Path, cluster_id: str) -> list[str]:
-    """Kernel state this cluster could have left: mounts, cgroups, processes."""
+    """Kernel state this cluster could have left: mounts, cgroups, processes, netns, links."""
     found = []
+    netns_prefix = f"mctl-{cluster_id}-"
     with open("/proc/self/mountinfo") as f:
-        found += [f"mount {line.split()[4]}" for line in f if str(directory) in line]
+        found += [f"mount {line.split()[4]}" for line in f
+                  if str(directory) in line or f"/run/netns/{netns_prefix}" in line]
+    if os.path.isdir("/run/netns"):
+        found += [f"netns {n}" for n in os.listdir("/run/netns") if n.startswith(netns_prefix)]
+    # The host's own links (the bridge, the nodes' veth ends): /sys/class/net
+    # shows the namespace sysfs was mounted in, the host's.
+    found += [f"link {n}" for n in os.listdir("/sys/class/net")
+              if n.startswith(f"mctl{cluster_id}")]
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         top = hierarchy / "mctl"
         if top.is_dir():
@@ -113,16 +133,16 @@ def leftovers(directory: Path, cluster_id: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def cluster_factory() -> Iterator[Callable[[int], Cluster]]:
+def cluster_factory() -> Iterator[Callable[..., Cluster]]:
     if os.geteuid() != 0:
         pytest.skip("end-to-end tests need root")
     made: list[Cluster] = []
 
-    def make(nodes: int = 1) -> Cluster:
+    def make(nodes: int = 1, *flags: str) -> Cluster:
         base = Path(tempfile.mkdtemp(prefix="mctl-test-"))
         c = Cluster(base / "cluster", base / "home")
         made.append(c)
-        c.mctl("cluster", "up", "--nodes", str(nodes), "--stop-grace", "1", timeout=90)
+        c.mctl("cluster", "up", "--nodes", str(nodes), "--stop-grace", "1", *flags, timeout=90)
         return c
 
     yield make

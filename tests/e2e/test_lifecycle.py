@@ -95,3 +95,20 @@ def test_agent_kill_leaves_containers_running_and_the_new_agent_adopts_them(
     assert st["phase"] == "Running" and st.get("restarts", 0) == 0
     cluster.mctl("delete", "-f", path, "--timeout", "30")
     cluster.wait_for("the container to go", lambda: not os.path.exists(f"/proc/{init}"), 10)
+
+
+def test_replace_failed_makes_a_new_replica_for_a_failed_one(cluster: Cluster, tmp_path):
+    path = tmp_path / "retry.yaml"
+    path.write_text(JOB.format(name="retry", script=json.dumps("exit 2"), policy="Never",
+                               memory="32Mi") + "  replaceFailed: true\n")
+    cluster.mctl("apply", "-f", str(path))
+    first = cluster.wait_for("Failed", lambda: (
+        r if (r := only_replica(cluster, "retry")).get("status", {}).get("phase") == "Failed"
+        else None), timeout=30)
+    name = first["metadata"]["name"]
+    second = cluster.wait_for("a replacement", lambda: (
+        r if (r := only_replica(cluster, "retry")) and r["metadata"]["name"] != name
+        else None), timeout=30)
+    assert second["metadata"]["name"].startswith("retry-")
+    assert "replacing 1 failed" in cluster.mctl("describe", "workload", "retry").stdout
+    cluster.mctl("delete", "-f", str(path), "--timeout", "30")

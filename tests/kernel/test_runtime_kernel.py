@@ -5,8 +5,9 @@ image layers under an overlay rootfs, /etc files bound in, config.json), starts
 it with `NativeRuntime().start(id, bundle)` and reads what the monitor records
 (container.log, exit.json) or what the kernel shows from inside.
 
-Everything lives under one temporary directory named ``mctl-test-*`` and one
-cgroup prefix ``mctl/test-<random>``; every container is torn down in a
+Everything lives under one temporary directory named ``mctl-ktest-*`` (not
+the e2e clusters' ``mctl-test-*``, which may run at the same time) and one
+cgroup prefix ``mctl/test-rt-<random>``; every container is torn down in a
 finalizer through the agent's own calls (cgroups.destroy, rootfs.unmount,
 rmtree), and a module fixture checks at the end that no mount, cgroup or
 process of this module is left.
@@ -63,7 +64,7 @@ class Env:
     lower: list[str]            # busybox layers, top first (as the overlay wants)
     cgroups: CgroupDriver
     runtime: NativeRuntime
-    prefix: str                 # cgroup prefix "mctl/test-<random>"
+    prefix: str                 # cgroup prefix "mctl/test-rt-<random>"
     started: list[tuple[int, int]]  # (pid, start time) of every monitor and init
 
 
@@ -73,7 +74,7 @@ def _mount_lines(needle: str) -> list[str]:
 
 
 def _test_cgroups() -> list[str]:
-    return glob.glob(f"{CGROUP_ROOT}/*/mctl/test-*")
+    return glob.glob(f"{CGROUP_ROOT}/*/mctl/test-rt-*")
 
 
 def _is_alive(pid: int, start_time: int) -> bool:
@@ -108,7 +109,7 @@ def env() -> Iterator[Env]:
         cgroups = detect(CGROUP_ROOT)
     except ControllerUnavailable as e:
         pytest.skip(f"cgroup controllers missing: {e}")
-    tmp = tempfile.mkdtemp(prefix="mctl-test-")
+    tmp = tempfile.mkdtemp(prefix="mctl-ktest-")
     try:
         store = ImageStore(os.path.join(tmp, "images"))
         image = store.ensure_busybox()
@@ -118,7 +119,7 @@ def env() -> Iterator[Env]:
     runtime = NativeRuntime(CGROUP_ROOT)
     state = Env(tmp=tmp, images=store,
                 lower=[store.layer_path(d) for d in reversed(image.layers)],
-                cgroups=cgroups, runtime=runtime, prefix=f"mctl/test-{secrets.token_hex(4)}",
+                cgroups=cgroups, runtime=runtime, prefix=f"mctl/test-rt-{secrets.token_hex(4)}",
                 started=[])
     try:
         yield state
@@ -144,9 +145,9 @@ def nothing_left_behind() -> Iterator[None]:
     """Before and after the module: no test mounts, cgroups or processes anywhere."""
     assert _test_cgroups() == [], "stale test cgroups from an earlier run"
     yield
-    assert _mount_lines("/mctl-test-") == []
+    assert _mount_lines("/mctl-ktest-") == []
     assert _test_cgroups() == []
-    assert _processes_mentioning("/mctl-test-") == []
+    assert _processes_mentioning("/mctl-ktest-") == []
 
 
 # -- one container ------------------------------------------------------------------------

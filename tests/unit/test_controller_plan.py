@@ -32,9 +32,26 @@ def snapshot(nodes: dict[str, dict], workloads: str = WEB) -> Snapshot:
             name=name, address="127.0.0.1:1", cordoned=opts.get("cordoned", False),
             capacity=types_pb2.Resources(cpu_millis=opts.get("cpu", 2000),
                                          memory_bytes=1 << 30, pids=10000))
+        snap.nodes[name].not_ready_since_unix_ms = opts.get("not_ready_since", 0)
+        snap.mod_revisions[f"/t/nodes/{name}"] = 3
         if opts.get("ready", True):
             snap.heartbeats.add(name)
     return snap
+
+
+def running_on(c: Controller, snap: Snapshot, now: int) -> list[types_pb2.Replica]:
+    """Plans, then records the replicas as Running where they were placed."""
+    reps = replicas_written(c.plan(snap, now=now))
+    for i, r in enumerate(reps):
+        r.status.phase = "Running"
+        snap.replicas[("default", r.metadata.name)] = r
+        snap.mod_revisions[f"/t/replicas/default/{r.metadata.name}"] = 40 + i
+    return reps
+
+
+def nodes_written(writes) -> dict[str, types_pb2.Node]:
+    return {w.key.rsplit("/", 1)[1]: types_pb2.Node.FromString(w.value) for w in writes
+            if "/nodes/" in w.key}
 
 
 def replicas_written(writes) -> list[types_pb2.Replica]:
@@ -57,8 +74,10 @@ def test_new_replicas_are_created_placed_and_spread():
 
 def test_replicas_that_fit_nowhere_say_why_per_node():
     snap = snapshot({"n1": {"cordoned": True}, "n2": {"ready": False}, "n3": {"cpu": 100}})
-    reps = replicas_written(make_controller().plan(snap, now=1000))
+    writes = make_controller().plan(snap, now=1000)
+    reps = replicas_written(writes)
     assert len(reps) == 3 and all(not r.node for r in reps)
+    assert nodes_written(writes)["n2"].not_ready_since_unix_ms == 1000
     assert {r.status.reason for r in reps} == {"Unschedulable"}
     assert {r.status.message for r in reps} == {
         "0/3 nodes fit: 1 cordoned, 1 insufficient cpu, 1 node not ready"}
@@ -98,3 +117,79 @@ def test_in_sync_means_no_writes():
         snap.replicas[("default", r.metadata.name)] = r
         snap.mod_revisions[f"/t/replicas/default/{r.metadata.name}"] = 30 + i
     assert c.plan(snap, now=2000) == []
+
+
+def test_a_node_whose_lease_lapsed_is_marked_not_ready_and_keeps_its_replicas():
+    c = make_controller()
+    snap = snapshot({"n1": {}, "n2": {}})
+    reps = running_on(c, snap, now=1000)
+    snap.heartbeats.discard("n2")
+    writes = c.plan(snap, now=2000)
+    assert list(nodes_written(writes)) == ["n2"]
+    assert nodes_written(writes)["n2"].not_ready_since_unix_ms == 2000
+    assert replicas_written(writes) == [] and all(w.value is not None for w in writes)
+    # Within the grace period (10 s by default) nothing moves.
+    snap.nodes["n2"].not_ready_since_unix_ms = 2000
+    assert c.plan(snap, now=2000 + 9_999) == []
+    assert len(reps) == 3
+
+
+def test_past_the_grace_period_replicas_move_in_the_same_pass():
+    c = make_controller()
+    snap = snapshot({"n1": {}, "n2": {}, "n3": {}})
+    reps = running_on(c, snap, now=1000)
+    lost = [r for r in reps if r.node == "n2"]
+    assert lost
+    snap.heartbeats.discard("n2")
+    snap.nodes["n2"].not_ready_since_unix_ms = 2000
+    writes = c.plan(snap, now=12_000)
+    deleted = {w.key for w in writes if w.value is None}
+    assert deleted == {f"/t/replicas/default/{r.metadata.name}" for r in lost}
+    replacements = replicas_written(writes)
+    assert len(replacements) == len(lost)
+    assert all(r.node in ("n1", "n3") and r.metadata.name not in deleted
+               for r in replacements)
+
+
+def test_a_finished_replica_on_a_lost_node_is_not_run_again():
+    c = make_controller()
+    snap = snapshot({"n1": {}, "n2": {}}, workloads=WEB.replace("replicas: 3", "replicas: 1"))
+    (r,) = running_on(c, snap, now=1000)
+    r.status.phase = "Succeeded"
+    snap.heartbeats.discard(r.node)
+    snap.nodes[r.node].not_ready_since_unix_ms = 1000
+    assert c.plan(snap, now=60_000) == []
+
+
+def test_a_replica_leaving_a_lost_node_is_forgotten_without_replacement():
+    c = make_controller()
+    snap = snapshot({"n1": {}, "n2": {}})
+    reps = running_on(c, snap, now=1000)
+    snap.workloads[("default", "web")].metadata.deletion_requested = True
+    for r in reps:
+        r.metadata.deletion_requested = True
+    snap.heartbeats.discard("n2")
+    snap.nodes["n2"].not_ready_since_unix_ms = 1000
+    writes = c.plan(snap, now=20_000)
+    assert {w.key for w in writes if w.value is None} == {
+        f"/t/replicas/default/{r.metadata.name}" for r in reps if r.node == "n2"}
+    assert replicas_written(writes) == []
+
+
+def test_a_node_back_within_the_grace_period_is_ready_and_nothing_moves():
+    c = make_controller()
+    snap = snapshot({"n1": {}, "n2": {"not_ready_since": 5000}})
+    running_on(c, snap, now=1000)
+    writes = c.plan(snap, now=9000)
+    assert nodes_written(writes)["n2"].not_ready_since_unix_ms == 0
+    assert len(writes) == 1
+
+
+def test_the_grace_period_is_configurable():
+    c = Controller(Store("127.0.0.1:1", prefix="/t/"), seed=7, node_grace_seconds=2)
+    snap = snapshot({"n1": {}, "n2": {}})
+    reps = running_on(c, snap, now=1000)
+    snap.heartbeats.discard("n2")
+    snap.nodes["n2"].not_ready_since_unix_ms = 2000
+    on_n2 = sum(r.node == "n2" for r in reps)
+    assert len(replicas_written(c.plan(snap, now=4000))) == on_n2

@@ -95,7 +95,39 @@ def test_to_json_writes_capabilities_in_every_set():
 
 
 def test_to_json_leaves_out_unset_resources():
-    assert oci.to_json(Config(args=("sh",)))["linux"]["resources"] == {}
+    # Only the deny-all device rule, always there for runc and crun.
+    assert oci.to_json(Config(args=("sh",)))["linux"]["resources"] == {
+        "devices": [{"allow": False, "access": "rwm"}]}
+
+
+def test_namespace_paths_round_trip():
+    config = Config(args=("sh",), namespaces=("pid", "network", "mount"),
+                    namespace_paths={"network": "/run/netns/mctl-x"})
+    doc = json.loads(json.dumps(oci.to_json(config)))
+    assert doc["linux"]["namespaces"] == [
+        {"type": "pid"}, {"type": "network", "path": "/run/netns/mctl-x"}, {"type": "mount"}]
+    assert oci.parse_config(doc) == config
+
+
+def test_namespace_flags_leave_joined_namespaces_out():
+    from mctl.agent.runtime import process
+    from mctl.agent.runtime import syscalls as sc
+    joined = Config(args=("sh",), namespaces=("pid", "network", "uts"),
+                    namespace_paths={"network": "/run/netns/x"})
+    assert process.namespace_flags(joined) == sc.CLONE_NEWUTS
+    fresh = Config(args=("sh",), namespaces=("pid", "network", "uts"))
+    assert process.namespace_flags(fresh) == sc.CLONE_NEWUTS | sc.CLONE_NEWNET
+
+
+def test_join_namespaces_setns_each_path(tmp_path):
+    from mctl.agent.runtime import process
+    from mctl.agent.runtime import syscalls as sc
+    ns_file = tmp_path / "net"
+    ns_file.write_text("")
+    fake = sc.RecordingSyscalls()
+    process.join_namespaces(fake, Config(args=("sh",), namespaces=("network", "ipc"),
+                                         namespace_paths={"network": str(ns_file)}))
+    assert [(c[0], c[2]) for c in fake.calls] == [("setns", sc.CLONE_NEWNET)]
 
 
 # -- bad documents: each names its field ---------------------------------------
@@ -161,7 +193,10 @@ BAD_FIELDS = [
     ("linux.namespaces.1.type", None, "linux.namespaces[1].type", "required"),
     ("linux.namespaces.2", "ipc", "linux.namespaces[2]", "must be object"),
     ("linux.namespaces.0.path", "/proc/1/ns/pid", "linux.namespaces[0].path",
-     "not supported"),
+     "joining a pid namespace is not supported"),
+    ("linux.namespaces.1.path", "run/netns/x", "linux.namespaces[1].path",
+     "not an absolute path"),
+    ("linux.namespaces.1.path", 7, "linux.namespaces[1].path", "must be string"),
     ("linux.cgroupsPath", 3, "linux.cgroupsPath", "must be string"),
     ("linux.resources.memory.limit", "64Mi", "linux.resources.memory.limit", "must be int"),
     ("linux.resources.cpu", 2, "linux.resources.cpu", "must be object"),

@@ -472,3 +472,29 @@ def test_new_replica_names_are_distinct():
     assert len(set(names)) == 50
     assert not set(names) & existing
     assert existing == {"web-bbbbb"}
+
+
+# --- replaceFailed -------------------------------------------------------------
+
+
+def test_failed_replicas_stay_unless_the_workload_asks_for_replacement():
+    failed = replace(rep("r0", phase=FAILED), finished_ms=NOW - 60_000)
+    replicas = [failed, *running(2, prefix="s")]
+    assert decide(workload(3), replicas, NOW).noop
+    asked = replace(workload(3), replace_failed=True)
+    d = decide(asked, replicas, NOW)
+    assert d.delete == ["r0"] and d.create == 1
+    assert "replacing 1 failed" in d.reason
+
+
+def test_a_failed_replica_is_replaced_only_after_the_delay():
+    w = replace(workload(1), replace_failed=True)
+    just_failed = replace(rep("r0", phase=FAILED), finished_ms=NOW - 1_000)
+    assert decide(w, [just_failed], NOW).noop
+    assert decide(w, [just_failed], NOW + 4_000).delete == ["r0"]
+
+
+def test_succeeded_replicas_are_never_replaced():
+    w = replace(workload(1), replace_failed=True)
+    done = replace(rep("r0", phase=SUCCEEDED), finished_ms=0)
+    assert decide(w, [done], NOW).noop

@@ -26,8 +26,9 @@ def fake():
 
 @pytest.fixture
 def no_devices(monkeypatch, fake):
-    """Replaces mknod of /dev nodes by a marker in the same call list (keeps order)."""
-    monkeypatch.setattr(rootfs, "_make_devices", lambda root: fake.calls.append(("devices", root)))
+    """Replaces the /dev nodes' bind mounts by a marker in the same call list (keeps order)."""
+    monkeypatch.setattr(rootfs, "_make_devices",
+                        lambda sys, root: fake.calls.append(("devices", root)))
 
 
 def mounts(fake):
@@ -120,10 +121,13 @@ def test_prepare_default_mounts_exact_calls(fake, no_devices, tmp_path):
     assert fake.calls == [
         # Nothing may propagate back to the host: everything private first.
         ("mount", "", "/", "", sc.MS_REC | sc.MS_PRIVATE, ""),
-        # The rootfs becomes a mount point of its own (pivot_root needs one).
+        # The rootfs becomes a mount point of its own (pivot_root needs one),
+        # where no device node can be opened.
         ("mount", root, root, "", sc.MS_BIND | sc.MS_REC, ""),
+        ("mount", "", root, "", sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NODEV, ""),
         ("mount", "proc", at("proc"), "proc", sc.MS_NOSUID | sc.MS_NOEXEC | sc.MS_NODEV, ""),
-        ("mount", "tmpfs", at("dev"), "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME,
+        # /dev is nodev whatever config.json says: its nodes are bind mounts.
+        ("mount", "tmpfs", at("dev"), "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME | sc.MS_NODEV,
          "mode=755,size=65536k"),
         ("devices", root),  # device nodes right after the /dev tmpfs, before /dev/pts
         ("mount", "devpts", at("dev/pts"), "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
@@ -189,25 +193,66 @@ def test_prepare_requires_a_dev_tmpfs(fake, no_devices, tmp_path):
     assert "/dev" in str(info.value)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
-def test_make_devices_creates_runc_default_nodes(tmp_path):
+def test_make_devices_binds_the_hosts_default_nodes(fake, tmp_path):
     (tmp_path / "dev").mkdir()
     old = os.umask(0o077)  # the mode must not depend on the caller's umask
     try:
-        rootfs._make_devices(str(tmp_path))
+        rootfs._make_devices(fake, str(tmp_path))
     finally:
         os.umask(old)
     dev = tmp_path / "dev"
-    expected = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
-                "urandom": (1, 9), "tty": (5, 0)}
-    for name, (major, minor) in expected.items():
+    names = ["null", "zero", "full", "random", "urandom", "tty"]
+    # runc's default nodes, each a bind of the host's onto an empty file.
+    assert fake.calls == [("mount", f"/dev/{n}", str(dev / n), "", sc.MS_BIND, "")
+                          for n in names]
+    for name in names:
         st = os.lstat(dev / name)
-        assert stat.S_ISCHR(st.st_mode), name
-        assert (os.major(st.st_rdev), os.minor(st.st_rdev)) == (major, minor), name
-        assert stat.S_IMODE(st.st_mode) == 0o666, name
+        assert stat.S_ISREG(st.st_mode) and st.st_size == 0, name
     assert os.readlink(dev / "fd") == "/proc/self/fd"
     assert os.readlink(dev / "stdout") == "/proc/self/fd/1"
     assert os.readlink(dev / "ptmx") == "pts/ptmx"
+
+
+def test_prepare_skips_premounted_destinations(fake, no_devices, tmp_path):
+    root = str(tmp_path / "rootfs")
+    os.mkdir(root)
+    rootfs.prepare(fake, root, Config(args=("sh",), mounts=tuple(oci.default_mounts())),
+                   premounted=("/sys",))
+    assert [c[2] for c in mounts(fake) if c[3] == "sysfs"] == []
+    assert ("mount", "proc", os.path.join(root, "proc"), "proc",
+            sc.MS_NOSUID | sc.MS_NOEXEC | sc.MS_NODEV, "") in fake.calls
+
+
+def test_premount_sysfs_mounts_only_sysfs_privately(fake, tmp_path):
+    root = str(tmp_path / "rootfs")
+    os.mkdir(root)
+    config = Config(args=("sh",), mounts=tuple(oci.default_mounts()))
+    assert rootfs.premount_sysfs(fake, root, config) == ("/sys",)
+    assert fake.calls == [
+        ("mount", "", "/", "", sc.MS_REC | sc.MS_PRIVATE, ""),
+        ("mount", "sysfs", os.path.join(root, "sys"), "sysfs",
+         sc.MS_NOSUID | sc.MS_NOEXEC | sc.MS_NODEV | sc.MS_RDONLY, ""),
+    ]
+
+
+def test_make_mount_points_skips_nested_and_keeps_files(tmp_path):
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hosts").write_text("image\n")
+    src = tmp_path / "hostname"
+    src.write_text("box\n")
+    config = Config(args=("sh",), mounts=tuple(oci.default_mounts()) + (
+        Mount("/etc/hostname", "bind", str(src), ("bind",)),
+        Mount("/etc/hosts", "bind", str(src), ("bind",)),
+        Mount("/data", "bind", str(tmp_path), ("rbind",)),
+    ))
+    rootfs.make_mount_points(str(root), config)
+    for d in ("proc", "dev", "sys", "data"):
+        assert (root / d).is_dir(), d
+    # Inside the /dev tmpfs: made later, by the container.
+    assert not (root / "dev" / "pts").exists()
+    assert (root / "etc" / "hostname").read_text() == ""
+    assert (root / "etc" / "hosts").read_text() == "image\n"
 
 
 # -- pivot ---------------------------------------------------------------------------
@@ -236,7 +281,8 @@ def test_pivot_readonly_remounts_root(fake, chdirs):
         ("chdir", "/"),
     ]
     assert fake.calls[4:] == [
-        ("mount", "", "/", "", sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC, ""),
+        ("mount", "", "/", "", sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC
+         | sc.MS_NODEV, ""),
     ]
 
 
@@ -345,3 +391,22 @@ def test_set_capabilities(fake):
 def test_last_cap_reads_the_kernel():
     with open("/proc/sys/kernel/cap_last_cap") as f:
         assert capabilities.last_cap() == int(f.read())
+
+
+def test_secure_join_keeps_symlinks_inside_the_root(tmp_path):
+    from mctl.agent.runtime.rootfs import secure_join
+    root = tmp_path / "rootfs"
+    (root / "real" / "etc").mkdir(parents=True)
+    (root / "abs").symlink_to("/real/etc")             # absolute: from the rootfs
+    (root / "escape").symlink_to("/")                  # the host's / would be outside
+    (root / "up").symlink_to("../../../../..")         # climbs past the root
+    (root / "loop").symlink_to("loop")
+    r = str(root)
+    assert secure_join(r, "/abs/hostname") == f"{r}/real/etc/hostname"
+    assert secure_join(r, "/escape/etc/hostname") == f"{r}/etc/hostname"
+    assert secure_join(r, "/up/etc/passwd") == f"{r}/etc/passwd"
+    assert secure_join(r, "/../../etc") == f"{r}/etc"
+    assert secure_join(r, "/real/./etc/../etc") == f"{r}/real/etc"
+    import pytest
+    with pytest.raises(OSError, match="too many symlinks"):
+        secure_join(r, "/loop/x")

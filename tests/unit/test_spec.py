@@ -918,3 +918,13 @@ def test_round_trip_property(document):
     again = parse_one(dumped)
     assert again == w
     assert spec_hash(again.spec) == spec_hash(w.spec)
+
+
+def test_replace_failed_is_off_by_default_and_round_trips():
+    assert parse_one(MINIMAL).spec.replace_failed is False
+    w = parse_one(spec_with("replaceFailed: true"))
+    assert w.spec.replace_failed is True
+    assert workload_to_dict(w)["spec"]["replaceFailed"] is True
+    assert "replaceFailed" not in workload_to_dict(parse_one(MINIMAL))["spec"]
+    with pytest.raises(SpecError, match=r'spec.replaceFailed: must be true or false, not "x"'):
+        parse_one(spec_with('replaceFailed: "x"'))

@@ -8,15 +8,115 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ImageChunk(_message.Message):
+    __slots__ = ("name", "filename", "size", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    filename: str
+    size: int
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., filename: _Optional[str] = ..., size: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ImageInfo(_message.Message):
+    __slots__ = ("name", "layers", "size_bytes", "created_unix_ms", "entrypoint", "cmd", "env", "working_dir", "user")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
+    CMD_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    WORKING_DIR_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    size_bytes: int
+    created_unix_ms: int
+    entrypoint: _containers.RepeatedScalarFieldContainer[str]
+    cmd: _containers.RepeatedScalarFieldContainer[str]
+    env: _containers.RepeatedScalarFieldContainer[str]
+    working_dir: str
+    user: str
+    def __init__(self, name: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., entrypoint: _Optional[_Iterable[str]] = ..., cmd: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., working_dir: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
+
+class ImportImageReply(_message.Message):
+    __slots__ = ("images", "layers_new", "layers_present", "received_bytes", "warnings")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_NEW_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[ImageInfo]
+    layers_new: int
+    layers_present: int
+    received_bytes: int
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageInfo, _Mapping]]] = ..., layers_new: _Optional[int] = ..., layers_present: _Optional[int] = ..., received_bytes: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListImagesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ImageList(_message.Message):
+    __slots__ = ("node", "images")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    images: _containers.RepeatedCompositeFieldContainer[ImageInfo]
+    def __init__(self, node: _Optional[str] = ..., images: _Optional[_Iterable[_Union[ImageInfo, _Mapping]]] = ...) -> None: ...
+
+class InspectRequest(_message.Message):
+    __slots__ = ("topic", "limit")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    limit: int
+    def __init__(self, topic: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class InspectReply(_message.Message):
+    __slots__ = ("lines",)
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lines: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class DesiredSet(_message.Message):
-    __slots__ = ("node", "revision", "replicas")
+    __slots__ = ("node", "revision", "replicas", "nodes", "peers")
     NODE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
     node: str
     revision: int
     replicas: _containers.RepeatedCompositeFieldContainer[_types_pb2.Replica]
-    def __init__(self, node: _Optional[str] = ..., revision: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[_types_pb2.Replica, _Mapping]]] = ...) -> None: ...
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeRoute]
+    peers: _containers.RepeatedCompositeFieldContainer[ReplicaAddress]
+    def __init__(self, node: _Optional[str] = ..., revision: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[_types_pb2.Replica, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeRoute, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[ReplicaAddress, _Mapping]]] = ...) -> None: ...
+
+class NodeRoute(_message.Message):
+    __slots__ = ("name", "address", "pod_subnet")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    POD_SUBNET_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    pod_subnet: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., pod_subnet: _Optional[str] = ...) -> None: ...
+
+class ReplicaAddress(_message.Message):
+    __slots__ = ("namespace", "workload", "name", "ip")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    workload: str
+    name: str
+    ip: str
+    def __init__(self, namespace: _Optional[str] = ..., workload: _Optional[str] = ..., name: _Optional[str] = ..., ip: _Optional[str] = ...) -> None: ...
 
 class DesiredAck(_message.Message):
     __slots__ = ("accepted", "revision")

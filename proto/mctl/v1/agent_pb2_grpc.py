@@ -50,6 +50,26 @@ class AgentStub:
                 request_serializer=mctl_dot_v1_dot_control__pb2.LogsRequest.SerializeToString,
                 response_deserializer=mctl_dot_v1_dot_control__pb2.LogChunk.FromString,
                 _registered_method=True)
+        self.Exec = channel.stream_stream(
+                '/mctl.v1.Agent/Exec',
+                request_serializer=mctl_dot_v1_dot_control__pb2.ExecInput.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_control__pb2.ExecOutput.FromString,
+                _registered_method=True)
+        self.Inspect = channel.unary_unary(
+                '/mctl.v1.Agent/Inspect',
+                request_serializer=mctl_dot_v1_dot_agent__pb2.InspectRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_agent__pb2.InspectReply.FromString,
+                _registered_method=True)
+        self.ImportImage = channel.stream_unary(
+                '/mctl.v1.Agent/ImportImage',
+                request_serializer=mctl_dot_v1_dot_agent__pb2.ImageChunk.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_agent__pb2.ImportImageReply.FromString,
+                _registered_method=True)
+        self.ListImages = channel.unary_unary(
+                '/mctl.v1.Agent/ListImages',
+                request_serializer=mctl_dot_v1_dot_agent__pb2.ListImagesRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_agent__pb2.ImageList.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -75,6 +95,35 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exec(self, request_iterator, context):
+        """Runs a command inside a running container (`mctl exec`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Inspect(self, request, context):
+        """What the node looks like from inside (`mctl debug node`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportImage(self, request_iterator, context):
+        """Loads a `docker save` archive or an OCI image layout (as a tar) into the
+        node's image store (`mctl image import`). The archive comes in chunks;
+        the first message also says what to call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListImages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +141,26 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Logs,
                     request_deserializer=mctl_dot_v1_dot_control__pb2.LogsRequest.FromString,
                     response_serializer=mctl_dot_v1_dot_control__pb2.LogChunk.SerializeToString,
+            ),
+            'Exec': grpc.stream_stream_rpc_method_handler(
+                    servicer.Exec,
+                    request_deserializer=mctl_dot_v1_dot_control__pb2.ExecInput.FromString,
+                    response_serializer=mctl_dot_v1_dot_control__pb2.ExecOutput.SerializeToString,
+            ),
+            'Inspect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Inspect,
+                    request_deserializer=mctl_dot_v1_dot_agent__pb2.InspectRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_agent__pb2.InspectReply.SerializeToString,
+            ),
+            'ImportImage': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportImage,
+                    request_deserializer=mctl_dot_v1_dot_agent__pb2.ImageChunk.FromString,
+                    response_serializer=mctl_dot_v1_dot_agent__pb2.ImportImageReply.SerializeToString,
+            ),
+            'ListImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImages,
+                    request_deserializer=mctl_dot_v1_dot_agent__pb2.ListImagesRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_agent__pb2.ImageList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +244,114 @@ class Agent:
             '/mctl.v1.Agent/Logs',
             mctl_dot_v1_dot_control__pb2.LogsRequest.SerializeToString,
             mctl_dot_v1_dot_control__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exec(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/mctl.v1.Agent/Exec',
+            mctl_dot_v1_dot_control__pb2.ExecInput.SerializeToString,
+            mctl_dot_v1_dot_control__pb2.ExecOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Inspect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mctl.v1.Agent/Inspect',
+            mctl_dot_v1_dot_agent__pb2.InspectRequest.SerializeToString,
+            mctl_dot_v1_dot_agent__pb2.InspectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportImage(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/mctl.v1.Agent/ImportImage',
+            mctl_dot_v1_dot_agent__pb2.ImageChunk.SerializeToString,
+            mctl_dot_v1_dot_agent__pb2.ImportImageReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mctl.v1.Agent/ListImages',
+            mctl_dot_v1_dot_agent__pb2.ListImagesRequest.SerializeToString,
+            mctl_dot_v1_dot_agent__pb2.ImageList.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,6 +64,31 @@ class ControlPlaneStub:
                 request_serializer=mctl_dot_v1_dot_control__pb2.LogsRequest.SerializeToString,
                 response_deserializer=mctl_dot_v1_dot_control__pb2.LogChunk.FromString,
                 _registered_method=True)
+        self.Cordon = channel.unary_unary(
+                '/mctl.v1.ControlPlane/Cordon',
+                request_serializer=mctl_dot_v1_dot_control__pb2.CordonRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_control__pb2.CordonResponse.FromString,
+                _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/mctl.v1.ControlPlane/Drain',
+                request_serializer=mctl_dot_v1_dot_control__pb2.DrainRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_control__pb2.DrainResponse.FromString,
+                _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/mctl.v1.ControlPlane/ListEvents',
+                request_serializer=mctl_dot_v1_dot_control__pb2.EventsRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_control__pb2.EventList.FromString,
+                _registered_method=True)
+        self.ClusterInfo = channel.unary_unary(
+                '/mctl.v1.ControlPlane/ClusterInfo',
+                request_serializer=mctl_dot_v1_dot_control__pb2.ClusterInfoRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_control__pb2.ClusterInfoResponse.FromString,
+                _registered_method=True)
+        self.Exec = channel.stream_stream(
+                '/mctl.v1.ControlPlane/Exec',
+                request_serializer=mctl_dot_v1_dot_control__pb2.ExecInput.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_control__pb2.ExecOutput.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServicer:
@@ -108,6 +133,41 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Cordon(self, request, context):
+        """Marks a node (un)schedulable; replicas already there stay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Drain(self, request, context):
+        """Cordons a node and moves its replicas elsewhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvents(self, request, context):
+        """Recent events of one object (or of every object of a kind, name "").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClusterInfo(self, request, context):
+        """Which scheduler leads, and who else serves the API.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Exec(self, request_iterator, context):
+        """Runs a command in a running replica, relayed to its node's agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +200,31 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.Logs,
                     request_deserializer=mctl_dot_v1_dot_control__pb2.LogsRequest.FromString,
                     response_serializer=mctl_dot_v1_dot_control__pb2.LogChunk.SerializeToString,
+            ),
+            'Cordon': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cordon,
+                    request_deserializer=mctl_dot_v1_dot_control__pb2.CordonRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_control__pb2.CordonResponse.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=mctl_dot_v1_dot_control__pb2.DrainRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_control__pb2.DrainResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=mctl_dot_v1_dot_control__pb2.EventsRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_control__pb2.EventList.SerializeToString,
+            ),
+            'ClusterInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClusterInfo,
+                    request_deserializer=mctl_dot_v1_dot_control__pb2.ClusterInfoRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_control__pb2.ClusterInfoResponse.SerializeToString,
+            ),
+            'Exec': grpc.stream_stream_rpc_method_handler(
+                    servicer.Exec,
+                    request_deserializer=mctl_dot_v1_dot_control__pb2.ExecInput.FromString,
+                    response_serializer=mctl_dot_v1_dot_control__pb2.ExecOutput.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -304,6 +389,141 @@ class ControlPlane:
             '/mctl.v1.ControlPlane/Logs',
             mctl_dot_v1_dot_control__pb2.LogsRequest.SerializeToString,
             mctl_dot_v1_dot_control__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cordon(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mctl.v1.ControlPlane/Cordon',
+            mctl_dot_v1_dot_control__pb2.CordonRequest.SerializeToString,
+            mctl_dot_v1_dot_control__pb2.CordonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mctl.v1.ControlPlane/Drain',
+            mctl_dot_v1_dot_control__pb2.DrainRequest.SerializeToString,
+            mctl_dot_v1_dot_control__pb2.DrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mctl.v1.ControlPlane/ListEvents',
+            mctl_dot_v1_dot_control__pb2.EventsRequest.SerializeToString,
+            mctl_dot_v1_dot_control__pb2.EventList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClusterInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mctl.v1.ControlPlane/ClusterInfo',
+            mctl_dot_v1_dot_control__pb2.ClusterInfoRequest.SerializeToString,
+            mctl_dot_v1_dot_control__pb2.ClusterInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exec(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/mctl.v1.ControlPlane/Exec',
+            mctl_dot_v1_dot_control__pb2.ExecInput.SerializeToString,
+            mctl_dot_v1_dot_control__pb2.ExecOutput.FromString,
             options,
             channel_credentials,
             insecure,

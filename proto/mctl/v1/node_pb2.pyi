@@ -14,10 +14,14 @@ class RegisterRequest(_message.Message):
     def __init__(self, node: _Optional[_Union[_types_pb2.Node, _Mapping]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = ("heartbeat_interval_ms",)
+    __slots__ = ("heartbeat_interval_ms", "pod_subnet", "cluster_cidr")
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    POD_SUBNET_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_CIDR_FIELD_NUMBER: _ClassVar[int]
     heartbeat_interval_ms: int
-    def __init__(self, heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
+    pod_subnet: str
+    cluster_cidr: str
+    def __init__(self, heartbeat_interval_ms: _Optional[int] = ..., pod_subnet: _Optional[str] = ..., cluster_cidr: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("node", "usage")

@@ -63,7 +63,7 @@ class SecurityContext(_message.Message):
     def __init__(self, user_namespace: _Optional[bool] = ..., read_only_rootfs: _Optional[bool] = ...) -> None: ...
 
 class WorkloadSpec(_message.Message):
-    __slots__ = ("replicas", "image", "command", "args", "env", "working_dir", "hostname", "resources", "ports", "restart_policy", "health_check", "node_selector", "spread", "update", "security_context")
+    __slots__ = ("replicas", "image", "command", "args", "env", "working_dir", "hostname", "resources", "ports", "restart_policy", "health_check", "node_selector", "spread", "update", "security_context", "replace_failed")
     class NodeSelectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class WorkloadSpec(_message.Message):
     SPREAD_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     SECURITY_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FAILED_FIELD_NUMBER: _ClassVar[int]
     replicas: int
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -101,7 +102,8 @@ class WorkloadSpec(_message.Message):
     spread: bool
     update: UpdateStrategy
     security_context: SecurityContext
-    def __init__(self, replicas: _Optional[int] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., working_dir: _Optional[str] = ..., hostname: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., restart_policy: _Optional[str] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., spread: _Optional[bool] = ..., update: _Optional[_Union[UpdateStrategy, _Mapping]] = ..., security_context: _Optional[_Union[SecurityContext, _Mapping]] = ...) -> None: ...
+    replace_failed: bool
+    def __init__(self, replicas: _Optional[int] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., working_dir: _Optional[str] = ..., hostname: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., restart_policy: _Optional[str] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., spread: _Optional[bool] = ..., update: _Optional[_Union[UpdateStrategy, _Mapping]] = ..., security_context: _Optional[_Union[SecurityContext, _Mapping]] = ..., replace_failed: _Optional[bool] = ...) -> None: ...
 
 class ObjectMeta(_message.Message):
     __slots__ = ("name", "namespace", "labels", "uid", "generation", "created_unix_ms", "deletion_requested")
@@ -137,7 +139,7 @@ class Workload(_message.Message):
     def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., spec: _Optional[_Union[WorkloadSpec, _Mapping]] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("phase", "reason", "message", "exit_code", "restarts", "ip", "started_unix_ms", "finished_unix_ms")
+    __slots__ = ("phase", "reason", "message", "exit_code", "restarts", "ip", "started_unix_ms", "finished_unix_ms", "last_exit")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +148,7 @@ class ReplicaStatus(_message.Message):
     IP_FIELD_NUMBER: _ClassVar[int]
     STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     FINISHED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_EXIT_FIELD_NUMBER: _ClassVar[int]
     phase: str
     reason: str
     message: str
@@ -154,7 +157,8 @@ class ReplicaStatus(_message.Message):
     ip: str
     started_unix_ms: int
     finished_unix_ms: int
-    def __init__(self, phase: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., restarts: _Optional[int] = ..., ip: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ...) -> None: ...
+    last_exit: str
+    def __init__(self, phase: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., restarts: _Optional[int] = ..., ip: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., last_exit: _Optional[str] = ...) -> None: ...
 
 class Replica(_message.Message):
     __slots__ = ("metadata", "workload", "spec_hash", "spec", "node", "status")
@@ -183,7 +187,7 @@ class Usage(_message.Message):
     def __init__(self, cpu_cores: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., pids: _Optional[int] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("name", "address", "capacity", "labels", "cordoned", "ready", "registered_unix_ms", "agent_version", "runtime", "cgroup_mode")
+    __slots__ = ("name", "address", "capacity", "labels", "cordoned", "ready", "registered_unix_ms", "agent_version", "runtime", "cgroup_mode", "pod_subnet", "not_ready_since_unix_ms")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +205,8 @@ class Node(_message.Message):
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     CGROUP_MODE_FIELD_NUMBER: _ClassVar[int]
+    POD_SUBNET_FIELD_NUMBER: _ClassVar[int]
+    NOT_READY_SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     capacity: Resources
@@ -211,4 +217,26 @@ class Node(_message.Message):
     agent_version: str
     runtime: str
     cgroup_mode: str
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., cordoned: _Optional[bool] = ..., ready: _Optional[bool] = ..., registered_unix_ms: _Optional[int] = ..., agent_version: _Optional[str] = ..., runtime: _Optional[str] = ..., cgroup_mode: _Optional[str] = ...) -> None: ...
+    pod_subnet: str
+    not_ready_since_unix_ms: int
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., cordoned: _Optional[bool] = ..., ready: _Optional[bool] = ..., registered_unix_ms: _Optional[int] = ..., agent_version: _Optional[str] = ..., runtime: _Optional[str] = ..., cgroup_mode: _Optional[str] = ..., pod_subnet: _Optional[str] = ..., not_ready_since_unix_ms: _Optional[int] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("unix_ms", "kind", "namespace", "name", "type", "reason", "message", "source")
+    UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    unix_ms: int
+    kind: str
+    namespace: str
+    name: str
+    type: str
+    reason: str
+    message: str
+    source: str
+    def __init__(self, unix_ms: _Optional[int] = ..., kind: _Optional[str] = ..., namespace: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...

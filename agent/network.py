@@ -1,0 +1,468 @@
+"""Container networking on one node: a bridge, a veth and an address per container, routes.
+
+The scheduler gives every node a subnet of the cluster CIDR (say
+10.244.2.0/24). The node side, made once when the agent registers:
+
+    bridge mctl0  10.244.2.1/24  (the containers' gateway)
+    net.ipv4.ip_forward = 1      (the node routes between its bridge and its link)
+    nft table mctl0              (hostPort DNAT, hostports.py)
+    nft table mctl0_guard        (no connections from containers to the node, firewall.py)
+    10.244.1.0/24 via <node1>    one route per other node, to its subnet
+    10.244.3.0/24 via <node3>    (rtm_protocol MCTL_RTPROT marks them as ours)
+
+and per container, before the container starts:
+
+    /run/netns/<prefix><container id>   a named network namespace (netns.py)
+    veth pair: mctl<hash> in mctl0  <->  eth0 in the container's namespace
+    eth0 10.244.2.7/24 (IPAM, ipam.py), lo up, default via 10.244.2.1
+
+The container's config.json then names that namespace by path, so the
+runtime (native, runc or crun) joins it instead of making an empty one.
+A container on node A reaches one on node B by address: A's bridge, A's
+route to B's subnet via B's address, B's bridge. Nodes must share one
+link (one L2 network, as a local cluster's nodes share the host bridge):
+routes go straight to the other node's address, with no tunnel.
+
+Every step can be undone on its own and undoing is idempotent, so a
+teardown after a half-made attach, or a sweep after a crash, removes
+exactly what exists. Man pages: ip-link(8) (veth, bridge), ip-route(8),
+ip-netns(8), network_namespaces(7).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from mctl.common import netns
+
+from . import firewall, hostports
+from .ipam import AddressPool, IpamError, gateway_of, parse_subnet
+
+log = logging.getLogger(__name__)
+
+# rtm_protocol of the routes to other nodes' subnets; any value the kernel
+# and routing daemons do not use (see /etc/iproute2/rt_protos) marks them
+# as mctl's, so they can be found and removed without touching others.
+MCTL_RTPROT = 109
+ATTACHMENT_FILE = "network.json"
+
+
+class NetworkError(Exception):
+    """A container or node network could not be set up; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """What one container holds of the node's network (kept in its bundle)."""
+
+    netns: str                       # path of the container's network namespace
+    veth: str                        # the node-side end, a port of the bridge
+    ip: str
+    subnet: str
+    ports: tuple[hostports.Mapping, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {"netns": self.netns, "veth": self.veth, "ip": self.ip, "subnet": self.subnet,
+                "ports": [m.to_list() for m in self.ports]}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, object]) -> Attachment:
+        ports = doc.get("ports") or []
+        assert isinstance(ports, list)
+        return cls(str(doc["netns"]), str(doc["veth"]), str(doc["ip"]), str(doc["subnet"]),
+                   tuple(hostports.Mapping.from_list(p) for p in ports))
+
+    def save(self, bundle: str) -> None:
+        tmp = os.path.join(bundle, ATTACHMENT_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.to_dict(), f)
+        os.replace(tmp, os.path.join(bundle, ATTACHMENT_FILE))
+
+    @classmethod
+    def load(cls, bundle: str) -> Attachment | None:
+        try:
+            with open(os.path.join(bundle, ATTACHMENT_FILE)) as f:
+                return cls.from_dict(json.load(f))
+        except (OSError, ValueError, KeyError, AssertionError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class PeerNode:
+    """Another node as the scheduler describes it: where its containers' subnet lives."""
+
+    name: str
+    address: str                     # the node's own IP on the shared link
+    subnet: str
+
+
+@dataclass
+class _State:
+    subnet: IPv4Network | None = None
+    cluster_cidr: IPv4Network | None = None
+    mappings: dict[str, tuple[hostports.Mapping, ...]] = field(default_factory=dict)
+
+
+def veth_name(bridge: str, container_id: str) -> str:
+    """The node-side veth name: 15 characters at most (IFNAMSIZ), unique per bridge."""
+    digest = hashlib.sha256(f"{bridge}/{container_id}".encode()).hexdigest()
+    return "mctl" + digest[:11]
+
+
+class NodeNetwork:
+    """The container network of one node, in the namespace `node_netns` (None: the agent's)."""
+
+    def __init__(self, state_dir: str, netns_prefix: str, bridge: str = "mctl0",
+                 node_netns: str | None = None) -> None:
+        if not netns_prefix.startswith("mctl"):
+            raise ValueError(f"netns prefix {netns_prefix!r} must start with 'mctl'")
+        if not bridge.startswith("mctl") or len(bridge) > 15:
+            raise ValueError(f"bridge {bridge!r} must start with 'mctl' and have at most "
+                             "15 characters")
+        self.dir = os.path.join(state_dir, "network")
+        self.pool = AddressPool(os.path.join(self.dir, "addresses"))
+        self.netns_prefix = netns_prefix
+        self.bridge = bridge
+        self.node_netns = node_netns
+        self._state = _State()
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._disabled = False
+        self._nl_lock = threading.Lock()
+        self._nl: IPRoute | None = None
+        self._bridge_index = 0
+
+    # -- the node side ------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Whether the node has its subnet and bridge, so containers can attach."""
+        return self._ready.is_set()
+
+    @property
+    def disabled(self) -> bool:
+        """The scheduler gave no subnet: containers get loopback only."""
+        return self._disabled
+
+    def disable(self) -> None:
+        self._disabled = True
+        log.warning("the scheduler gave this node no subnet: containers get loopback only")
+
+    @property
+    def subnet(self) -> IPv4Network | None:
+        return self._state.subnet
+
+    def configure(self, subnet: str, cluster_cidr: str) -> None:
+        """Sets up the node side for `subnet`; idempotent, and safe on a subnet change."""
+        net = parse_subnet(subnet)
+        cluster = parse_subnet(cluster_cidr) if cluster_cidr else net
+        gateway = gateway_of(net)
+        with self._lock:
+            with netns.iproute(self.node_netns) as ipr:
+                found = ipr.link_lookup(ifname=self.bridge)
+                if not found:
+                    ipr.link("add", ifname=self.bridge, kind="bridge")
+                    found = ipr.link_lookup(ifname=self.bridge)
+                index = found[0]
+                for addr in ipr.get_addr(index=index, family=socket.AF_INET):
+                    have = (addr.get_attr("IFA_ADDRESS"), addr["prefixlen"])
+                    if have != (str(gateway), net.prefixlen):
+                        log.warning("bridge=%s drops old address %s/%d", self.bridge, *have)
+                        ipr.addr("del", index=index, address=have[0], prefixlen=have[1])
+                if not ipr.get_addr(index=index, family=socket.AF_INET):
+                    ipr.addr("add", index=index, address=str(gateway), prefixlen=net.prefixlen)
+                ipr.link("set", index=index, state="up")
+            # Forwarding: containers reach other nodes and hostPorts reach
+            # containers through this node.
+            netns.write_sysctl(self.node_netns, "net.ipv4.ip_forward", "1")
+            old = self._state.subnet
+            if old is not None and old != net:
+                log.warning("node subnet changed from %s to %s: running containers keep "
+                            "their old addresses", old, net)
+            self._state.subnet = net
+            self._state.cluster_cidr = cluster
+            with self._nl_lock:
+                self._bridge_index = index
+            try:
+                self._write_hostports_locked()
+            except hostports.HostPortError as e:
+                # Containers without hostPorts need no table; those with
+                # them fail to start with this same message.
+                log.warning("hostPorts unavailable on this node: %s", e)
+            # Not ready without it (FirewallError is an OSError): a container
+            # must never reach its node's agent because a rule is missing.
+            self._in_node_netns(lambda: firewall.apply(self.bridge, cluster))
+            self._disabled = False
+            self._ready.set()
+        log.info("node network ready bridge=%s gateway=%s/%d cluster_cidr=%s", self.bridge,
+                 gateway, net.prefixlen, cluster)
+
+    def sync_routes(self, peers: Iterable[PeerNode]) -> None:
+        """Makes the routes to other nodes' subnets exactly those of `peers`."""
+        own = self._state.subnet
+        want: dict[str, str] = {}
+        for p in peers:
+            try:
+                net = ipaddress.ip_network(p.subnet)
+                via = ipaddress.IPv4Address(p.address)
+            except ValueError:
+                log.warning("ignoring node=%s with subnet=%r address=%r", p.name, p.subnet,
+                            p.address)
+                continue
+            if via.is_loopback or via.is_unspecified:
+                # Agents on one host's loopback share no link to route over.
+                continue
+            if own is not None and net == own:
+                continue
+            cluster = self._state.cluster_cidr
+            if cluster is not None and not (net.version == 4 and net.subnet_of(cluster)):
+                # Only container subnets are routed: never let a bad peer
+                # entry take over the node's own traffic (say, 0.0.0.0/0).
+                log.warning("ignoring node=%s subnet=%s outside the cluster CIDR %s", p.name,
+                            net, cluster)
+                continue
+            want[str(net)] = p.address
+        with netns.iproute(self.node_netns) as ipr:
+            have = {}
+            for r in ipr.get_routes(family=socket.AF_INET, proto=MCTL_RTPROT):
+                have[f"{r.get_attr('RTA_DST')}/{r['dst_len']}"] = r.get_attr("RTA_GATEWAY")
+            for dst, via in sorted(want.items()):
+                if have.get(dst) == via:
+                    continue
+                try:
+                    ipr.route("replace", dst=dst, gateway=via, proto=MCTL_RTPROT)
+                    log.info("route %s via %s", dst, via)
+                except NetlinkError as e:
+                    # E.g. ENETUNREACH: the other node is not on this node's link.
+                    log.warning("cannot route %s via %s: %s", dst, via, e)
+            for dst in sorted(set(have) - set(want)):
+                try:
+                    ipr.route("del", dst=dst, proto=MCTL_RTPROT)
+                    log.info("route %s removed", dst)
+                except NetlinkError as e:
+                    if e.code != errno.ESRCH:
+                        raise
+
+    # -- containers -----------------------------------------------------------------
+
+    def netns_name(self, container_id: str) -> str:
+        return self.netns_prefix + container_id
+
+    def netns_path(self, container_id: str) -> str:
+        return netns.path_of(self.netns_name(container_id))
+
+    def attach(self, container_id: str, ports: Iterable[tuple[str, int, int]] = ()
+               ) -> Attachment:
+        """Gives the container its namespace, veth, address and hostPorts.
+
+        `ports` are (protocol, host port, container port). On failure every
+        step done so far is undone and NetworkError says which step failed.
+        """
+        subnet = self._state.subnet
+        if subnet is None:
+            raise NetworkError("the node has no subnet yet (not registered with the scheduler)")
+        t0 = time.perf_counter()
+        name = self.netns_name(container_id)
+        veth = veth_name(self.bridge, container_id)
+        step = "address"
+        ip = ""
+        try:
+            ip = self.pool.allocate(subnet, container_id)
+            step = "network namespace"
+            if netns.exists(name):
+                # Left by a crash between create and a recorded attachment.
+                netns.remove(name)
+            path = netns.create(name)
+            step = "veth"
+            self._make_veth(veth, path)
+            step = "container interface"
+            self._configure_inside(path, ip, subnet)
+            att = Attachment(path, veth, ip, str(subnet),
+                             tuple(hostports.Mapping(proto.lower(), host, ip, cport)
+                                   for proto, host, cport in ports))
+            if att.ports:
+                step = "hostPort"
+                with self._lock:
+                    self._state.mappings[container_id] = att.ports
+                    self._write_hostports_locked()
+        except (OSError, NetlinkError, IpamError, NetworkError, hostports.HostPortError) as e:
+            self.detach(container_id, Attachment(netns.path_of(name), veth, ip, str(subnet)))
+            raise NetworkError(f"network setup failed at {step}: {e}") from e
+        log.info("container=%s attached ip=%s veth=%s netns=%s ms=%.1f", container_id, ip, veth,
+                 name, (time.perf_counter() - t0) * 1000)
+        return att
+
+    def _node_link(self) -> tuple[IPRoute, int]:
+        """The kept netlink socket to the node's namespace and the bridge's index.
+
+        Start is the hot path: opening a socket (about a millisecond with
+        pyroute2) and looking a link up (pyroute2 decodes every attribute of
+        the answer, another millisecond) are done once, not per container.
+        Callers hold _nl_lock.
+        """
+        if self._nl is None:
+            self._nl = netns.iproute(self.node_netns)
+        if self._bridge_index == 0:
+            found = self._nl.link_lookup(ifname=self.bridge)
+            if not found:
+                raise NetworkError(f"bridge {self.bridge} is gone")
+            self._bridge_index = found[0]
+        return self._nl, self._bridge_index
+
+    def _make_veth(self, veth: str, netns_path: str) -> None:
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with self._nl_lock:
+                for attempt in range(3):
+                    ipr, bridge = self._node_link()
+                    try:
+                        # One request: the node end is born in the bridge and
+                        # up, the container end in the container's namespace
+                        # as eth0.
+                        ipr.link("add", ifname=veth, kind="veth", master=bridge, state="up",
+                                 peer={"ifname": "eth0", "net_ns_fd": fd})
+                        return
+                    except NetlinkError as e:
+                        if e.code == errno.EEXIST and attempt == 0:
+                            # Left by a crash with the same container id.
+                            ipr.link("del", ifname=veth)
+                        elif e.code in (errno.ENODEV, errno.EINVAL) and attempt < 2:
+                            self._bridge_index = 0      # the bridge was made anew
+                        else:
+                            raise
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _configure_inside(netns_path: str, ip: str, subnet: IPv4Network) -> None:
+        def inside() -> None:
+            # In the container's namespace: a new one has lo at index 1, and
+            # the ioctl behind if_nametoindex is far cheaper than a netlink
+            # lookup through pyroute2.
+            eth0 = socket.if_nametoindex("eth0")
+            with IPRoute() as ipr:
+                ipr.link("set", index=1, state="up")
+                ipr.addr("add", index=eth0, address=ip, prefixlen=subnet.prefixlen)
+                ipr.link("set", index=eth0, state="up")
+                ipr.route("add", dst="default", gateway=str(gateway_of(subnet)))
+        netns.run_in(netns_path, inside)
+
+    def adopt(self, container_id: str, att: Attachment) -> None:
+        """Takes back a running container's attachment after an agent restart."""
+        if att.ports:
+            with self._lock:
+                self._state.mappings[container_id] = att.ports
+                if self._ready.is_set():
+                    self._write_hostports_locked()
+
+    def detach(self, container_id: str, att: Attachment | None) -> None:
+        """Removes whatever the container holds; idempotent, also after a half-made attach."""
+        name = self.netns_name(container_id)
+        veth = att.veth if att is not None else veth_name(self.bridge, container_id)
+        with self._lock:
+            if self._state.mappings.pop(container_id, None) and self._ready.is_set():
+                try:
+                    self._write_hostports_locked()
+                except hostports.HostPortError as e:
+                    log.error("container=%s hostPorts not removed: %s", container_id, e)
+        # Deleting one end of a veth deletes both, at once; removing the
+        # namespace alone would leave it to the kernel's deferred cleanup.
+        try:
+            with netns.iproute(self.node_netns) as ipr:
+                if ipr.link_lookup(ifname=veth):
+                    ipr.link("del", ifname=veth)
+        except NetlinkError as e:
+            if e.code != errno.ENODEV:
+                log.error("container=%s veth %s not removed: %s", container_id, veth, e)
+        except OSError as e:     # the node's own namespace is gone (a local cluster's sweep)
+            log.warning("container=%s veth %s not looked up: %s", container_id, veth, e)
+        try:
+            netns.remove(att.netns if att is not None else name)
+        except OSError as e:
+            log.error("container=%s network namespace not removed: %s", container_id, e)
+        ip = att.ip if att is not None and att.ip else self.pool.owned_by(container_id)
+        if ip:
+            self.pool.release(ip, container_id)
+
+    def forget_unowned(self, container_ids: set[str]) -> None:
+        """Frees addresses and namespaces no container of `container_ids` holds (after a crash)."""
+        for ip in self.pool.release_all_but(container_ids):
+            log.info("freed address %s of a container that is gone", ip)
+        owned = {self.netns_name(cid) for cid in container_ids}
+        for name in netns.list_names(self.netns_prefix):
+            if name not in owned:
+                log.info("removing stray network namespace %s", name)
+                netns.remove(name)
+
+    def _in_node_netns(self, fn: Callable[[], None]) -> None:
+        if self.node_netns is None:
+            fn()
+        else:
+            netns.run_in(self.node_netns, fn)
+
+    def _write_hostports_locked(self) -> None:
+        mappings = [m for ms in self._state.mappings.values() for m in ms]
+        if self.node_netns is None:
+            hostports.apply(self.bridge, mappings)
+        else:
+            netns.run_in(self.node_netns, lambda: hostports.apply(self.bridge, mappings))
+
+    # -- everything ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Closes the kept netlink socket (the network itself stays)."""
+        with self._nl_lock:
+            if self._nl is not None:
+                self._nl.close()
+                self._nl = None
+            self._bridge_index = 0
+
+    def cleanup(self) -> None:
+        """Removes the node side: routes, nft table, bridge, stray namespaces, IPAM state.
+
+        Containers are removed first by their own teardown; whatever they
+        left (a crash) goes here too.
+        """
+        self.forget_unowned(set())
+        with netns.iproute(self.node_netns) as ipr:
+            for r in ipr.get_routes(family=socket.AF_INET, proto=MCTL_RTPROT):
+                try:
+                    ipr.route("del", dst=f"{r.get_attr('RTA_DST')}/{r['dst_len']}",
+                              proto=MCTL_RTPROT)
+                except NetlinkError as e:
+                    if e.code != errno.ESRCH:
+                        raise
+            for index in ipr.link_lookup(ifname=self.bridge):
+                ipr.link("del", index=index)
+        try:
+            if self.node_netns is None:
+                hostports.delete(self.bridge)
+            else:
+                netns.run_in(self.node_netns, lambda: hostports.delete(self.bridge))
+        except hostports.HostPortError as e:
+            log.error("nft table %s not removed: %s", self.bridge, e)
+        try:
+            self._in_node_netns(lambda: firewall.delete(self.bridge))
+        except firewall.FirewallError as e:
+            log.error("nft table %s not removed: %s", firewall.table_name(self.bridge), e)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        with self._lock:
+            self._state = _State()
+            self._ready.clear()
+        self.close()
+        log.info("node network removed bridge=%s", self.bridge)

@@ -1,0 +1,392 @@
+"""`mctl-runtime`: the native runtime behind the OCI runtime command line.
+
+containerd, CRI-O and podman drive runc and crun through one command line
+(runtime-spec runtime.md, "Operations"; runc's man pages for the flags):
+`create` sets a container up from a bundle and leaves its process waiting,
+`start` lets it exec the user's program, `state` prints the state JSON,
+`kill` signals it, `delete` removes what create made. This command speaks
+that interface over the same code the agent's in-process runtime uses:
+config.json through oci.py, the cgroup through cgroups/, the fork into the
+pid namespace through spawn.py and everything from namespaces to exec
+through process.py. State lives under --root (ocistate.py).
+
+How `create` holds the process before exec is runc's design: the init opens
+an O_PATH descriptor to `<root>/<id>/exec.fifo` before it pivots, sets up
+everything, looks the program up, tells `create` it is ready (by closing the
+sync pipe), then opens /proc/self/fd/N for writing, which blocks until
+`start` opens the fifo for reading (man 7 fifo). `start` reads one byte and
+removes the fifo: from then on the state is "running".
+
+Errors are one line on stderr (and in --log), exit status 1; usage errors
+exit 2. No traceback reaches the user.
+
+Imports are deliberately lazy: `run` is measured against `runc run` as a
+whole process, and Python's start-up is most of its cost.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import ocistate
+from .ocicli_args import USAGE, VERSION, Invocation, UsageError, parse, parse_signal
+
+PROG = "mctl-runtime"
+
+
+class RuntimeFailure(Exception):
+    """A command could not do its work; the message is the one line the user sees."""
+
+
+# -- logging to --log, as runc does (containerd reads the last error from it) -------------
+
+
+def log_line(inv: Invocation, level: str, msg: str) -> None:
+    if not inv.log:
+        return
+    stamp = ocistate.rfc3339_now()
+    if inv.log_format == "json":
+        import json
+
+        line = json.dumps({"level": level, "msg": msg, "time": stamp})
+    else:
+        line = f'time="{stamp}" level={level} msg="{msg}"'
+    try:
+        with open(inv.log, "a") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        print(f"{PROG}: --log {inv.log}: {e.strerror}", file=sys.stderr)
+
+
+def debug(inv: Invocation, msg: str) -> None:
+    if inv.debug:
+        log_line(inv, "debug", msg)
+        if not inv.log:
+            print(f"{PROG}: {msg}", file=sys.stderr)
+
+
+# -- create, start, run ---------------------------------------------------------------------
+
+
+def _unsupported(inv: Invocation, config: object) -> None:
+    """Refuses what this runtime does not implement, naming the flag or field."""
+    if inv.systemd_cgroup:
+        raise RuntimeFailure("--systemd-cgroup: systemd cgroup paths are not supported; "
+                             "use cgroupfs paths")
+    if inv.console_socket or getattr(config, "terminal", False):
+        raise RuntimeFailure("process.terminal: terminals (--console-socket) are not supported")
+    if inv.no_pivot:
+        raise RuntimeFailure("--no-pivot: not supported; the rootfs is always pivoted into")
+    if inv.preserve_fds != "0":
+        raise RuntimeFailure("--preserve-fds: passing extra descriptors is not supported")
+
+
+def _lookup(program: str, env: tuple[str, ...]) -> str:
+    """The file execvpe will run, resolved inside the container (runc checks before start)."""
+    if "/" in program:
+        candidates = [program]
+    else:
+        path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/bin:/bin")
+        candidates = [os.path.join(d or ".", program) for d in path.split(":")]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise FileNotFoundError(f"{program!r}: executable file not found in $PATH")
+
+
+def _create(inv: Invocation, started: bool) -> tuple[ocistate.Container, int]:
+    """Sets the container up; with `started` its process execs at once (run), else it
+    waits on exec.fifo (create). Returns the record and the init's pid."""
+    from . import spawn
+    from . import syscalls as sc
+    from .capabilities import last_cap
+    from .cgroups import detect
+    from .oci import ConfigError, load_config
+
+    bundle = os.path.abspath(inv.bundle or ".")
+    try:
+        config = load_config(bundle)
+    except ConfigError as e:
+        raise RuntimeFailure(str(e)) from None
+    _unsupported(inv, config)
+    try:
+        c = ocistate.new(inv.root, inv.id, bundle)
+    except OSError as e:
+        raise RuntimeFailure(f"--root {inv.root}: {e.strerror}") from None
+    cgroup = spawn.cgroup_path(config) or f"mctl-runtime/{inv.id}"
+    c.doc.update(cgroup=cgroup, rootfs=config.rootfs(bundle), annotations=config.annotations)
+    c.save()
+    cgroups = None
+    try:
+        cgroups = detect()
+        before_exec = None
+        fifo_fd = -1
+        if not started:
+            os.mkfifo(c.fifo, 0o622)
+            os.chmod(c.fifo, 0o622)     # as runc: whatever the umask, the init may open it
+            if config.uid_mappings:     # ... also as a user namespace's root (userns.py)
+                from .userns import host_root
+
+                os.chown(c.fifo, *host_root(config))
+            fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
+
+            def before_exec(sync_fd: int) -> None:
+                _lookup(config.args[0], config.env)
+                # Putting stderr where the sync pipe was closes the pipe, which
+                # tells `create` the container is ready; a later exec error
+                # then goes to the container's stderr.
+                os.dup2(2, sync_fd, inheritable=False)
+                fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+                os.write(fd, b"0")
+                os.close(fd)
+
+        debug(inv, f"creating container {inv.id} from {bundle} in cgroup {cgroup}")
+        pid, sync_r = spawn.fork_init(sc.libc(), cgroups, cgroup, bundle, config, (0, 1, 2),
+                                      last_cap(), before_exec)
+        if fifo_fd >= 0:
+            os.close(fifo_fd)
+        error = spawn.wait_ready(pid, sync_r)
+        if error:
+            raise RuntimeFailure(error)
+        c.doc.update(pid=pid, start_time=ocistate.proc_stat(pid)[1])
+        c.save()
+        if inv.pid_file:
+            _write_pid_file(inv.pid_file, pid)
+    except BaseException as e:
+        try:
+            _destroy(c, cgroups)
+        except RuntimeFailure as cleanup:
+            log_line(inv, "warning", f"cleanup after a failed create: {cleanup}")
+        if isinstance(e, RuntimeFailure | KeyboardInterrupt):
+            raise
+        raise RuntimeFailure(str(e)) from None
+    return c, pid
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    # Atomically, as runc does: a reader never sees an empty file.
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp")
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.replace(tmp, path)
+
+
+def cmd_create(inv: Invocation) -> int:
+    _create(inv, started=False)
+    return 0
+
+
+def cmd_start(inv: Invocation) -> int:
+    import select
+
+    c = ocistate.load(inv.root, inv.id)
+    status = c.status()
+    if status != ocistate.CREATED:
+        raise RuntimeFailure(f"cannot start container {inv.id}: it is {status}, not created")
+    try:
+        fd = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise RuntimeFailure(f"cannot start container {inv.id}: already started") from None
+    try:
+        # Opening for reading releases the init's blocked open; it then writes
+        # one byte. Poll in slices so an init that died meanwhile is noticed.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            if poller.poll(100) and os.read(fd, 1):
+                break
+            if c.status() == ocistate.STOPPED:
+                raise RuntimeFailure(f"cannot start container {inv.id}: its init exited")
+    finally:
+        os.close(fd)
+    try:
+        os.unlink(c.fifo)
+    except FileNotFoundError:
+        pass
+    debug(inv, f"started container {inv.id} pid {c.pid}")
+    return 0
+
+
+def cmd_run(inv: Invocation) -> int:
+    import signal
+
+    c, pid = _create(inv, started=True)
+    if inv.detach:
+        return 0
+
+    def forward(sig: int, _frame: object) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    # As `runc run` does: signals to this process are the container's.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
+        signal.signal(sig, forward)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    _destroy(c, None)
+    return code if code >= 0 else 128 - code
+
+
+# -- state, kill, delete, list -----------------------------------------------------------------
+
+
+def cmd_state(inv: Invocation) -> int:
+    import json
+
+    c = ocistate.load(inv.root, inv.id)
+    print(json.dumps(c.oci_state(), indent=2))
+    return 0
+
+
+def _cgroup_driver() -> object:
+    from .cgroups import detect
+
+    return detect()
+
+
+def cmd_kill(inv: Invocation) -> int:
+    sig_text = inv.args[1] if len(inv.args) > 1 else "SIGTERM"
+    try:
+        sig = parse_signal(sig_text.lstrip("-"))
+    except ValueError as e:
+        raise RuntimeFailure(str(e)) from None
+    c = ocistate.load(inv.root, inv.id)
+    status = c.status()
+    if status not in (ocistate.CREATED, ocistate.RUNNING):
+        raise RuntimeFailure(f"cannot kill container {inv.id}: it is {status}")
+    pids = [c.pid]
+    if inv.all:
+        driver = _cgroup_driver()
+        pids = driver.pids(c.cgroup) or pids  # type: ignore[attr-defined]
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    return 0
+
+
+def _destroy(c: ocistate.Container, cgroups: object | None) -> None:
+    """Kills what is left of the container, removes its cgroup and its state."""
+    from .cgroups import CgroupError
+
+    if c.cgroup:
+        try:
+            driver = cgroups or _cgroup_driver()
+            driver.destroy(c.cgroup, timeout=5.0)  # type: ignore[attr-defined]
+        except CgroupError as e:
+            raise RuntimeFailure(f"cgroup {c.cgroup}: {e}") from None
+    ocistate.remove(c)
+
+
+def cmd_delete(inv: Invocation) -> int:
+    import signal
+
+    try:
+        c = ocistate.load(inv.root, inv.id)
+    except ocistate.StateError:
+        if not inv.force:
+            raise
+        # As runc: --force on a missing container succeeds, after removing a
+        # directory that an aborted create may have left without state.json.
+        leftover = os.path.join(inv.root, ocistate.check_id(inv.id))
+        if os.path.isdir(leftover):
+            ocistate.remove(ocistate.Container(inv.root, inv.id, {}))
+        return 0
+    status = c.status()
+    if status in (ocistate.RUNNING, ocistate.CREATING) and not inv.force:
+        raise RuntimeFailure(f"cannot delete container {inv.id}: it is {status} "
+                             "(stop it first, or use --force)")
+    if status in (ocistate.CREATED, ocistate.RUNNING):
+        # A created container is deleted without --force, as runc does.
+        try:
+            os.kill(c.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    _destroy(c, None)
+    return 0
+
+
+def cmd_list(inv: Invocation) -> int:
+    import json
+
+    states = []
+    for cid in ocistate.list_ids(inv.root):
+        try:
+            states.append(ocistate.load(inv.root, cid).oci_state())
+        except ocistate.StateError:
+            continue  # deleted while we listed
+    if inv.quiet:
+        print("\n".join(s["id"] for s in states))  # type: ignore[misc]
+    elif inv.format == "json":
+        print(json.dumps(states))
+    else:
+        print(f"{'ID':<24} {'PID':<8} {'STATUS':<9} {'BUNDLE':<40} CREATED")
+        for s in states:
+            print(f"{s['id']:<24} {s['pid']:<8} {s['status']:<9} {s['bundle']:<40} "
+                  f"{s['created']}")
+    return 0
+
+
+def cmd_spec(inv: Invocation) -> int:
+    """Writes a config.json template running `sh`, as `runc spec` does."""
+    from . import oci
+
+    path = os.path.join(inv.bundle or ".", "config.json")
+    if os.path.exists(path):
+        raise RuntimeFailure(f"{path} already exists")
+    config = oci.Config(args=("sh",), env=(f"PATH={oci.DEFAULT_PATH}",), hostname="mctl",
+                        mounts=tuple(oci.default_mounts()))
+    oci.write_config(inv.bundle or ".", config)
+    return 0
+
+
+COMMANDS = {
+    "create": cmd_create, "start": cmd_start, "run": cmd_run, "state": cmd_state,
+    "kill": cmd_kill, "delete": cmd_delete, "list": cmd_list, "spec": cmd_spec,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        inv = parse(args)
+    except UsageError as e:
+        print(f"{PROG}: {e} (see {PROG} --help)", file=sys.stderr)
+        return 2
+    if inv.command == "help":
+        print(USAGE, end="")
+        return 0
+    if inv.command == "version":
+        print(f"{PROG} version {VERSION}\nspec: {ocistate.OCI_VERSION}")
+        return 0
+    try:
+        return COMMANDS[inv.command](inv)
+    except (RuntimeFailure, ocistate.StateError) as e:
+        message = str(e)
+    except OSError as e:
+        message = f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}"
+    except KeyboardInterrupt:
+        message = "interrupted"
+    log_line(inv, "error", message)
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return 1
+
+
+def entry() -> None:
+    """The console script: exits without the interpreter's tear-down (a few ms for `run`)."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    entry()

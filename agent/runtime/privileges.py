@@ -1,0 +1,29 @@
+"""Becoming the container's user: capabilities, uid/gid, no_new_privs.
+
+Shared by a container's first process (process.py) and by every process
+`mctl exec` starts in it (nsexec.py), so an exec'd shell is exactly as
+confined as the container itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import capabilities
+from . import syscalls as sc
+from .oci import Config
+
+
+def drop_to(sys: sc.Syscalls, config: Config, cap_top: int) -> None:
+    """Cuts the bounding set, switches uid/gid, keeps only the config's capabilities."""
+    keep = capabilities.mask_of(config.capabilities)
+    capabilities.drop_bounding(sys, keep, cap_top)
+    if config.uid != 0:
+        # setuid would clear the permitted set; keep it, capset trims it below.
+        sys.prctl(sc.PR_SET_KEEPCAPS, 1)
+    os.setgroups(list(config.additional_gids))
+    os.setgid(config.gid)
+    os.setuid(config.uid)
+    capabilities.set_capabilities(sys, keep)
+    if config.no_new_privileges:
+        sys.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)

@@ -1,0 +1,156 @@
+"""Forking a container's first process: the step both native front ends share.
+
+The in-agent monitor (monitor.py) and the `mctl-runtime` command (ocicli.py)
+start a container the same way: make the cgroup that config.json's
+linux.cgroupsPath and linux.resources describe, unshare the pid namespace
+(man 7 pid_namespaces: only children enter it, so the next fork is pid 1),
+fork, and run process.exec_container in the child. The parent learns the
+outcome through a close-on-exec pipe: end-of-file means the child got as far
+as exec (or as `before_exec` chose to report success), bytes are the error.
+
+With a user namespace the child unshares it before anything else and forks
+pid 1 itself (process.enter_user_namespace); this side writes the child's
+id mappings when told (userns.map_child) and, as a child subreaper (man 2
+prctl), inherits pid 1 when the first child exits, so it waits for it as
+its own child either way.
+
+Kept light on imports: `mctl-runtime run` pays for every module it loads.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from . import process, userns
+from . import syscalls as sc
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .cgroups.base import CgroupDriver, Limits
+    from .oci import Config
+
+
+def cgroup_path(config: Config) -> str:
+    """linux.cgroupsPath as a path relative to each hierarchy's root."""
+    return config.cgroups_path.strip("/")
+
+
+def limits_of(config: Config) -> Limits:
+    from .cgroups.base import Limits
+
+    res = config.resources
+
+    def limit(value: int | None) -> int | None:
+        # OCI writes "unlimited" as -1 (or leaves it out); the driver wants None.
+        return value if value is not None and value > 0 else None
+
+    return Limits(cpu_quota_us=limit(res.cpu_quota), cpu_period_us=res.cpu_period or 100_000,
+                  memory_bytes=limit(res.memory_limit), pids=limit(res.pids_limit))
+
+
+def fork_init(
+    sys: sc.Syscalls,
+    cgroups: CgroupDriver,
+    cgroup: str,
+    bundle: str,
+    config: Config,
+    stdio: tuple[int, int, int],
+    cap_top: int,
+    before_exec: Callable[[int], None] | None = None,
+    close_in_child: tuple[int, ...] = (),
+) -> tuple[int, int]:
+    """Creates the cgroup and forks the container's init; returns (pid, sync read end).
+
+    Read the sync pipe with `wait_ready`. The caller must be single-threaded
+    (the child runs Python between fork and exec).
+    """
+    if "user" in config.namespaces:
+        # Checked before anything is made, so the error is all that happens.
+        reason = userns.unavailable() or _unreachable_rootfs(config.rootfs(bundle))
+        if reason:
+            raise OSError(f"user namespace: {reason}")
+    cgroups.create(cgroup, limits_of(config))
+    procs = cgroups.procs_files(cgroup)
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    if "user" in config.namespaces:
+        return _fork_in_user_namespace(sys, procs, bundle, config, stdio, cap_top,
+                                       before_exec, close_in_child, sync_r, sync_w)
+    if "pid" in config.namespaces:
+        sys.unshare(sc.CLONE_NEWPID)
+    pid = os.fork()
+    if pid == 0:
+        os.close(sync_r)
+        for fd in close_in_child:
+            os.close(fd)
+        process.exec_container(sys, bundle, config, procs, sync_w, stdio, cap_top, before_exec)
+    os.close(sync_w)
+    return pid, sync_r
+
+
+def _unreachable_rootfs(rootfs: str) -> str:
+    blocked = userns.unreachable_ancestor(rootfs)
+    if not blocked:
+        return ""
+    return (f"{blocked} is not searchable by other users, so the container's mapped root "
+            f"cannot reach its rootfs {rootfs} (chmod o+x {blocked})")
+
+
+def _fork_in_user_namespace(
+    sys: sc.Syscalls,
+    procs: list[str],
+    bundle: str,
+    config: Config,
+    stdio: tuple[int, int, int],
+    cap_top: int,
+    before_exec: Callable[[int], None] | None,
+    close_in_child: tuple[int, ...],
+    sync_r: int,
+    sync_w: int,
+) -> tuple[int, int]:
+    # pid 1 is forked by the first child, which then exits: as a subreaper
+    # this process becomes its parent, as it is without a user namespace.
+    sys.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    handshake = userns.Handshake()
+    pid = os.fork()
+    if pid == 0:
+        os.close(sync_r)
+        for fd in close_in_child:
+            os.close(fd)
+        handshake.as_child()
+        process.exec_container(sys, bundle, config, procs, sync_w, stdio, cap_top, before_exec,
+                               handshake)
+    os.close(sync_w)
+    handshake.as_parent()
+    try:
+        init = userns.map_child(handshake, pid, config)
+    finally:
+        handshake.close()
+        # The first child exits once it has forked pid 1 (or failed).
+        os.waitpid(pid, 0)
+    return init or pid, sync_r
+
+
+def read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def wait_ready(pid: int, sync_r: int) -> str:
+    """The child's setup error ("" if it reached exec or `before_exec`); reaps it on error."""
+    error = read_all(sync_r)
+    os.close(sync_r)
+    if error:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # a user namespace's first child, reaped by fork_init already
+    return error.decode(errors="replace")

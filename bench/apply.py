@@ -1,0 +1,176 @@
+"""From `mctl apply` to Running containers, on a local 3-node cluster.
+
+    .venv/bin/python bench/apply.py [--runs 5] [--replicas 30] [--nodes 3] [--profile]
+
+Not a test; needs root. `mctl cluster up --nodes 3` in a temporary --dir
+(MCTL_HOME too, so the user's CLI config is untouched), then, per run, a
+busybox `sleep` workload (cpu 100m, memory 16Mi) is applied with `mctl
+apply -f FILE` and timed until every replica is Running, then deleted
+(`mctl delete -f FILE`) and timed until every replica is gone; 30-replica
+and 1-replica runs take turns. `cluster down` runs at the end, also on
+error or Ctrl-C.
+
+Progress is read from an etcd watch on the scheduler's keys (not by polling
+the API, which would load the scheduler being measured); the agents' logs
+say when each container started and how long its start took, so each run is
+split into: the CLI (start-up and Apply), the scheduler's pass (workload
+stored -> replicas placed), the push and agent (placed -> containers
+started, with each container's network attach and runtime start as the
+agent logs them) and the status report (started -> Running in etcd). With
+--profile, py-spy samples node1's agent and the scheduler during one more
+30-replica run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+from _common import (
+    Cleanup,
+    LocalCluster,
+    ReplicaWatch,
+    Table,
+    check_leftovers,
+    print_header,
+    print_profile,
+    py_spy_record,
+    running_count,
+    temp_dir,
+    workload_yaml,
+)
+
+# Each replica's CPU limit (also its placement request): 30 fit 3 two-core nodes
+# (the default, 250m, would not), and its CFS quota is what the container's
+# setup runs under once it has joined its cgroup (see start.py --cpu-millis).
+CPU = "100m"
+
+# "2026-11-26T15:13:59.068 INFO agent node=node1 mctl.agent.containers: container started
+#  container=default_a30-1-x2k4p replica=default/a30-1-x2k4p monitor_pid=1 init_pid=2 ms=9.6"
+STARTED = re.compile(r"^(\S+) INFO .* container started .*replica=(\S+)/(\S+) .* ms=([\d.]+)")
+# "... mctl.agent.network: container=default_a30-1-x2k4p attached ip=10.244.1.2 ... ms=31.4"
+ATTACHED = re.compile(r"^\S+ INFO .* container=(\S+?)_(\S+) attached .* ms=([\d.]+)")
+
+
+def agent_logs(cluster: LocalCluster, names: set[str]) -> tuple[dict[str, tuple[float, float]],
+                                                               dict[str, float]]:
+    """For the replicas `names`: when each container started (wall time the agent logged
+    it) with its runtime.start ms, and its network attach ms (if the agent logs one)."""
+    started, attached = {}, {}
+    for i in range(1, cluster.nodes + 1):
+        with open(cluster.log(f"node{i}"), errors="replace") as f:
+            for line in f:
+                m = STARTED.match(line)
+                if m and m.group(3) in names:
+                    wall = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+                    started[m.group(3)] = (wall, float(m.group(4)))
+                m = ATTACHED.match(line)
+                if m and m.group(2) in names:
+                    attached[m.group(2)] = float(m.group(3))
+    return started, attached
+
+
+class Runs:
+    def __init__(self, cluster: LocalCluster, watch: ReplicaWatch, base: Path) -> None:
+        self.cluster = cluster
+        self.watch = watch
+        self.base = base
+        self.samples: dict[str, list[float]] = defaultdict(list)
+
+    def one(self, name: str, replicas: int, record: bool = True) -> None:
+        path = self.base / f"{name}.yaml"
+        path.write_text(workload_yaml(name, replicas, cpu=CPU))
+        wall0, t0 = time.time(), time.monotonic()
+        cli = self.cluster.mctl("apply", "-f", str(path))
+        cli_done = time.monotonic()
+        if "created" not in cli.stdout:
+            raise RuntimeError(f"mctl apply said: {cli.stdout.strip()}")
+        done = self.watch.wait(f"{replicas} replicas of {name} Running",
+                               lambda w: running_count(w, name) >= replicas, 60)
+        with self.watch.cond:
+            items = [(k.rsplit("/", 1)[1], p) for k, p in self.watch.replicas.items()
+                     if p.workload == name]
+        stored = self.watch.workloads.get(f"workloads/default/{name}", cli_done)
+        logged, attached = agent_logs(self.cluster, {n for n, _ in items})
+        # Remove it (timed too), so each run starts from an empty cluster.
+        d0 = time.monotonic()
+        self.cluster.mctl("delete", "-f", str(path))
+        gone = self.watch.wait(f"replicas of {name} removed",
+                               lambda w: not w.of(name), 60)
+        if not record:
+            return
+        s = self.samples
+        tag = f"{replicas:>2} replica{'s' if replicas > 1 else ''}"
+        s[f"{tag}: mctl apply -> all Running"].append(done - t0)
+        s[f"{tag}: Apply stored -> all Running"].append(done - stored)
+        s[f"{tag}:   mctl apply process (start-up + Apply)"].append(cli_done - t0)
+        s[f"{tag}:   Apply stored -> all placed (scheduler)"].append(
+            max(p.placed for _, p in items) - stored)
+        # Log stamps are wall clock in ms; the watch's are monotonic: line them up.
+        shift = wall0 - t0
+        by_node: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+        for key, p in items:
+            if key in logged:
+                wall, ms = logged[key]
+                by_node[p.node].append((p.placed, wall - shift, p.running, ms))
+        for rows in by_node.values():
+            placed = min(r[0] for r in rows)
+            first, last = min(r[1] for r in rows), max(r[1] for r in rows)
+            s[f"{tag}:   placed -> first container started, per node"].append(first - placed)
+            s[f"{tag}:   first -> last container started, per node"].append(last - first)
+            s[f"{tag}:   last started -> Running in etcd, per node"].append(
+                max(r[2] for r in rows) - last)
+            s[f"{tag}:   in-agent start (runtime.start), per container"] += [
+                r[3] / 1e3 for r in rows]
+        s[f"{tag}:   network attach (netns, veth, address), per container"] += [
+            ms / 1e3 for ms in attached.values()]
+        s[f"{tag}: mctl delete -> all removed"].append(gone - d0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--replicas", type=int, default=30)
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy the agent and the scheduler during one more run")
+    args = parser.parse_args()
+    print_header(f"bench/apply.py: mctl apply -> Running on a local {args.nodes}-node cluster")
+    with Cleanup() as stack:
+        base = temp_dir(stack, "apply")
+        cluster = LocalCluster(stack, base, args.nodes)
+        print(f"  cluster up: {cluster.up_seconds:.1f} s (etcd, scheduler, {args.nodes} agents, "
+              "nodes Ready)")
+        watch = ReplicaWatch(cluster.etcd)
+        stack.callback(watch.close)
+        runs = Runs(cluster, watch, base)
+        runs.one("warmup", args.replicas, record=False)
+        for i in range(args.runs):
+            runs.one(f"a{args.replicas}-{i}", args.replicas)
+            runs.one(f"a1-{i}", 1)
+        table = Table(f"apply -> Running, busybox sleep, {args.nodes} nodes ({args.runs} runs "
+                      "each, after one warm-up run)", "ms", width=56)
+        for label, values in runs.samples.items():
+            if values:
+                table.add(label, [v * 1e3 for v in values])
+        if args.profile:
+            profile(runs, cluster, base, args.replicas)
+        cluster_id = cluster.id
+    check_leftovers([str(base)], [cluster_id])
+
+
+def profile(runs: Runs, cluster: LocalCluster, base: Path, replicas: int) -> None:
+    agent_out, scheduler_out = base / "agent.pyspy", base / "scheduler.pyspy"
+    with py_spy_record(cluster.pid("node1"), agent_out), \
+            py_spy_record(cluster.pid("scheduler"), scheduler_out):
+        runs.one("profiled", replicas, record=False)
+    print_profile("node1's agent during one apply + delete", agent_out)
+    print_profile("the scheduler during one apply + delete", scheduler_out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""The local cluster's network: every node in its own network namespace, as if on its own VM.
+
+    host:  bridge mctl<id>  172.30.0.1/24   (the scheduler listens here)
+             |-- mctl<id>n1  <->  eth0 172.30.0.2/24  in netns mctl-<id>-node1  (agent node1)
+             |-- mctl<id>n2  <->  eth0 172.30.0.3/24  in netns mctl-<id>-node2  (agent node2)
+             ...
+
+Each agent runs inside its node's namespace (`mctl-agent --netns`), listens
+on its node's address and reaches the scheduler at the bridge's address;
+the CLI on the host reaches both through the bridge. Containers get
+addresses from the cluster CIDR (the scheduler gives each node a subnet
+of it) and the agents route between nodes over this bridge: the bridge
+is the "switch" the "VMs" share. Nothing is routed off the host.
+
+The node network defaults to the first /24 of 172.30.0.0/16 that no
+route of this machine (and no other local cluster) covers; `--node-cidr`
+and `--cluster-cidr` choose them, and both are checked against the
+machine's routes. Every object is named with the cluster id, recorded in
+cluster.json before it is made, and also swept by name on `down`, so a
+crash at any point leaves nothing `down` (or the next `up`) misses.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import logging
+import os
+import socket
+from ipaddress import IPv4Network
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from mctl.common import netns
+
+log = logging.getLogger(__name__)
+
+NODE_CIDR_POOL = IPv4Network("172.30.0.0/16")
+DEFAULT_CLUSTER_CIDR = "10.244.0.0/16"
+AGENT_PORT = 7071
+
+
+class NetworkSetupError(Exception):
+    """The local cluster's network cannot be made as asked; the message names the flag."""
+
+
+def bridge_name(cluster_id: str) -> str:
+    return f"mctl{cluster_id}"                     # 10 characters: IFNAMSIZ is 15
+
+
+def node_veth(cluster_id: str, index: int) -> str:
+    return f"mctl{cluster_id}n{index}"
+
+
+def node_netns(cluster_id: str, node: str) -> str:
+    return f"mctl-{cluster_id}-{node}"
+
+
+def host_routes(exclude_link: str = "") -> list[tuple[IPv4Network, str]]:
+    """This machine's IPv4 routes (main table, default route left out) and their devices."""
+    out = []
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        for r in ipr.get_routes(family=socket.AF_INET, table=254):
+            if r["dst_len"] == 0:
+                continue
+            dev = names.get(r.get_attr("RTA_OIF"), "?")
+            if dev == exclude_link:
+                continue
+            out.append((IPv4Network(f"{r.get_attr('RTA_DST')}/{r['dst_len']}"), dev))
+    return out
+
+
+def _parse(flag: str, text: str) -> IPv4Network:
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError as e:
+        raise NetworkSetupError(f"{flag} {text!r}: {e}") from None
+    if not isinstance(net, IPv4Network):
+        raise NetworkSetupError(f"{flag} {text!r}: only IPv4 is supported")
+    if net.is_loopback or net.is_multicast or net.is_link_local:
+        raise NetworkSetupError(f"{flag} {text!r}: not a usable unicast range")
+    return net
+
+
+def _collision(net: IPv4Network, routes: list[tuple[IPv4Network, str]]) -> str:
+    for dst, dev in routes:
+        if net.overlaps(dst):
+            return f"{dst} dev {dev}"
+    return ""
+
+
+def choose(cluster_id: str, nodes: int, node_cidr: str, cluster_cidr: str) -> dict[str, object]:
+    """The network plan for cluster.json: checked, with no object made yet."""
+    routes = host_routes(exclude_link=bridge_name(cluster_id))
+    cluster = _parse("--cluster-cidr", cluster_cidr or DEFAULT_CLUSTER_CIDR)
+    hit = _collision(cluster, routes)
+    if hit:
+        raise NetworkSetupError(f"--cluster-cidr {cluster} overlaps this machine's route {hit}")
+    if node_cidr:
+        node_net = _parse("--node-cidr", node_cidr)
+        hit = _collision(node_net, routes)
+        if hit:
+            raise NetworkSetupError(f"--node-cidr {node_net} overlaps this machine's route {hit}")
+    else:
+        free = [n for n in NODE_CIDR_POOL.subnets(new_prefix=24)
+                if not _collision(n, routes) and not n.overlaps(cluster)]
+        if not free:
+            raise NetworkSetupError(f"no free /24 left in {NODE_CIDR_POOL}; give --node-cidr")
+        node_net = free[0]
+    if node_net.overlaps(cluster):
+        raise NetworkSetupError(f"--node-cidr {node_net} overlaps --cluster-cidr {cluster}")
+    hosts = list(node_net.hosts())
+    if len(hosts) < nodes + 1:
+        raise NetworkSetupError(f"--node-cidr {node_net} has room for {len(hosts) - 1} nodes, "
+                                f"not {nodes}")
+    plan: dict[str, object] = {
+        "bridge": bridge_name(cluster_id),
+        "node_cidr": str(node_net),
+        "cluster_cidr": str(cluster),
+        "host_ip": str(hosts[0]),
+        "nodes": {},
+    }
+    for i in range(1, nodes + 1):
+        plan_node(plan, cluster_id, i)
+    return plan
+
+
+def plan_node(plan: dict[str, object], cluster_id: str, i: int) -> None:
+    """Adds node `i` (its namespace, veth and address) to the plan."""
+    hosts = IPv4Network(str(plan["node_cidr"])).hosts()
+    ip = next((h for n, h in enumerate(hosts) if n == i), None)
+    if ip is None:
+        raise NetworkSetupError(f"node network {plan['node_cidr']} has no room for node{i}")
+    plan["nodes"][f"node{i}"] = {  # type: ignore[index]
+        "netns": node_netns(cluster_id, f"node{i}"), "veth": node_veth(cluster_id, i),
+        "ip": str(ip)}
+
+
+class _Lock:
+    """Serializes choosing and claiming a node network among `cluster up`s on this machine."""
+
+    def __enter__(self) -> _Lock:
+        os.makedirs(netns.NETNS_DIR, exist_ok=True)
+        self.fd = os.open(netns.NETNS_DIR, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def lock() -> _Lock:
+    return _Lock()
+
+
+def create_bridge(plan: dict[str, object]) -> None:
+    prefix = IPv4Network(str(plan["node_cidr"])).prefixlen
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=str(plan["bridge"]), kind="bridge")
+        index = ipr.link_lookup(ifname=str(plan["bridge"]))[0]
+        ipr.addr("add", index=index, address=str(plan["host_ip"]), prefixlen=prefix)
+        ipr.link("set", index=index, state="up")
+
+
+def create_node(plan: dict[str, object], node: str) -> None:
+    """The node's namespace, its veth into the bridge and its address."""
+    info = plan["nodes"][node]  # type: ignore[index]
+    prefix = IPv4Network(str(plan["node_cidr"])).prefixlen
+    path = netns.create(info["netns"])
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with IPRoute() as ipr:
+            bridge = ipr.link_lookup(ifname=str(plan["bridge"]))[0]
+            ipr.link("add", ifname=info["veth"], kind="veth", master=bridge, state="up",
+                     peer={"ifname": "eth0", "net_ns_fd": fd})
+    finally:
+        os.close(fd)
+    with netns.iproute(info["netns"]) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        eth0 = ipr.link_lookup(ifname="eth0")[0]
+        ipr.addr("add", index=eth0, address=info["ip"], prefixlen=prefix)
+        ipr.link("set", index=eth0, state="up")
+
+
+def agent_flags(plan: dict[str, object], node: str) -> list[str]:
+    info = plan["nodes"][node]  # type: ignore[index]
+    return ["--netns", info["netns"], "--netns-prefix", f"{info['netns']}-",
+            "--listen", f"{info['ip']}:{AGENT_PORT}"]
+
+
+def cleanup_flags(plan: dict[str, object] | None, node: str) -> list[str]:
+    if not plan or node not in plan.get("nodes", {}):  # type: ignore[operator]
+        return []
+    info = plan["nodes"][node]  # type: ignore[index]
+    return ["--netns", info["netns"], "--netns-prefix", f"{info['netns']}-"]
+
+
+def remove(cluster_id: str, plan: dict[str, object] | None) -> list[str]:
+    """Removes every namespace and link of the cluster (recorded or named for it).
+
+    Returns what was removed, for the log.
+    """
+    removed = []
+    names = set(netns.list_names(f"mctl-{cluster_id}-"))
+    if plan:
+        names |= {n["netns"] for n in plan.get("nodes", {}).values()}  # type: ignore[union-attr]
+    # Containers' namespaces first (mctl-<id>-nodeN-<container>), then the nodes'.
+    for name in sorted(names, key=len, reverse=True):
+        try:
+            if netns.remove(name):
+                removed.append(f"netns {name}")
+        except OSError as e:
+            log.warning("network namespace %s not removed: %s", name, e)
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME") or ""
+            if name.startswith(bridge_name(cluster_id)):
+                try:
+                    ipr.link("del", index=link["index"])
+                    removed.append(f"link {name}")
+                except NetlinkError as e:
+                    # A veth whose peer's namespace just went is gone already.
+                    if e.code != errno.ENODEV:
+                        log.warning("link %s not removed: %s", name, e)
+    return removed
+
+
+def leftovers(cluster_id: str) -> list[str]:
+    """Namespaces and links named for the cluster that still exist."""
+    found = [f"netns {n}" for n in netns.list_names(f"mctl-{cluster_id}-")]
+    with IPRoute() as ipr:
+        found += [f"link {link.get_attr('IFLA_IFNAME')}" for link in ipr.get_links()
+                  if (link.get_attr("IFLA_IFNAME") or "").startswith(bridge_name(cluster_id))]
+    return found
+
+
+def describe(plan: dict[str, object]) -> list[str]:
+    """Lines for `cluster status`."""
+    lines = [f"network: bridge {plan['bridge']} {plan['host_ip']} (node network "
+             f"{plan['node_cidr']}), containers from {plan['cluster_cidr']}"]
+    present = set(netns.list_names("mctl-"))
+    for name, info in plan["nodes"].items():  # type: ignore[union-attr]
+        state = "" if info["netns"] in present else "  (namespace MISSING)"
+        lines.append(f"  {name:<10} {info['ip']:<15} netns {info['netns']}{state}")
+    return lines

@@ -1,0 +1,179 @@
+"""The cluster state in memory, kept current by one etcd watch.
+
+Reading the whole prefix on every controller pass and every node report
+costs a range read and a protobuf parse per object: with thousands of
+replicas and hundreds of nodes reporting, that is where a scheduler's time
+would go. Like Kubernetes' informers, the cache reads everything once, then
+applies the watch's events in order, and hands out snapshots (shallow copies
+of its maps, at one revision) for the price of copying dicts.
+
+Freshness: a snapshot may lag etcd by the time an event takes to arrive.
+Writers that must see their own writes wait for the revision their
+transaction produced (`snapshot(min_revision=...)`); every write is still a
+compare-and-swap on the mod revisions the snapshot carries, so a stale read
+can only make a write fail, never overwrite newer data. If the watch breaks
+(etcd restarted, history compacted), the cache reloads from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from mctl.v1 import types_pb2
+
+from .store import Snapshot, Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+# How long a reader waits for the watch to deliver a revision it needs
+# before reading etcd directly.
+CATCH_UP_SECONDS = 2.0
+
+
+class StateCache:
+    def __init__(self, store: Store, on_change: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.on_change = on_change
+        self._lock = threading.Condition()
+        self._snap: Snapshot | None = None      # None: not loaded, or the watch broke
+        self._cancel: Callable[[], None] | None = None
+        self._by_node: dict[str, set[tuple[str, str]]] = {}   # node -> its replicas' keys
+        self._events_prefix = store.events_prefix()
+        self._cut = len(store.prefix)
+
+    @property
+    def revision(self) -> int:
+        with self._lock:
+            return self._snap.revision if self._snap is not None else 0
+
+    def snapshot(self, min_revision: int = 0) -> Snapshot:
+        """The state at one revision >= `min_revision`; loads or reloads as needed."""
+        with self._lock:
+            if self._snap is None:
+                self._load()
+            deadline = time.monotonic() + CATCH_UP_SECONDS
+            while self._snap is not None and self._snap.revision < min_revision:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning("watch behind (at %d, need %d); reloading",
+                                self._snap.revision, min_revision)
+                    self._reset()
+                    break
+                self._lock.wait(left)
+            if self._snap is None:
+                self._load()
+            assert self._snap is not None
+            s = self._snap
+            return Snapshot(revision=s.revision, workloads=dict(s.workloads),
+                            replicas=dict(s.replicas), nodes=dict(s.nodes),
+                            heartbeats=set(s.heartbeats), leader=s.leader,
+                            mod_revisions=dict(s.mod_revisions))
+
+    def node_snapshot(self, node: str) -> Snapshot:
+        """Only the replicas bound to `node` (what a node's status report needs)."""
+        with self._lock:
+            if self._snap is None:
+                self._load()
+            assert self._snap is not None
+            s = self._snap
+            out = Snapshot(revision=s.revision)
+            for key in self._by_node.get(node, ()):
+                out.replicas[key] = s.replicas[key]
+                rkey = self.store.replica_key(*key)
+                out.mod_revisions[rkey] = s.mod_revisions[rkey]
+            return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()
+
+    # -- loading and following ----------------------------------------------------
+
+    def _load(self) -> None:
+        """Reads everything, then watches from the next revision (lock held)."""
+        snap = self.store.snapshot()
+        try:
+            self._cancel = self.store.watch_events(self._on_watch, snap.revision + 1)
+        except StoreUnavailable:
+            raise
+        self._snap = snap
+        self._by_node = {}
+        for key, r in snap.replicas.items():
+            self._by_node.setdefault(r.node, set()).add(key)
+        log.info("state cache loaded at revision %d: %d workloads, %d replicas, %d nodes",
+                 snap.revision, len(snap.workloads), len(snap.replicas), len(snap.nodes))
+
+    def _reset(self) -> None:
+        cancel, self._cancel = self._cancel, None
+        self._snap = None
+        if cancel is not None:
+            try:
+                cancel()
+            except Exception:  # noqa: BLE001 - the watch may already be gone
+                pass
+
+    def _on_watch(self, response: object) -> None:
+        if isinstance(response, Exception):
+            log.warning("state watch broke (%s); the next read reloads", response)
+            with self._lock:
+                self._reset()
+                self._lock.notify_all()
+            if self.on_change is not None:
+                self.on_change()
+            return
+        changed = False
+        with self._lock:
+            snap = self._snap
+            if snap is None:
+                return
+            for event in response.events:    # type: ignore[attr-defined]
+                key = event.key.decode()
+                if key.startswith(self._events_prefix):
+                    continue     # history, not state
+                changed = True
+                self._apply(snap, key, event)
+            revision = max([response.header.revision,  # type: ignore[attr-defined]
+                            *(e.mod_revision for e in response.events)])  # type: ignore
+            snap.revision = max(snap.revision, revision)
+            self._lock.notify_all()
+        if changed and self.on_change is not None:
+            self.on_change()
+
+    def _apply(self, snap: Snapshot, key: str, event: object) -> None:
+        kind, _, rest = key[self._cut:].partition("/")
+        deleted = type(event).__name__ == "DeleteEvent"
+        if deleted:
+            snap.mod_revisions.pop(key, None)
+        else:
+            snap.mod_revisions[key] = event.mod_revision   # type: ignore[attr-defined]
+        value = b"" if deleted else event.value            # type: ignore[attr-defined]
+        if kind == "workloads":
+            ns, _, name = rest.partition("/")
+            if deleted:
+                snap.workloads.pop((ns, name), None)
+            else:
+                snap.workloads[(ns, name)] = types_pb2.Workload.FromString(value)
+        elif kind == "replicas":
+            ns, _, name = rest.partition("/")
+            old = snap.replicas.pop((ns, name), None)
+            if old is not None:
+                self._by_node.get(old.node, set()).discard((ns, name))
+            if not deleted:
+                r = types_pb2.Replica.FromString(value)
+                snap.replicas[(ns, name)] = r
+                self._by_node.setdefault(r.node, set()).add((ns, name))
+        elif kind == "nodes":
+            if deleted:
+                snap.nodes.pop(rest, None)
+            else:
+                snap.nodes[rest] = types_pb2.Node.FromString(value)
+        elif kind == "heartbeats":
+            if deleted:
+                snap.heartbeats.discard(rest)
+            else:
+                snap.heartbeats.add(rest)
+        elif kind == "leader":
+            snap.leader = "" if deleted else value.decode(errors="replace")

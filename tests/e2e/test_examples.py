@@ -1,0 +1,157 @@
+"""Every file in examples/ does what its opening comment promises, on a 3-node local cluster.
+
+All examples are applied at once (`mctl apply -f examples/`), as the tour in
+examples/README.md does, and watched together until each has reached its
+promised state. Each example file must have a check here: a new example
+without one fails the test, so the examples cannot rot unnoticed.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import Cluster  # the e2e fixtures module
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# The examples' time-stamped "starting" line (`date +%T`), one per run.
+RUN_LINE = re.compile(r"\b(\d\d):(\d\d):(\d\d) starting")
+# No proxy from the environment: node addresses are on this machine's bridge.
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_factory) -> Cluster:
+    return cluster_factory(3)
+
+
+def status(replica: dict) -> dict:
+    return replica.get("status", {})
+
+
+def by_workload(replicas: list[dict], workload: str) -> list[dict]:
+    return [r for r in replicas if r.get("workload") == workload]
+
+
+def fetch(url: str) -> str:
+    try:
+        with HTTP.open(url, timeout=3) as resp:
+            return resp.read().decode()
+    except (urllib.error.URLError, OSError) as e:
+        return f"<{e}>"
+
+
+def check_web(cluster: Cluster, replicas: list[dict]) -> str:
+    """"" when three replicas run on three nodes and each node's hostPort serves its own."""
+    running = [r for r in by_workload(replicas, "web") if status(r).get("phase") == "Running"]
+    nodes = {r["node"]: r["metadata"]["name"] for r in running}
+    if len(running) != 3 or len(nodes) != 3:
+        return f"want 3 Running replicas on 3 nodes, have {sorted(nodes.items())}"
+    for node, name in sorted(nodes.items()):
+        page = fetch(f"http://{cluster.node_ip(node)}:18080/")
+        if not page.startswith(f"hello from {name} at "):
+            return f"http://{cluster.node_ip(node)}:18080/ ({node}) answered {page[:80]!r}"
+        peers = set(nodes.values()) - {name}
+        if not all(p in page for p in peers):
+            return f"{name}'s page does not list its peers {sorted(peers)} yet: {page!r}"
+    return ""
+
+
+def check_hello(cluster: Cluster, replicas: list[dict]) -> str:
+    running = [r for r in by_workload(replicas, "hello") if status(r).get("phase") == "Running"]
+    if len(running) != 2:
+        return f"want 2 Running replicas, have {len(running)}"
+    logs = cluster.mctl("logs", "workload/hello").stdout
+    missing = [r["metadata"]["name"] for r in running
+               if f"hello from {r['metadata']['name']}" not in logs]
+    return f"no greeting in the log of {missing}" if missing else ""
+
+
+def check_batch(cluster: Cluster, replicas: list[dict]) -> str:
+    reps = by_workload(replicas, "primes")
+    if len(reps) != 1 or status(reps[0]).get("phase") != "Succeeded":
+        return f"want 1 Succeeded replica, have {[status(r) for r in reps]}"
+    st = status(reps[0])
+    if st.get("exitCode", 0) != 0 or st.get("restarts", 0) != 0:
+        return f"Succeeded but {st}"
+    logs = cluster.mctl("logs", "workload/primes").stdout
+    return "" if "2262 primes below 20000" in logs else f"log without the answer: {logs!r}"
+
+
+def check_oom(cluster: Cluster, replicas: list[dict]) -> str:
+    reps = by_workload(replicas, "hog")
+    st = status(reps[0]) if len(reps) == 1 else {}
+    if (st.get("phase"), st.get("reason"), st.get("exitCode")) != ("Failed", "OOMKilled", 137):
+        return f"want Failed, OOMKilled, exit code 137, have {st}"
+    logs = cluster.mctl("logs", "workload/hog").stdout
+    return "" if "holding 1 MiB" in logs else f"log without progress: {logs!r}"
+
+
+def check_crashloop(cluster: Cluster, replicas: list[dict]) -> str:
+    """"" once it has run four times, each wait longer than the one before."""
+    reps = by_workload(replicas, "crasher")
+    st = status(reps[0]) if len(reps) == 1 else {}
+    if st.get("restarts", 0) < 3:
+        return f"want 3 restarts, have {st}"
+    if st.get("phase") != "Running" and st.get("reason") != "CrashLoopBackOff":
+        return f"restarting, but not in CrashLoopBackOff: {st}"
+    logs = cluster.mctl("logs", "workload/crasher").stdout
+    starts = [int(h) * 3600 + int(m) * 60 + int(s) for h, m, s in RUN_LINE.findall(logs)]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    if len(gaps) < 3:
+        return f"want 4 runs in the log, have {len(starts)}: {logs!r}"
+    # Back-off 1 s, 2 s, 4 s (plus the runs): the third wait is clearly the longest.
+    if not gaps[2] > gaps[0]:
+        return f"the back-off does not grow: seconds between runs {gaps}"
+    return ""
+
+
+def check_health(cluster: Cluster, replicas: list[dict]) -> str:
+    reps = by_workload(replicas, "flaky")
+    st = status(reps[0]) if len(reps) == 1 else {}
+    if st.get("restarts", 0) < 1 or not st.get("lastExit", "").startswith("Unhealthy"):
+        return f"want a restart after failed health checks, have {st}"
+    return ""
+
+
+CHECKS: dict[str, Callable[[Cluster, list[dict]], str]] = {
+    "web.yaml": check_web,
+    "hello.yaml": check_hello,
+    "batch.yaml": check_batch,
+    "oom.yaml": check_oom,
+    "crashloop.yaml": check_crashloop,
+    "health.yaml": check_health,
+}
+
+
+def test_every_example_has_a_check_and_says_what_to_run():
+    files = sorted(p.name for p in EXAMPLES.iterdir() if p.suffix in (".yaml", ".yml"))
+    assert files == sorted(CHECKS), "examples/ and this test's CHECKS differ"
+    for name in files:
+        text = (EXAMPLES / name).read_text()
+        assert text.startswith("# "), f"{name}: must open with a comment saying what it shows"
+        assert f"mctl apply -f examples/{name}" in text, f"{name}: its comment says how to run it"
+
+
+def test_examples_reach_the_states_their_comments_promise(cluster: Cluster):
+    cluster.mctl("apply", "-f", str(EXAMPLES))
+    pending = dict(CHECKS)
+    why: dict[str, str] = {}
+    deadline = time.monotonic() + 90
+    while pending and time.monotonic() < deadline:
+        replicas = cluster.replicas()
+        for name, check in list(pending.items()):
+            why[name] = check(cluster, replicas)
+            if not why[name]:
+                del pending[name]
+        time.sleep(0.5)
+    assert not pending, "examples not in their promised state:\n" + "\n".join(
+        f"  {name}: {why[name]}" for name in sorted(pending))
+
+    cluster.mctl("delete", "-f", str(EXAMPLES), "--timeout", "60")
+    cluster.wait_for("every replica to go", lambda: not cluster.replicas(), timeout=60)

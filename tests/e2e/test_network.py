@@ -1,0 +1,190 @@
+"""Container networking on a 3-node local cluster, every node in its own network namespace.
+
+One workload of three busybox web servers, spread one per node, published
+on hostPort 18080. Each replica serves "hello from <name>" and keeps
+fetching the page of every peer its /etc/hosts lists, logging the answers,
+so its log proves that a container reaches containers on other nodes by
+name. The test also fetches by address from inside one container's network
+namespace, and through hostPort from the host. `cluster down` must leave no
+namespace, link, mount, cgroup or process (the fixture checks).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import urllib.request
+
+import pytest
+from conftest import Cluster  # the e2e fixtures module
+
+BUSYBOX = "/bin/busybox"
+
+# Serve, then every second fetch each peer that /etc/hosts lists after mctl's header.
+SCRIPT = (
+    "mkdir -p /www && echo \"hello from $HOSTNAME\" > /www/index.html && "
+    "httpd -p 8080 -h /www && "
+    "while true; do "
+    "for p in $(sed -n '/Managed by mctl/,$p' /etc/hosts | awk 'NR>1 {print $2}'); do "
+    "echo \"peer $p: $(timeout 3 wget -q -O- http://$p:8080/)\"; done; sleep 1; done"
+)
+
+WEB = f"""\
+apiVersion: mctl/v1
+kind: Workload
+metadata:
+  name: web
+spec:
+  replicas: 3
+  image: busybox
+  command: ["/bin/sh", "-c", {json.dumps(SCRIPT)}]
+  ports: [{{containerPort: 8080, hostPort: 18080}}]
+  resources: {{cpu: 100m, memory: 32Mi}}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_factory) -> Cluster:
+    return cluster_factory(3)
+
+
+@pytest.fixture(scope="module")
+def web(cluster: Cluster, tmp_path_factory) -> dict[str, dict]:
+    """The three Running replicas with their address, by node."""
+    path = tmp_path_factory.mktemp("net") / "web.yaml"
+    path.write_text(WEB)
+    cluster.mctl("apply", "-f", str(path), "--wait", "--timeout", "60")
+
+    def all_addressed() -> dict[str, dict]:
+        reps = [r for r in cluster.replicas("web") if r["status"].get("phase") == "Running"
+                and r["status"].get("ip")]
+        return {r["node"]: r for r in reps} if len(reps) == 3 else {}
+
+    return cluster.wait_for("3 replicas with addresses", all_addressed, timeout=30)
+
+
+def nodes(cluster: Cluster) -> dict[str, dict]:
+    items = json.loads(cluster.mctl("get", "nodes", "-o", "json").stdout)["items"]
+    return {n["name"]: n for n in items}
+
+
+def in_netns(netns: str, *argv: str) -> str:
+    proc = subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True,
+                          text=True, timeout=20)
+    assert proc.returncode == 0, f"{argv} in {netns}: {proc.stderr}"
+    return proc.stdout
+
+
+def test_nodes_have_own_namespace_address_and_subnet(cluster: Cluster, web):
+    state = cluster.state()
+    network = state["network"]
+    node_net = ipaddress.ip_network(network["node_cidr"])
+    found = nodes(cluster)
+    subnets = {n["podSubnet"] for n in found.values()}
+    assert len(subnets) == 3
+    for name in ("node1", "node2", "node3"):
+        ip = cluster.node_ip(name)
+        assert ipaddress.ip_address(ip) in node_net
+        assert found[name]["address"] == f"{ip}:7071"
+        assert ipaddress.ip_network(found[name]["podSubnet"]).subnet_of(
+            ipaddress.ip_network(network["cluster_cidr"]))
+        # The agent itself runs in the node's namespace, not the host's.
+        agent = next(p for p in state["processes"] if p["name"] == name)
+        assert os.readlink(f"/proc/{agent['pid']}/ns/net") != os.readlink("/proc/self/ns/net")
+    # The scheduler listens on the bridge, where the agents reach it.
+    assert state["server"].startswith(network["host_ip"] + ":")
+
+
+def test_replicas_spread_with_addresses_from_their_nodes_subnet(cluster: Cluster, web):
+    assert sorted(web) == ["node1", "node2", "node3"]
+    subnets = {name: n["podSubnet"] for name, n in nodes(cluster).items()}
+    for node, r in web.items():
+        assert ipaddress.ip_address(r["status"]["ip"]) in ipaddress.ip_network(subnets[node])
+    wide = cluster.mctl("get", "replicas", "-o", "wide").stdout
+    for r in web.values():
+        assert r["status"]["ip"] in wide
+
+
+def test_container_reaches_a_container_on_another_node_by_address(cluster: Cluster, web):
+    here = cluster.netns_of("node1", web["node1"]["metadata"]["name"])
+    for other in ("node2", "node3"):
+        target = web[other]
+        # The host's static busybox, run inside node1's container's network namespace.
+        page = in_netns(here, BUSYBOX, "wget", "-q", "-O-",
+                        f"http://{target['status']['ip']}:8080/")
+        assert page.strip() == f"hello from {target['metadata']['name']}"
+
+
+def test_etc_hosts_lists_peers_and_containers_use_it(cluster: Cluster, web):
+    names = {node: r["metadata"]["name"] for node, r in web.items()}
+    for node in web:
+        hosts = (cluster.bundle(node, names[node]) / "etc" / "hosts").read_text()
+        for other_node, other in web.items():
+            line = f"{other['status']['ip']}\t{names[other_node]}"
+            assert line in hosts, f"{line!r} not in {node}'s hosts:\n{hosts}"
+
+    def fetched_all_peers() -> bool:
+        logs = cluster.mctl("logs", names["node1"]).stdout
+        return all(f"peer {names[n]}: hello from {names[n]}" in logs for n in ("node2", "node3"))
+
+    cluster.wait_for("node1's replica to fetch both peers by name", fetched_all_peers, timeout=20)
+
+
+def test_host_port_answers_on_each_nodes_address(cluster: Cluster, web):
+    for node, r in web.items():
+        with urllib.request.urlopen(f"http://{cluster.node_ip(node)}:18080/", timeout=5) as resp:
+            assert resp.read().decode().strip() == f"hello from {r['metadata']['name']}"
+
+
+def test_agent_restart_keeps_addresses_and_host_ports(cluster: Cluster, web, tmp_path):
+    before = {r["metadata"]["name"]: r["status"]["ip"] for r in cluster.replicas("web")}
+    mine = web["node1"]["metadata"]["name"]
+    cluster.kill("node1")
+    cluster.restart("node1")
+
+    def ready() -> bool:
+        return nodes(cluster)["node1"].get("ready", False)
+
+    cluster.wait_for("node1 to be Ready again", ready, timeout=30)
+    # The container kept running through the restart, with its address...
+    after = {r["metadata"]["name"]: r["status"]["ip"] for r in cluster.replicas("web")}
+    assert after == before
+    with urllib.request.urlopen(f"http://{cluster.node_ip('node1')}:18080/", timeout=5) as resp:
+        assert resp.read().decode().strip() == f"hello from {mine}"
+    # ...and new replicas (one lands on the restarted node) get no address in use.
+    path = tmp_path / "more.yaml"
+    path.write_text(WEB.replace("name: web", "name: more").replace(
+        "ports: [{containerPort: 8080, hostPort: 18080}]", "ports: [{containerPort: 8080}]"))
+    cluster.mctl("apply", "-f", str(path), "--wait", "--timeout", "60")
+
+    def all_addressed() -> list[dict]:
+        reps = [r for r in cluster.replicas() if r["status"].get("ip")
+                and r["status"].get("phase") == "Running"]
+        return reps if len(reps) == 6 else []
+
+    reps = cluster.wait_for("6 replicas with addresses", all_addressed, timeout=30)
+    assert "node1" in {r["node"] for r in reps if r["workload"] == "more"}
+    ips = [r["status"]["ip"] for r in reps]
+    assert len(set(ips)) == 6, ips
+    cluster.mctl("delete", "-f", str(path), "--timeout", "30")
+
+
+def test_deleted_replica_takes_its_network_with_it(cluster: Cluster, web, tmp_path):
+    name = next(r["metadata"]["name"] for r in cluster.replicas("web") if r["node"] == "node2")
+    netns = cluster.netns_of("node2", name)
+    assert subprocess.run(["ip", "netns", "pids", netns], capture_output=True).returncode == 0
+    path = tmp_path / "web.yaml"
+    path.write_text(WEB)
+    cluster.mctl("delete", "-f", str(path), "--timeout", "30")
+    cluster.wait_for("the replica's namespace to go",
+                     lambda: netns not in subprocess.run(["ip", "netns", "list"],
+                                                         capture_output=True,
+                                                         text=True).stdout, timeout=15)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://{cluster.node_ip('node2')}:18080/", timeout=3)
+    # The nodes' own namespaces and the bridge stay until `cluster down`.
+    for node in ("node1", "node2", "node3"):
+        assert subprocess.run(["ip", "netns", "exec", cluster.state()["network"]["nodes"][node]
+                               ["netns"], "true"]).returncode == 0

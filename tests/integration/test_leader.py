@@ -1,0 +1,131 @@
+"""Leader election, fencing and events against a real etcd."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from mctl.scheduler import events as events_mod
+from mctl.scheduler.events import EventRecorder
+from mctl.scheduler.leader import LeaderElector
+from mctl.scheduler.store import Fence, NotLeader, Store, Write
+from mctl.v1 import types_pb2
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"/test-{uuid.uuid4().hex[:8]}/"
+
+
+@pytest.fixture
+def stores(etcd, prefix):
+    made: list[Store] = []
+
+    def make() -> Store:
+        s = Store(etcd.endpoint, prefix=prefix, timeout=2)
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.close()
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_one_leader_at_a_time_and_a_clean_stop_hands_over_at_once(stores):
+    a = LeaderElector(stores(), "a", ttl=2)
+    b = LeaderElector(stores(), "b", ttl=2)
+    a.start()
+    wait_for(lambda: a.fence)
+    b.start()
+    time.sleep(1.0)
+    assert a.fence is not None and b.fence is None
+    started = time.monotonic()
+    a.close()                      # revokes the lease
+    wait_for(lambda: b.fence)
+    assert time.monotonic() - started < 1.5
+    assert b.fence.revision != 0
+    b.close()
+
+
+def test_a_dead_leader_is_replaced_within_its_ttl(stores):
+    a_store = stores()
+    a = LeaderElector(a_store, "a", ttl=2)
+    a.start()
+    wait_for(lambda: a.fence)
+    b = LeaderElector(stores(), "b", ttl=2)
+    b.start()
+    # "Kill" a without letting it revoke: stop its thread, keep its lease unrefreshed.
+    a._stop.set()
+    a._thread.join()
+    started = time.monotonic()
+    wait_for(lambda: b.fence, timeout=8)
+    assert time.monotonic() - started < 2 + 1.5
+    b.close()
+
+
+def test_a_deposed_leaders_late_write_is_refused(stores):
+    store = stores()
+    a = LeaderElector(store, "a", ttl=2)
+    a.start()
+    old = wait_for(lambda: a.fence)
+    key = store.workload_key("default", "web")
+    store.commit([Write(key, b"one", 0)], fence=old)
+    a.close()
+    b = LeaderElector(stores(), "b", ttl=2)
+    b.start()
+    new = wait_for(lambda: b.fence)
+    _, rev = store.get(key)
+    # The old leader still believes its snapshot: the write would pass the
+    # key's own compare, but the fence refuses it.
+    with pytest.raises(NotLeader):
+        store.commit([Write(key, b"two", rev)], fence=old)
+    assert store.get(key)[0] == b"one"
+    store.commit([Write(key, b"three", rev)], fence=new)
+    assert store.get(key)[0] == b"three"
+    b.close()
+
+
+def test_a_fence_with_no_leader_at_all_refuses(stores):
+    store = stores()
+    with pytest.raises(NotLeader):
+        store.commit([Write(store.workload_key("d", "w"), b"x", 0)],
+                     fence=Fence(store.leader_key, 12345))
+
+
+def test_snapshots_do_not_read_events(stores):
+    store = stores()
+    recorder = EventRecorder(store, "test")
+    recorder.record("Replica", "default", "web-abcde", "Scheduled", "placed on node n1")
+    recorder.close()
+    assert store.keys_with_prefix(store.events_prefix())
+    snap = store.snapshot()
+    assert not snap.replicas and not snap.workloads and snap.revision > 0
+    node = types_pb2.Node(name="n1")
+    store.commit([Write(store.node_key("n1"), node.SerializeToString(), 0)])
+    assert list(store.snapshot().nodes) == ["n1"]
+
+
+def test_events_are_listed_oldest_first_and_bounded_per_object(stores, monkeypatch):
+    monkeypatch.setattr(events_mod, "MAX_PER_OBJECT", 5)
+    store = stores()
+    recorder = EventRecorder(store, "test")
+    for i in range(12):
+        recorder.record("Node", "", "n1", "Test", f"event {i}")
+        time.sleep(0.002)
+    recorder.record("Node", "", "n2", "Test", "other node")
+    recorder.close()
+    listed = recorder.list("Node", "", "n1")
+    assert [e.message for e in listed] == [f"event {i}" for i in range(7, 12)]
+    assert [e.message for e in recorder.list("Node", "", "n2")] == ["other node"]
+    assert len(recorder.list("Node", "", "")) == 6

@@ -1,0 +1,432 @@
+"""Container networking on the real kernel: namespaces, bridge, veths, routes, nftables.
+
+Needs root. Each test gets fresh network namespaces named `mctl-test-<random>...`
+that stand in for nodes (so nothing touches the host's own network), a
+temporary state dir, and a finalizer that runs the agent's own cleanup and
+then checks that no namespace, mount or file of the test is left.
+Traffic is plain TCP between sockets opened inside the namespaces.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from pyroute2.netlink.exceptions import NetlinkError
+
+from mctl.agent import hostports
+from mctl.agent.network import MCTL_RTPROT, Attachment, NetworkError, NodeNetwork, PeerNode
+from mctl.common import netns
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+]
+
+HAS_NFT = shutil.which("nft") is not None or os.path.exists("/usr/sbin/nft")
+
+
+@dataclass
+class Node:
+    ns: str                 # the node's namespace (stands in for a VM)
+    net: NodeNetwork
+    address: str = ""       # on the link between test nodes
+
+
+@pytest.fixture
+def make_node() -> Iterator[Callable[..., Node]]:
+    tag = f"mctl-test-{secrets.token_hex(3)}"
+    tmp = tempfile.mkdtemp(prefix="mctl-test-")
+    nodes: list[Node] = []
+
+    def make(subnet: str = "10.99.1.0/24") -> Node:
+        name = f"{tag}-n{len(nodes) + 1}"
+        netns.create(name)
+        with netns.iproute(name) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        net = NodeNetwork(os.path.join(tmp, name), netns_prefix=f"{name}-", node_netns=name)
+        node = Node(name, net)
+        nodes.append(node)
+        if subnet:
+            net.configure(subnet, "10.99.0.0/16")
+        return node
+
+    yield make
+    for node in nodes:
+        node.net.cleanup()
+        netns.remove(node.ns)
+    shutil.rmtree(tmp, ignore_errors=True)
+    left = netns.list_names(tag)
+    with open("/proc/self/mountinfo") as f:
+        left += [line for line in f if tag in line]
+    assert not left, f"left behind: {left}"
+
+
+def link(a: Node, b: Node, a_ip: str = "172.31.250.1", b_ip: str = "172.31.250.2") -> None:
+    """One veth between two node namespaces: their shared 'L2 network'."""
+    fd = os.open(netns.path_of(b.ns), os.O_RDONLY)
+    try:
+        with netns.iproute(a.ns) as ipr:
+            ipr.link("add", ifname="eth0", kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
+    finally:
+        os.close(fd)
+    for node, ip in ((a, a_ip), (b, b_ip)):
+        with netns.iproute(node.ns) as ipr:
+            idx = ipr.link_lookup(ifname="eth0")[0]
+            ipr.addr("add", index=idx, address=ip, prefixlen=24)
+            ipr.link("set", index=idx, state="up")
+        node.address = ip
+
+
+class Server:
+    """A TCP server inside a namespace that answers every connection with `reply`."""
+
+    def __init__(self, ns: str, ip: str, port: int, reply: bytes) -> None:
+        self.sock = netns.run_in(ns, lambda: socket.create_server((ip, port)))
+        self.reply = reply
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(self.reply)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def fetch(ns: str, ip: str, port: int, timeout: float = 3.0) -> bytes:
+    """Connects from inside namespace `ns` and reads until the server closes."""
+    def go() -> bytes:
+        with socket.create_connection((ip, port), timeout=timeout) as s:
+            chunks = []
+            while data := s.recv(4096):
+                chunks.append(data)
+            return b"".join(chunks)
+    return netns.run_in(ns, go)
+
+
+def ip_out(ns: str, *args: str) -> str:
+    return subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+# -- named namespaces ------------------------------------------------------------------
+
+
+def test_netns_create_enter_remove():
+    name = f"mctl-test-{secrets.token_hex(3)}"
+    path = netns.create(name)
+    try:
+        assert path == f"/run/netns/{name}"
+        with open("/proc/self/mountinfo") as f:
+            assert any(f" {path} " in line for line in f)
+        inside = netns.run_in(name, lambda: os.readlink("/proc/thread-self/ns/net"))
+        assert inside != os.readlink("/proc/thread-self/ns/net")
+        # A new namespace has only loopback, and this thread stayed where it was.
+        with netns.iproute(name) as ipr:
+            assert [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()] == ["lo"]
+        with pytest.raises(netns.NetnsError, match="already exists"):
+            netns.create(name)
+    finally:
+        assert netns.remove(name)
+    assert not os.path.exists(path)
+    assert not netns.remove(name)
+    with pytest.raises(netns.NetnsError, match="does not exist"):
+        netns.run_in(name, lambda: None)
+
+
+def test_sysctl_is_per_namespace():
+    name = f"mctl-test-{secrets.token_hex(3)}"
+    netns.create(name)
+    try:
+        with open("/proc/sys/net/ipv4/ip_forward") as f:
+            host_before = f.read()
+        netns.write_sysctl(name, "net.ipv4.ip_forward", "1")
+        read = netns.run_in(name, lambda: open("/proc/sys/net/ipv4/ip_forward").read())
+        assert read.strip() == "1"
+        with open("/proc/sys/net/ipv4/ip_forward") as f:
+            assert f.read() == host_before
+    finally:
+        netns.remove(name)
+
+
+# -- the node side ----------------------------------------------------------------------
+
+
+def test_configure_makes_bridge_with_gateway(make_node):
+    node = make_node("10.99.1.0/24")
+    assert "10.99.1.1/24" in ip_out(node.ns, "-br", "addr", "show", "mctl0")
+    assert node.net.ready
+    read = netns.run_in(node.ns, lambda: open("/proc/sys/net/ipv4/ip_forward").read())
+    assert read.strip() == "1"
+    # Again, and with another subnet: one address, the new one.
+    node.net.configure("10.99.1.0/24", "10.99.0.0/16")
+    node.net.configure("10.99.7.0/24", "10.99.0.0/16")
+    out = ip_out(node.ns, "-br", "addr", "show", "mctl0")
+    assert "10.99.7.1/24" in out and "10.99.1.1" not in out
+
+
+def test_attach_gives_namespace_veth_address_route(make_node):
+    node = make_node()
+    att = node.net.attach("default_web-1")
+    assert att.ip == "10.99.1.2"
+    assert att.netns == f"/run/netns/{node.ns}-default_web-1"
+    inside = ip_out(os.path.basename(att.netns), "-br", "addr")
+    assert "eth0" in inside and "10.99.1.2/24" in inside
+    assert "lo               UNKNOWN" in inside
+    routes = ip_out(os.path.basename(att.netns), "route")
+    assert "default via 10.99.1.1 dev eth0" in routes
+    assert "master mctl0" in ip_out(node.ns, "link", "show", att.veth)
+    # The container reaches its gateway (the node): ping answers; a TCP
+    # connection to the node itself is dropped by its guard (firewall.py).
+    ping = subprocess.run(["ip", "netns", "exec", os.path.basename(att.netns), "busybox",
+                           "ping", "-c1", "-W2", "10.99.1.1"], capture_output=True, text=True)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    server = Server(node.ns, "10.99.1.1", 7000, b"node")
+    try:
+        with pytest.raises(TimeoutError):
+            fetch(os.path.basename(att.netns), "10.99.1.1", 7000, timeout=1.0)
+    finally:
+        server.close()
+    node.net.detach("default_web-1", att)
+    assert not os.path.exists(att.netns)
+    assert att.veth not in ip_out(node.ns, "link")
+    assert node.net.pool.held() == {}
+    node.net.detach("default_web-1", att)       # idempotent
+
+
+def test_two_containers_on_one_node_talk(make_node):
+    node = make_node()
+    a = node.net.attach("default_a")
+    b = node.net.attach("default_b")
+    assert a.ip != b.ip
+    server = Server(os.path.basename(b.netns), b.ip, 8080, b"from b")
+    try:
+        assert fetch(os.path.basename(a.netns), b.ip, 8080) == b"from b"
+    finally:
+        server.close()
+
+
+def test_attach_without_subnet_fails_cleanly(make_node):
+    node = make_node(subnet="")
+    with pytest.raises(NetworkError, match="no subnet"):
+        node.net.attach("default_x")
+    assert netns.list_names(node.net.netns_prefix) == []
+
+
+def test_failed_attach_leaves_nothing(make_node, monkeypatch):
+    node = make_node()
+
+    def broken(*args, **kwargs):
+        raise NetlinkError(22, "injected")
+
+    monkeypatch.setattr(NodeNetwork, "_configure_inside", staticmethod(broken))
+    with pytest.raises(NetworkError, match="container interface"):
+        node.net.attach("default_x")
+    assert netns.list_names(node.net.netns_prefix) == []
+    assert "mctl0" in ip_out(node.ns, "-br", "link")
+    assert [ln for ln in ip_out(node.ns, "-br", "link").splitlines()
+            if ln.startswith("mctl") and not ln.startswith("mctl0")] == []
+    assert node.net.pool.held() == {}
+
+
+def test_addresses_survive_an_agent_restart(make_node):
+    node = make_node()
+    a = node.net.attach("default_a")
+    b = node.net.attach("default_b")
+    node.net.detach("default_a", a)
+    # A new agent on the same state dir adopts b: no duplicate, no reuse of b's address.
+    again = NodeNetwork(os.path.dirname(node.net.dir), node.net.netns_prefix,
+                        node_netns=node.ns)
+    again.configure("10.99.1.0/24", "10.99.0.0/16")
+    again.adopt("default_b", b)
+    again.forget_unowned({"default_b"})
+    c = again.attach("default_c")
+    assert c.ip != b.ip
+    assert again.pool.held() == {b.ip: "default_b", c.ip: "default_c"}
+    assert os.path.exists(b.netns)
+
+
+def test_forget_unowned_removes_strays(make_node):
+    node = make_node()
+    node.net.attach("default_a")
+    stray = netns.create(node.net.netns_name("default_gone"))
+    node.net.forget_unowned({"default_a"})
+    assert not os.path.exists(stray)
+    assert netns.list_names(node.net.netns_prefix) == [node.net.netns_name("default_a")]
+
+
+# -- between nodes -----------------------------------------------------------------------
+
+
+def test_containers_on_two_nodes_reach_each_other(make_node):
+    n1 = make_node("10.99.1.0/24")
+    n2 = make_node("10.99.2.0/24")
+    link(n1, n2)
+    peers = [PeerNode("n1", n1.address, "10.99.1.0/24"), PeerNode("n2", n2.address,
+                                                                    "10.99.2.0/24")]
+    n1.net.sync_routes(peers)
+    n2.net.sync_routes(peers)
+    assert f"10.99.2.0/24 via {n2.address} dev eth0 proto {MCTL_RTPROT}" in ip_out(n1.ns,
+                                                                                   "route")
+    c1 = n1.net.attach("default_web-1")
+    c2 = n2.net.attach("default_web-2")
+    server = Server(os.path.basename(c2.netns), c2.ip, 8080, b"hello from node 2")
+    try:
+        assert fetch(os.path.basename(c1.netns), c2.ip, 8080) == b"hello from node 2"
+    finally:
+        server.close()
+    # A node that goes away takes its route with it; other routes stay untouched.
+    n1.net.sync_routes([peers[0]])
+    assert "10.99.2.0/24" not in ip_out(n1.ns, "route")
+    assert "10.99.1.0/24 dev mctl0" in ip_out(n1.ns, "route")
+
+
+def test_unreachable_peer_is_skipped(make_node):
+    node = make_node()
+    node.net.sync_routes([PeerNode("far", "192.0.2.77", "10.99.5.0/24"),
+                          PeerNode("bad", "not-an-ip", "10.99.6.0/24")])
+    assert "10.99.5.0" not in ip_out(node.ns, "route")
+
+
+@pytest.mark.skipif(not HAS_NFT, reason="nft (Debian package nftables) is not installed")
+def test_host_port_reaches_the_container(make_node):
+    n1 = make_node("10.99.1.0/24")
+    n2 = make_node("10.99.2.0/24")
+    link(n1, n2)
+    att = n1.net.attach("default_web-1", [("TCP", 18080, 8080)])
+    assert att.ports == (hostports.Mapping("tcp", 18080, att.ip, 8080),)
+    server = Server(os.path.basename(att.netns), att.ip, 8080, b"published")
+    try:
+        # From another node (or the host) to this node's address...
+        assert fetch(n2.ns, n1.address, 18080) == b"published"
+        # ...and from the node itself.
+        assert fetch(n1.ns, n1.address, 18080) == b"published"
+    finally:
+        server.close()
+    # A second container cannot take the same host port: nothing of it stays.
+    with pytest.raises(NetworkError, match="hostPort"):
+        n1.net.attach("default_web-2", [("TCP", 18080, 8080)])
+    assert netns.list_names(n1.net.netns_name("default_web-2")) == []
+    n1.net.detach("default_web-1", att)
+    table = netns.run_in(n1.ns, lambda: subprocess.run(
+        ["nft", "list", "map", "ip", "mctl0", "hostports"], capture_output=True, text=True,
+        check=True).stdout)
+    assert "elements" not in table
+    with pytest.raises(ConnectionRefusedError):
+        fetch(n2.ns, n1.address, 18080)
+
+
+def test_attachment_round_trips_through_the_bundle(tmp_path):
+    att = Attachment("/run/netns/mctl-x", "mctlabc", "10.99.1.5", "10.99.1.0/24",
+                     (hostports.Mapping("tcp", 1, "10.99.1.5", 2),))
+    att.save(str(tmp_path))
+    assert Attachment.load(str(tmp_path)) == att
+    (tmp_path / "network.json").write_text("{")
+    assert Attachment.load(str(tmp_path)) is None
+
+
+def test_cleanup_removes_the_node_side(make_node):
+    n1 = make_node("10.99.1.0/24")
+    n2 = make_node("10.99.2.0/24")
+    link(n1, n2)
+    n1.net.sync_routes([PeerNode("n2", n2.address, "10.99.2.0/24")])
+    n1.net.attach("default_a", [("TCP", 18081, 80)] if HAS_NFT else [])
+    n1.net.cleanup()
+    assert "mctl0" not in ip_out(n1.ns, "-br", "link")
+    assert f"proto {MCTL_RTPROT}" not in ip_out(n1.ns, "route")
+    assert netns.list_names(n1.net.netns_prefix) == []
+    assert not os.path.exists(n1.net.dir)
+    if HAS_NFT:
+        tables = netns.run_in(n1.ns, lambda: subprocess.run(
+            ["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout)
+        assert "mctl0" not in tables
+
+
+# -- real containers in the prepared namespace --------------------------------------------
+
+
+@pytest.mark.parametrize("runtime_name", ["native", "runc", "crun"])
+def test_container_joins_its_prepared_namespace(make_node, runtime_name, tmp_path):
+    """The agent's path: create (attach + config.json naming the netns), start, teardown."""
+    from mctl.agent.containers import ContainerManager
+    from mctl.agent.runtime.cgroups import ControllerUnavailable, detect
+    from mctl.agent.runtime.external import make_runtime
+    from mctl.agent.runtime.images import ImageError, ImageStore
+    from mctl.agent.runtime.ociclient import RuntimeNotFound
+    from mctl.v1 import types_pb2
+
+    try:
+        cgroups = detect("/sys/fs/cgroup")
+        runtime = make_runtime(runtime_name, str(tmp_path / "state"))
+        images = ImageStore(str(tmp_path / "images"))
+        images.ensure_busybox()
+    except (ControllerUnavailable, RuntimeNotFound, ImageError) as e:
+        pytest.skip(str(e))
+    node = make_node()
+    parent = f"mctl/test-{secrets.token_hex(3)}"
+    manager = ContainerManager(str(tmp_path / "state"), "n1", images, cgroups, runtime,
+                               cgroup_parent=parent, network=node.net)
+    r = types_pb2.Replica(workload="web")
+    r.metadata.name, r.metadata.namespace, r.metadata.uid = "web-1", "default", "u1"
+    r.spec.image = "busybox"
+    r.spec.command.extend(["/bin/sh", "-c", "ip -o -4 addr show eth0; ip route; "
+                           "readlink /proc/self/ns/net; cat /etc/hosts"])
+    try:
+        c = manager.create(r)
+        assert c.ip == "10.99.1.2"
+        manager.start(c)
+        deadline = time.monotonic() + 10
+        while c.exit is None and time.monotonic() < deadline:
+            manager.refresh(c)
+            time.sleep(0.05)
+        out = open(os.path.join(c.bundle, "container.log")).read()
+        assert c.exit is not None and c.exit["exit_code"] == 0, out
+        assert "inet 10.99.1.2/24" in out
+        assert "default via 10.99.1.1 dev eth0" in out
+        inode = os.stat(c.network.netns).st_ino
+        assert f"net:[{inode}]" in out
+        assert "10.99.1.2\tweb-1" in out
+        # Peers appear in the same /etc/hosts file (same inode, as bind-mounted).
+        hosts = os.path.join(c.bundle, "etc", "hosts")
+        before = os.stat(hosts).st_ino
+        assert manager.update_hosts(c, [("web-2", "10.99.2.2")])
+        assert os.stat(hosts).st_ino == before
+        assert "10.99.2.2\tweb-2" in open(hosts).read()
+        manager.stop(c, 1.0)
+        manager.teardown(c)
+        assert not os.path.exists(c.network.netns)
+        assert node.net.pool.held() == {}
+    finally:
+        for leftover in manager.snapshot():
+            manager.stop(leftover, 1.0)
+            manager.teardown(leftover)
+        runtime.close()
+        cgroups.destroy(parent)
+
+
+def test_routes_outside_the_cluster_cidr_are_refused(make_node):
+    n1 = make_node("10.99.1.0/24")
+    n2 = make_node("10.99.2.0/24")
+    link(n1, n2)
+    n1.net.sync_routes([PeerNode("evil", n2.address, "0.0.0.0/0"),
+                        PeerNode("odd", n2.address, "192.168.7.0/24"),
+                        PeerNode("n2", n2.address, "10.99.2.0/24")])
+    routes = ip_out(n1.ns, "route")
+    assert "default" not in routes and "192.168.7.0" not in routes
+    assert f"10.99.2.0/24 via {n2.address}" in routes

@@ -1,0 +1,81 @@
+"""Host id ranges for user namespaces: allocation, persistence, release."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from mctl.agent.idranges import ID_LIMIT, IdRange, IdRangeError, IdRanges
+
+
+def test_slots_are_consecutive_ranges_from_the_base(tmp_path):
+    pool = IdRanges(str(tmp_path), base=100_000, size=65536)
+    assert pool.allocate("a") == IdRange(100_000, 65536)
+    assert pool.allocate("b") == IdRange(165_536, 65536)
+    # The owner's range again, not a new one.
+    assert pool.allocate("a") == IdRange(100_000, 65536)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1"]
+    assert (tmp_path / "1").read_text() == "b"
+
+
+def test_the_lowest_free_slot_is_reused(tmp_path):
+    pool = IdRanges(str(tmp_path))
+    a, b, c = (pool.allocate(x) for x in "abc")
+    assert pool.release("b") is True
+    assert pool.release("b") is False
+    assert pool.allocate("d") == b
+    assert a.start < b.start < c.start
+
+
+def test_a_restarted_agent_keeps_ranges_and_frees_the_unowned(tmp_path):
+    first = IdRanges(str(tmp_path))
+    ranges = {x: first.allocate(x) for x in "abc"}
+    again = IdRanges(str(tmp_path))
+    assert again.held() == ranges
+    assert again.release_all_but({"a", "c"}) == ["b"]
+    assert again.held() == {"a": ranges["a"], "c": ranges["c"]}
+    assert again.allocate("c") == ranges["c"]
+    assert again.allocate("new") == ranges["b"]
+
+
+def test_never_gives_a_slot_held_on_disk_twice(tmp_path):
+    pool = IdRanges(str(tmp_path))
+    pool.held()                      # cache read while the directory is empty
+    (tmp_path / "0").write_text("someone")
+    assert pool.allocate("x").start == pool.base + pool.size
+
+
+def test_full_pool_raises(tmp_path):
+    pool = IdRanges(str(tmp_path), base=ID_LIMIT - 3 * 65536, size=65536)
+    assert pool.count == 3
+    for x in "abc":
+        pool.allocate(x)
+    with pytest.raises(IdRangeError, match="all 3 user namespace id ranges are in use"):
+        pool.allocate("d")
+
+
+@pytest.mark.parametrize(("base", "size", "problem"), [
+    (0, 65536, "below 65536"),
+    (1000, 65536, "below 65536"),
+    (100_000, 1000, "images use ids up to 65534"),
+    (ID_LIMIT, 65536, "no range of 65536 ids fits"),
+])
+def test_bad_pool_settings(tmp_path, base, size, problem):
+    with pytest.raises(IdRangeError, match=problem):
+        IdRanges(str(tmp_path), base=base, size=size)
+
+
+def test_threads_never_share_a_range(tmp_path):
+    pool = IdRanges(str(tmp_path))
+    got: dict[str, IdRange] = {}
+
+    def take(owner: str) -> None:
+        got[owner] = pool.allocate(owner)
+
+    threads = [threading.Thread(target=take, args=(f"c{i}",)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({r.start for r in got.values()}) == 20
