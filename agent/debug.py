@@ -72,7 +72,12 @@ def containers(manager: ContainerManager) -> list[str]:
                      str(c.init_pid or "-"), c.ip or "-"])
     if not rows:
         return ["no containers"]
-    return table(["CONTAINER", "STATE", "UP", "RESTARTS", "MONITOR", "INIT", "IP"], rows)
+    lines = table(["CONTAINER", "STATE", "UP", "RESTARTS", "MONITOR", "INIT", "IP"], rows)
+    nets = [[c.id, c.network.netns, c.network.veth] for c in sorted(
+        manager.snapshot(), key=lambda c: c.id) if c.network is not None]
+    if nets:
+        lines += [""] + table(["CONTAINER", "NETWORK NAMESPACE", "VETH"], nets)
+    return lines
 
 
 def cgroups(manager: ContainerManager) -> list[str]:

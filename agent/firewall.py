@@ -27,9 +27,9 @@ set up (network.py) and removed with it. Man pages: nft(8) (`ct state`,
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 from ipaddress import IPv4Network
+
+from . import nft
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,10 @@ def ruleset(bridge: str, cluster_cidr: IPv4Network) -> str:
 
 
 def _nft(script: str) -> None:
-    nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
-    if nft is None:
-        raise FirewallError("the node's guard needs the nft command (Debian package nftables)")
-    proc = subprocess.run([nft, "-f", "-"], input=script, capture_output=True, text=True,
-                          check=False)
-    if proc.returncode != 0:
-        raise FirewallError(f"nft: {proc.stderr.strip() or f'exit status {proc.returncode}'}")
+    try:
+        nft.run(script, "the node's guard")
+    except nft.NftError as e:
+        raise FirewallError(str(e)) from None
 
 
 def apply(bridge: str, cluster_cidr: IPv4Network) -> None:
@@ -84,7 +81,7 @@ def apply(bridge: str, cluster_cidr: IPv4Network) -> None:
 
 def delete(bridge: str) -> None:
     """Removes the guard table of `bridge` if it exists."""
-    if shutil.which("nft") is None and shutil.which("nft", path="/usr/sbin:/sbin") is None:
+    if nft.binary() is None:
         return
     table = table_name(bridge)
     _nft(f"add table inet {table}\ndelete table inet {table}\n")

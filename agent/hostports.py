@@ -22,10 +22,10 @@ Man pages: nft(8) (maps, `fib`, `dnat`), conntrack-tools for the state.
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from . import nft
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +79,10 @@ def ruleset(table: str, mappings: Iterable[Mapping]) -> str:
 
 
 def _nft(script: str) -> None:
-    nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
-    if nft is None:
-        raise HostPortError("hostPort needs the nft command (Debian package nftables)")
-    proc = subprocess.run([nft, "-f", "-"], input=script, capture_output=True, text=True,
-                          check=False)
-    if proc.returncode != 0:
-        raise HostPortError(f"nft: {proc.stderr.strip() or f'exit status {proc.returncode}'}")
+    try:
+        nft.run(script, "hostPort")
+    except nft.NftError as e:
+        raise HostPortError(str(e)) from None
 
 
 def apply(table: str, mappings: Iterable[Mapping]) -> None:
@@ -99,6 +96,6 @@ def apply(table: str, mappings: Iterable[Mapping]) -> None:
 
 def delete(table: str) -> None:
     """Removes `table` if it exists."""
-    if shutil.which("nft") is None and shutil.which("nft", path="/usr/sbin:/sbin") is None:
+    if nft.binary() is None:
         return
     _nft(f"add table ip {table}\ndelete table ip {table}\n")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from mctl.common import containerlog
+from mctl.common import containerlog, execstream
 from mctl.v1 import agent_pb2, agent_pb2_grpc, control_pb2
 
 from . import debug, execution
@@ -61,10 +61,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     def Exec(self, request_iterator: Iterator[control_pb2.ExecInput],
              context: grpc.ServicerContext) -> Iterator[control_pb2.ExecOutput]:
-        first = next(request_iterator, None)
-        if first is None or not first.HasField("start") or not first.start.command:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          "exec: the first message must name the replica and the command")
+        first = execstream.take_start(request_iterator)
+        if first is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, execstream.BAD_START)
         start = first.start
         ns = start.namespace or "default"
         found = [c for c in self.manager.snapshot()

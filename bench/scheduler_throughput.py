@@ -315,7 +315,8 @@ def measure(stack: Cleanup, base: Path, nodes: int, args: argparse.Namespace,
         if path.exists():
             print_profile(titles[key], path, count=12)
     stats = cp.sim.stats()
-    print(f"  simulator at the end: heartbeats {stats.get('heartbeats', 0)}, failed "
+    print(f"  simulator, at its last report (every 2 s): heartbeats "
+          f"{stats.get('heartbeats', 0)}, failed "
           f"{stats.get('heartbeat_errors', 0)}, re-registered {stats.get('reregistered', 0)}, "
           f"desired sets {stats.get('desired_sets', 0)}, reports {stats.get('reports', 0)}",
           flush=True)

@@ -48,6 +48,12 @@ def events_section(events: control_pb2.EventList) -> str:
     return "Events:\n" + indent(output.table(["AGE", "TYPE", "REASON", "MESSAGE"], rows))
 
 
+def replicas_section(reps: control_pb2.ReplicaList, all_ns: bool) -> str:
+    if not reps.items:
+        return "Replicas:  <none>"
+    return "Replicas:\n" + indent(output.replicas(reps, wide=False, all_ns=all_ns))
+
+
 def describe_workload(w: types_pb2.Workload, summary: control_pb2.WorkloadSummary,
                       reps: control_pb2.ReplicaList) -> str:
     spec = w.spec
@@ -73,12 +79,7 @@ def describe_workload(w: types_pb2.Workload, summary: control_pb2.WorkloadSummar
         ("Node selector", ",".join(f"{k}={v}" for k, v in sorted(spec.node_selector.items()))
          or "<none>"),
     ]
-    text = fields(pairs)
-    if reps.items:
-        text += "\nReplicas:\n" + indent(output.replicas(reps, wide=False, all_ns=False))
-    else:
-        text += "\nReplicas:  <none>"
-    return text
+    return fields(pairs) + "\n" + replicas_section(reps, all_ns=False)
 
 
 def describe_replica(r: types_pb2.Replica, usage: types_pb2.Usage) -> str:
@@ -132,12 +133,7 @@ def describe_node(n: types_pb2.Node, allocated: types_pb2.Resources, usage: type
         ("Usage", f"cpu {output.cores(usage.cpu_cores)}, memory "
                   f"{format_bytes_short(usage.memory_bytes)}, pids {usage.pids}"),
     ]
-    text = fields(pairs)
-    if reps.items:
-        text += "\nReplicas:\n" + indent(output.replicas(reps, wide=False, all_ns=True))
-    else:
-        text += "\nReplicas:  <none>"
-    return text
+    return fields(pairs) + "\n" + replicas_section(reps, all_ns=True)
 
 
 def cmd_describe(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from mctl.common import names
+from mctl.common import execstream, names
 from mctl.common.spec import spec_hash
 from mctl.v1 import (
     agent_pb2_grpc,
@@ -314,10 +314,9 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
 
     def Exec(self, request_iterator: Iterator[control_pb2.ExecInput],
              context: grpc.ServicerContext) -> Iterator[control_pb2.ExecOutput]:
-        first = next(request_iterator, None)
-        if first is None or not first.HasField("start") or not first.start.command:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          "exec: the first message must name the replica and the command")
+        first = execstream.take_start(request_iterator)
+        if first is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, execstream.BAD_START)
         start = first.start
         node = self._node_of(start.namespace or "default", start.replica, context)
         log.info("replica=%s/%s node=%s exec %s", start.namespace or "default", start.replica,

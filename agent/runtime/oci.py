@@ -13,9 +13,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 from .capabilities import CAPABILITIES
+
+# typing.TYPE_CHECKING without importing typing (~3 ms of `mctl-runtime run`);
+# type checkers treat a module-level TYPE_CHECKING = False the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 OCI_VERSION = "1.0.2"
 

@@ -39,14 +39,19 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import socket
 import struct
-from collections.abc import Callable
-from typing import NoReturn
 
 from . import privileges, rlimits, rootfs, userns
 from . import syscalls as sc
-from .oci import Config
+
+# typing.TYPE_CHECKING without importing typing (~3 ms of `mctl-runtime run`);
+# type checkers treat a module-level TYPE_CHECKING = False the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import NoReturn
+
+    from .oci import Config
 
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
@@ -117,9 +122,12 @@ def enter_user_namespace(sys: sc.Syscalls, root: str, config: Config,
 
 def loopback_up() -> None:
     """Sets `lo` up in the current network namespace (a new one starts it down)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        ifreq = struct.pack("16sh", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING)
-        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, ifreq)
+    ifreq = struct.pack("16sh", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING)
+    fd = sc.inet_dgram_socket()
+    try:
+        fcntl.ioctl(fd, SIOCSIFFLAGS, ifreq)
+    finally:
+        os.close(fd)
 
 
 def env_dict(env: tuple[str, ...]) -> dict[str, str]:

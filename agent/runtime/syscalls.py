@@ -16,7 +16,15 @@ from __future__ import annotations
 import ctypes
 import os
 from dataclasses import dataclass, field
-from typing import Protocol
+
+# typing costs `mctl-runtime run` ~3 ms to import: type checkers see the
+# Protocol, the interpreter a plain base class (TYPE_CHECKING = False is
+# understood by type checkers as typing.TYPE_CHECKING).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object
 
 # Namespace flags (linux/sched.h).
 CLONE_NEWNS = 0x00020000
@@ -207,6 +215,19 @@ class RecordingSyscalls:
 
     def capset(self, effective: int, permitted: int, inheritable: int) -> None:
         self.calls.append(("capset", effective, permitted, inheritable))
+
+
+def inet_dgram_socket() -> int:
+    """socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC): a descriptor for interface ioctls.
+
+    Through libc rather than the `socket` module, which costs `mctl-runtime
+    run` ~4 ms to import for this one call.
+    """
+    fd = int(_load_libc().socket(2, 2 | os.O_CLOEXEC, 0))  # SOCK_CLOEXEC == O_CLOEXEC
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise SyscallError(err, f"socket(AF_INET, SOCK_DGRAM): {os.strerror(err)}")
+    return fd
 
 
 _libc: LibcSyscalls | None = None

@@ -107,6 +107,7 @@ def test_exec_errors_are_one_line(cluster: Cluster, box: str):
 def test_debug_node_asks_the_agent_directly(cluster: Cluster, box: str):
     containers = cluster.mctl("debug", "node", "node1").stdout
     assert f"default_{box}" in containers and "running" in containers
+    assert "NETWORK NAMESPACE" in containers
     cgroups = cluster.mctl("debug", "node", "node1", "cgroups").stdout
     assert f"default_{box}" in cgroups and "leak" not in cgroups
     mounts = cluster.mctl("debug", "node", "node1", "mounts").stdout

@@ -20,7 +20,6 @@ Paths given to a driver are relative to the hierarchy root, e.g.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import signal
 import time
@@ -28,7 +27,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+from ..lazylog import LazyLogger
+
+log = LazyLogger(__name__)
 
 # The kernel refuses CFS periods outside [1ms, 1s] and quotas below 1ms
 # (kernel/sched/core.c: min_cfs_quota_period, max_cfs_quota_period), on v1 and v2.
@@ -235,7 +236,7 @@ class CgroupDriver(ABC):
     """
 
     mode: str  # "v1" or "v2"
-    _log: logging.Logger = log  # each driver logs its kernel calls under its own module
+    _log: LazyLogger = log  # each driver logs its kernel calls under its own module
 
     def __init__(self, ops: KernelOps | None = None) -> None:
         self._ops = ops or KernelOps()

@@ -17,10 +17,10 @@ Files used (Documentation/admin-guide/cgroup-v1/ in the kernel tree):
 from __future__ import annotations
 
 import errno
-import logging
 import os
 from collections.abc import Mapping
 
+from ..lazylog import LazyLogger
 from .base import (
     CgroupDriver,
     CgroupError,
@@ -35,7 +35,7 @@ from .base import (
     read_keyed,
 )
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 
 CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
 

@@ -16,9 +16,9 @@ Files used (Documentation/admin-guide/cgroup-v2.rst in the kernel tree):
 from __future__ import annotations
 
 import errno
-import logging
 import os
 
+from ..lazylog import LazyLogger
 from .base import (
     CgroupDriver,
     CgroupError,
@@ -34,7 +34,7 @@ from .base import (
     read_text,
 )
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 
 CONTROLLERS = ("cpu", "memory", "pids")
 
