@@ -37,7 +37,11 @@ def make_server(max_workers: int = 16,
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=list(interceptors),
-        options=_OPTIONS + [("grpc.so_reuseport", 0)],
+        # Accept the keepalive pings our own channels send (every 20 s, even
+        # idle): gRPC's default server answers pings more often than every
+        # 5 minutes with GOAWAY "too_many_pings".
+        options=_OPTIONS + [("grpc.so_reuseport", 0),
+                            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000)],
     )
 
 

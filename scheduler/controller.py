@@ -50,7 +50,7 @@ from . import network, placement, reconcile
 from .cache import StateCache
 from .events import NORMAL, WARNING, EventRecorder
 from .leader import LeaderElector
-from .model import TERMINAL_PHASES, workload_key
+from .model import TERMINAL_PHASES, ReplicaView, workload_key
 from .store import Conflict, NotLeader, Snapshot, Store, StoreUnavailable, Write
 from .views import node_view, replica_view, workload_view
 
@@ -59,8 +59,19 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS = 2.0
 PUSH_RESYNC_SECONDS = 10.0
 PUSH_TIMEOUT = 5.0
+# A node is sent changed addresses of its peers at most this often.
+NETWORK_PUSH_SECONDS = 1.0
+# /etc/hosts lists at most this many replicas of a workload (the first by
+# name): beyond that, pushing every address to every node costs more than
+# it helps, and a real cluster wants a DNS server instead.
+MAX_PEERS_PER_WORKLOAD = 128
 # How long a node may be NotReady before its replicas are placed elsewhere.
 DEFAULT_NODE_GRACE_SECONDS = 10.0
+
+
+def _digest(messages: list) -> bytes:  # noqa: ANN001 - any protobuf messages
+    return hashlib.sha256(b"".join(m.SerializeToString(deterministic=True)
+                                   for m in messages)).digest()
 
 
 def now_ms() -> int:
@@ -81,10 +92,14 @@ class Controller:
         self.node_grace_ms = int(node_grace_seconds * 1000)
         # (kind, namespace, name, type, reason, message), recorded once the pass commits.
         self._planned_events: list[tuple[str, str, str, str, str, str]] = []
+        # (namespace, name) -> (mod_revision, view): a stored replica that did
+        # not change keeps its view from pass to pass.
+        self._views: dict[tuple[str, str], tuple[int, ReplicaView]] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pushed: dict[str, tuple[str, float]] = {}   # node -> (set digest, when)
+        # node -> (digest of its set, digest of its network, when it was sent)
+        self._pushed: dict[str, tuple[bytes, bytes, float]] = {}
         self._channels: dict[str, tuple[str, grpc.Channel]] = {}
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="push")
         self._unwatch = None
@@ -183,6 +198,7 @@ class Controller:
     def plan(self, snap: Snapshot, now: int) -> list[Write]:
         """Every write one pass makes, computed from `snap` alone."""
         self._planned_events = []
+        views = self._replica_views(snap)
         writes, lost = self._node_lifecycle(snap, now)
         by_workload: dict[tuple[str, str], list[types_pb2.Replica]] = defaultdict(list)
         for key, r in snap.replicas.items():
@@ -211,7 +227,8 @@ class Controller:
             w = snap.workloads.get(key)
             replicas = by_workload.get(key, [])
             view = workload_view(w, spec_hash(w.spec)) if w is not None else None
-            decision = reconcile.decide(view, [replica_view(r) for r in replicas], now)
+            decision = reconcile.decide(
+                view, [views[(r.metadata.namespace, r.metadata.name)] for r in replicas], now)
             if not decision.noop:
                 log.info("workload=%s/%s %s", key[0], key[1], decision.reason)
                 self._event("Workload", key[0], key[1], "Reconciled", decision.reason)
@@ -235,7 +252,7 @@ class Controller:
             if w is not None and w.metadata.deletion_requested and not replicas:
                 finished_workloads.append(w)
 
-        self._place(snap, created, changed)
+        self._place(snap, created, changed, views)
         for r in created:
             ns, name = r.metadata.namespace, r.metadata.name
             writes.append(Write(self.store.replica_key(ns, name), r.SerializeToString(), 0))
@@ -288,18 +305,32 @@ class Controller:
         r.status.phase = "Pending"
         return r
 
+    def _replica_views(self, snap: Snapshot) -> dict[tuple[str, str], ReplicaView]:
+        views = {}
+        cache = self._views
+        for key, r in snap.replicas.items():
+            rev = snap.mod_revisions.get(self.store.replica_key(*key), -1)
+            hit = cache.get(key)
+            if hit is None or hit[0] != rev or rev < 0:
+                hit = (rev, replica_view(r))
+                cache[key] = hit
+            views[key] = hit[1]
+        if len(cache) > len(views):
+            self._views = {k: cache[k] for k in views}
+        return views
+
     def _place(self, snap: Snapshot, created: list[types_pb2.Replica],
-               changed: dict[tuple[str, str], types_pb2.Replica]) -> None:
+               changed: dict[tuple[str, str], types_pb2.Replica],
+               views: dict[tuple[str, str], ReplicaView]) -> None:
         """Binds new and still-unplaced replicas to nodes; records why the rest wait."""
-        nodes = [node_view(n, n.name in snap.heartbeats) for n in snap.nodes.values()]
-        states = placement.build_node_states(
-            nodes, (replica_view(r) for r in snap.replicas.values()))
         pending = [r for r in created]
-        for key, r in sorted(snap.replicas.items()):
-            if not r.node and not r.metadata.deletion_requested and key not in changed:
-                pending.append(r)
+        unplaced = [key for key, r in snap.replicas.items()
+                    if not r.node and not r.metadata.deletion_requested and key not in changed]
+        pending += [snap.replicas[key] for key in sorted(unplaced)]
         if not pending:
             return
+        nodes = [node_view(n, n.name in snap.heartbeats) for n in snap.nodes.values()]
+        states = placement.build_node_states(nodes, views.values())
         requests = []
         for r in pending:
             v = replica_view(r)
@@ -351,29 +382,49 @@ class Controller:
         return sets
 
     def push(self, snap: Snapshot) -> None:
+        """Sends each Ready node its desired set when it changed (or on the resync).
+
+        A change to the node's replicas is sent at once. A change only in
+        the network around it (routes, the addresses of its workloads'
+        replicas) is sent at most once per NETWORK_PUSH_SECONDS per node: a
+        workload of a thousand replicas coming up changes its addresses a
+        thousand times, and every node that runs one of them would
+        otherwise be sent the whole list each time. The digests are made
+        per pass for routes and per workload for addresses, so a pass costs
+        O(nodes + replicas), not O(nodes x replicas).
+        """
         now = time.monotonic()
         # What nodes need to reach each other's containers (network.py).
         routes = network.node_routes(snap)
-        addresses = network.addresses_by_workload(snap)
+        routes_digest = _digest(routes)
+        addresses = network.addresses_by_workload(snap, MAX_PEERS_PER_WORKLOAD)
+        peer_digests = {key: _digest(found) for key, found in addresses.items()}
         for node_name, replicas in self.desired_sets(snap).items():
             node = snap.nodes[node_name]
             if node_name not in snap.heartbeats:
                 continue
             replicas.sort(key=lambda r: (r.metadata.namespace, r.metadata.name))
-            peers = network.peers_of(addresses, replicas)
+            workloads = sorted({(r.metadata.namespace, r.workload) for r in replicas})
             # The node record's revision is in the digest: a node that
             # registered again (through any scheduler) gets its set again.
             registered = snap.mod_revisions.get(self.store.node_key(node_name), 0)
-            digest = hashlib.sha256(f"{registered};".encode() + b"".join(
+            set_digest = hashlib.sha256(f"{registered};".encode() + b"".join(
                 f"{r.metadata.namespace}/{r.metadata.name}/{r.metadata.uid}/{r.spec_hash};"
-                .encode() for r in replicas) + b"".join(
-                m.SerializeToString(deterministic=True) for m in [*routes, *peers])).hexdigest()
+                .encode() for r in replicas)).digest()
+            net_digest = hashlib.sha256(routes_digest + b"".join(
+                peer_digests.get(key, b"") for key in workloads)).digest()
             last = self._pushed.get(node_name)
-            if last is not None and last[0] == digest and now - last[1] < PUSH_RESYNC_SECONDS:
-                continue
-            self._pushed[node_name] = (digest, now)
+            if last is not None:
+                same_set, same_net = last[0] == set_digest, last[1] == net_digest
+                age = now - last[2]
+                if same_set and same_net and age < PUSH_RESYNC_SECONDS:
+                    continue
+                if same_set and age < NETWORK_PUSH_SECONDS:
+                    continue      # only addresses moved, and it was told very recently
+            self._pushed[node_name] = (set_digest, net_digest, now)
             desired = agent_pb2.DesiredSet(node=node_name, revision=snap.revision,
-                                           replicas=replicas, nodes=routes, peers=peers)
+                                           replicas=replicas, nodes=routes,
+                                           peers=network.peers_of(addresses, replicas))
             self._pool.submit(self._send, node, desired)
 
     def _stub(self, node: types_pb2.Node) -> agent_pb2_grpc.AgentStub:

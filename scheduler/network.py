@@ -132,15 +132,22 @@ def node_routes(snap: Snapshot) -> list[agent_pb2.NodeRoute]:
     return out
 
 
-def addresses_by_workload(snap: Snapshot) -> dict[tuple[str, str], list[agent_pb2.ReplicaAddress]]:
-    """(namespace, workload) -> the addresses of its live replicas that have one."""
+def addresses_by_workload(snap: Snapshot, limit: int = 0,
+                          ) -> dict[tuple[str, str], list[agent_pb2.ReplicaAddress]]:
+    """(namespace, workload) -> the addresses of its live replicas that have one.
+
+    With `limit`, at most that many per workload (the first by name).
+    """
     out: dict[tuple[str, str], list[agent_pb2.ReplicaAddress]] = {}
     for key in sorted(snap.replicas):
         r = snap.replicas[key]
         if (not r.status.ip or r.metadata.deletion_requested
                 or r.status.phase in TERMINAL_PHASES):
             continue
-        out.setdefault((r.metadata.namespace, r.workload), []).append(agent_pb2.ReplicaAddress(
+        found = out.setdefault((r.metadata.namespace, r.workload), [])
+        if limit and len(found) >= limit:
+            continue
+        found.append(agent_pb2.ReplicaAddress(
             namespace=r.metadata.namespace, workload=r.workload, name=r.metadata.name,
             ip=r.status.ip))
     return out

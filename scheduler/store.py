@@ -37,6 +37,8 @@ from pyetcd import etcdrpc, transactions
 
 from mctl.v1 import types_pb2
 
+from .leases import KeepAliveBroken, LeaseKeeper
+
 log = logging.getLogger(__name__)
 
 # etcd's default --max-txn-ops is 128; stay below it.
@@ -111,6 +113,7 @@ class Store:
             # reconnects by itself, so never shun.
             ep.time_retry = 0
         self._lock = threading.Lock()
+        self._keeper = LeaseKeeper(self.client, timeout)
 
     # -- keys -----------------------------------------------------------------
 
@@ -306,10 +309,14 @@ class Store:
 
     @_translate
     def refresh_lease(self, lease_id: int) -> int:
-        """Refreshes a lease; returns its remaining TTL (0 = it had expired)."""
-        for resp in self.client.refresh_lease(lease_id):
-            return int(resp.TTL)
-        return 0
+        """Refreshes a lease; returns its remaining TTL (0 = it had expired).
+
+        Over one long-lived keep-alive stream (leases.py), not a stream per call.
+        """
+        try:
+            return self._keeper.refresh(lease_id)
+        except KeepAliveBroken as e:
+            raise StoreUnavailable(f"etcd lease keep-alive: {e}") from None
 
     @_translate
     def put(self, key: str, value: bytes, lease: int | None = None) -> None:
@@ -344,6 +351,7 @@ class Store:
         return lambda: self.client.cancel_watch(watch_id)
 
     def close(self) -> None:
+        self._keeper.close()
         self.client.close()
 
 

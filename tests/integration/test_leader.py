@@ -129,3 +129,15 @@ def test_events_are_listed_oldest_first_and_bounded_per_object(stores, monkeypat
     assert [e.message for e in listed] == [f"event {i}" for i in range(7, 12)]
     assert [e.message for e in recorder.list("Node", "", "n2")] == ["other node"]
     assert len(recorder.list("Node", "", "")) == 6
+
+
+def test_many_leases_refresh_over_one_stream_concurrently(stores):
+    from concurrent.futures import ThreadPoolExecutor
+    store = stores()
+    leases = [store.grant_lease(5) for _ in range(50)]
+    with ThreadPoolExecutor(16) as pool:
+        ttls = list(pool.map(store.refresh_lease, leases * 4))
+    assert all(3 <= t <= 5 for t in ttls)
+    store.revoke_lease(leases[0])
+    assert store.refresh_lease(leases[0]) == 0          # gone: etcd says TTL 0
+    assert store.refresh_lease(leases[1]) >= 3          # the stream still serves the rest
