@@ -113,6 +113,7 @@ class ControlPlane:
             argv.append("--insecure")
         if "--cluster-cidr" in flags:
             argv += ["--cluster-cidr", ""]   # no subnets: 5,000 nodes would exhaust a /16
+        argv += SCHEDULER_FLAGS
         with open(base / "scheduler.out", "wb") as out:
             self.scheduler = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                               stderr=out)
@@ -247,6 +248,10 @@ def report_runs(label: str, results: list[RunResult]) -> None:
                                                     else ""))
 
 
+# Extra flags for the scheduler process, from the command line.
+SCHEDULER_FLAGS: list[str] = []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=1000)
@@ -259,7 +264,12 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=120,
                         help="seconds each phase (placed, Running, removed) may take")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--node-lease-ttl", type=int, default=0,
+                        help="the scheduler's --node-lease-ttl (0: its default); Kubernetes "
+                             "renews node leases every 10 s of 40 s")
     args = parser.parse_args()
+    if args.node_lease_ttl:
+        SCHEDULER_FLAGS.extend(["--node-lease-ttl", str(args.node_lease_ttl)])
     print_header("bench/scheduler_throughput.py: placements per second, simulated nodes")
     scale = [int(x) for x in args.scale.split(",") if x]
     with Cleanup() as stack:

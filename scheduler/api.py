@@ -500,13 +500,33 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         except StoreUnavailable as e:
             _abort_unavailable(context, e)
         if ttl <= 0:
-            log.warning("node=%s lease had expired; asking it to register again", request.node)
-            with self._lock:
-                self._leases.pop(request.node, None)
-            return node_pb2.HeartbeatResponse(reregister=True)
+            # The lease lapsed (a slow scheduler, a network blip) but the
+            # agent is fine: give it a new one here rather than a whole
+            # re-registration, which would cost the overloaded scheduler
+            # more and make the next lapse likelier.
+            try:
+                lease = self._revive(request.node)
+            except (StoreUnavailable, Conflict) as e:
+                log.warning("node=%s lease lapsed and not renewed (%s); asking it to register",
+                            request.node, e)
+                lease = None
+            if lease is None:
+                with self._lock:
+                    self._leases.pop(request.node, None)
+                return node_pb2.HeartbeatResponse(reregister=True)
+            log.info("node=%s lease had lapsed; renewed", request.node)
         with self._lock:
             self._leases[request.node] = lease
         return node_pb2.HeartbeatResponse()
+
+    def _revive(self, node: str) -> int | None:
+        """A fresh heartbeat lease for a registered node; None if it is not registered."""
+        if self.store.get(self.store.node_key(node))[0] is None:
+            return None
+        lease = self.store.grant_lease(self.lease_ttl)
+        key = self.store.heartbeat_key(node)
+        self.store.commit([Write(key, str(lease).encode(), self.store.get(key)[1], lease=lease)])
+        return lease
 
     def _event(self, kind: str, ns: str, name: str, reason: str, message: str,
                type_: str = NORMAL) -> None:

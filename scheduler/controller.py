@@ -57,7 +57,7 @@ from .views import node_view, replica_view, workload_view
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 2.0
-PUSH_RESYNC_SECONDS = 10.0
+PUSH_RESYNC_SECONDS = 30.0
 PUSH_TIMEOUT = 5.0
 # A node is sent changed addresses of its peers at most this often.
 NETWORK_PUSH_SECONDS = 1.0

@@ -141,3 +141,27 @@ def test_many_leases_refresh_over_one_stream_concurrently(stores):
     store.revoke_lease(leases[0])
     assert store.refresh_lease(leases[0]) == 0          # gone: etcd says TTL 0
     assert store.refresh_lease(leases[1]) >= 3          # the stream still serves the rest
+
+
+class _Context:
+    def abort(self, code, details):
+        raise AssertionError(f"aborted {code}: {details}")
+
+
+def test_a_lapsed_heartbeat_lease_is_renewed_without_re_registering(stores):
+    from mctl.scheduler.api import NodeService, UsageCache
+    from mctl.scheduler.controller import Controller
+    from mctl.v1 import node_pb2
+    store = stores()
+    service = NodeService(store, Controller(store), UsageCache())
+    node = types_pb2.Node(name="n1", address="127.0.0.1:1")
+    service.Register(node_pb2.RegisterRequest(node=node), _Context())
+    first = int(store.get(store.heartbeat_key("n1"))[0])
+    store.revoke_lease(first)                 # as if the scheduler had stalled past the TTL
+    assert store.get(store.heartbeat_key("n1"))[0] is None
+    reply = service.Heartbeat(node_pb2.HeartbeatRequest(node="n1"), _Context())
+    assert not reply.reregister
+    renewed = int(store.get(store.heartbeat_key("n1"))[0])
+    assert renewed != first and store.refresh_lease(renewed) > 0
+    # A node the store does not know is told to register.
+    assert service.Heartbeat(node_pb2.HeartbeatRequest(node="ghost"), _Context()).reregister
