@@ -5,7 +5,8 @@ cgroup and (for the pid namespace) called unshare(CLONE_NEWPID), so that
 this child is pid 1 of the new namespace (man 7 pid_namespaces). The steps,
 each named so a failure says where it happened:
 
-1. join the container's cgroup (writing 0 to cgroup.procs moves the writer)
+1. join the container's cgroup (writing 0 to cgroup.procs, or on v1 to
+   `tasks`, moves the writer: CgroupDriver.self_join_files)
    before unsharing the cgroup namespace, so that namespace's root is the
    container's cgroup (man 7 cgroup_namespaces); set process.rlimits
    (rlimits.py) while still the host's root;

@@ -75,7 +75,7 @@ def fork_init(
         if reason:
             raise OSError(f"user namespace: {reason}")
     cgroups.create(cgroup, limits_of(config))
-    procs = cgroups.procs_files(cgroup)
+    procs = cgroups.self_join_files(cgroup)
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     if "user" in config.namespaces:
         return _fork_in_user_namespace(sys, procs, bundle, config, stdio, cap_top,

@@ -21,7 +21,6 @@ StartResult as JSON.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
@@ -41,10 +40,6 @@ def serve(sock: socket.socket, cgroup_root: str) -> None:
     cgroups = detect(cgroup_root)
     cap_top = last_cap()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    # Everything imported so far lives as long as the zygote: moved out of the
-    # collector's reach, a collection in a monitor or container child never
-    # walks (and so never copies on write) the pages those objects share.
-    gc.freeze()
     while True:
         try:
             msg = sock.recv(65536)

@@ -279,6 +279,13 @@ class CgroupDriver(ABC):
         """
         return [os.path.join(d, "cgroup.procs") for _, d in self._dirs(path)]
 
+    def self_join_files(self, path: str) -> list[str]:
+        """The files a freshly forked, single-threaded child writes "0" to, to join.
+
+        cgroup.procs here; V1Driver names its `tasks` files instead (why there).
+        """
+        return self.procs_files(path)
+
     def add_process(self, path: str, pid: int) -> None:
         """Move a process (all its threads) into the cgroup in every hierarchy."""
         for procs in self.procs_files(path):
@@ -371,12 +378,17 @@ class CgroupDriver(ABC):
 
     def _mkdirs(self, root: str, path: str) -> list[str]:
         """Create every missing directory from root down to root/path; return them all."""
-        out = []
-        current = root
-        for part in path.split("/"):
-            current = os.path.join(current, part)
-            self._mkdir(current)
-            out.append(current)
+        parts = path.split("/")
+        out = [os.path.join(root, *parts[:i + 1]) for i in range(len(parts))]
+        # The parents (mctl/, the agent's prefix) exist from the first container
+        # on: try the leaf alone first, a parent at a time only if one is missing.
+        try:
+            self._mkdir(out[-1])
+            return out
+        except FileNotFoundError:
+            pass
+        for d in out:
+            self._mkdir(d)
         return out
 
     def _kill(self, pid: int) -> None:
