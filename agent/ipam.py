@@ -17,10 +17,11 @@ directory's only writer, keeps them in memory too.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import threading
 from ipaddress import IPv4Address, IPv4Network
+
+from mctl.common.ipnet import parse_ipv4_network
 
 
 class IpamError(Exception):
@@ -29,11 +30,9 @@ class IpamError(Exception):
 
 def parse_subnet(text: str) -> IPv4Network:
     try:
-        net = ipaddress.ip_network(text, strict=True)
+        net = parse_ipv4_network(text, "subnet")
     except ValueError as e:
-        raise IpamError(f"subnet {text!r}: {e}") from None
-    if not isinstance(net, IPv4Network):
-        raise IpamError(f"subnet {text!r}: only IPv4 is supported")
+        raise IpamError(str(e)) from None
     if net.num_addresses < 4:
         raise IpamError(f"subnet {text!r}: too small for a gateway and a container")
     return net

@@ -183,18 +183,9 @@ def mounts_under(path: Path) -> list[str]:
 
 
 def processes_mentioning(needle: str) -> list[str]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if needle in cmdline:
-            found.append(f"{entry}: {cmdline[:100]}")
-    return found
+    from mctl.common import procfs
+
+    return [f"{pid}: {cmd[:100]}" for pid, cmd in procfs.processes_mentioning(needle)]
 
 
 def cgroups_named(prefix: str) -> list[Path]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import ipaddress
 import logging
 import os
 import socket
@@ -34,6 +33,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from mctl.common import netns
+from mctl.common.ipnet import parse_ipv4_network
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,9 @@ def host_routes(exclude_link: str = "") -> list[tuple[IPv4Network, str]]:
 
 def _parse(flag: str, text: str) -> IPv4Network:
     try:
-        net = ipaddress.ip_network(text, strict=True)
+        net = parse_ipv4_network(text, flag)
     except ValueError as e:
-        raise NetworkSetupError(f"{flag} {text!r}: {e}") from None
-    if not isinstance(net, IPv4Network):
-        raise NetworkSetupError(f"{flag} {text!r}: only IPv4 is supported")
+        raise NetworkSetupError(str(e)) from None
     if net.is_loopback or net.is_multicast or net.is_link_local:
         raise NetworkSetupError(f"{flag} {text!r}: not a usable unicast range")
     return net

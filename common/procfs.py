@@ -16,3 +16,31 @@ def start_time(pid: int) -> int:
         return int(stat.rsplit(b")", 1)[1].split()[19])
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def processes_mentioning(needle: str) -> list[tuple[int, str]]:
+    """(pid, command line) of every other process whose command line contains `needle`.
+
+    What leak checks (tests, bench, `cluster down`) look for: a process that
+    still names a directory or cluster that should be gone.
+    """
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in cmdline:
+            found.append((int(entry), cmdline))
+    return found
+
+
+def mounts_mentioning(needle: str) -> list[str]:
+    """Lines of this process's /proc/self/mountinfo that contain `needle`."""
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if needle in line]

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Network
 
+from mctl.common.ipnet import parse_ipv4_network
 from mctl.v1 import agent_pb2, types_pb2
 
 from .model import TERMINAL_PHASES
@@ -40,11 +41,9 @@ class SubnetError(Exception):
 def parse_cluster_cidr(text: str, node_prefix: int) -> IPv4Network:
     """Checks --cluster-cidr and --node-subnet-prefix together; the message names the flag."""
     try:
-        net = ipaddress.ip_network(text, strict=True)
+        net = parse_ipv4_network(text, "--cluster-cidr")
     except ValueError as e:
-        raise SubnetError(f"--cluster-cidr {text!r}: {e}") from None
-    if not isinstance(net, IPv4Network):
-        raise SubnetError(f"--cluster-cidr {text!r}: only IPv4 is supported")
+        raise SubnetError(str(e)) from None
     if not net.prefixlen <= node_prefix <= 30:
         raise SubnetError(f"--node-subnet-prefix {node_prefix}: must be between the cluster "
                           f"CIDR's /{net.prefixlen} and /30")

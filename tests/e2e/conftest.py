@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mctl.common.procfs import start_time
+from mctl.common.procfs import processes_mentioning, start_time
 
 MCTL = [sys.executable, "-m", "mctl.cli.main"]
 
@@ -120,15 +120,8 @@ def leftovers(directory: Path, cluster_id: str) -> list[str]:
         top = hierarchy / "mctl"
         if top.is_dir():
             found += [f"cgroup {p}" for p in top.iterdir() if p.name.startswith(cluster_id)]
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if str(directory) in cmdline:
-            found.append(f"process {proc.name}: {cmdline[:120]}")
+    found += [f"process {pid}: {cmdline[:120]}"
+              for pid, cmdline in processes_mentioning(str(directory))]
     return found
 
 

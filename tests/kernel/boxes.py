@@ -33,7 +33,7 @@ from mctl.agent.runtime.images import DEFAULT_PATH, ImageStore
 from mctl.agent.runtime.monitor import EXIT_FILE, LOG_FILE
 from mctl.agent.runtime.native import NativeRuntime
 from mctl.common import containerlog
-from mctl.common.procfs import start_time
+from mctl.common.procfs import mounts_mentioning, processes_mentioning, start_time
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 MiB = 1 << 20
@@ -178,9 +178,9 @@ class Boxes:
         while time.monotonic() < deadline and any(_alive(*p) for p in self.started):
             time.sleep(0.02)
         leaks = {
-            "mounts": _mounts_mentioning(self.tmp),
+            "mounts": mounts_mentioning(self.tmp),
             "cgroups": glob.glob(f"{CGROUP_ROOT}/*/{self.prefix}"),
-            "processes": _processes_mentioning(self.tmp),
+            "processes": processes_mentioning(self.tmp),
             "started pids": [p for p, t in self.started if _alive(p, t)],
             "id ranges": list(self.id_ranges.held()),
         }
@@ -196,26 +196,6 @@ def _alive(pid: int, start: int) -> bool:
     except OSError:
         return False
     return fields[0] != b"Z" and int(fields[19]) == start
-
-
-def _mounts_mentioning(needle: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line for line in f if needle in line]
-
-
-def _processes_mentioning(needle: str) -> list[tuple[int, str]]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if needle in cmdline:
-            out.append((int(entry), cmdline))
-    return out
 
 
 def status_field(text: str, name: str) -> str:

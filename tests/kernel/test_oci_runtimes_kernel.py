@@ -34,6 +34,7 @@ from mctl.agent.runtime import ociclient
 from mctl.agent.runtime.cgroups import ControllerUnavailable, detect
 from mctl.agent.runtime.images import ImageError, ImageStore
 from mctl.agent.runtime.native import NativeRuntime
+from mctl.common import procfs
 from mctl.v1 import types_pb2
 
 pytestmark = [
@@ -56,18 +57,7 @@ def _cgroups(pattern: str) -> list[str]:
 
 
 def _processes_mentioning(needle: str) -> list[str]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if needle in cmdline:
-            found.append(f"{entry}: {cmdline[:100]}")
-    return found
+    return [f"{pid}: {cmd[:100]}" for pid, cmd in procfs.processes_mentioning(needle)]
 
 
 @dataclass

@@ -43,6 +43,7 @@ from mctl.agent.runtime.monitor import (
 )
 from mctl.agent.runtime.native import NativeRuntime, StartError
 from mctl.common import containerlog
+from mctl.common.procfs import mounts_mentioning, processes_mentioning
 
 pytestmark = [
     pytest.mark.kernel,
@@ -68,11 +69,6 @@ class Env:
     started: list[tuple[int, int]]  # (pid, start time) of every monitor and init
 
 
-def _mount_lines(needle: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [ln for ln in f if needle in ln]
-
-
 def _test_cgroups() -> list[str]:
     return glob.glob(f"{CGROUP_ROOT}/*/mctl/test-rt-*")
 
@@ -86,21 +82,6 @@ def _is_alive(pid: int, start_time: int) -> bool:
         return False
     fields = stat.rsplit(b")", 1)[1].split()
     return fields[0] != b"Z" and int(fields[19]) == start_time
-
-
-def _processes_mentioning(needle: str) -> list[tuple[int, str]]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if needle in cmdline:
-            out.append((int(entry), cmdline))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +111,9 @@ def env() -> Iterator[Env]:
         while time.monotonic() < deadline and any(_is_alive(*p) for p in state.started):
             time.sleep(0.02)
         leaks = {
-            "mounts": _mount_lines(tmp),
+            "mounts": mounts_mentioning(tmp),
             "cgroups": _test_cgroups(),
-            "processes": _processes_mentioning(tmp),
+            "processes": processes_mentioning(tmp),
             "started pids": [p for p, t in state.started if _is_alive(p, t)],
         }
         if not leaks["mounts"]:  # never rmtree through a mount: leave it to look at
@@ -145,9 +126,9 @@ def nothing_left_behind() -> Iterator[None]:
     """Before and after the module: no test mounts, cgroups or processes anywhere."""
     assert _test_cgroups() == [], "stale test cgroups from an earlier run"
     yield
-    assert _mount_lines("/mctl-ktest-") == []
+    assert mounts_mentioning("/mctl-ktest-") == []
     assert _test_cgroups() == []
-    assert _processes_mentioning("/mctl-ktest-") == []
+    assert processes_mentioning("/mctl-ktest-") == []
 
 
 # -- one container ------------------------------------------------------------------------
