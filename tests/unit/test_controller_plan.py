@@ -193,3 +193,61 @@ def test_the_grace_period_is_configurable():
     snap.nodes["n2"].not_ready_since_unix_ms = 2000
     on_n2 = sum(r.node == "n2" for r in reps)
     assert len(replicas_written(c.plan(snap, now=4000))) == on_n2
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pushing(monkeypatch) -> tuple[Controller, list, Clock]:
+    from mctl.scheduler import controller as controller_mod
+    clock = Clock()
+    monkeypatch.setattr(controller_mod.time, "monotonic", clock)
+    c = make_controller()
+    sent: list = []
+    c._pool.submit = lambda fn, node, desired: sent.append((node.name, desired))
+    return c, sent, clock
+
+
+def test_push_sends_changed_sets_at_once_and_address_changes_at_most_once_a_second(
+        monkeypatch):
+    c, sent, clock = pushing(monkeypatch)
+    snap = snapshot({"n1": {}, "n2": {}})
+    reps = running_on(c, snap, now=1000)
+    for i, r in enumerate(reps):
+        r.status.ip = f"10.244.0.{i + 2}"
+    c.push(snap)
+    assert sorted(n for n, _ in sent) == ["n1", "n2"]
+    sent.clear()
+    c.push(snap)
+    assert sent == []                                   # nothing changed: nothing sent
+    reps[0].status.ip = "10.244.9.9"                    # only an address moved
+    clock.now += 0.5
+    c.push(snap)
+    assert sent == []                                   # told half a second ago: wait
+    clock.now += 0.6
+    c.push(snap)
+    assert sorted(n for n, _ in sent) == ["n1", "n2"]
+    assert "10.244.9.9" in {p.ip for _, d in sent for p in d.peers}
+    sent.clear()
+    clock.now += 0.1
+    gone = reps[-1]
+    del snap.replicas[("default", gone.metadata.name)]  # its set changed: sent at once
+    c.push(snap)
+    assert [n for n, _ in sent] == [gone.node]
+
+
+def test_push_lists_at_most_the_cap_of_peers_per_workload(monkeypatch):
+    from mctl.scheduler import controller as controller_mod
+    monkeypatch.setattr(controller_mod, "MAX_PEERS_PER_WORKLOAD", 2)
+    c, sent, _ = pushing(monkeypatch)
+    snap = snapshot({"n1": {}})
+    for i, r in enumerate(running_on(c, snap, now=1000)):
+        r.status.ip = f"10.244.0.{i + 2}"
+    c.push(snap)
+    (_, desired), = sent
+    assert len(desired.replicas) == 3 and len(desired.peers) == 2
