@@ -39,7 +39,7 @@ from mctl.v1 import types_pb2
 from . import hosts
 from .idranges import IdRange, IdRangeError, IdRanges
 from .network import Attachment, NetworkError, NodeNetwork
-from .runtime import capabilities, imageuser, oci, rootfs
+from .runtime import capabilities, imageuser, oci, rootfs, seccomp, seccomp_default
 from .runtime import syscalls as sc
 from .runtime.cgroups.base import CgroupDriver, CgroupError
 from .runtime.images import DEFAULT_PATH, ImageError, ImageStore
@@ -132,6 +132,27 @@ def _user_namespace(ids: IdRange) -> dict[str, object]:
     mapping = (oci.IdMapping(0, ids.start, ids.size),)
     return {"namespaces": ("user", *oci.DEFAULT_NAMESPACES),
             "uid_mappings": mapping, "gid_mappings": mapping}
+
+
+def _seccomp_profile(choice: str, caps: tuple[str, ...]) -> seccomp.Profile | None:
+    """securityContext.seccompProfile as config.json's linux.seccomp; None for Unconfined.
+
+    "" is RuntimeDefault (common/spec.py stores the default so). The profile
+    is compiled once per agent process (seccomp.parse keeps it), and the
+    zygote has it warm too.
+    """
+    if choice == "Unconfined":
+        return None
+    if choice not in ("", "RuntimeDefault"):
+        raise ContainerError(f"securityContext.seccompProfile: unknown profile {choice!r}")
+    arch = seccomp.native_arch()
+    if not arch:
+        raise ContainerError(f"securityContext.seccompProfile RuntimeDefault: no system call "
+                             f"table for {os.uname().machine}; use Unconfined")
+    try:
+        return seccomp.parse(seccomp_default.runtime_default(caps, arch))
+    except oci.ConfigError as e:  # a bug in the profile, never the user's
+        raise ContainerError(f"securityContext.seccompProfile RuntimeDefault: {e}") from None
 
 
 def container_id(namespace: str, name: str) -> str:
@@ -251,6 +272,8 @@ class ContainerManager:
             namespace_paths={"network": net.netns} if net is not None else {},
             **(_user_namespace(ids) if ids is not None else {}),
             rlimits=self.rlimits,
+            seccomp=_seccomp_profile(spec.security_context.seccomp_profile,
+                                     tuple(oci.DEFAULT_CAPABILITIES)),
             annotations={"mctl.replica": replica.metadata.name,
                          "mctl.namespace": replica.metadata.namespace,
                          "mctl.uid": replica.metadata.uid, "mctl.node": self.node},

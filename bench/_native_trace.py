@@ -73,7 +73,15 @@ def _wrap(owner: object, attr: str, label: Callable[..., str] | str) -> bool:
     return True
 
 
+_reads = 0  # read_all calls in this process since its fork
+
+
 def _pipe_label(*_args: object) -> str:
+    global _reads
+    _reads += 1
+    if _role == "monitor" and _reads == 1:
+        # The monitor was forked as a spare before the request (zygote.Spare).
+        return "spare: wait for a request"
     return {"zygote": "wait for the monitor's report",
             "monitor": "wait for exec (sync pipe EOF)"}.get(_role, "read a pipe")
 
@@ -107,15 +115,18 @@ TARGETS: list[tuple[str, str, Callable[..., str] | str]] = [
 
 
 def _install() -> None:
-    real_fork, real_exec, real_exit = os.fork, os.execvpe, os._exit
+    from mctl.agent.runtime import process
+
+    real_fork, real_exec, real_exit = os.fork, process.exec_program, os._exit
 
     def fork() -> int:
-        global _role, _monitor_pid
+        global _role, _monitor_pid, _reads
         start = _now()
         pid = real_fork()
         end = _now()
         if pid == 0:
             _stamps.clear()
+            _reads = 0
             if _role == "zygote":
                 _role, _monitor_pid = "monitor", os.getpid()
             else:
@@ -125,7 +136,7 @@ def _install() -> None:
             _stamps.append((f"{_role}: fork (parent side)", start, end))
         return pid
 
-    def execvpe(*args: object) -> None:
+    def exec_program(*args: object) -> None:
         now = _now()
         _stamps.append(("child: exec called", now, now))
         _flush()
@@ -137,7 +148,7 @@ def _install() -> None:
         _flush()
         real_exit(code)
 
-    os.fork, os.execvpe, os._exit = fork, execvpe, exit_now
+    os.fork, process.exec_program, os._exit = fork, exec_program, exit_now
     _wrap(os, "closerange", "close inherited fds")
     for module, attr, label in TARGETS:
         owner = _resolve(module, attr)
@@ -177,7 +188,7 @@ class TracedZygote:
                 sc.libc().prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 _install()
-                zygote.serve(theirs, cgroup_root)
+                zygote.serve(theirs.fileno(), cgroup_root)
             finally:
                 os._exit(0)
         theirs.close()

@@ -29,7 +29,10 @@ spells a default out. A null value means the field was left out. Defaults:
     spec.replaceFailed                 false (mctl's extension: replace replicas that
                                        ended Failed under restartPolicy Never)
     spec.update                        maxUnavailable 1, maxSurge 1
-    spec.securityContext               userNamespace false, readOnlyRootfs false
+    spec.securityContext               userNamespace false, readOnlyRootfs false,
+                                       seccompProfile RuntimeDefault (mctl's extension:
+                                       RuntimeDefault | Unconfined, docs/runtime.md;
+                                       RuntimeDefault is stored as "")
 
 `command`, `args`, `env`, `workingDir`, `hostname`, `ports` and
 `nodeSelector` default to empty, meaning the image's own setting (or, for
@@ -79,6 +82,10 @@ DEFAULT_MAX_UNAVAILABLE = 1
 DEFAULT_MAX_SURGE = 1
 
 PROTOCOLS = ("TCP", "UDP")
+# securityContext.seccompProfile: the agent's default profile, or none (as
+# Kubernetes' seccompProfile.type; Localhost profiles are not supported).
+SECCOMP_PROFILES = ("RuntimeDefault", "Unconfined")
+DEFAULT_SECCOMP_PROFILE = "RuntimeDefault"
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 
 _INT32_MAX = 2**31 - 1
@@ -418,9 +425,14 @@ def _read_spec(top: _Mapping, out: types_pb2.WorkloadSpec) -> None:
     if out.update.max_unavailable == 0 and out.update.max_surge == 0:
         # Such an update could neither stop an old replica nor start a new one.
         raise _Invalid("spec.update", "maxUnavailable and maxSurge must not both be 0")
-    security = spec.mapping("securityContext", ["userNamespace", "readOnlyRootfs"])
+    security = spec.mapping("securityContext",
+                            ["userNamespace", "readOnlyRootfs", "seccompProfile"])
     out.security_context.user_namespace = security.boolean("userNamespace", False)
     out.security_context.read_only_rootfs = security.boolean("readOnlyRootfs", False)
+    seccomp = security.choice("seccompProfile", SECCOMP_PROFILES, DEFAULT_SECCOMP_PROFILE)
+    # The default is stored as "" so that the spec hash of every workload
+    # written before the field existed stays what it was (no rollout on upgrade).
+    out.security_context.seccomp_profile = "" if seccomp == DEFAULT_SECCOMP_PROFILE else seccomp
 
 
 def _read_workload(document: object, default_namespace: str) -> types_pb2.Workload:
@@ -632,5 +644,6 @@ def workload_to_dict(workload: types_pb2.Workload) -> dict[str, Any]:
     spec["securityContext"] = {
         "userNamespace": s.security_context.user_namespace,
         "readOnlyRootfs": s.security_context.read_only_rootfs,
+        "seccompProfile": s.security_context.seccomp_profile or DEFAULT_SECCOMP_PROFILE,
     }
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}

@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+
+from .record import Record
 
 # A longer line is written in parts, tagged P (partial) as CRI does.
 MAX_LINE = 16 * 1024
 
 
-@dataclass(frozen=True)
-class LogLimits:
-    max_size: int = 10 * 1024 * 1024    # bytes per file, as the kubelet's default
-    max_files: int = 2                  # files kept, the current one included
+class LogLimits(Record):
+    __slots__ = ("max_size", "max_files")
 
-    def __post_init__(self) -> None:
+    def __init__(self, max_size: int = 10 * 1024 * 1024, max_files: int = 2) -> None:
+        self.max_size = max_size        # bytes per file, as the kubelet's default
+        self.max_files = max_files      # files kept, the current one included
         if self.max_size < 2 * MAX_LINE:
             raise ValueError(f"log max size {self.max_size} is below {2 * MAX_LINE} bytes "
                              "(two longest lines)")

@@ -18,22 +18,28 @@ to the agent's process group do not reach it.
 from __future__ import annotations
 
 import errno
-import json
 import os
-import selectors
-import signal
+import select
 import time
-from dataclasses import dataclass
-from typing import NoReturn
 
 from mctl.common.procfs import start_time as process_start_time
 
-from . import ociclient, spawn
+from . import lightjson, signals, spawn
 from . import syscalls as sc
-from .cgroups.base import CgroupDriver
 from .crilog import MAX_LINE, LogLimits, LogWriter
-from .oci import Config
+from .record import Record
 from .spawn import cgroup_path, limits_of, read_all
+
+# Imports are kept light: this module is loaded by the zygote, which every
+# monitor and container process is forked from, so whatever it holds in
+# memory each fork copies the page tables of and each exec tears down
+# (see zygote.py). typing.TYPE_CHECKING without importing typing:
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from .cgroups.base import CgroupDriver
+    from .oci import Config
 
 __all__ = ["MAX_LINE", "LogLimits", "StartResult", "cgroup_path", "limits_of", "read_all", "run"]
 
@@ -42,28 +48,30 @@ STATE_FILE = "state.json"
 EXIT_FILE = "exit.json"
 
 
-@dataclass(frozen=True)
-class StartResult:
-    monitor_pid: int
-    init_pid: int
-    error: str = ""
+class StartResult(Record):
+    __slots__ = ("monitor_pid", "init_pid", "error")
+
+    def __init__(self, monitor_pid: int, init_pid: int, error: str = "") -> None:
+        self.monitor_pid = monitor_pid
+        self.init_pid = init_pid
+        self.error = error
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"monitor_pid": self.monitor_pid, "init_pid": self.init_pid,
+        return lightjson.dumps({"monitor_pid": self.monitor_pid, "init_pid": self.init_pid,
                            "error": self.error}).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> StartResult:
         if not data:
             return cls(0, 0, "the monitor exited before reporting")
-        doc = json.loads(data)
+        doc = lightjson.loads(data)
         return cls(int(doc["monitor_pid"]), int(doc["init_pid"]), str(doc["error"]))
 
 
 def write_json(path: str, doc: dict[str, object]) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(doc, f)
+        f.write(lightjson.dumps(doc))
     os.replace(tmp, path)
 
 
@@ -119,15 +127,17 @@ def _monitor(
     for fd in (0, 1, 2):
         os.dup2(null_rw, fd)
     os.close(null_rw)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signals.signal(signals.SIGCHLD, signals.SIG_DFL)
+    signals.signal(signals.SIGTERM, signals.SIG_DFL)
+    signals.signal(signals.SIGINT, signals.SIG_IGN)
     cg = cgroup_path(config)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     null = os.open("/dev/null", os.O_RDONLY)
     stdio = (null, out_w, err_w)
     if runtime:
+        from . import ociclient
+
         # Like containerd-shim: the init that `create` leaves behind is
         # re-parented to us, so we wait for it and see its real exit status.
         sys.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
@@ -158,6 +168,8 @@ def _monitor(
     except Exception:  # noqa: BLE001 - the record matters more than this detail
         pass
     if runtime:
+        from . import ociclient
+
         # Before exit.json: once that exists the agent may restart this id.
         ociclient.delete(runtime, bundle, container_id)
     exit_code = os.waitstatus_to_exitcode(status)
@@ -184,27 +196,28 @@ def _pump_logs(path: str, out_r: int, err_r: int, pid: int, limits: LogLimits) -
     """
     writer = LogWriter(path, limits)
     pidfd = os.pidfd_open(pid)
-    sel = selectors.DefaultSelector()
-    sel.register(out_r, selectors.EVENT_READ, "stdout")
-    sel.register(err_r, selectors.EVENT_READ, "stderr")
-    sel.register(pidfd, selectors.EVENT_READ, None)
+    # select.poll rather than `selectors`, which imports collections.
+    poller = select.poll()
+    streams = {out_r: "stdout", err_r: "stderr"}
+    for fd in (out_r, err_r, pidfd):
+        poller.register(fd, select.POLLIN)
     open_pipes = 2
     exited = False
     while open_pipes and not exited:
-        for key, _ in sel.select():
-            if key.data is None:
+        for fd, _ in poller.poll():
+            if fd == pidfd:
                 exited = True
                 continue
             try:
-                data = os.read(key.fd, 65536)
+                data = os.read(fd, 65536)
             except OSError as e:
                 if e.errno == errno.EINTR:
                     continue
                 data = b""
             if data:
-                writer.feed(key.data, data)
+                writer.feed(streams[fd], data)
             else:
-                sel.unregister(key.fd)
+                poller.unregister(fd)
                 open_pipes -= 1
     _, status = os.waitpid(pid, 0)
     # Whatever is still buffered in the pipes was written before the exit.

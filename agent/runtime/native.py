@@ -25,6 +25,35 @@ class StartError(Exception):
     """The runtime could not start a container; the message says which step failed."""
 
 
+# Run by `python -I -S -c`: makes `mctl` importable from the folders given
+# before "--" (no `site`, so no site-packages) and serves.
+_ZYGOTE_BOOT = (
+    "import sys; end = sys.argv.index('--'); mctl = type(sys)('mctl'); "
+    "mctl.__path__ = sys.argv[1:end]; sys.modules['mctl'] = mctl; del sys.argv[1:end + 1]; "
+    "from mctl.agent.runtime.zygote import main; main()"
+)
+
+
+def zygote_argv(fd: int, cgroup_root: str) -> list[str]:
+    """The command that starts a zygote serving on descriptor `fd`.
+
+    Without `site` (-S) and isolated from PYTHON* variables (-I): the zygote
+    needs only the standard library and mctl's runtime, and every module
+    `site` would load (setuptools' editable finder, pathlib, re, ...) would sit
+    in the memory that each container start forks and then tears down. The
+    folders holding mctl's packages are passed in, as this process found them.
+    """
+    import mctl.agent
+    import mctl.common
+
+    folders: list[str] = []
+    for package in (mctl.agent, mctl.common):
+        folder = os.path.dirname(list(package.__path__)[0])
+        if folder not in folders:
+            folders.append(folder)
+    return [sys.executable, "-I", "-S", "-c", _ZYGOTE_BOOT, *folders, "--", str(fd), cgroup_root]
+
+
 class NativeRuntime:
     name = "native"
 
@@ -43,8 +72,7 @@ class NativeRuntime:
             log.warning("zygote exited with %s; starting a new one", self._proc.returncode)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "mctl.agent.runtime.zygote", str(theirs.fileno()),
-             self._cgroup_root],
+            zygote_argv(theirs.fileno(), self._cgroup_root),
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
         )

@@ -18,7 +18,9 @@ side). It
 3. forks, because joining a pid namespace only applies to children; the
    child takes the terminal (setsid, TIOCSCTTY) if there is one, becomes the
    container's user with the container's capabilities and no_new_privs
-   (privileges.py), and execs the command with config.json's env and cwd;
+   (privileges.py), loads the container's seccomp filter where the
+   container's own process did, and execs the command with config.json's
+   env and cwd;
 4. waits, and exits with the command's status (128+N for signal N).
 
 Errors print one line to stderr and exit 126 (cannot set up) or 127
@@ -40,7 +42,7 @@ from . import syscalls as sc
 from .capabilities import last_cap
 from .cgroups import detect
 from .oci import Config, ConfigError, load_config
-from .privileges import drop_to
+from .privileges import drop_to, load_seccomp
 from .process import env_dict
 from .spawn import cgroup_path
 
@@ -115,6 +117,8 @@ def child(libc: sc.LibcSyscalls, config: Config, command: list[str], tty: bool) 
             step = "terminal"
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        step = "seccomp"
+        load_seccomp(libc, config, right_before_exec=False)
         step = "privileges"
         drop_to(libc, config, last_cap())
         step = "cwd"
@@ -122,10 +126,12 @@ def child(libc: sc.LibcSyscalls, config: Config, command: list[str], tty: bool) 
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
                     signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
-        step = "exec"
         env = env_dict(config.env)
         if tty:
             env.setdefault("TERM", os.environ.get("TERM", "xterm"))
+        step = "seccomp"
+        load_seccomp(libc, config, right_before_exec=True)
+        step = "exec"
         os.execvpe(command[0], command, env)
     except FileNotFoundError:
         fail(f"{command[0]}: not found in the container", 127)

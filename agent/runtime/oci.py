@@ -10,17 +10,19 @@ is made, with an error that names the field.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
 
+from . import lightjson
 from .capabilities import CAPABILITIES
+from .record import Record
 
 # typing.TYPE_CHECKING without importing typing (~3 ms of `mctl-runtime run`);
 # type checkers treat a module-level TYPE_CHECKING = False the same way.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from .seccomp import Profile as SeccompProfile
 
 OCI_VERSION = "1.0.2"
 
@@ -75,70 +77,171 @@ class ConfigError(ValueError):
         self.problem = problem
 
 
-@dataclass(frozen=True)
-class Mount:
-    destination: str
-    type: str
-    source: str
-    options: tuple[str, ...] = ()
+class Mount(Record):
+    __slots__ = ("destination", "type", "source", "options")
+
+    def __init__(self, destination: str, type: str, source: str,
+                 options: tuple[str, ...] = ()) -> None:
+        self.destination = destination
+        self.type = type
+        self.source = source
+        self.options = options
 
 
-@dataclass(frozen=True)
-class Rlimit:
+class Rlimit(Record):
     """One process.rlimits entry: setrlimit(2) of `type` to (soft, hard)."""
 
-    type: str
-    soft: int
-    hard: int
+    __slots__ = ("type", "soft", "hard")
+
+    def __init__(self, type: str, soft: int, hard: int) -> None:
+        self.type = type
+        self.soft = soft
+        self.hard = hard
 
 
-@dataclass(frozen=True)
-class IdMapping:
+class IdMapping(Record):
     """One line of /proc/PID/uid_map or gid_map (man 7 user_namespaces)."""
 
-    container_id: int
-    host_id: int
-    size: int
+    __slots__ = ("container_id", "host_id", "size")
+
+    def __init__(self, container_id: int, host_id: int, size: int) -> None:
+        self.container_id = container_id
+        self.host_id = host_id
+        self.size = size
 
 
-@dataclass(frozen=True)
-class Resources:
-    memory_limit: int | None = None
-    memory_swap: int | None = None
-    cpu_quota: int | None = None
-    cpu_period: int | None = None
-    pids_limit: int | None = None
+class Resources(Record):
+    __slots__ = ("memory_limit", "memory_swap", "cpu_quota", "cpu_period", "pids_limit")
+
+    def __init__(self, memory_limit: int | None = None, memory_swap: int | None = None,
+                 cpu_quota: int | None = None, cpu_period: int | None = None,
+                 pids_limit: int | None = None) -> None:
+        self.memory_limit = memory_limit
+        self.memory_swap = memory_swap
+        self.cpu_quota = cpu_quota
+        self.cpu_period = cpu_period
+        self.pids_limit = pids_limit
 
 
-@dataclass(frozen=True)
-class Config:
+class Hook(Record):
+    """One hooks.<stage> entry (config.md "POSIX-platform Hooks"); hooks.py runs it."""
+
+    __slots__ = ("path", "args", "env", "timeout")
+
+    def __init__(self, path: str, args: tuple[str, ...] = (), env: tuple[str, ...] | None = None,
+                 timeout: int | None = None) -> None:
+        self.path = path
+        self.args = args
+        # None (absent): the runtime's own environment, as runc and crun pass.
+        self.env = env
+        self.timeout = timeout
+
+
+class Hooks(Record):
+    """config.json's hooks, each stage's in order (config.md names: HOOK_STAGES)."""
+
+    __slots__ = ("prestart", "create_runtime", "create_container", "start_container",
+                 "poststart", "poststop")
+
+    def __init__(self, prestart: tuple[Hook, ...] = (), create_runtime: tuple[Hook, ...] = (),
+                 create_container: tuple[Hook, ...] = (), start_container: tuple[Hook, ...] = (),
+                 poststart: tuple[Hook, ...] = (), poststop: tuple[Hook, ...] = ()) -> None:
+        self.prestart = prestart
+        self.create_runtime = create_runtime
+        self.create_container = create_container
+        self.start_container = start_container
+        self.poststart = poststart
+        self.poststop = poststop
+
+
+# config.json's name of each hook stage -> the Hooks attribute.
+HOOK_STAGES = {
+    "prestart": "prestart", "createRuntime": "create_runtime",
+    "createContainer": "create_container", "startContainer": "start_container",
+    "poststart": "poststart", "poststop": "poststop",
+}
+
+
+class Config(Record):
     """The parts of an OCI config.json that mctl's runtime realizes."""
 
-    args: tuple[str, ...]
-    env: tuple[str, ...] = ()
-    cwd: str = "/"
-    uid: int = 0
-    gid: int = 0
-    additional_gids: tuple[int, ...] = ()
-    no_new_privileges: bool = True
-    capabilities: tuple[str, ...] = tuple(DEFAULT_CAPABILITIES)
-    rlimits: tuple[Rlimit, ...] = ()
-    terminal: bool = False
-    root_path: str = "rootfs"
-    root_readonly: bool = False
-    hostname: str = ""
-    mounts: tuple[Mount, ...] = ()
-    namespaces: tuple[str, ...] = DEFAULT_NAMESPACES
-    # type -> path of an existing namespace to join (setns) instead of a new one.
-    namespace_paths: dict[str, str] = field(default_factory=dict)
-    # With a "user" namespace: how its ids map to the host's.
-    uid_mappings: tuple[IdMapping, ...] = ()
-    gid_mappings: tuple[IdMapping, ...] = ()
-    cgroups_path: str = ""
-    resources: Resources = field(default_factory=Resources)
-    masked_paths: tuple[str, ...] = tuple(MASKED_PATHS)
-    readonly_paths: tuple[str, ...] = tuple(READONLY_PATHS)
-    annotations: dict[str, str] = field(default_factory=dict)
+    __slots__ = (
+        "args", "env", "cwd", "uid", "gid", "additional_gids", "no_new_privileges",
+        "capabilities", "rlimits", "terminal", "root_path", "root_readonly", "hostname",
+        "mounts", "namespaces", "namespace_paths", "uid_mappings", "gid_mappings",
+        "cgroups_path", "resources", "masked_paths", "readonly_paths", "annotations",
+        "hooks", "sysctl", "oom_score_adj", "apparmor_profile", "selinux_label", "mount_label",
+        "seccomp",
+    )
+
+    def __init__(
+        self,
+        args: tuple[str, ...],
+        env: tuple[str, ...] = (),
+        cwd: str = "/",
+        uid: int = 0,
+        gid: int = 0,
+        additional_gids: tuple[int, ...] = (),
+        no_new_privileges: bool = True,
+        capabilities: tuple[str, ...] = tuple(DEFAULT_CAPABILITIES),
+        rlimits: tuple[Rlimit, ...] = (),
+        terminal: bool = False,
+        root_path: str = "rootfs",
+        root_readonly: bool = False,
+        hostname: str = "",
+        mounts: tuple[Mount, ...] = (),
+        namespaces: tuple[str, ...] = DEFAULT_NAMESPACES,
+        namespace_paths: dict[str, str] | None = None,
+        uid_mappings: tuple[IdMapping, ...] = (),
+        gid_mappings: tuple[IdMapping, ...] = (),
+        cgroups_path: str = "",
+        resources: Resources | None = None,
+        masked_paths: tuple[str, ...] = tuple(MASKED_PATHS),
+        readonly_paths: tuple[str, ...] = tuple(READONLY_PATHS),
+        annotations: dict[str, str] | None = None,
+        hooks: Hooks | None = None,
+        sysctl: dict[str, str] | None = None,
+        oom_score_adj: int | None = None,
+        apparmor_profile: str = "",
+        selinux_label: str = "",
+        mount_label: str = "",
+        seccomp: SeccompProfile | None = None,
+    ) -> None:
+        self.args = args
+        self.env = env
+        self.cwd = cwd
+        self.uid = uid
+        self.gid = gid
+        self.additional_gids = additional_gids
+        self.no_new_privileges = no_new_privileges
+        self.capabilities = capabilities
+        self.rlimits = rlimits
+        self.terminal = terminal
+        self.root_path = root_path
+        self.root_readonly = root_readonly
+        self.hostname = hostname
+        self.mounts = mounts
+        self.namespaces = namespaces
+        # type -> path of an existing namespace to join (setns) instead of a new one.
+        self.namespace_paths = {} if namespace_paths is None else namespace_paths
+        # With a "user" namespace: how its ids map to the host's.
+        self.uid_mappings = uid_mappings
+        self.gid_mappings = gid_mappings
+        self.cgroups_path = cgroups_path
+        self.resources = Resources() if resources is None else resources
+        self.masked_paths = masked_paths
+        self.readonly_paths = readonly_paths
+        self.annotations = {} if annotations is None else annotations
+        # None when config.json has no hook at all: the start path checks only that.
+        self.hooks = hooks
+        # linux.sysctl, in config.json's order (sysctl.py says which keys are allowed).
+        self.sysctl = {} if sysctl is None else sysctl
+        self.oom_score_adj = oom_score_adj
+        self.apparmor_profile = apparmor_profile
+        self.selinux_label = selinux_label
+        self.mount_label = mount_label
+        # linux.seccomp, checked and compiled (seccomp.py); None: unconfined.
+        self.seccomp = seccomp
 
     def rootfs(self, bundle: str) -> str:
         return os.path.join(bundle, self.root_path)
@@ -190,6 +293,10 @@ def to_json(config: Config) -> dict[str, Any]:
             "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
             **({"rlimits": [{"type": r.type, "hard": r.hard, "soft": r.soft}
                             for r in config.rlimits]} if config.rlimits else {}),
+            **({"oomScoreAdj": config.oom_score_adj}
+               if config.oom_score_adj is not None else {}),
+            **({"apparmorProfile": config.apparmor_profile} if config.apparmor_profile else {}),
+            **({"selinuxLabel": config.selinux_label} if config.selinux_label else {}),
         },
         "root": {"path": config.root_path, "readonly": config.root_readonly},
         "hostname": config.hostname,
@@ -209,9 +316,27 @@ def to_json(config: Config) -> dict[str, Any]:
             "resources": resources,
             "maskedPaths": list(config.masked_paths),
             "readonlyPaths": list(config.readonly_paths),
+            **({"sysctl": dict(config.sysctl)} if config.sysctl else {}),
+            **({"mountLabel": config.mount_label} if config.mount_label else {}),
+            **({"seccomp": config.seccomp.doc} if config.seccomp is not None else {}),
         },
+        **({"hooks": hooks_json(config.hooks)} if config.hooks is not None else {}),
         "annotations": dict(config.annotations),
     }
+
+
+def hooks_json(hooks: Hooks) -> dict[str, list[dict[str, Any]]]:
+    """config.json's "hooks" object (also kept in mctl-runtime's state for start and delete)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for stage, attr in HOOK_STAGES.items():
+        entries = getattr(hooks, attr)
+        if entries:
+            out[stage] = [{"path": h.path,
+                           **({"args": list(h.args)} if h.args else {}),
+                           **({"env": list(h.env)} if h.env is not None else {}),
+                           **({"timeout": h.timeout} if h.timeout is not None else {})}
+                          for h in entries]
+    return out
 
 
 def _mappings_json(mappings: tuple[IdMapping, ...]) -> list[dict[str, int]]:
@@ -221,6 +346,8 @@ def _mappings_json(mappings: tuple[IdMapping, ...]) -> list[dict[str, int]]:
 
 def write_config(bundle: str, config: Config) -> None:
     """Writes bundle/config.json atomically (a reader never sees half a file)."""
+    import json  # the agent's side: indent is not in lightjson
+
     tmp = os.path.join(bundle, ".config.json.tmp")
     with open(tmp, "w") as f:
         json.dump(to_json(config), f, indent=1)
@@ -232,7 +359,7 @@ def load_config(bundle: str) -> Config:
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            doc = json.loads(f.read())
+            doc = lightjson.loads(f.read())
     except FileNotFoundError:
         raise ConfigError("config.json", f"not found in bundle {bundle}") from None
     except (OSError, ValueError) as e:
@@ -326,6 +453,67 @@ def _check_user_namespace(namespaces: list[str], uid_map: tuple[IdMapping, ...],
     elif uid_map or gid_map:
         raise ConfigError("linux.uidMappings" if uid_map else "linux.gidMappings",
                           "given without a user namespace in linux.namespaces")
+
+
+def parse_hooks(doc: object, where: str = "hooks") -> Hooks | None:
+    """config.json's "hooks" object, every field checked; None if it holds no hook.
+
+    Unknown stages are ignored, as the spec wants of unknown properties.
+    """
+    if not isinstance(doc, dict):
+        raise ConfigError(where, "must be object")
+    stages: dict[str, tuple[Hook, ...]] = {}
+    for stage, attr in HOOK_STAGES.items():
+        hooks = []
+        for i, item in enumerate(_get(doc, stage, list, f"{where}.", [])):
+            at = f"{where}.{stage}[{i}]"
+            if not isinstance(item, dict):
+                raise ConfigError(at, "must be object")
+            path = _get(item, "path", str, f"{at}.", required=True)
+            if not path.startswith("/"):
+                raise ConfigError(f"{at}.path", f"{path!r} is not an absolute path")
+            env = _strings(item, "env", f"{at}.") if "env" in item else None
+            for j, entry in enumerate(env or ()):
+                if "=" not in entry:
+                    raise ConfigError(f"{at}.env[{j}]", f"{entry!r} is not KEY=value")
+            timeout = _get(item, "timeout", int, f"{at}.")
+            if timeout is not None and timeout <= 0:
+                raise ConfigError(f"{at}.timeout", "must be greater than zero (seconds)")
+            hooks.append(Hook(path, _strings(item, "args", f"{at}."), env, timeout))
+        stages[attr] = tuple(hooks)
+    return Hooks(**stages) if any(stages.values()) else None
+
+
+def _sysctl(linux: dict[str, Any], namespaces: list[str]) -> dict[str, str]:
+    raw = _get(linux, "sysctl", dict, "linux.", {})
+    if not raw:
+        return {}
+    from . import sysctl  # only a config with sysctls pays for the rules
+
+    for key, value in raw.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"linux.sysctl.{key}", "must be string")
+        problem = sysctl.problem(key, namespaces)
+        if problem:
+            raise ConfigError(f"linux.sysctl.{key}", problem)
+    return dict(raw)
+
+
+def _oom_score_adj(process: dict[str, Any]) -> int | None:
+    value = _get(process, "oomScoreAdj", int, "process.")
+    # The kernel's range (man 5 proc, /proc/pid/oom_score_adj).
+    if value is not None and not -1000 <= value <= 1000:
+        raise ConfigError("process.oomScoreAdj", f"{value} is not between -1000 and 1000")
+    return value
+
+
+def _seccomp(linux: dict[str, Any]) -> SeccompProfile | None:
+    if linux.get("seccomp") is None:
+        return None
+    # Imported only for a config with a profile (seccomp.py imports this module).
+    from . import seccomp
+
+    return seccomp.parse(linux["seccomp"])
 
 
 def parse_config(doc: object) -> Config:
@@ -423,4 +611,11 @@ def parse_config(doc: object) -> Config:
         masked_paths=_strings(linux, "maskedPaths", "linux."),
         readonly_paths=_strings(linux, "readonlyPaths", "linux."),
         annotations={str(k): str(v) for k, v in annotations.items()},
+        hooks=parse_hooks(doc["hooks"]) if "hooks" in doc else None,
+        sysctl=_sysctl(linux, namespaces),
+        oom_score_adj=_oom_score_adj(process),
+        apparmor_profile=_get(process, "apparmorProfile", str, "process.", ""),
+        selinux_label=_get(process, "selinuxLabel", str, "process.", ""),
+        mount_label=_get(linux, "mountLabel", str, "linux.", ""),
+        seccomp=_seccomp(linux),
     )

@@ -15,7 +15,13 @@ an O_PATH descriptor to `<root>/<id>/exec.fifo` before it pivots, sets up
 everything, looks the program up, tells `create` it is ready (by closing the
 sync pipe), then opens /proc/self/fd/N for writing, which blocks until
 `start` opens the fifo for reading (man 7 fifo). `start` reads one byte and
-removes the fifo: from then on the state is "running".
+removes the fifo: from then on the state is "running". The init keeps the
+fifo open in the sync pipe's place until exec closes it, so `start` reads on
+to end-of-file: it returns once the program was exec'd (then the poststart
+hooks run), and whatever comes after the byte is an error from after
+`start` (a startContainer hook's), which fails `start` and destroys the
+container. Hooks (hooks.py) run at the points runtime-spec's "Lifecycle"
+names; `create` records them in state.json for `start` and `delete`.
 
 Errors are one line on stderr (and in --log), exit status 1; usage errors
 exit 2. No traceback reaches the user.
@@ -31,6 +37,10 @@ import sys
 
 from . import ocistate
 from .ocicli_args import USAGE, VERSION, Invocation, UsageError, parse, parse_signal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .hooks import Lifecycle
 
 PROG = "mctl-runtime"
 
@@ -57,6 +67,12 @@ def log_line(inv: Invocation, level: str, msg: str) -> None:
             f.write(line + "\n")
     except OSError as e:
         print(f"{PROG}: --log {inv.log}: {e.strerror}", file=sys.stderr)
+
+
+def warn(inv: Invocation, msg: str) -> None:
+    """A warning (a poststart or poststop hook failed): stderr and --log, the command succeeds."""
+    log_line(inv, "warning", msg)
+    print(f"{PROG}: warning: {msg}", file=sys.stderr)
 
 
 def debug(inv: Invocation, msg: str) -> None:
@@ -116,6 +132,15 @@ def _create(inv: Invocation, started: bool) -> tuple[ocistate.Container, int]:
         raise RuntimeFailure(f"--root {inv.root}: {e.strerror}") from None
     cgroup = spawn.cgroup_path(config) or f"mctl-runtime/{inv.id}"
     c.doc.update(cgroup=cgroup, rootfs=config.rootfs(bundle), annotations=config.annotations)
+    lifecycle = None
+    if config.hooks is not None:
+        from .hooks import Lifecycle
+        from .oci import hooks_json
+
+        # Kept for start and delete: a later change to config.json must not
+        # change the container (runtime.md, "Lifecycle" step 2).
+        c.doc["hooks"] = hooks_json(config.hooks)
+        lifecycle = Lifecycle(config.hooks, c.oci_state_as(ocistate.CREATING, 0))
     c.save()
     cgroups = None
     try:
@@ -139,14 +164,19 @@ def _create(inv: Invocation, started: bool) -> tuple[ocistate.Container, int]:
                 os.dup2(2, sync_fd, inheritable=False)
                 fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
                 os.write(fd, b"0")
+                # The fifo now takes the sync channel's place until exec closes
+                # it: `start` reads to end-of-file, so it learns when the program
+                # was exec'd (poststart waits for that) and what failed after
+                # `start` (a startContainer hook, the exec).
+                os.dup2(fd, sync_fd, inheritable=False)
                 os.close(fd)
 
         debug(inv, f"creating container {inv.id} from {bundle} in cgroup {cgroup}")
         pid, sync_r = spawn.fork_init(sc.libc(), cgroups, cgroup, bundle, config, (0, 1, 2),
-                                      last_cap(), before_exec)
+                                      last_cap(), before_exec, lifecycle=lifecycle)
         if fifo_fd >= 0:
             os.close(fifo_fd)
-        error = spawn.wait_ready(pid, sync_r)
+        error = spawn.wait_ready(pid, sync_r, lifecycle)
         if error:
             raise RuntimeFailure(error)
         c.doc.update(pid=pid, start_time=ocistate.proc_stat(pid)[1])
@@ -155,7 +185,7 @@ def _create(inv: Invocation, started: bool) -> tuple[ocistate.Container, int]:
             _write_pid_file(inv.pid_file, pid)
     except BaseException as e:
         try:
-            _destroy(c, cgroups)
+            _teardown(inv, c, cgroups)
         except RuntimeFailure as cleanup:
             log_line(inv, "warning", f"cleanup after a failed create: {cleanup}")
         if isinstance(e, RuntimeFailure | KeyboardInterrupt):
@@ -188,15 +218,22 @@ def cmd_start(inv: Invocation) -> int:
         fd = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise RuntimeFailure(f"cannot start container {inv.id}: already started") from None
+    got = b""
     try:
         # Opening for reading releases the init's blocked open; it then writes
-        # one byte. Poll in slices so an init that died meanwhile is noticed.
+        # one byte, runs the startContainer hooks and execs, which closes its
+        # end (close-on-exec): read to end-of-file, anything after the byte
+        # is what failed. Poll in slices so an init that died before it
+        # opened the fifo is noticed (no writer yet: no end-of-file either).
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         while True:
-            if poller.poll(100) and os.read(fd, 1):
-                break
-            if c.status() == ocistate.STOPPED:
+            if poller.poll(100):
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                got += chunk
+            elif not got and c.status() == ocistate.STOPPED:
                 raise RuntimeFailure(f"cannot start container {inv.id}: its init exited")
     finally:
         os.close(fd)
@@ -204,15 +241,30 @@ def cmd_start(inv: Invocation) -> int:
         os.unlink(c.fifo)
     except FileNotFoundError:
         pass
+    if not got:
+        raise RuntimeFailure(f"cannot start container {inv.id}: its init exited")
+    if len(got) > 1:
+        # As a failed create: nothing is left but the error (runtime.md, step 7).
+        _teardown(inv, c, None)
+        raise RuntimeFailure(got[1:].decode(errors="replace"))
     debug(inv, f"started container {inv.id} pid {c.pid}")
+    _poststart(inv, c)
     return 0
 
 
+def _poststart(inv: Invocation, c: ocistate.Container) -> None:
+    lifecycle = _lifecycle(c)
+    if lifecycle is not None:
+        for failure in lifecycle.run_all("poststart", ocistate.RUNNING, c.pid):
+            warn(inv, failure)
+
+
 def cmd_run(inv: Invocation) -> int:
-    import signal
+    from . import signals
 
     c, pid = _create(inv, started=True)
     if inv.detach:
+        _poststart(inv, c)
         return 0
 
     def forward(sig: int, _frame: object) -> None:
@@ -222,12 +274,14 @@ def cmd_run(inv: Invocation) -> int:
             pass
 
     # As `runc run` does: signals to this process are the container's.
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-                signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
-        signal.signal(sig, forward)
+    for sig in (signals.SIGTERM, signals.SIGINT, signals.SIGHUP, signals.SIGQUIT,
+                signals.SIGUSR1, signals.SIGUSR2, signals.SIGWINCH):
+        signals.signal(sig, forward)
+    # After the handlers: a signal while poststart hooks run is the container's too.
+    _poststart(inv, c)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
-    _destroy(c, None)
+    _teardown(inv, c, None)
     return code if code >= 0 else 128 - code
 
 
@@ -283,8 +337,31 @@ def _destroy(c: ocistate.Container, cgroups: object | None) -> None:
     ocistate.remove(c)
 
 
+def _lifecycle(c: ocistate.Container) -> Lifecycle | None:
+    """The container's hooks as `create` recorded them, or None."""
+    if not c.doc.get("hooks"):
+        return None
+    from .hooks import Lifecycle
+    from .oci import ConfigError, parse_hooks
+
+    try:
+        hooks = parse_hooks(c.doc["hooks"])
+    except ConfigError as e:
+        raise RuntimeFailure(f"{c.dir}/{ocistate.STATE_FILE}: {e}") from None
+    return None if hooks is None else Lifecycle(hooks, c.oci_state_as(ocistate.CREATING, 0))
+
+
+def _teardown(inv: Invocation, c: ocistate.Container, cgroups: object | None) -> None:
+    """_destroy, then the poststop hooks, whose failures are warnings (runtime.md)."""
+    _destroy(c, cgroups)
+    lifecycle = _lifecycle(c)
+    if lifecycle is not None:
+        for failure in lifecycle.run_all("poststop", ocistate.STOPPED, 0):
+            warn(inv, failure)
+
+
 def cmd_delete(inv: Invocation) -> int:
-    import signal
+    from . import signals
 
     try:
         c = ocistate.load(inv.root, inv.id)
@@ -304,10 +381,10 @@ def cmd_delete(inv: Invocation) -> int:
     if status in (ocistate.CREATED, ocistate.RUNNING):
         # A created container is deleted without --force, as runc does.
         try:
-            os.kill(c.pid, signal.SIGKILL)
+            os.kill(c.pid, signals.SIGKILL)
         except ProcessLookupError:
             pass
-    _destroy(c, None)
+    _teardown(inv, c, None)
     return 0
 
 

@@ -20,9 +20,10 @@ Standard library only and no heavy imports: every CLI call loads this.
 
 from __future__ import annotations
 
-import json
 import os
 import time
+
+from . import lightjson
 
 OCI_VERSION = "1.0.2"
 STATE_FILE = "state.json"
@@ -104,12 +105,16 @@ class Container:
     def oci_state(self) -> dict[str, object]:
         """The state document of the OCI runtime spec (runtime.md, "State")."""
         status = self.status()
+        # The spec requires pid while created or running; runc shows 0 after.
+        return self.oci_state_as(status, self.pid if status in (CREATED, RUNNING) else 0)
+
+    def oci_state_as(self, status: str, pid: int) -> dict[str, object]:
+        """The state document with a given status and pid: what hooks get (hooks.py)."""
         return {
             "ociVersion": OCI_VERSION,
             "id": self.id,
             "status": status,
-            # The spec requires pid while created or running; runc shows 0 after.
-            "pid": self.pid if status in (CREATED, RUNNING) else 0,
+            "pid": pid,
             "bundle": self.bundle,
             "rootfs": str(self.doc.get("rootfs", "")),
             "created": str(self.doc.get("created", "")),
@@ -119,7 +124,7 @@ class Container:
     def save(self) -> None:
         tmp = os.path.join(self.dir, STATE_FILE + ".tmp")
         with open(tmp, "w") as f:
-            json.dump(self.doc, f)
+            f.write(lightjson.dumps(self.doc))
         os.replace(tmp, os.path.join(self.dir, STATE_FILE))
 
 
@@ -150,7 +155,7 @@ def load(root: str, container_id: str) -> Container:
     path = os.path.join(root, container_id, STATE_FILE)
     try:
         with open(path) as f:
-            doc = json.load(f)
+            doc = lightjson.loads(f.read())
     except FileNotFoundError:
         raise StateError(f"container {container_id} does not exist") from None
     except (OSError, ValueError) as e:

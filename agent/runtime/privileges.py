@@ -27,3 +27,17 @@ def drop_to(sys: sc.Syscalls, config: Config, cap_top: int) -> None:
     capabilities.set_capabilities(sys, keep)
     if config.no_new_privileges:
         sys.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def load_seccomp(sys: sc.Syscalls, config: Config, right_before_exec: bool) -> None:
+    """Loads config.json's seccomp filter (seccomp.py) at runc's point in the sequence.
+
+    Called twice: before drop_to, and as the last step before exec. Without
+    no_new_privileges the kernel lets only CAP_SYS_ADMIN load a filter, which
+    drop_to takes away, so the first call loads it; with no_new_privileges
+    the second does, so the filter sees as few of the runtime's own calls
+    (setuid, capset, the fifo of `create`) as possible and a profile need
+    not allow them.
+    """
+    if config.seccomp is not None and config.no_new_privileges == right_before_exec:
+        sys.seccomp(config.seccomp.program, config.seccomp.flags)

@@ -9,14 +9,20 @@ each named so a failure says where it happened:
    `tasks`, moves the writer: CgroupDriver.self_join_files)
    before unsharing the cgroup namespace, so that namespace's root is the
    container's cgroup (man 7 cgroup_namespaces); set process.rlimits
-   (rlimits.py) while still the host's root;
+   (rlimits.py) and process.oomScoreAdj while still the host's root;
 2. join the namespaces config.json names by path (setns; the agent's
    prepared network namespace), unshare mount, uts, ipc, network and cgroup
    namespaces for the rest (man 2 unshare);
 3. bring up loopback in a new network namespace; set the hostname;
-4. mount /proc, /dev, /sys and the bundle's mounts; pivot_root; mask paths;
+4. mount /proc, /dev, /sys and the bundle's mounts; the createRuntime
+   hooks (run by the runtime while this waits) and createContainer hooks
+   (hooks.py); pivot_root; linux.sysctl (sysctl.py); mask paths; the
+   AppArmor/SELinux exec labels (lsm.py);
 5. drop capabilities, set no_new_privs (man 2 prctl), switch uid/gid;
-6. reset signal dispositions Python changed, wire stdio, exec.
+6. reset signal dispositions Python changed, wire stdio, load the seccomp
+   filter (seccomp.py; before step 5 without no_new_privs), exec.
+   `before_exec` (the CLI's create: wait for start) and the startContainer
+   hooks come just before the exec.
 
 With a user namespace (userns.py) step 2 is different, and this process is
 only the first of two: it unshares the user namespace first, so that every
@@ -39,10 +45,9 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import struct
 
-from . import privileges, rlimits, rootfs, userns
+from . import privileges, rlimits, rootfs, signals, userns
 from . import syscalls as sc
 
 # typing.TYPE_CHECKING without importing typing (~3 ms of `mctl-runtime run`);
@@ -52,6 +57,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import NoReturn
 
+    from .hooks import Lifecycle
     from .oci import Config
 
 SIOCSIFFLAGS = 0x8914
@@ -121,6 +127,18 @@ def enter_user_namespace(sys: sc.Syscalls, root: str, config: Config,
     return premounted
 
 
+def set_oom_score_adj(value: int) -> None:
+    """process.oomScoreAdj for this process and what it execs (man 5 proc, oom_score_adj)."""
+    fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, str(value).encode())
+    except OSError as e:
+        # Below the inherited minimum needs CAP_SYS_RESOURCE (EACCES without it).
+        raise OSError(f"writing {value} to /proc/self/oom_score_adj: {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
 def loopback_up() -> None:
     """Sets `lo` up in the current network namespace (a new one starts it down)."""
     ifreq = struct.pack("16sh", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING)
@@ -139,6 +157,28 @@ def env_dict(env: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def exec_program(args: list[str], env: dict[str, str]) -> NoReturn:
+    """execvp(3): args[0] looked up in env's PATH unless it holds a slash.
+
+    Not os.execvpe: its PATH search imports `warnings` on first use, and
+    after pivot_root the host's standard library is out of reach. Errors
+    as execvp's: EACCES if some candidate was not executable, else the last.
+    """
+    program = args[0]
+    if "/" in program:
+        os.execve(program, args, env)
+    denied: OSError | None = None
+    last: OSError = FileNotFoundError(2, "executable file not found in $PATH", program)
+    for directory in env.get("PATH", "/usr/bin:/bin").split(":"):
+        try:
+            os.execve(os.path.join(directory or ".", program), args, env)
+        except PermissionError as e:
+            denied = e
+        except OSError as e:
+            last = e
+    raise denied or last
+
+
 def exec_container(
     sys: sc.Syscalls,
     bundle: str,
@@ -149,13 +189,16 @@ def exec_container(
     cap_top: int,
     before_exec: Callable[[int], None] | None = None,
     handshake: userns.Handshake | None = None,
+    lifecycle: Lifecycle | None = None,
 ) -> NoReturn:
     """The child between fork and exec. Never returns.
 
     `before_exec(sync_fd)`, if given, runs once the container is set up, just
     before exec: the OCI CLI's `create` (ocicli.py) reports success there and
     waits for `start`. `handshake` is given with a user namespace: the
-    parent maps its ids through it (spawn.py).
+    parent maps its ids through it (spawn.py). `lifecycle` runs config.json's
+    hooks: createRuntime's (in the runtime, through the sync channel) and
+    createContainer's before pivot_root, startContainer's after `before_exec`.
     """
     step = "start"
     try:
@@ -165,6 +208,10 @@ def exec_container(
                 f.write("0")
         step = "rlimits"
         rlimits.apply(config.rlimits)
+        if config.oom_score_adj is not None:
+            # Now, as the host's root: in a user namespace lowering it is refused.
+            step = "process.oomScoreAdj"
+            set_oom_score_adj(config.oom_score_adj)
         step = "join namespaces"
         join_namespaces(sys, config)
         root = config.rootfs(bundle)
@@ -184,10 +231,29 @@ def exec_container(
             sys.sethostname(config.hostname)
         step = "mounts"
         rootfs.prepare(sys, root, config, premounted)
+        if lifecycle is not None:
+            step = ""  # a hook's error names the hook
+            lifecycle.before_pivot(sync_fd, root)
+        # What the steps after pivot_root import, imported while the host's files
+        # are in reach (oci.py and spawn.py have already, so this costs nothing).
+        if config.sysctl:
+            from . import sysctl
+        if config.apparmor_profile or config.selinux_label:
+            from . import lsm
         step = "pivot_root"
         rootfs.pivot(sys, root, config.root_readonly)
+        if config.sysctl:
+            # After /proc is mounted, before readonlyPaths makes /proc/sys read-only.
+            step = "linux.sysctl"
+            sysctl.apply(config.sysctl)
         step = "masked paths"
         rootfs.mask_paths(sys, config)
+        if config.apparmor_profile or config.selinux_label:
+            # While still root and before no_new_privs (lsm.py says why not at exec).
+            step = "process.apparmorProfile/selinuxLabel"
+            lsm.set_exec_labels(config)
+        step = "linux.seccomp"
+        privileges.load_seccomp(sys, config, right_before_exec=False)
         step = "capabilities, user, no_new_privs"
         privileges.drop_to(sys, config, cap_top)
         step = "cwd"
@@ -196,16 +262,23 @@ def exec_container(
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
         # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec.
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
+        for sig in (signals.SIGPIPE, signals.SIGXFSZ, signals.SIGCHLD, signals.SIGINT):
+            signals.signal(sig, signals.SIG_DFL)
         step = "exec"
         if before_exec is not None:
             before_exec(sync_fd)
+        if lifecycle is not None:
+            step = ""
+            lifecycle.start_container()
+            step = "exec"
         os.closerange(3, sync_fd)
         os.closerange(sync_fd + 1, 1 << 16)
-        os.execvpe(config.args[0], list(config.args), env_dict(config.env))
+        step = "linux.seccomp"
+        privileges.load_seccomp(sys, config, right_before_exec=True)
+        step = "exec"
+        exec_program(list(config.args), env_dict(config.env))
     except BaseException as e:  # noqa: BLE001 - everything must reach the parent
         try:
-            os.write(sync_fd, f"{step}: {e}".encode()[:4000])
+            os.write(sync_fd, (f"{step}: {e}" if step else str(e)).encode()[:4000])
         finally:
             os._exit(127)

@@ -183,6 +183,10 @@ def _mount_one(sys: sc.Syscalls, rootfs: str, m: Mount, config: Config,
     target = _inside(rootfs, m.destination)
     flags, data = split_options(m.options)
     flags |= extra_flags
+    if config.mount_label and not flags & sc.MS_BIND:
+        from . import lsm  # SELinux's context= option (lsm.py)
+
+        data = lsm.mount_data(m.type, data, config.mount_label)
     if m.type == "cgroup":
         os.makedirs(target, exist_ok=True)
         _mount_cgroup(sys, target, flags, config)

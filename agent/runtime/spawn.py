@@ -7,6 +7,9 @@ linux.cgroupsPath and linux.resources describe, unshare the pid namespace
 fork, and run process.exec_container in the child. The parent learns the
 outcome through a close-on-exec pipe: end-of-file means the child got as far
 as exec (or as `before_exec` chose to report success), bytes are the error.
+When config.json has prestart or createRuntime hooks, the channel is a
+socket pair instead, on which the init asks the runtime to run them
+(hooks.py); without hooks nothing is added to this path.
 
 With a user namespace the child unshares it before anything else and forks
 pid 1 itself (process.enter_user_namespace); this side writes the child's
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .cgroups.base import CgroupDriver, Limits
+    from .hooks import Lifecycle
     from .oci import Config
 
 
@@ -63,33 +67,73 @@ def fork_init(
     cap_top: int,
     before_exec: Callable[[int], None] | None = None,
     close_in_child: tuple[int, ...] = (),
+    lifecycle: Lifecycle | None = None,
 ) -> tuple[int, int]:
     """Creates the cgroup and forks the container's init; returns (pid, sync read end).
 
     Read the sync pipe with `wait_ready`. The caller must be single-threaded
-    (the child runs Python between fork and exec).
+    (the child runs Python between fork and exec). `lifecycle` runs
+    config.json's hooks (hooks.py); a config with hooks needs one.
     """
     if "user" in config.namespaces:
         # Checked before anything is made, so the error is all that happens.
         reason = userns.unavailable() or _unreachable_rootfs(config.rootfs(bundle))
         if reason:
             raise OSError(f"user namespace: {reason}")
+    if config.hooks is not None or config.sysctl or config.apparmor_profile or \
+            config.selinux_label or config.mount_label:
+        reason = _unsupported_here(config, lifecycle)
+        if reason:
+            raise OSError(reason)
     cgroups.create(cgroup, limits_of(config))
     procs = cgroups.self_join_files(cgroup)
-    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    if lifecycle is not None and lifecycle.runtime_sync:
+        # Two-way: the init asks for the createRuntime hooks and waits (hooks.py).
+        sync_r, sync_w = lifecycle.sync_pair()
+    else:
+        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     if "user" in config.namespaces:
         return _fork_in_user_namespace(sys, procs, bundle, config, stdio, cap_top,
-                                       before_exec, close_in_child, sync_r, sync_w)
+                                       before_exec, close_in_child, sync_r, sync_w, lifecycle)
+    own_pid_ns = -1
     if "pid" in config.namespaces:
+        if lifecycle is not None:
+            own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         sys.unshare(sc.CLONE_NEWPID)
     pid = os.fork()
     if pid == 0:
         os.close(sync_r)
         for fd in close_in_child:
             os.close(fd)
-        process.exec_container(sys, bundle, config, procs, sync_w, stdio, cap_top, before_exec)
+        process.exec_container(sys, bundle, config, procs, sync_w, stdio, cap_top, before_exec,
+                               lifecycle=lifecycle)
     os.close(sync_w)
+    if own_pid_ns >= 0:
+        # Our next children in our own pid namespace again: hooks run from here
+        # belong to the runtime's, and once the container's pid 1 is gone its
+        # namespace takes no new process at all (fork fails with ENOMEM).
+        sys.setns(own_pid_ns, sc.CLONE_NEWPID)
+        os.close(own_pid_ns)
     return pid, sync_r
+
+
+def _unsupported_here(config: Config, lifecycle: Lifecycle | None) -> str:
+    """What of hooks, sysctls and LSM labels this host or caller cannot do ("" if none)."""
+    if config.hooks is not None and lifecycle is None:
+        # The agent never writes hooks; a caller that cannot run them refuses.
+        return ("hooks: not run by the in-agent native runtime "
+                "(mctl-runtime, runc and crun run them)")
+    if config.sysctl:
+        from . import sysctl
+
+        reason = sysctl.netns_problem(config.sysctl, config.namespace_paths)
+        if reason:
+            return reason
+    if config.apparmor_profile or config.selinux_label or config.mount_label:
+        from . import lsm
+
+        return lsm.unavailable(config)
+    return ""
 
 
 def _unreachable_rootfs(rootfs: str) -> str:
@@ -111,6 +155,7 @@ def _fork_in_user_namespace(
     close_in_child: tuple[int, ...],
     sync_r: int,
     sync_w: int,
+    lifecycle: Lifecycle | None,
 ) -> tuple[int, int]:
     # pid 1 is forked by the first child, which then exits: as a subreaper
     # this process becomes its parent, as it is without a user namespace.
@@ -123,7 +168,7 @@ def _fork_in_user_namespace(
             os.close(fd)
         handshake.as_child()
         process.exec_container(sys, bundle, config, procs, sync_w, stdio, cap_top, before_exec,
-                               handshake)
+                               handshake, lifecycle)
     os.close(sync_w)
     handshake.as_parent()
     try:
@@ -147,9 +192,16 @@ def read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
-def wait_ready(pid: int, sync_r: int) -> str:
-    """The child's setup error ("" if it reached exec or `before_exec`); reaps it on error."""
-    error = read_all(sync_r)
+def wait_ready(pid: int, sync_r: int, lifecycle: Lifecycle | None = None) -> str:
+    """The child's setup error ("" if it reached exec or `before_exec`); reaps it on error.
+
+    With `lifecycle`, the prestart and createRuntime hooks run here when the
+    init asks (hooks.py); a hook's failure is the error then.
+    """
+    if lifecycle is not None and lifecycle.runtime_sync:
+        error = lifecycle.serve(pid, sync_r)
+    else:
+        error = read_all(sync_r)
     os.close(sync_r)
     if error:
         try:

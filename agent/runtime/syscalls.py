@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass, field
 
 # typing costs `mctl-runtime run` ~3 ms to import: type checkers see the
 # Protocol, the interpreter a plain base class (TYPE_CHECKING = False is
@@ -70,6 +69,8 @@ PR_SET_CHILD_SUBREAPER = 36
 PR_CAPBSET_DROP = 24
 PR_SET_KEEPCAPS = 8
 
+SECCOMP_SET_MODE_FILTER = 1
+
 
 class SyscallError(OSError):
     """A failed kernel call, carrying the call and its arguments."""
@@ -86,6 +87,12 @@ class Syscalls(Protocol):
     def sethostname(self, name: str) -> None: ...
     def prctl(self, option: int, arg: int) -> None: ...
     def capset(self, effective: int, permitted: int, inheritable: int) -> None: ...
+    def seccomp(self, program: bytes, flags: int = 0) -> None: ...
+
+
+class _SockFprog(ctypes.Structure):
+    # struct sock_fprog (linux/filter.h): the length in instructions, then a pointer.
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
 def _errcheck(ret: int, call: str, *args: object) -> None:
@@ -136,6 +143,8 @@ class LibcSyscalls:
         self._capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         self._syscall = libc.syscall
         self._pivot_root_nr = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
+        # Nor a seccomp(2) wrapper (prctl(PR_SET_SECCOMP) takes no flags).
+        self._seccomp_nr = {"x86_64": 317, "aarch64": 277}.get(os.uname().machine, 317)
 
     def unshare(self, flags: int) -> None:
         _errcheck(self._unshare(flags), "unshare", hex(flags))
@@ -183,12 +192,22 @@ class LibcSyscalls:
         _errcheck(self._capset(ctypes.addressof(header), ctypes.addressof(data)),
                   "capset", hex(effective))
 
+    def seccomp(self, program: bytes, flags: int = 0) -> None:
+        """Loads a seccomp filter (packed struct sock_filter) into this thread (man 2 seccomp)."""
+        buf = ctypes.create_string_buffer(program, len(program))
+        fprog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+        ret = self._syscall(ctypes.c_long(self._seccomp_nr),
+                            ctypes.c_long(SECCOMP_SET_MODE_FILTER), ctypes.c_long(flags),
+                            ctypes.c_void_p(ctypes.addressof(fprog)))
+        _errcheck(ret, "seccomp", "SECCOMP_SET_MODE_FILTER", hex(flags),
+                  f"{len(program) // 8} instructions")
 
-@dataclass
+
 class RecordingSyscalls:
     """Records every call instead of making it; for unit tests."""
 
-    calls: list[tuple[object, ...]] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
 
     def unshare(self, flags: int) -> None:
         self.calls.append(("unshare", flags))
@@ -215,6 +234,9 @@ class RecordingSyscalls:
 
     def capset(self, effective: int, permitted: int, inheritable: int) -> None:
         self.calls.append(("capset", effective, permitted, inheritable))
+
+    def seccomp(self, program: bytes, flags: int = 0) -> None:
+        self.calls.append(("seccomp", program, flags))
 
 
 def inet_dgram_socket() -> int:

@@ -196,3 +196,32 @@ def test_no_container_reaches_an_agents_port(cluster: Cluster, tmp_path):
     assert found["node1"] == "rc=1", out
     assert found["node2"] == "rc=1", out
     cluster.mctl("delete", "-f", path, "--timeout", "30")
+
+
+# -- seccomp -----------------------------------------------------------------------------------
+
+SECCOMP = """\
+apiVersion: mctl/v1
+kind: Workload
+metadata:
+  name: {name}
+spec:
+  image: busybox
+  command: ["sleep", "3600"]
+  securityContext: {{seccompProfile: {profile}}}
+"""
+
+
+def test_seccomp_runtime_default_by_default_and_unconfined_on_request(cluster: Cluster, tmp_path):
+    # RuntimeDefault unless the workload says otherwise; `mctl exec` gets the
+    # container's filter too (Seccomp: 2 is "filter" in /proc/PID/status).
+    paths = [apply(cluster, tmp_path, name, SECCOMP.format(name=name, profile=profile))
+             for name, profile in (("filtered", "RuntimeDefault"), ("unfiltered", "Unconfined"))]
+    for workload, mode, unshare in (("filtered", "2", "denied"), ("unfiltered", "0", "allowed")):
+        (rep,) = running(cluster, workload)
+        out = cluster.mctl("exec", rep["metadata"]["name"], "--", "sh", "-c",
+                           "grep '^Seccomp:' /proc/1/status /proc/self/status | cut -f2; "
+                           "unshare -U true 2>/dev/null && echo allowed || echo denied").stdout
+        assert out.split() == [mode, mode, unshare], (workload, out)
+    for path in paths:
+        cluster.mctl("delete", "-f", path, "--timeout", "30")

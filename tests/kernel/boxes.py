@@ -14,7 +14,6 @@ that no mount, cgroup or process of these containers is left.
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import json
 import os
@@ -137,7 +136,7 @@ class Boxes:
             rlimits=default_rlimits(),
             **user,  # type: ignore[arg-type]
         )
-        config = dataclasses.replace(config, **overrides)
+        config = config.replace(**overrides)
         rootfs.mount_overlay(self.sys, self.lower, box.path("upper"), box.path("work"),
                              box.path("rootfs"), owner=owner)
         oci.write_config(box.bundle, config)

@@ -15,7 +15,6 @@ process of this module is left.
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import json
 import os
@@ -199,7 +198,7 @@ def make(env: Env, request: pytest.FixtureRequest):
                                     cpu_period=100_000, pids_limit=pids),
             annotations={"mctl.test": request.node.name},
         )
-        config = dataclasses.replace(config, **overrides)
+        config = config.replace(**overrides)
         rootfs.mount_overlay(sys_, env.lower, os.path.join(bundle, "upper"),
                              os.path.join(bundle, "work"), os.path.join(bundle, "rootfs"))
         if config_json is None:
@@ -450,7 +449,7 @@ def test_exec_failure_raises_and_leaves_nothing_running(env, make):
     assert env.cgroups.pids(box.cgroup) == []
     assert not os.path.exists(box.path(STATE_FILE))
     assert not os.path.exists(box.path(EXIT_FILE))
-    # The zygote's only children are monitors; the failed one must be gone.
+    # The failed monitor must be gone.
     zygote = env.runtime._proc.pid  # noqa: SLF001 - no public handle on the zygote
     deadline = time.monotonic() + WAIT
     while _children(zygote) and time.monotonic() < deadline:
@@ -459,7 +458,11 @@ def test_exec_failure_raises_and_leaves_nothing_running(env, make):
 
 
 def _children(parent: int) -> list[int]:
-    """Live (non-zombie) children of `parent`, from every /proc/PID/stat's ppid."""
+    """Live (non-zombie) monitors forked by `parent`, from every /proc/PID/stat.
+
+    A monitor leads its own session; the zygote's other child, the spare
+    waiting for the next request, is still in the zygote's.
+    """
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -469,7 +472,7 @@ def _children(parent: int) -> list[int]:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == parent and fields[0] != b"Z":
+        if int(fields[1]) == parent and fields[0] != b"Z" and int(fields[3]) == int(entry):
             out.append(int(entry))
     return out
 

@@ -791,7 +791,8 @@ def test_minimal_to_dict():
             "restartPolicy": "Always",
             "spread": True,
             "update": {"maxUnavailable": 1, "maxSurge": 1},
-            "securityContext": {"userNamespace": False, "readOnlyRootfs": False},
+            "securityContext": {"userNamespace": False, "readOnlyRootfs": False,
+                                "seccompProfile": "RuntimeDefault"},
         },
     }
 
@@ -895,7 +896,8 @@ def workload_documents(draw: st.DrawFn) -> dict:
             {"maxUnavailable": st.integers(1, 3)}, optional={"maxSurge": st.integers(0, 3)}
         ),
         "securityContext": st.fixed_dictionaries(
-            {}, optional={"userNamespace": st.booleans(), "readOnlyRootfs": st.booleans()}
+            {}, optional={"userNamespace": st.booleans(), "readOnlyRootfs": st.booleans(),
+                          "seccompProfile": st.sampled_from(["RuntimeDefault", "Unconfined"])}
         ),
     }
     for key, strategy in optional.items():
@@ -928,3 +930,26 @@ def test_replace_failed_is_off_by_default_and_round_trips():
     assert "replaceFailed" not in workload_to_dict(parse_one(MINIMAL))["spec"]
     with pytest.raises(SpecError, match=r'spec.replaceFailed: must be true or false, not "x"'):
         parse_one(spec_with('replaceFailed: "x"'))
+
+
+def test_seccomp_profile_defaults_to_runtime_default_stored_as_empty():
+    # Stored empty, so the spec hash of a workload from before the field is unchanged.
+    minimal = parse_one(MINIMAL)
+    assert minimal.spec.security_context.seccomp_profile == ""
+    spelled = parse_one(spec_with("securityContext: {seccompProfile: RuntimeDefault}"))
+    assert spelled.spec.security_context.seccomp_profile == ""
+    assert spec_hash(spelled.spec) == spec_hash(minimal.spec)
+    unconfined = parse_one(spec_with("securityContext: {seccompProfile: Unconfined}"))
+    assert unconfined.spec.security_context.seccomp_profile == "Unconfined"
+    assert spec_hash(unconfined.spec) != spec_hash(minimal.spec)
+    assert workload_to_dict(unconfined)["spec"]["securityContext"]["seccompProfile"] == \
+        "Unconfined"
+    assert parse_one(yaml.safe_dump(workload_to_dict(unconfined))) == unconfined
+
+
+@pytest.mark.parametrize("value", ["Localhost", "runtime/default", "", 1])
+def test_seccomp_profile_must_be_one_of_the_two(value):
+    with pytest.raises(SpecError) as e:
+        parse_one(spec_with(f"securityContext: {{seccompProfile: {json.dumps(value)}}}"))
+    assert e.value.field == "spec.securityContext.seccompProfile"
+    assert "must be one of RuntimeDefault, Unconfined" in e.value.problem

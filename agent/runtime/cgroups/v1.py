@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Mapping
 
 from ..lazylog import LazyLogger
 from .base import (
@@ -34,6 +33,12 @@ from .base import (
     read_int,
     read_keyed,
 )
+
+# typing.TYPE_CHECKING without importing typing; collections.abc would pull
+# in collections (2 ms of `mctl-runtime run`) for a type hint.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 log = LazyLogger(__name__)
 

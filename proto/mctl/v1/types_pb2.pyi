@@ -55,12 +55,14 @@ class UpdateStrategy(_message.Message):
     def __init__(self, max_unavailable: _Optional[int] = ..., max_surge: _Optional[int] = ...) -> None: ...
 
 class SecurityContext(_message.Message):
-    __slots__ = ("user_namespace", "read_only_rootfs")
+    __slots__ = ("user_namespace", "read_only_rootfs", "seccomp_profile")
     USER_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     READ_ONLY_ROOTFS_FIELD_NUMBER: _ClassVar[int]
+    SECCOMP_PROFILE_FIELD_NUMBER: _ClassVar[int]
     user_namespace: bool
     read_only_rootfs: bool
-    def __init__(self, user_namespace: _Optional[bool] = ..., read_only_rootfs: _Optional[bool] = ...) -> None: ...
+    seccomp_profile: str
+    def __init__(self, user_namespace: _Optional[bool] = ..., read_only_rootfs: _Optional[bool] = ..., seccomp_profile: _Optional[str] = ...) -> None: ...
 
 class WorkloadSpec(_message.Message):
     __slots__ = ("replicas", "image", "command", "args", "env", "working_dir", "hostname", "resources", "ports", "restart_policy", "health_check", "node_selector", "spread", "update", "security_context", "replace_failed")
