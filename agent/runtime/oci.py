@@ -563,6 +563,9 @@ def parse_config(doc: object) -> Config:
         if kind not in NAMESPACE_TYPES:
             raise ConfigError(f"linux.namespaces[{i}].type",
                               f"{kind!r} is not one of {', '.join(NAMESPACE_TYPES)}")
+        if kind in namespaces:
+            # As runc ("duplicated ns"): which entry's path would apply is unclear.
+            raise ConfigError(f"linux.namespaces[{i}].type", f"{kind!r} is given twice")
         if "path" in ns:
             if kind not in JOINABLE_NAMESPACES:
                 raise ConfigError(f"linux.namespaces[{i}].path",

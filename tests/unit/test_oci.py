@@ -190,6 +190,7 @@ BAD_FIELDS = [
     ("mounts.2.type", 1, "mounts[2].type", "must be string"),
     ("linux", "x", "linux", "must be object"),
     ("linux.namespaces.1.type", "time", "linux.namespaces[1].type", "'time' is not one of"),
+    ("linux.namespaces.1.type", "pid", "linux.namespaces[1].type", "'pid' is given twice"),
     ("linux.namespaces.1.type", None, "linux.namespaces[1].type", "required"),
     ("linux.namespaces.2", "ipc", "linux.namespaces[2]", "must be object"),
     ("linux.namespaces.0.path", "/proc/1/ns/pid", "linux.namespaces[0].path",
