@@ -167,6 +167,10 @@ def _read_json(path: str) -> dict[str, object] | None:
         return None
 
 
+# A bundle directory: search (x) for others, nothing else (see create).
+BUNDLE_MODE = 0o711
+
+
 def _write_json(path: str, doc: dict[str, object]) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -287,10 +291,16 @@ class ContainerManager:
         """Makes the bundle of `replica`: overlay rootfs, etc files, config.json."""
         cid = container_id(*self._key(replica))
         bundle = os.path.join(self.root, cid)
-        os.makedirs(bundle, exist_ok=True)
+        # Others may pass through (a user namespace's mapped root reaches its
+        # rootfs and /etc files here) but not list or read: config.json and
+        # the replica hold the workload's environment.
+        os.makedirs(bundle, mode=BUNDLE_MODE, exist_ok=True)
+        os.chmod(bundle, BUNDLE_MODE)
         container = Container(id=cid, bundle=bundle, replica=replica,
                               cgroup=f"{self.cgroup_parent}/{cid}", restarts=restarts)
-        with open(os.path.join(bundle, REPLICA_FILE), "wb") as f:
+        fd = os.open(os.path.join(bundle, REPLICA_FILE),
+                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as f:
             f.write(replica.SerializeToString())
         _write_json(os.path.join(bundle, META_FILE), {"restarts": restarts})
         try:

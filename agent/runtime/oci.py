@@ -345,11 +345,16 @@ def _mappings_json(mappings: tuple[IdMapping, ...]) -> list[dict[str, int]]:
 
 
 def write_config(bundle: str, config: Config) -> None:
-    """Writes bundle/config.json atomically (a reader never sees half a file)."""
+    """Writes bundle/config.json atomically (a reader never sees half a file).
+
+    Readable by root only: it holds the workload's environment, which may
+    carry secrets.
+    """
     import json  # the agent's side: indent is not in lightjson
 
     tmp = os.path.join(bundle, ".config.json.tmp")
-    with open(tmp, "w") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with open(fd, "w") as f:
         json.dump(to_json(config), f, indent=1)
     os.replace(tmp, os.path.join(bundle, "config.json"))
 

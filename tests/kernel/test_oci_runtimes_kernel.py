@@ -21,6 +21,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mctl.agent.containers import Container, ContainerManager
+from mctl.agent.containers import REPLICA_FILE, Container, ContainerManager
 from mctl.agent.runtime import ociclient
 from mctl.agent.runtime.cgroups import ControllerUnavailable, detect
 from mctl.agent.runtime.images import ImageError, ImageStore
@@ -250,6 +251,34 @@ def test_lifecycle_create_start_kill_delete(rt, make):
     rt("delete", box.id)
     assert rt("state", box.id, check=False).returncode != 0
     assert _cgroups(box.cgroup) == []
+
+
+def test_the_bundle_is_closed_to_other_users(rt, make):
+    # config.json and the replica carry the workload's environment (secrets,
+    # often); other users may pass through the bundle (a user namespace's
+    # root must reach its rootfs) but neither list nor read it.
+    box = make("true")
+    assert stat.S_IMODE(os.stat(box.bundle).st_mode) == 0o711
+    for name in ("config.json", REPLICA_FILE):
+        assert stat.S_IMODE(os.stat(os.path.join(box.bundle, name)).st_mode) == 0o600
+    pid = os.fork()
+    if pid == 0:  # as nobody: every attempt must fail
+        code = 0
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            for attempt in (lambda: os.listdir(box.bundle),
+                            lambda: open(os.path.join(box.bundle, "config.json")).close()):
+                try:
+                    attempt()
+                    code = 1
+                except PermissionError:
+                    pass
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "nobody listed the bundle or read config.json"
+    rt("run", "--bundle", box.bundle, box.id, out=box.out)  # and it still runs
 
 
 def test_delete_of_a_created_container_ends_its_process(rt, make):
