@@ -53,6 +53,10 @@ _DEV_LINKS = {
 }
 
 
+# mount(2) copies at most one page of options, its NUL included.
+MOUNT_DATA_MAX = 4096
+
+
 def mount_overlay(sys: sc.Syscalls, lower: list[str], upper: str, work: str,
                   target: str, owner: tuple[int, int] | None = None) -> None:
     """Mounts the overlay of `lower` (top layer first) + `upper` at `target`.
@@ -65,7 +69,13 @@ def mount_overlay(sys: sc.Syscalls, lower: list[str], upper: str, work: str,
     if owner is not None:
         os.chown(upper, *owner)
     data = f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}"
-    sys.mount("overlay", target, "overlay", 0, data)
+    if len(data.encode()) < MOUNT_DATA_MAX:
+        sys.mount("overlay", target, "overlay", 0, data)
+        return
+    # More layers than one page of options holds (~35 under /var/lib/mctl).
+    from . import newmount
+
+    newmount.mount_overlay(lower, upper, work, target)
 
 
 def unmount(sys: sc.Syscalls, target: str) -> bool:

@@ -102,7 +102,7 @@ def _errcheck(ret: int, call: str, *args: object) -> None:
         raise SyscallError(err, f"{call}({detail}): {os.strerror(err)}")
 
 
-def _load_libc() -> ctypes.CDLL:
+def load_libc() -> ctypes.CDLL:
     # glibc's soname first: find_library runs `ldconfig -p` in a subprocess,
     # which costs milliseconds that `mctl-runtime run` would pay on every call.
     try:
@@ -117,7 +117,7 @@ class LibcSyscalls:
     """The real kernel, through libc."""
 
     def __init__(self) -> None:
-        libc = _load_libc()
+        libc = load_libc()
         self._unshare = libc.unshare
         self._unshare.argtypes = [ctypes.c_int]
         self._setns = libc.setns
@@ -245,7 +245,7 @@ def inet_dgram_socket() -> int:
     Through libc rather than the `socket` module, which costs `mctl-runtime
     run` ~4 ms to import for this one call.
     """
-    fd = int(_load_libc().socket(2, 2 | os.O_CLOEXEC, 0))  # SOCK_CLOEXEC == O_CLOEXEC
+    fd = int(load_libc().socket(2, 2 | os.O_CLOEXEC, 0))  # SOCK_CLOEXEC == O_CLOEXEC
     if fd < 0:
         err = ctypes.get_errno()
         raise SyscallError(err, f"socket(AF_INET, SOCK_DGRAM): {os.strerror(err)}")

@@ -93,3 +93,36 @@ def test_overlay_of_imported_layers(workdir: Path):
     # Writing goes to the upper dir; the layers stay as imported.
     (target / "var/cache/c").write_text("changed\n")
     assert (Path(lower[1]) / "var/cache/c").read_text() == "new\n"
+
+
+def test_overlay_of_more_layers_than_one_page_of_options(workdir: Path):
+    # Long layer paths, as under /var/lib/mctl/.../layers/sha256-<64 hex>:
+    # 80 of them make ~8 KiB of lowerdir=, twice what mount(2) takes.
+    lower = []
+    for i in range(80):
+        layer = workdir / "layers" / f"sha256-{i:064x}"
+        (layer / "files").mkdir(parents=True)
+        (layer / "files" / f"from-{i}").write_text(f"{i}\n")
+        (layer / "top").write_text(f"layer {i}\n")
+        lower.append(str(layer))
+    lower.reverse()  # top layer first: layer 79 wins
+    assert len(":".join(lower)) > rootfs.MOUNT_DATA_MAX
+    target = workdir / "rootfs"
+    rootfs.mount_overlay(sc.libc(), lower, str(workdir / "upper"), str(workdir / "work"),
+                         str(target))
+    assert sorted(os.listdir(target / "files")) == sorted(f"from-{i}" for i in range(80))
+    assert (target / "top").read_text() == "layer 79\n"
+    (target / "top").write_text("changed\n")  # copied up, layers untouched
+    assert (workdir / "upper" / "top").read_text() == "changed\n"
+    assert Path(lower[0], "top").read_text() == "layer 79\n"
+
+
+def test_many_layers_with_a_missing_one_fail_naming_it(workdir: Path):
+    lower = [str(workdir / f"layer-{i:0100d}") for i in range(50)]
+    for layer in lower[1:]:
+        os.makedirs(layer)
+    with pytest.raises(OSError, match=f"lowerdir\\+={lower[0]}"):
+        rootfs.mount_overlay(sc.libc(), lower, str(workdir / "upper"), str(workdir / "work"),
+                             str(workdir / "rootfs"))
+    with open("/proc/self/mountinfo") as f:
+        assert str(workdir) not in f.read()
