@@ -23,8 +23,6 @@ import socket
 import sys
 import threading
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from mctl.common import logs, netns, pki, rpc, tls
 from mctl.common.authz import Authorizer
 from mctl.common.quantity import QuantityError, parse_memory
@@ -164,7 +162,7 @@ def configure_network(manager: ContainerManager, link: SchedulerLink) -> None:
         return
     try:
         network.configure(link.pod_subnet, link.cluster_cidr)
-    except (OSError, NetlinkError, IpamError) as e:
+    except (OSError, IpamError) as e:  # NetlinkError is an OSError
         # Containers wait (network_ready) rather than start without it.
         log.error("node network not set up for subnet %s: %s", link.pod_subnet, e)
 
@@ -180,7 +178,7 @@ def remove_network(manager: ContainerManager, node_netns_gone: bool) -> None:
         return
     try:
         manager.network.cleanup()
-    except (OSError, NetlinkError) as e:
+    except OSError as e:
         log.error("node network not fully removed: %s", e)
 
 
@@ -303,7 +301,10 @@ def main(argv: list[str] | None = None) -> None:
         os.makedirs(args.state_dir, exist_ok=True)
         sys.exit(cleanup(args))
     try:
-        credentials = tls.from_flags(args.tls_ca, args.tls_cert, args.tls_key, args.insecure)
+        # Checked in a forked child while this process has one thread: the
+        # agent itself never maps `cryptography` (tls.py).
+        credentials = tls.from_flags(args.tls_ca, args.tls_cert, args.tls_key, args.insecure,
+                                     isolated=True)
         if credentials is not None:
             credentials.require("agent", args.name)
     except tls.TLSError as e:

@@ -45,10 +45,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from mctl.common import netns
+from mctl.common.rtnetlink import RTPROT_STATIC, NetlinkError, RtNetlink
 
 from . import firewall, hostports
 from .ipam import AddressPool, IpamError, gateway_of, parse_subnet
@@ -144,7 +142,7 @@ class NodeNetwork:
         self._ready = threading.Event()
         self._disabled = False
         self._nl_lock = threading.Lock()
-        self._nl: IPRoute | None = None
+        self._nl: RtNetlink | None = None
         self._bridge_index = 0
 
     # -- the node side ------------------------------------------------------------
@@ -173,20 +171,22 @@ class NodeNetwork:
         cluster = parse_subnet(cluster_cidr) if cluster_cidr else net
         gateway = gateway_of(net)
         with self._lock:
-            with netns.iproute(self.node_netns) as ipr:
-                found = ipr.link_lookup(ifname=self.bridge)
-                if not found:
-                    ipr.link("add", ifname=self.bridge, kind="bridge")
-                    found = ipr.link_lookup(ifname=self.bridge)
-                index = found[0]
-                for addr in ipr.get_addr(index=index, family=socket.AF_INET):
-                    have = (addr.get_attr("IFA_ADDRESS"), addr["prefixlen"])
-                    if have != (str(gateway), net.prefixlen):
-                        log.warning("bridge=%s drops old address %s/%d", self.bridge, *have)
-                        ipr.addr("del", index=index, address=have[0], prefixlen=have[1])
-                if not ipr.get_addr(index=index, family=socket.AF_INET):
-                    ipr.addr("add", index=index, address=str(gateway), prefixlen=net.prefixlen)
-                ipr.link("set", index=index, state="up")
+            with netns.rtnl(self.node_netns) as rt:
+                bridge = rt.link(self.bridge)
+                if bridge is None:
+                    rt.add_bridge(self.bridge)
+                index = bridge.index if bridge is not None else rt.index(self.bridge)
+                kept = False
+                for addr in rt.addresses(index, socket.AF_INET):
+                    if (addr.address, addr.prefixlen) == (str(gateway), net.prefixlen):
+                        kept = True
+                        continue
+                    log.warning("bridge=%s drops old address %s/%d", self.bridge, addr.address,
+                                addr.prefixlen)
+                    rt.delete_address(index, addr.address, addr.prefixlen)
+                if not kept:
+                    rt.add_address(index, str(gateway), net.prefixlen)
+                rt.set_link(index, up=True)
             # Forwarding: containers reach other nodes and hostPorts reach
             # containers through this node.
             netns.write_sysctl(self.node_netns, "net.ipv4.ip_forward", "1")
@@ -237,25 +237,24 @@ class NodeNetwork:
                             net, cluster)
                 continue
             want[str(net)] = p.address
-        with netns.iproute(self.node_netns) as ipr:
-            have = {}
-            for r in ipr.get_routes(family=socket.AF_INET, proto=MCTL_RTPROT):
-                have[f"{r.get_attr('RTA_DST')}/{r['dst_len']}"] = r.get_attr("RTA_GATEWAY")
+        with netns.rtnl(self.node_netns) as rt:
+            have = {r.destination: r.gateway
+                    for r in rt.routes(socket.AF_INET, protocol=MCTL_RTPROT)}
             for dst, via in sorted(want.items()):
                 if have.get(dst) == via:
                     continue
                 try:
-                    ipr.route("replace", dst=dst, gateway=via, proto=MCTL_RTPROT)
+                    rt.add_route(dst, gateway=via, protocol=MCTL_RTPROT, replace=True)
                     log.info("route %s via %s", dst, via)
-                except NetlinkError as e:
+                except OSError as e:
                     # E.g. ENETUNREACH: the other node is not on this node's link.
                     log.warning("cannot route %s via %s: %s", dst, via, e)
             for dst in sorted(set(have) - set(want)):
                 try:
-                    ipr.route("del", dst=dst, proto=MCTL_RTPROT)
+                    rt.delete_route(dst, protocol=MCTL_RTPROT)
                     log.info("route %s removed", dst)
-                except NetlinkError as e:
-                    if e.code != errno.ESRCH:
+                except OSError as e:
+                    if e.errno != errno.ESRCH:
                         raise
 
     # -- containers -----------------------------------------------------------------
@@ -300,28 +299,27 @@ class NodeNetwork:
                 with self._lock:
                     self._state.mappings[container_id] = att.ports
                     self._write_hostports_locked()
-        except (OSError, NetlinkError, IpamError, NetworkError, hostports.HostPortError) as e:
+        except (OSError, IpamError, NetworkError, hostports.HostPortError) as e:
             self.detach(container_id, Attachment(netns.path_of(name), veth, ip, str(subnet)))
             raise NetworkError(f"network setup failed at {step}: {e}") from e
         log.info("container=%s attached ip=%s veth=%s netns=%s ms=%.1f", container_id, ip, veth,
                  name, (time.perf_counter() - t0) * 1000)
         return att
 
-    def _node_link(self) -> tuple[IPRoute, int]:
+    def _node_link(self) -> tuple[RtNetlink, int]:
         """The kept netlink socket to the node's namespace and the bridge's index.
 
-        Start is the hot path: opening a socket (about a millisecond with
-        pyroute2) and looking a link up (pyroute2 decodes every attribute of
-        the answer, another millisecond) are done once, not per container.
-        Callers hold _nl_lock.
+        Start is the hot path: the socket (opened on a thread of its own when
+        the node has a namespace of its own) and the bridge's lookup are made
+        once, not per container. Callers hold _nl_lock.
         """
         if self._nl is None:
-            self._nl = netns.iproute(self.node_netns)
+            self._nl = netns.rtnl(self.node_netns)
         if self._bridge_index == 0:
-            found = self._nl.link_lookup(ifname=self.bridge)
-            if not found:
+            found = self._nl.link(self.bridge)
+            if found is None:
                 raise NetworkError(f"bridge {self.bridge} is gone")
-            self._bridge_index = found[0]
+            self._bridge_index = found.index
         return self._nl, self._bridge_index
 
     def _make_veth(self, veth: str, netns_path: str) -> None:
@@ -329,19 +327,18 @@ class NodeNetwork:
         try:
             with self._nl_lock:
                 for attempt in range(3):
-                    ipr, bridge = self._node_link()
+                    rt, bridge = self._node_link()
                     try:
                         # One request: the node end is born in the bridge and
                         # up, the container end in the container's namespace
                         # as eth0.
-                        ipr.link("add", ifname=veth, kind="veth", master=bridge, state="up",
-                                 peer={"ifname": "eth0", "net_ns_fd": fd})
+                        rt.add_veth(veth, "eth0", peer_netns_fd=fd, master=bridge, up=True)
                         return
-                    except NetlinkError as e:
-                        if e.code == errno.EEXIST and attempt == 0:
+                    except OSError as e:
+                        if e.errno == errno.EEXIST and attempt == 0:
                             # Left by a crash with the same container id.
-                            ipr.link("del", ifname=veth)
-                        elif e.code in (errno.ENODEV, errno.EINVAL) and attempt < 2:
+                            rt.delete_link(veth)
+                        elif e.errno in (errno.ENODEV, errno.EINVAL) and attempt < 2:
                             self._bridge_index = 0      # the bridge was made anew
                         else:
                             raise
@@ -351,15 +348,15 @@ class NodeNetwork:
     @staticmethod
     def _configure_inside(netns_path: str, ip: str, subnet: IPv4Network) -> None:
         def inside() -> None:
-            # In the container's namespace: a new one has lo at index 1, and
-            # the ioctl behind if_nametoindex is far cheaper than a netlink
-            # lookup through pyroute2.
+            # In the container's namespace, on this thread: a new namespace
+            # has lo at index 1, and the ioctl behind if_nametoindex saves a
+            # netlink round trip.
             eth0 = socket.if_nametoindex("eth0")
-            with IPRoute() as ipr:
-                ipr.link("set", index=1, state="up")
-                ipr.addr("add", index=eth0, address=ip, prefixlen=subnet.prefixlen)
-                ipr.link("set", index=eth0, state="up")
-                ipr.route("add", dst="default", gateway=str(gateway_of(subnet)))
+            with RtNetlink() as rt:
+                rt.set_link(1, up=True)
+                rt.add_address(eth0, ip, subnet.prefixlen)
+                rt.set_link(eth0, up=True)
+                rt.add_route("default", gateway=str(gateway_of(subnet)), protocol=RTPROT_STATIC)
         netns.run_in(netns_path, inside)
 
     def adopt(self, container_id: str, att: Attachment) -> None:
@@ -383,11 +380,10 @@ class NodeNetwork:
         # Deleting one end of a veth deletes both, at once; removing the
         # namespace alone would leave it to the kernel's deferred cleanup.
         try:
-            with netns.iproute(self.node_netns) as ipr:
-                if ipr.link_lookup(ifname=veth):
-                    ipr.link("del", ifname=veth)
+            with netns.rtnl(self.node_netns) as rt:
+                rt.delete_link(veth)
         except NetlinkError as e:
-            if e.code != errno.ENODEV:
+            if e.errno != errno.ENODEV:
                 log.error("container=%s veth %s not removed: %s", container_id, veth, e)
         except OSError as e:     # the node's own namespace is gone (a local cluster's sweep)
             log.warning("container=%s veth %s not looked up: %s", container_id, veth, e)
@@ -439,16 +435,18 @@ class NodeNetwork:
         left (a crash) goes here too.
         """
         self.forget_unowned(set())
-        with netns.iproute(self.node_netns) as ipr:
-            for r in ipr.get_routes(family=socket.AF_INET, proto=MCTL_RTPROT):
+        with netns.rtnl(self.node_netns) as rt:
+            for r in rt.routes(socket.AF_INET, protocol=MCTL_RTPROT):
                 try:
-                    ipr.route("del", dst=f"{r.get_attr('RTA_DST')}/{r['dst_len']}",
-                              proto=MCTL_RTPROT)
-                except NetlinkError as e:
-                    if e.code != errno.ESRCH:
+                    rt.delete_route(r.destination, protocol=MCTL_RTPROT)
+                except OSError as e:
+                    if e.errno != errno.ESRCH:
                         raise
-            for index in ipr.link_lookup(ifname=self.bridge):
-                ipr.link("del", index=index)
+            try:
+                rt.delete_link(self.bridge)
+            except OSError as e:
+                if e.errno != errno.ENODEV:
+                    raise
         try:
             if self.node_netns is None:
                 hostports.delete(self.bridge)

@@ -1,6 +1,6 @@
 """Memory: the scheduler, an idle agent, and what each running replica adds on a node.
 
-    .venv/bin/python bench/footprint.py [--levels 1,10,100] [--samples 5]
+    .venv/bin/python bench/footprint.py [--levels 1,10,100] [--samples 5] [--restarts 5]
 
 Not a test; needs root. On a local 1-node cluster (`mctl cluster up` in a
 temporary --dir and MCTL_HOME): RSS and PSS (from /proc/PID/smaps_rollup)
@@ -16,13 +16,28 @@ figure and RSS an upper bound.
 Each level is sampled several times a second apart: the spread is over
 those samples. Kernel objects of a container (cgroups, network namespace,
 veth, overlay mount) are not in any process's RSS and are not counted.
+
+Last, the agent's start-up: it is stopped (SIGTERM) and started again with
+the argv `cluster up` recorded, several times, and timed from the spawn to
+its "agent serving" log line (mutual TLS, the node's namespace, an
+existing state dir: a restart, as after an upgrade).
+
+Then what the idle agent's RSS is made of (from /proc/PID/smaps): its
+threads, anonymous memory (Python objects, malloc) against pages of mapped
+files (the interpreter, gRPC's C core, shared libraries; shared with other
+processes, so their PSS is lower), and the fresh-interpreter RSS after each
+group of the agent's imports.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import signal
 import subprocess
 import time
+from collections import Counter
 
 from _common import (
     PYTHON,
@@ -37,6 +52,7 @@ from _common import (
     print_header,
     running_count,
     temp_dir,
+    wait_for,
     workload_yaml,
 )
 
@@ -59,16 +75,88 @@ def sample(procs: AgentProcesses) -> dict[str, tuple[int, int]]:
 
 # What the agent's RSS is made of: a fresh interpreter's RSS after importing
 # each group of modules, in the order the agent imports them.
+_API = "import grpc, mctl.v1.agent_pb2_grpc, mctl.v1.node_pb2_grpc"
 IMPORTS = [
     ("python alone", ""),
     ("+ grpc", "import grpc"),
-    ("+ protobuf and mctl's API", "import grpc, mctl.v1.agent_pb2_grpc, mctl.v1.node_pb2_grpc"),
-    ("+ pyroute2", "import grpc, mctl.v1.agent_pb2_grpc, mctl.v1.node_pb2_grpc, pyroute2"),
-    ("+ cryptography (TLS certificates)",
-     "import grpc, mctl.v1.agent_pb2_grpc, mctl.v1.node_pb2_grpc, pyroute2, cryptography.x509"),
+    ("+ protobuf and mctl's API", _API),
+    ("+ mctl's netlink client (common.rtnetlink)", _API + ", mctl.common.rtnetlink"),
     ("mctl.agent.main (everything the agent imports)", "import mctl.agent.main"),
+    # Not imported by the agent any more (tls.py checks certificates in a
+    # forked child; authz.py reads callers' names with certname.py): the
+    # megabytes that saves.
+    ("  (+ cryptography, were it imported)", "import mctl.agent.main, cryptography.x509"),
     ("mctl.agent.runtime.zygote (the zygote)", "import mctl.agent.runtime.zygote"),
 ]
+# Mapped files whose presence in the agent is a regression worth a line.
+UNWANTED = ("pyroute2", "cryptography")
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie counts: `cluster up` is not there to reap its agents)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def restart_times(cluster: LocalCluster, name: str, runs: int) -> list[float]:
+    """Milliseconds from spawning agent `name` again to its "agent serving" log line."""
+    times = []
+    log = cluster.log(name)
+    for _ in range(runs):
+        pid = cluster.pid(name)
+        os.kill(pid, signal.SIGTERM)
+        wait_for(f"{name} (pid {pid}) to exit", lambda pid=pid: _gone(pid), 60)
+        offset = log.stat().st_size
+        start = time.perf_counter()
+        cluster.restart(name)
+
+        def serving(offset: int = offset) -> bool:
+            with open(log, "rb") as f:
+                f.seek(offset)
+                return b"agent serving" in f.read()
+        wait_for(f"{name} to serve again", serving, 60, interval=0.002)
+        times.append((time.perf_counter() - start) * 1000)
+        # Registered again before the next stop, as a restarted node would be.
+        wait_for(f"{name} to register", lambda o=offset: b"registered with scheduler" in
+                 log.read_bytes()[o:], 30)
+    return times
+
+
+def breakdown(pid: int) -> None:
+    """Threads, anonymous vs file-backed RSS, the largest mapped files (/proc/PID/smaps)."""
+    by_file: Counter[str] = Counter()
+    anon = 0
+    name = ""
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                fields = line.split()
+                name = fields[5] if len(fields) > 5 else ""
+            elif line.startswith("Rss:"):
+                kib = int(line.split()[1])
+                if name.startswith("/"):
+                    by_file[name] += kib
+                else:
+                    anon += kib                  # heap, anonymous mmaps, stacks
+    threads = Counter()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                threads[f.read().strip()] += 1
+        except OSError:
+            continue                               # exited meanwhile
+    print(f"\nthe idle agent (pid {pid}): {sum(threads.values())} threads "
+          f"({', '.join(f'{n} {c}' for n, c in sorted(threads.items()))})")
+    print(f"  RSS {(anon + sum(by_file.values())) / 1024:.1f} MiB = anonymous "
+          f"{anon / 1024:.1f} (heap, Python objects, stacks) + mapped files "
+          f"{sum(by_file.values()) / 1024:.1f}; largest files:")
+    for path, kib in by_file.most_common(6):
+        print(f"    {kib / 1024:5.1f} MiB {os.path.basename(path)}")
+    unwanted = sorted({os.path.basename(p) for p in by_file if any(u in p for u in UNWANTED)})
+    print(f"  mapped from {' or '.join(UNWANTED)}: {', '.join(unwanted) or 'nothing'}")
 
 
 def import_costs() -> None:
@@ -90,6 +178,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", default="1,10,100")
     parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--restarts", type=int, default=5,
+                        help="agent restarts timed at the end (0: none)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     print_header("bench/footprint.py: memory of the control plane and per running replica")
@@ -111,6 +201,7 @@ def main() -> None:
                             ("agent", "agent, idle"), ("zygote", "agent's zygote, idle")):
             table.add(f"{label}: RSS", [r / MiB for r, _ in idle[name]])
             table.add(f"{label}: PSS", [p / MiB for _, p in idle[name]])
+        breakdown(cluster.pid("node1"))
         agent0 = min(p for _, p in idle["agent"])
         zygote0 = min(p for _, p in idle["zygote"])
         agent0_rss = min(r for r, _ in idle["agent"])
@@ -146,6 +237,11 @@ def main() -> None:
             per.add(f"{n:>3} replicas: RSS per replica (upper bound)", rss_per)
         cluster.mctl("delete", "-f", str(path))
         watch.wait("replicas removed", lambda w: not w.of("fp"), 120)
+        if args.restarts:
+            Table("agent start-up: SIGTERM, the same argv again -> \"agent serving\" "
+                  "in its log", "ms", width=50).add(
+                f"restart, mutual TLS ({args.restarts} runs)",
+                restart_times(cluster, "node1", args.restarts))
         cluster_id = cluster.id
     import_costs()
     check_leftovers([str(base)], [cluster_id])

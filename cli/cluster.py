@@ -33,7 +33,6 @@ import sys
 import time
 
 import grpc
-from pyroute2.netlink.exceptions import NetlinkError
 
 from mctl.common import pki, rpc, tls
 from mctl.common.procfs import start_time
@@ -248,7 +247,7 @@ def up(args: argparse.Namespace) -> int:
         for i in range(1, args.nodes + 1):
             start_agent(directory, state, i, args)
         wait_nodes(state, args.nodes, args.timeout, procs)
-    except (ClusterError, OSError, NetlinkError, pki.PKIError) as e:
+    except (ClusterError, OSError, pki.PKIError) as e:
         print(f"mctl: cluster did not come up: {e}; removing what was started", file=sys.stderr)
         teardown(directory, state)
         raise ClusterError(str(e)) from None
@@ -294,7 +293,7 @@ def grow(directory: str, state: dict[str, object], have: int, args: argparse.Nam
         for i in range(have + 1, args.nodes + 1):
             start_agent(directory, state, i, args)
         wait_nodes(state, args.nodes, args.timeout, procs)
-    except (ClusterError, OSError, NetlinkError, pki.PKIError,
+    except (ClusterError, OSError, pki.PKIError,
             cluster_network.NetworkSetupError) as e:
         # The cluster was running before: keep it; what did not come up is
         # in cluster.json, so `down` removes it.

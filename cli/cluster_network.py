@@ -29,11 +29,9 @@ import os
 import socket
 from ipaddress import IPv4Network
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from mctl.common import netns
 from mctl.common.ipnet import parse_ipv4_network
+from mctl.common.rtnetlink import RT_TABLE_MAIN, RtNetlink
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +59,15 @@ def node_netns(cluster_id: str, node: str) -> str:
 def host_routes(exclude_link: str = "") -> list[tuple[IPv4Network, str]]:
     """This machine's IPv4 routes (main table, default route left out) and their devices."""
     out = []
-    with IPRoute() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        for r in ipr.get_routes(family=socket.AF_INET, table=254):
-            if r["dst_len"] == 0:
+    with RtNetlink() as rt:
+        names = {link.index: link.name for link in rt.links()}
+        for r in rt.routes(socket.AF_INET, table=RT_TABLE_MAIN):
+            if r.dst_len == 0:
                 continue
-            dev = names.get(r.get_attr("RTA_OIF"), "?")
+            dev = names.get(r.oif, "?")
             if dev == exclude_link:
                 continue
-            out.append((IPv4Network(f"{r.get_attr('RTA_DST')}/{r['dst_len']}"), dev))
+            out.append((IPv4Network(r.destination), dev))
     return out
 
 
@@ -157,11 +155,11 @@ def lock() -> _Lock:
 
 def create_bridge(plan: dict[str, object]) -> None:
     prefix = IPv4Network(str(plan["node_cidr"])).prefixlen
-    with IPRoute() as ipr:
-        ipr.link("add", ifname=str(plan["bridge"]), kind="bridge")
-        index = ipr.link_lookup(ifname=str(plan["bridge"]))[0]
-        ipr.addr("add", index=index, address=str(plan["host_ip"]), prefixlen=prefix)
-        ipr.link("set", index=index, state="up")
+    with RtNetlink() as rt:
+        rt.add_bridge(str(plan["bridge"]))
+        index = rt.index(str(plan["bridge"]))
+        rt.add_address(index, str(plan["host_ip"]), prefix)
+        rt.set_link(index, up=True)
 
 
 def create_node(plan: dict[str, object], node: str) -> None:
@@ -171,17 +169,16 @@ def create_node(plan: dict[str, object], node: str) -> None:
     path = netns.create(info["netns"])
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with IPRoute() as ipr:
-            bridge = ipr.link_lookup(ifname=str(plan["bridge"]))[0]
-            ipr.link("add", ifname=info["veth"], kind="veth", master=bridge, state="up",
-                     peer={"ifname": "eth0", "net_ns_fd": fd})
+        with RtNetlink() as rt:
+            bridge = rt.index(str(plan["bridge"]))
+            rt.add_veth(info["veth"], "eth0", peer_netns_fd=fd, master=bridge, up=True)
     finally:
         os.close(fd)
-    with netns.iproute(info["netns"]) as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-        eth0 = ipr.link_lookup(ifname="eth0")[0]
-        ipr.addr("add", index=eth0, address=info["ip"], prefixlen=prefix)
-        ipr.link("set", index=eth0, state="up")
+    with netns.rtnl(info["netns"]) as rt:
+        rt.set_link("lo", up=True)
+        eth0 = rt.index("eth0")
+        rt.add_address(eth0, info["ip"], prefix)
+        rt.set_link(eth0, up=True)
 
 
 def agent_flags(plan: dict[str, object], node: str) -> list[str]:
@@ -213,26 +210,25 @@ def remove(cluster_id: str, plan: dict[str, object] | None) -> list[str]:
                 removed.append(f"netns {name}")
         except OSError as e:
             log.warning("network namespace %s not removed: %s", name, e)
-    with IPRoute() as ipr:
-        for link in ipr.get_links():
-            name = link.get_attr("IFLA_IFNAME") or ""
-            if name.startswith(bridge_name(cluster_id)):
+    with RtNetlink() as rt:
+        for link in rt.links():
+            if link.name.startswith(bridge_name(cluster_id)):
                 try:
-                    ipr.link("del", index=link["index"])
-                    removed.append(f"link {name}")
-                except NetlinkError as e:
+                    rt.delete_link(link.index)
+                    removed.append(f"link {link.name}")
+                except OSError as e:
                     # A veth whose peer's namespace just went is gone already.
-                    if e.code != errno.ENODEV:
-                        log.warning("link %s not removed: %s", name, e)
+                    if e.errno != errno.ENODEV:
+                        log.warning("link %s not removed: %s", link.name, e)
     return removed
 
 
 def leftovers(cluster_id: str) -> list[str]:
     """Namespaces and links named for the cluster that still exist."""
     found = [f"netns {n}" for n in netns.list_names(f"mctl-{cluster_id}-")]
-    with IPRoute() as ipr:
-        found += [f"link {link.get_attr('IFLA_IFNAME')}" for link in ipr.get_links()
-                  if (link.get_attr("IFLA_IFNAME") or "").startswith(bridge_name(cluster_id))]
+    with RtNetlink() as rt:
+        found += [f"link {link.name}" for link in rt.links()
+                  if link.name.startswith(bridge_name(cluster_id))]
     return found
 
 

@@ -19,6 +19,10 @@ Given IP addresses and host names are added as SANs too, for tools that verify
 by address. Keys are EC P-256 (what every TLS stack accepts); the CA is valid
 for 10 years, leaves for one. Files follow Kubernetes' pki folder: ``ca.crt``,
 ``ca.key``, ``<name>.crt``, ``<name>.key``; keys are written mode 0600.
+
+`cryptography` is imported by the functions that make or check certificates,
+not by this module: a server that only reads who its callers are
+(`identity_of_pem`, a DER reader of its own) never maps it (~8 MiB of RSS).
 """
 
 from __future__ import annotations
@@ -28,14 +32,14 @@ import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
+from . import certname
 from .names import validate_dns_label
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 ROLES = ("scheduler", "agent", "admin")
 ROLE_PREFIX = "mctl:"
@@ -74,10 +78,14 @@ def node_server_name(node: str) -> str:
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
@@ -87,6 +95,10 @@ def _now() -> datetime.datetime:
 
 
 def make_ca(common_name: str = "", days: int = CA_DAYS) -> Issued:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
     # A CN of its own per CA, so that a certificate from another cluster's CA
     # is told apart by name in every error, not only by a failed signature.
     common_name = common_name or f"mctl-ca-{secrets.token_hex(4)}"
@@ -120,6 +132,8 @@ def default_name(role: str) -> str:
 
 
 def _san(value: str) -> x509.GeneralName:
+    from cryptography import x509
+
     try:
         return x509.IPAddress(ipaddress.ip_address(value))
     except ValueError:
@@ -142,6 +156,10 @@ def _san(value: str) -> x509.GeneralName:
 def issue(ca: Issued, role: str, name: str = "", sans: list[str] | tuple[str, ...] = (),
           days: int = LEAF_DAYS) -> Issued:
     """A leaf certificate for `role` and `name`, signed by `ca`, with its new key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     if role not in ROLES:
         raise PKIError(f"role {role!r}: must be one of {', '.join(ROLES)}")
     name = name or default_name(role)
@@ -195,6 +213,8 @@ def issue(ca: Issued, role: str, name: str = "", sans: list[str] | tuple[str, ..
 
 
 def load_cert(pem: bytes, what: str) -> x509.Certificate:
+    from cryptography import x509
+
     try:
         return x509.load_pem_x509_certificate(pem)
     except ValueError as e:
@@ -202,6 +222,9 @@ def load_cert(pem: bytes, what: str) -> x509.Certificate:
 
 
 def load_key(pem: bytes, what: str) -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as e:
@@ -213,16 +236,39 @@ def load_key(pem: bytes, what: str) -> ec.EllipticCurvePrivateKey:
 
 def identity_of(cert: x509.Certificate) -> Identity | None:
     """The role and name a certificate claims, or None if it claims no mctl role."""
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    from cryptography.x509.oid import NameOID
+
+    names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     orgs = [str(a.value) for a in cert.subject.get_attributes_for_oid(
         NameOID.ORGANIZATION_NAME)]
+    return _identity(names, orgs)
+
+
+def identity_of_pem(pem: bytes) -> Identity | None:
+    """identity_of for a PEM certificate, without `cryptography`; None if it does not parse.
+
+    Reads only (certname.py): for certificates the TLS stack already verified.
+    """
+    try:
+        names, orgs = certname.subject_names(pem)
+    except certname.CertificateFormatError:
+        return None
+    if None in names or None in orgs:
+        return None          # a name that is not text: no mctl certificate has one
+    return _identity([str(n) for n in names], [str(o) for o in orgs])
+
+
+def _identity(names: list[str], orgs: list[str]) -> Identity | None:
+    """The rule: exactly one CN, and exactly one O that is "mctl:<a known role>"."""
     roles = [o[len(ROLE_PREFIX):] for o in orgs if o.startswith(ROLE_PREFIX)]
     if len(names) != 1 or len(roles) != 1 or roles[0] not in ROLES:
         return None
-    return Identity(role=roles[0], name=str(names[0].value))
+    return Identity(role=roles[0], name=names[0])
 
 
 def sans_of(cert: x509.Certificate) -> list[str]:
+    from cryptography import x509
+
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -237,6 +283,8 @@ def verify(cert_pem: bytes, ca_pem: bytes, now: datetime.datetime | None = None)
     The TLS stack does this on every connection; this is for `mctl certs show`
     and for tests, and gives a reason in words when it fails.
     """
+    from cryptography.exceptions import InvalidSignature
+
     cert, ca = load_cert(cert_pem, "certificate"), load_cert(ca_pem, "CA certificate")
     if cert.issuer != ca.subject:
         raise PKIError(f"certificate not signed by the cluster CA: issuer "

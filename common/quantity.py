@@ -11,11 +11,18 @@ not a quantity at all. Negative values, booleans and anything over int64 are
 rejected.
 
 Arithmetic is exact (Fraction), never float, so `"0.1"` is exactly 100m.
+`fractions` (with `decimal`, ~0.5 MiB) is imported on the first parse, not
+here: the agent imports this module for flags it rarely gets.
 """
+
+from __future__ import annotations
 
 import json
 import re
-from fractions import Fraction
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 _INT64_MAX = 2**63 - 1
 
@@ -43,6 +50,8 @@ def _quote(value: object) -> str:
 
 def _amount(value: object, pattern: re.Pattern[str], scale: dict[str, int]) -> Fraction:
     """`value` in the base unit (millicores, bytes): exact, checked for sign and size."""
+    from fractions import Fraction
+
     quoted = _quote(value)
     # bool is an int subclass; `cpu: true` is a typo, not one core.
     if isinstance(value, bool) or not isinstance(value, int | float | str):

@@ -41,10 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from mctl.common import netns
+from mctl.common.rtnetlink import NetlinkError, RtNetlink
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import systemdunits as su  # noqa: E402 - tests/ helper, after the path is set
@@ -124,34 +123,33 @@ class FakeVMs:
     # -- the LAN ------------------------------------------------------------------------
 
     def _free_lan(self) -> ipaddress.IPv4Network:
-        with IPRoute() as ipr:
-            taken = [ipaddress.ip_network(f"{r.get_attr('RTA_DST')}/{r['dst_len']}")
-                     for r in ipr.get_routes(family=socket.AF_INET) if r["dst_len"]]
+        with RtNetlink() as rt:
+            taken = [ipaddress.ip_network(r.destination)
+                     for r in rt.routes(socket.AF_INET, table=None) if r.dst_len]
         free = [n for n in POOL.subnets(new_prefix=24) if not any(n.overlaps(t) for t in taken)]
         return random.choice(free)
 
     def make_lan(self) -> None:
         host = f"{self.lan.network_address + 1}"
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=self.bridge, kind="bridge")
-            bridge = ipr.link_lookup(ifname=self.bridge)[0]
-            ipr.addr("add", index=bridge, address=host, prefixlen=24)
-            ipr.link("set", index=bridge, state="up")
+        with RtNetlink() as rt:
+            rt.add_bridge(self.bridge)
+            bridge = rt.index(self.bridge)
+            rt.add_address(bridge, host, 24)
+            rt.set_link(bridge, up=True)
         for i, vm in enumerate(VMS, start=1):
             path = netns.create(self.netns(vm))
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                with IPRoute() as ipr:
-                    ipr.link("add", ifname=f"{self.bridge}{i}", kind="veth", state="up",
-                             master=ipr.link_lookup(ifname=self.bridge)[0],
-                             peer={"ifname": "eth0", "net_ns_fd": fd})
+                with RtNetlink() as rt:
+                    rt.add_veth(f"{self.bridge}{i}", "eth0", peer_netns_fd=fd,
+                                master=rt.index(self.bridge), up=True)
             finally:
                 os.close(fd)
-            with netns.iproute(self.netns(vm)) as ipr:
-                ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-                eth0 = ipr.link_lookup(ifname="eth0")[0]
-                ipr.addr("add", index=eth0, address=self.addr(vm), prefixlen=24)
-                ipr.link("set", index=eth0, state="up")
+            with netns.rtnl(self.netns(vm)) as rt:
+                rt.set_link("lo", up=True)
+                eth0 = rt.index("eth0")
+                rt.add_address(eth0, self.addr(vm), 24)
+                rt.set_link(eth0, up=True)
 
     # -- running units --------------------------------------------------------------------
 
@@ -258,12 +256,12 @@ class FakeVMs:
                         "bash", "-c", script], capture_output=True, timeout=120)
         # What cleanup must take away inside the VM, which on a real VM
         # would not vanish with a network namespace: bridge, routes, nft tables.
-        with netns.iproute(self.netns(vm)) as ipr:
-            self.vm_leftovers += [f"{vm}: link {name}" for link in ipr.get_links()
-                                  if (name := link.get_attr("IFLA_IFNAME")).startswith("mctl")]
-            self.vm_leftovers += [f"{vm}: route {r.get_attr('RTA_DST')}/{r['dst_len']}"
-                                  for r in ipr.get_routes(family=socket.AF_INET)
-                                  if r["proto"] == MCTL_RTPROT]
+        with netns.rtnl(self.netns(vm)) as rt:
+            self.vm_leftovers += [f"{vm}: link {link.name}" for link in rt.links()
+                                  if link.name.startswith("mctl")]
+            self.vm_leftovers += [f"{vm}: route {r.destination}"
+                                  for r in rt.routes(socket.AF_INET, table=None,
+                                                     protocol=MCTL_RTPROT)]
         tables = subprocess.run(["nsenter", f"--net={netns.path_of(self.netns(vm))}", "--",
                                  "nft", "list", "tables"], capture_output=True, text=True)
         self.vm_leftovers += [f"{vm}: nft {line}" for line in tables.stdout.splitlines()]
@@ -292,13 +290,13 @@ class FakeVMs:
             netns.remove(name)
         # The VMs' veths go with their namespaces, but the kernel frees a
         # namespace later, on its own time: remove them now.
-        with IPRoute() as ipr:
-            for link in ipr.get_links():
-                if (link.get_attr("IFLA_IFNAME") or "").startswith(self.bridge):
+        with RtNetlink() as rt:
+            for link in rt.links():
+                if link.name.startswith(self.bridge):
                     try:
-                        ipr.link("del", index=link["index"])
+                        rt.delete_link(link.index)
                     except NetlinkError as e:
-                        if e.code != errno.ENODEV:  # gone with its namespace meanwhile
+                        if e.errno != errno.ENODEV:  # gone with its namespace meanwhile
                             raise
 
     def leftovers(self) -> list[str]:

@@ -389,8 +389,8 @@ def node(boxes: Boxes) -> Iterator[tuple[str, NodeNetwork]]:
     """A node network (bridge, guard, IPAM) in a fresh namespace, as an agent makes it."""
     name = f"mctl-ktest-{secrets.token_hex(3)}"
     netns.create(name)
-    with netns.iproute(name) as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    with netns.rtnl(name) as rt:
+        rt.set_link("lo", up=True)
     net = NodeNetwork(os.path.join(boxes.tmp, name), netns_prefix=f"{name}-", node_netns=name)
     try:
         net.configure("10.98.1.0/24", "10.98.0.0/16")

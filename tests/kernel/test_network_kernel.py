@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from pyroute2.netlink.exceptions import NetlinkError
 
 from mctl.agent import hostports
 from mctl.agent.network import MCTL_RTPROT, Attachment, NetworkError, NodeNetwork, PeerNode
 from mctl.common import netns
+from mctl.common.rtnetlink import NetlinkError
 
 pytestmark = [
     pytest.mark.kernel,
@@ -51,8 +51,8 @@ def make_node() -> Iterator[Callable[..., Node]]:
     def make(subnet: str = "10.99.1.0/24") -> Node:
         name = f"{tag}-n{len(nodes) + 1}"
         netns.create(name)
-        with netns.iproute(name) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        with netns.rtnl(name) as rt:
+            rt.set_link("lo", up=True)
         net = NodeNetwork(os.path.join(tmp, name), netns_prefix=f"{name}-", node_netns=name)
         node = Node(name, net)
         nodes.append(node)
@@ -75,15 +75,15 @@ def link(a: Node, b: Node, a_ip: str = "172.31.250.1", b_ip: str = "172.31.250.2
     """One veth between two node namespaces: their shared 'L2 network'."""
     fd = os.open(netns.path_of(b.ns), os.O_RDONLY)
     try:
-        with netns.iproute(a.ns) as ipr:
-            ipr.link("add", ifname="eth0", kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
+        with netns.rtnl(a.ns) as rt:
+            rt.add_veth("eth0", "eth0", peer_netns_fd=fd)
     finally:
         os.close(fd)
     for node, ip in ((a, a_ip), (b, b_ip)):
-        with netns.iproute(node.ns) as ipr:
-            idx = ipr.link_lookup(ifname="eth0")[0]
-            ipr.addr("add", index=idx, address=ip, prefixlen=24)
-            ipr.link("set", index=idx, state="up")
+        with netns.rtnl(node.ns) as rt:
+            idx = rt.index("eth0")
+            rt.add_address(idx, ip, 24)
+            rt.set_link(idx, up=True)
         node.address = ip
 
 
@@ -138,8 +138,8 @@ def test_netns_create_enter_remove():
         inside = netns.run_in(name, lambda: os.readlink("/proc/thread-self/ns/net"))
         assert inside != os.readlink("/proc/thread-self/ns/net")
         # A new namespace has only loopback, and this thread stayed where it was.
-        with netns.iproute(name) as ipr:
-            assert [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()] == ["lo"]
+        with netns.rtnl(name) as rt:
+            assert [link.name for link in rt.links()] == ["lo"]
         with pytest.raises(netns.NetnsError, match="already exists"):
             netns.create(name)
     finally:
