@@ -38,16 +38,23 @@ class IdRange:
 class IdRanges:
     """The id ranges this node's containers hold, one claim file each under `directory`."""
 
-    def __init__(self, directory: str, base: int = 100_000, size: int = MIN_SIZE) -> None:
+    def __init__(self, directory: str, base: int = 100_000, size: int = MIN_SIZE,
+                 count: int = 0) -> None:
+        """`count` caps the ranges (0: as many as fit below ID_LIMIT), so agents sharing
+        a host (a local cluster's nodes) can be given windows that do not overlap."""
         if base < MIN_BASE:
             raise IdRangeError(f"user namespace id base {base} is below {MIN_BASE}, "
                                "among the host's own users")
         if size < MIN_SIZE:
             raise IdRangeError(f"user namespace range size {size} is below {MIN_SIZE}: "
                                "images use ids up to 65534 (nobody)")
-        self.count = (ID_LIMIT - base) // size
-        if self.count < 1:
+        fit = (ID_LIMIT - base) // size
+        if fit < 1:
             raise IdRangeError(f"no range of {size} ids fits between {base} and {ID_LIMIT}")
+        if count < 0 or count > fit:
+            raise IdRangeError(f"{count} user namespace ranges of {size} ids from {base} "
+                               f"do not fit below {ID_LIMIT} (at most {fit})")
+        self.count = count or fit
         self.directory = directory
         self.base = base
         self.size = size

@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "securityContext.userNamespace (default 100000)")
     p.add_argument("--userns-size", type=int, default=65536,
                    help="host ids per such container (default 65536)")
+    p.add_argument("--userns-count", type=int, default=0,
+                   help="at most this many such containers (default: as many ranges as fit "
+                        "below 2^31); with --userns-base, a window of host ids of this node's "
+                        "own when several agents share a host")
     tls.add_flags(p)
     return p
 
@@ -277,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.log_limits = LogLimits(args.log_max_size, args.log_max_files)
         args.id_ranges = IdRanges(os.path.join(args.state_dir, "userns"), args.userns_base,
-                                  args.userns_size)
+                                  args.userns_size, args.userns_count)
     except (ValueError, IdRangeError) as e:
         print(f"mctl-agent: {e}", file=sys.stderr)
         sys.exit(2)

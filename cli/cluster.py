@@ -176,6 +176,10 @@ def wait_nodes(state: dict[str, object], count: int, timeout: float,
 
 
 def up(args: argparse.Namespace) -> int:
+    if args.nodes > USERNS_MAX_NODES:
+        raise ClusterError(f"--nodes {args.nodes}: a local cluster has at most "
+                           f"{USERNS_MAX_NODES} nodes (each gets its own window of "
+                           "user-namespace host ids)")
     directory = os.path.abspath(args.dir)
     # `mctl --insecure cluster up` means the same as `mctl cluster up --insecure`.
     insecure = args.cluster_insecure or getattr(args, "insecure", False)
@@ -258,6 +262,25 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
+# Host ids for user-namespace containers: each node of a local cluster gets a
+# window of its own (agent --userns-base/--userns-count), else root in a
+# container on node1 would be the same host user as root in one on node2.
+USERNS_BASE = 100_000
+USERNS_SIZE = 65536
+USERNS_PER_NODE = 256
+USERNS_MAX_NODES = ((1 << 31) - USERNS_BASE) // (USERNS_SIZE * USERNS_PER_NODE)
+
+
+def userns_flags(i: int) -> list[str]:
+    """Node `i`'s (from 1) window of user-namespace host ids."""
+    if i > USERNS_MAX_NODES:
+        raise ClusterError(f"node{i}: a local cluster has host ids for {USERNS_MAX_NODES} "
+                           f"nodes' user namespaces ({USERNS_PER_NODE} containers each)")
+    base = USERNS_BASE + (i - 1) * USERNS_SIZE * USERNS_PER_NODE
+    return ["--userns-base", str(base), "--userns-size", str(USERNS_SIZE),
+            "--userns-count", str(USERNS_PER_NODE)]
+
+
 def start_agent(directory: str, state: dict[str, object], i: int,
                 args: argparse.Namespace) -> None:
     """Starts node `i`'s agent in its own network namespace, recorded in cluster.json."""
@@ -277,6 +300,7 @@ def start_agent(directory: str, state: dict[str, object], i: int,
                "--stop-grace", str(args.stop_grace), "--runtime", args.runtime,
                "--log-file", os.path.join(directory, f"{name}.log")]
               + cluster_network.agent_flags(network, name)
+              + userns_flags(i)
               + tls_flags(state, "agent", name),
               os.path.join(directory, f"{name}.out"))
     p["name"] = name

@@ -79,3 +79,26 @@ def test_threads_never_share_a_range(tmp_path):
     for t in threads:
         t.join()
     assert len({r.start for r in got.values()}) == 20
+
+
+def test_count_caps_the_window(tmp_path):
+    pool = IdRanges(str(tmp_path), base=200_000, size=65536, count=2)
+    assert [pool.allocate(c).start for c in ("a", "b")] == [200_000, 265_536]
+    with pytest.raises(IdRangeError, match="all 2 user namespace id ranges are in use"):
+        pool.allocate("c")
+    with pytest.raises(IdRangeError, match="do not fit"):
+        IdRanges(str(tmp_path / "x"), base=ID_LIMIT - 2 * 65536, size=65536, count=3)
+
+
+def test_local_cluster_nodes_get_disjoint_windows():
+    from mctl.cli.cluster import USERNS_MAX_NODES, userns_flags
+
+    windows = []
+    for i in range(1, USERNS_MAX_NODES + 1):
+        flags = dict(zip(userns_flags(i)[::2], userns_flags(i)[1::2], strict=True))
+        base, size, count = (int(flags[k]) for k in
+                             ("--userns-base", "--userns-size", "--userns-count"))
+        assert base >= 65536
+        windows.append((base, base + size * count))
+    assert windows[-1][1] <= ID_LIMIT
+    assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:], strict=False))
