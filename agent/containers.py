@@ -8,6 +8,8 @@ cannot occur in a DNS label, so the id is unambiguous) whose bundle lives in
     replica.pb     the replica as the scheduler sent it (for adoption)
     meta.json      restarts so far
     rootfs/        overlay mount of the image's layers + upper/ + work/
+    lower/         with a user namespace: idmapped mounts of the layers,
+                   0..N-1 top first, which the overlay stacks (runtime/idmap.py)
     etc/           hostname, hosts, resolv.conf bound into the container
     network.json   its network namespace, veth, address, hostPorts (network.py)
                    (and, with a user namespace, a host id range: idranges.py)
@@ -39,7 +41,7 @@ from mctl.v1 import types_pb2
 from . import hosts
 from .idranges import IdRange, IdRangeError, IdRanges
 from .network import Attachment, NetworkError, NodeNetwork
-from .runtime import capabilities, imageuser, oci, rootfs, seccomp, seccomp_default
+from .runtime import capabilities, idmap, imageuser, oci, rootfs, seccomp, seccomp_default
 from .runtime import syscalls as sc
 from .runtime.cgroups.base import CgroupDriver, CgroupError
 from .runtime.images import DEFAULT_PATH, ImageError, ImageStore
@@ -312,6 +314,8 @@ class ContainerManager:
                    if replica.spec.security_context.user_namespace else None)
             config = self._config(replica, bundle, container.network, ids)
             lower = [self.images.layer_path(d) for d in reversed(image.layers)]
+            if ids is not None:
+                lower = self._idmapped_layers(cid, lower, bundle, config)
             rootfs.mount_overlay(self.sys, lower, os.path.join(bundle, "upper"),
                                  os.path.join(bundle, "work"), os.path.join(bundle, "rootfs"),
                                  owner=(ids.start, ids.start) if ids is not None else None)
@@ -322,6 +326,26 @@ class ContainerManager:
         with self._lock:
             self.containers[cid] = container
         return container
+
+    def _idmapped_layers(self, cid: str, lower: list[str], bundle: str,
+                         config: oci.Config) -> list[str]:
+        """The layers as the user namespace's root sees its own (idmap.py), or as they are.
+
+        Where the kernel or the layers' file system cannot idmap, the
+        container still runs, as before idmapped layers: image files show as
+        65534 inside and are read-only to it.
+        """
+        t0 = time.perf_counter()
+        try:
+            mounted = idmap.mount_layers(self.sys, lower, os.path.join(bundle, idmap.LAYERS_DIR),
+                                         config.uid_mappings, config.gid_mappings)
+        except idmap.IdmapUnsupported as e:
+            log.warning("container=%s no idmapped layers (%s): image files stay read-only "
+                        "to its root", cid, e)
+            return lower
+        log.debug("container=%s idmapped %d layers ms=%.1f", cid, len(lower),
+                  (time.perf_counter() - t0) * 1000)
+        return mounted
 
     def network_ready(self) -> bool:
         """Whether containers can be made now (the node network, if any, is set up)."""
@@ -469,7 +493,15 @@ class ContainerManager:
             # Unmount until nothing is left: a crashed earlier setup may have stacked two.
             while rootfs.unmount(self.sys, mount):
                 pass
-        shutil.rmtree(container.bundle, ignore_errors=True)
+        # The overlay's idmapped layers (user namespace), after the overlay.
+        idmap.unmount_layers(self.sys, os.path.join(container.bundle, idmap.LAYERS_DIR))
+        left = rootfs.mounts_under(container.bundle)
+        if left:
+            # rmtree would go through them: an idmapped layer is the image's own files.
+            log.error("container=%s bundle kept: still mounted there: %s", container.id,
+                      ", ".join(left))
+        else:
+            shutil.rmtree(container.bundle, ignore_errors=True)
         # Last: no process and no file of the container holds its ids any more.
         self.id_ranges.release(container.id)
         with self._lock:

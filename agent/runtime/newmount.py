@@ -18,7 +18,7 @@ import os
 
 from .syscalls import SyscallError, load_libc
 
-_MOVE_MOUNT, _FSOPEN, _FSCONFIG, _FSMOUNT = 429, 430, 431, 432
+MOVE_MOUNT, FSOPEN, FSCONFIG, FSMOUNT = 429, 430, 431, 432
 FSOPEN_CLOEXEC = 0x1
 FSMOUNT_CLOEXEC = 0x1
 FSCONFIG_SET_STRING = 1
@@ -27,7 +27,8 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 AT_FDCWD = -100
 
 
-def _call(name: str, number: int, *args: object) -> int:
+def syscall(name: str, number: int, *args: object) -> int:
+    """syscall(2) by number; an OSError naming `name` if it fails."""
     libc = load_libc()
     ret = int(libc.syscall(ctypes.c_long(number), *args))
     if ret < 0:
@@ -53,29 +54,29 @@ def _context_message(fs: int) -> str:
 
 def mount_overlay(lower: list[str], upper: str, work: str, target: str) -> None:
     """overlay of `lower` (top layer first) + `upper` at `target`, one option at a time."""
-    fs = _call("fsopen(overlay)", _FSOPEN, ctypes.c_char_p(b"overlay"),
+    fs = syscall("fsopen(overlay)", FSOPEN, ctypes.c_char_p(b"overlay"),
                ctypes.c_uint(FSOPEN_CLOEXEC))
     try:
         options = [("lowerdir+", layer) for layer in lower]
         options += [("upperdir", upper), ("workdir", work)]
         for key, value in options:
             try:
-                _call(f"fsconfig({key}={value})", _FSCONFIG, ctypes.c_int(fs),
+                syscall(f"fsconfig({key}={value})", FSCONFIG, ctypes.c_int(fs),
                       ctypes.c_uint(FSCONFIG_SET_STRING), ctypes.c_char_p(key.encode()),
                       ctypes.c_char_p(value.encode()), ctypes.c_int(0))
             except SyscallError as e:
                 raise SyscallError(e.errno, f"{e.strerror} {_context_message(fs)}".strip()) \
                     from None
         try:
-            _call("fsconfig(create)", _FSCONFIG, ctypes.c_int(fs),
+            syscall("fsconfig(create)", FSCONFIG, ctypes.c_int(fs),
                   ctypes.c_uint(FSCONFIG_CMD_CREATE), None, None, ctypes.c_int(0))
         except SyscallError as e:
             raise SyscallError(e.errno, f"{e.strerror} {_context_message(fs)}".strip()) \
                 from None
-        mnt = _call("fsmount(overlay)", _FSMOUNT, ctypes.c_int(fs),
+        mnt = syscall("fsmount(overlay)", FSMOUNT, ctypes.c_int(fs),
                     ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(0))
         try:
-            _call(f"move_mount(overlay, {target})", _MOVE_MOUNT, ctypes.c_int(mnt),
+            syscall(f"move_mount(overlay, {target})", MOVE_MOUNT, ctypes.c_int(mnt),
                   ctypes.c_char_p(b""), ctypes.c_int(AT_FDCWD),
                   ctypes.c_char_p(target.encode()), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
         finally:

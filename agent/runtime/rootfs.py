@@ -4,7 +4,8 @@ Two halves:
 - On the host (agent side): `mount_overlay` stacks the image's read-only
   layers under a per-container writable upper dir (man 5 overlayfs;
   Documentation/filesystems/overlayfs.rst) at bundle/rootfs, and
-  `unmount` takes it down again.
+  `unmount` takes it down again. With a user namespace the layers it
+  stacks are idmapped mounts of the image's (idmap.py).
 - In the container's new mount namespace (child side, between fork and exec):
   `prepare` makes every mount private so nothing propagates back to the host
   (man 7 mount_namespaces), mounts /proc, /dev, /sys and the bind mounts of
@@ -87,6 +88,21 @@ def unmount(sys: sc.Syscalls, target: str) -> bool:
         if e.errno in (errno.EINVAL, errno.ENOENT):  # not a mount point / gone
             return False
         raise
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path: space, tab, newline and backslash come as octal escapes."""
+    for code in ("\\040", "\\011", "\\012", "\\134"):
+        field = field.replace(code, chr(int(code[1:], 8)))
+    return field
+
+
+def mounts_under(directory: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount points at or below `directory` in this mount namespace (before an rmtree)."""
+    directory = os.path.abspath(directory)
+    with open(mountinfo) as f:
+        points = [_unescape(line.split()[4]) for line in f if len(line.split()) > 4]
+    return [p for p in points if p == directory or p.startswith(directory + "/")]
 
 
 def split_options(options: tuple[str, ...]) -> tuple[int, str]:

@@ -25,8 +25,12 @@ Files: the overlay rootfs is mounted by the host (the agent), so overlayfs
 accesses its layers with the host root's credentials, but checks the
 caller first and gives what the container makes to the caller's host id.
 The agent chowns the upper dir to the mapped root, so root in the container
-owns "/" and what it makes lands on disk as uid 100000; image files owned
-by the host's root show as 65534 inside and are read-only to it. The path
+owns "/" and what it makes lands on disk as uid 100000. The layers the
+overlay stacks are idmapped mounts of the image's (idmap.py): a file of
+the host's root shows as the container's root's, who may modify it (the
+copy-up lands in the upper dir as uid 100000; the layer stays as it is).
+Where idmapping is not possible the agent stacks the layers themselves,
+whose files then show as 65534 inside and are read-only to it. The path
 to the rootfs must be searchable by that uid (`unreachable_ancestor`).
 """
 

@@ -68,16 +68,24 @@ def test_user_namespace_workload_runs_mapped(cluster: Cluster, tmp_path):
     (rep,) = running(cluster, "mapped")
     name, node = rep["metadata"]["name"], rep["node"]
     out = cluster.mctl("exec", name, "--", "sh", "-c",
-                       "id -u; cat /proc/self/uid_map; touch /by-exec; ls -ln /by-exec").stdout
+                       "id -u; cat /proc/self/uid_map; touch /by-exec; ls -ln /by-exec; "
+                       "ls -ln /bin/busybox | awk '{print $3}'; "
+                       "echo 'x:x:7:7::/:/bin/sh' >> /etc/passwd && echo write=ok").stdout
     lines = out.splitlines()
     assert lines[0] == "0"
     inside, host_start, size = map(int, lines[1].split())
     assert (inside, size) == (0, 65536)
     assert host_start >= 100_000
+    # Image files are root's inside (idmapped layers), so root may modify them.
+    assert lines[3:] == ["0", "write=ok"], out
     bundle = cluster.bundle(node, name)
-    # On disk and in the process table, the container's root is that host uid.
-    for made in ("started-by-root", "by-exec"):
+    # On disk and in the process table, the container's root is that host uid,
+    # the copied-up image file included.
+    for made in ("started-by-root", "by-exec", "etc/passwd"):
         assert os.stat(bundle / "upper" / made).st_uid == host_start
+    with open("/proc/self/mountinfo") as f:
+        layers = [line.split()[4] for line in f if f"{bundle}/lower/" in line.split()[4]]
+    assert layers and all(p.startswith(f"{bundle}/lower/") for p in layers)
     init_pid = json.loads((bundle / "state.json").read_text())["init_pid"]
     with open(f"/proc/{init_pid}/status") as f:
         uid_line = next(line for line in f if line.startswith("Uid:"))
@@ -87,6 +95,10 @@ def test_user_namespace_workload_runs_mapped(cluster: Cluster, tmp_path):
     assert [p.read_text() for p in ranges.iterdir()] == [f"default_{name}"]
     cluster.mctl("delete", "-f", path, "--timeout", "30")
     assert list(ranges.iterdir()) == []
+    # Teardown unmounted the overlay and its idmapped layers, then removed the bundle.
+    with open("/proc/self/mountinfo") as f:
+        assert [line for line in f if str(bundle) in line] == []
+    assert not bundle.exists()
 
 
 # -- log rotation ------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ namespace's mapped root can reach its rootfs), the busybox image, a cgroup
 prefix ``mctl/test-<tag>-<random>`` and a NativeRuntime; `make` writes a
 bundle like agent/containers.py does (overlay rootfs, /etc files, the
 default mounts, capabilities and rlimits, optionally a user namespace with
-ids from a real IdRanges pool), `start` runs it through the zygote.
+ids from a real IdRanges pool, whose overlay then stacks idmapped layers at
+bundle/lower/N), `start` runs it through the zygote.
 `teardown` does what the agent's stop and teardown do, and `close` checks
 that no mount, cgroup or process of these containers is left.
 """
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 from mctl.agent.containers import default_rlimits
 from mctl.agent.idranges import IdRange, IdRanges
-from mctl.agent.runtime import oci, rootfs
+from mctl.agent.runtime import idmap, oci, rootfs
 from mctl.agent.runtime import syscalls as sc
 from mctl.agent.runtime.cgroups import CgroupDriver, detect
 from mctl.agent.runtime.images import DEFAULT_PATH, ImageStore
@@ -137,7 +138,14 @@ class Boxes:
             **user,  # type: ignore[arg-type]
         )
         config = config.replace(**overrides)
-        rootfs.mount_overlay(self.sys, self.lower, box.path("upper"), box.path("work"),
+        lower = self.lower
+        if box.ids:
+            # As the agent (containers.py), without its fallback: a kernel
+            # that cannot idmap fails the test rather than hiding it.
+            mapping = (oci.IdMapping(0, box.ids.start, box.ids.size),)
+            lower = idmap.mount_layers(self.sys, lower, box.path(idmap.LAYERS_DIR),
+                                       mapping, mapping)
+        rootfs.mount_overlay(self.sys, lower, box.path("upper"), box.path("work"),
                              box.path("rootfs"), owner=owner)
         oci.write_config(box.bundle, config)
         return box
@@ -164,6 +172,8 @@ class Boxes:
                 time.sleep(0.02)
         while rootfs.unmount(self.sys, box.path("rootfs")):
             pass
+        idmap.unmount_layers(self.sys, box.path(idmap.LAYERS_DIR))
+        assert rootfs.mounts_under(box.bundle) == []   # never rmtree through a mount
         shutil.rmtree(box.bundle)
         self.id_ranges.release(box.id)
         self.boxes.remove(box)

@@ -211,10 +211,13 @@ def _nothing_left(rt: Runtime, hb: HookBox) -> None:
     assert _cgroups(hb.cgroup) == []
     assert not os.path.exists(os.path.join(rt.root, hb.id))
     assert processes_mentioning(hb.bundle) == []
-    # The host sees only the overlay the test made; the container's mounts
-    # went with its mount namespace.
-    rootfs = f" {hb.bundle}/rootfs "
-    assert [m for m in mounts_mentioning(hb.bundle) if rootfs not in m] == []
+    # The host sees only the overlay the test made (and, with a user
+    # namespace, its idmapped layers); the container's mounts went with its
+    # mount namespace.
+    def made(point: str) -> bool:
+        return point == f"{hb.bundle}/rootfs" or point.startswith(f"{hb.bundle}/lower/")
+
+    assert [m for m in mounts_mentioning(hb.bundle) if not made(m.split()[4])] == []
 
 
 # -- hooks: order, namespaces, state -----------------------------------------------------------

@@ -107,6 +107,46 @@ def test_unmount_other_errors_raise():
     assert info.value.errno == errno.EBUSY
 
 
+def test_mounts_under_reads_mount_points_and_unescapes_them(tmp_path):
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "1 0 254:0 / / rw - ext4 /dev/vda rw\n"
+        "2 1 0:50 / /b/rootfs rw - overlay overlay rw,lowerdir=/b/lower/0\n"
+        "3 1 254:0 /layers/x /b/lower/0 rw,idmapped - ext4 /dev/vda rw\n"
+        "4 1 254:0 / /b2/rootfs rw - overlay overlay rw\n"
+        "5 1 254:0 / /b/with\\040space rw - tmpfs tmpfs rw\n")
+    assert rootfs.mounts_under("/b", str(info)) == [
+        "/b/rootfs", "/b/lower/0", "/b/with space"]
+    assert rootfs.mounts_under("/b/lower", str(info)) == ["/b/lower/0"]
+    assert rootfs.mounts_under("/c", str(info)) == []
+
+
+class UmountsOnce(sc.RecordingSyscalls):
+    """Each target is a mount point once: the second umount finds nothing (EINVAL)."""
+
+    def umount(self, target: str, flags: int = 0) -> None:
+        done = any(c[:2] == ("umount", target) for c in self.calls)
+        super().umount(target, flags)
+        if done:
+            raise sc.SyscallError(errno.EINVAL, os.strerror(errno.EINVAL))
+
+
+def test_unmount_layers_detaches_each_numbered_layer(tmp_path):
+    from mctl.agent.runtime import idmap
+
+    for name in ("0", "1", "notes"):
+        (tmp_path / "lower" / name).mkdir(parents=True)
+    fake = UmountsOnce()
+    idmap.unmount_layers(fake, str(tmp_path / "lower"))
+    targets = sorted({c[1] for c in fake.calls})
+    assert targets == [str(tmp_path / "lower" / "0"), str(tmp_path / "lower" / "1")]
+    assert all(c[2] == sc.MNT_DETACH for c in fake.calls)
+    # No directory (a container without a user namespace): nothing to do.
+    fake = UmountsOnce()
+    idmap.unmount_layers(fake, str(tmp_path / "none"))
+    assert fake.calls == []
+
+
 # -- prepare ----------------------------------------------------------------------
 
 
