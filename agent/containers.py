@@ -115,6 +115,8 @@ class Container:
     # Its share of the node network; None without one (loopback only).
     network: Attachment | None = None
     hosts_text: str = ""             # what etc/hosts holds, to rewrite only on change
+    # The peer list that text was rendered from (compared by identity: node.py).
+    hosts_peers: tuple[tuple[str, str], ...] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -361,17 +363,21 @@ class ContainerManager:
                  for p in replica.spec.ports if p.host_port]
         return self.network.attach(cid, ports)
 
-    def update_hosts(self, container: Container, peers: list[tuple[str, str]]) -> bool:
+    def update_hosts(self, container: Container, peers: tuple[tuple[str, str], ...]) -> bool:
         """Rewrites the container's /etc/hosts (in place) with `peers`; True if it changed."""
+        if peers is container.hosts_peers:
+            return False  # the very list written last time (node.py keeps it while unchanged)
         spec, meta = container.replica.spec, container.replica.metadata
         text = hosts.render(spec.hostname or meta.name, container.ip, peers, meta.name)
         if text == container.hosts_text:
+            container.hosts_peers = peers
             return False
         try:
             changed = hosts.rewrite_in_place(os.path.join(container.bundle, "etc", "hosts"), text)
         except FileNotFoundError:
             return False
         container.hosts_text = text
+        container.hosts_peers = peers
         return changed
 
     def start(self, container: Container) -> None:

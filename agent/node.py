@@ -63,6 +63,8 @@ class NodeLoop:
         # The network as the scheduler last described it (set_network).
         self._nodes: tuple[PeerNode, ...] | None = None
         self._routed: tuple[PeerNode, ...] | None = None
+        # (namespace, workload) -> its peer list as last written to /etc/hosts files.
+        self._hosts_lists: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
         self._peers: dict[tuple[str, str], list[tuple[str, str]]] = {}
 
     # -- input ---------------------------------------------------------------
@@ -169,13 +171,23 @@ class NodeLoop:
         for c in containers:
             key = (c.replica.metadata.namespace, c.replica.workload)
             local.setdefault(key, {})[c.replica.metadata.name] = c.ip
-        for c in containers:
-            key = (c.replica.metadata.namespace, c.replica.workload)
+        # One peer list per workload, and the same tuple object as last pass
+        # while it is unchanged: then update_hosts skips each container at
+        # once instead of re-rendering n hosts files of n lines every second.
+        lists: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+        for key, mine in local.items():
             peers = dict(self._peers.get(key, []))
-            peers.update(local[key])
+            peers.update(mine)
+            items = tuple(sorted(peers.items()))
+            previous = self._hosts_lists.get(key)
+            lists[key] = previous if previous == items else items
+        self._hosts_lists = lists
+        for c in containers:
+            peers_list = lists[(c.replica.metadata.namespace, c.replica.workload)]
             try:
-                if self.manager.update_hosts(c, sorted(peers.items())):
-                    log.info("container=%s /etc/hosts lists %d peers", c.id, len(peers) - 1)
+                if self.manager.update_hosts(c, peers_list):
+                    log.info("container=%s /etc/hosts lists %d peers", c.id,
+                             len(peers_list) - 1)
             except OSError as e:
                 log.warning("container=%s /etc/hosts not updated: %s", c.id, e)
 

@@ -405,7 +405,7 @@ def test_container_joins_its_prepared_namespace(make_node, runtime_name, tmp_pat
         # Peers appear in the same /etc/hosts file (same inode, as bind-mounted).
         hosts = os.path.join(c.bundle, "etc", "hosts")
         before = os.stat(hosts).st_ino
-        assert manager.update_hosts(c, [("web-2", "10.99.2.2")])
+        assert manager.update_hosts(c, (("web-2", "10.99.2.2"),))
         assert os.stat(hosts).st_ino == before
         assert "10.99.2.2\tweb-2" in open(hosts).read()
         manager.stop(c, 1.0)
