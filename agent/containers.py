@@ -104,6 +104,9 @@ class Container:
     restarts: int = 0
     monitor_pid: int = 0
     init_pid: int = 0
+    # The monitor's (pid, /proc start time) from state.json, read once per
+    # run: refresh checks it every pass (node.py) and the file never changes.
+    monitor_identity: tuple[int, int] | None = None
     started_ms: int = 0
     # Set while a stop runs in the background, so the reconciler leaves it alone.
     busy: bool = False
@@ -388,6 +391,7 @@ class ContainerManager:
             raise ContainerError(str(e)) from e
         container.monitor_pid = result.monitor_pid
         container.init_pid = result.init_pid
+        container.monitor_identity = None
         container.started_ms = int(time.time() * 1000)
         container.exit = None
         log.info("container started container=%s replica=%s/%s monitor_pid=%d init_pid=%d "
@@ -413,6 +417,7 @@ class ContainerManager:
         _write_json(os.path.join(container.bundle, META_FILE), {"restarts": container.restarts})
         container.exit = None
         container.monitor_pid = container.init_pid = 0
+        container.monitor_identity = None
 
     # -- observing -----------------------------------------------------------
 
@@ -424,10 +429,14 @@ class ContainerManager:
         if doc is not None:
             container.exit = doc
             return
-        state = _read_json(os.path.join(container.bundle, STATE_FILE))
-        if state is None:
-            return
-        if not pid_alive(int(state["monitor_pid"]), int(state["monitor_start_time"])):
+        monitor = container.monitor_identity
+        if monitor is None:
+            state = _read_json(os.path.join(container.bundle, STATE_FILE))
+            if state is None:
+                return
+            monitor = (int(state["monitor_pid"]), int(state["monitor_start_time"]))
+            container.monitor_identity = monitor
+        if not pid_alive(*monitor):
             # The monitor is gone and wrote nothing: look once more (it may
             # have written exit.json just now), else record it as lost.
             doc = _read_json(os.path.join(container.bundle, EXIT_FILE))

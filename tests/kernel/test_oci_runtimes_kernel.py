@@ -434,3 +434,25 @@ def test_a_cgroup_mount_shows_the_containers_own_cgroup(rt, make):
         json.dump(doc, f)
     rt("run", "--bundle", box.bundle, box.id, out=box.out)
     assert box.output().split() == [str(24 * MiB), "ro"]
+
+
+def test_a_monitor_gone_without_a_record_shows_the_container_lost(env, make, rt):
+    if rt.name != "mctl-runtime":
+        pytest.skip("the agent's own start path, once is enough")
+    box = make("exec sleep 60")
+    c = box.container
+    env.manager.start(c)
+    env.manager.refresh(c)
+    assert c.exit is None
+    assert c.monitor_identity is not None and c.monitor_identity[0] == c.monitor_pid
+    # Read once per run: later passes do not need state.json any more.
+    os.unlink(os.path.join(c.bundle, "state.json"))
+    env.manager.refresh(c)
+    assert c.exit is None
+    os.kill(c.monitor_pid, signal.SIGKILL)
+    deadline = time.monotonic() + WAIT
+    while c.exit is None and time.monotonic() < deadline:
+        env.manager.refresh(c)
+        time.sleep(0.02)
+    assert c.exit is not None and c.exit.get("lost") is True
+    env.manager.stop(c, 0)
