@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .claims import Claims
+from mctl.common.claims import Claims
 
 # Ids stay below 2**31: some tools still read uids as signed 32-bit numbers.
 ID_LIMIT = 1 << 31

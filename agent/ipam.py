@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
 
+from mctl.common.claims import Claims
 from mctl.common.ipnet import parse_ipv4_network
-
-from .claims import Claims
 
 
 class IpamError(Exception):

@@ -35,6 +35,7 @@ import time
 import grpc
 
 from mctl.common import pki, rpc, tls
+from mctl.common.claims import Claims
 from mctl.common.procfs import start_time
 from mctl.v1 import control_pb2, control_pb2_grpc
 
@@ -262,23 +263,54 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
-# Host ids for user-namespace containers: each node of a local cluster gets a
-# window of its own (agent --userns-base/--userns-count), else root in a
-# container on node1 would be the same host user as root in one on node2.
+# Host ids for user-namespace containers: each node of every local cluster on
+# this host gets a window of its own (agent --userns-base/--userns-count),
+# else root in a container on node1 would be the same host user as root in
+# one on node2, or in another cluster's. Windows are claimed host-wide in
+# USERNS_WINDOWS_DIR (tmpfs: it goes with the clusters at reboot), by the
+# cluster's directory and node name, and freed by `cluster down`.
 USERNS_BASE = 100_000
 USERNS_SIZE = 65536
 USERNS_PER_NODE = 256
 USERNS_MAX_NODES = ((1 << 31) - USERNS_BASE) // (USERNS_SIZE * USERNS_PER_NODE)
+USERNS_WINDOWS_DIR = "/run/mctl/userns-windows"
 
 
-def userns_flags(i: int) -> list[str]:
-    """Node `i`'s (from 1) window of user-namespace host ids."""
-    if i > USERNS_MAX_NODES:
-        raise ClusterError(f"node{i}: a local cluster has host ids for {USERNS_MAX_NODES} "
-                           f"nodes' user namespaces ({USERNS_PER_NODE} containers each)")
-    base = USERNS_BASE + (i - 1) * USERNS_SIZE * USERNS_PER_NODE
+def userns_flags(window: int) -> list[str]:
+    """The agent flags of window `window` (0 .. USERNS_MAX_NODES-1) of user-namespace host ids."""
+    base = USERNS_BASE + window * USERNS_SIZE * USERNS_PER_NODE
     return ["--userns-base", str(base), "--userns-size", str(USERNS_SIZE),
             "--userns-count", str(USERNS_PER_NODE)]
+
+
+def claim_userns_window(owner: str, directory: str = USERNS_WINDOWS_DIR) -> int:
+    """The lowest window no node holds; `owner` is "<cluster dir> <node>".
+
+    A window whose owner's cluster directory is gone (removed without
+    `cluster down`) is taken back.
+    """
+    claims = Claims(directory, str.isdigit)
+    with claims.locked() as held:
+        for slot, who in list(held.items()):
+            if not os.path.isdir(who.rsplit(" ", 1)[0]):
+                claims.drop(held, slot, who)
+        for window in range(USERNS_MAX_NODES):
+            if str(window) not in held and claims.claim(held, str(window), owner):
+                return window
+    raise ClusterError(f"all {USERNS_MAX_NODES} windows of user-namespace host ids on this "
+                       f"host are held by local clusters' nodes ({directory})")
+
+
+def release_userns_window(window: int, owner: str, directory: str = USERNS_WINDOWS_DIR) -> None:
+    claims = Claims(directory, str.isdigit)
+    with claims.locked() as held:
+        claims.drop(held, str(window), owner)
+    claims.remove_if_empty()
+    if directory == USERNS_WINDOWS_DIR:
+        try:
+            os.rmdir(os.path.dirname(directory))  # /run/mctl, if nothing else is there
+        except OSError:
+            pass
 
 
 def start_agent(directory: str, state: dict[str, object], i: int,
@@ -293,6 +325,10 @@ def start_agent(directory: str, state: dict[str, object], i: int,
         cluster_network.plan_node(network, str(state["id"]), i)
         save_state(directory, state)      # recorded before it is made, for `down`
     cluster_network.create_node(network, name)
+    windows: dict[str, int] = state.setdefault("userns_windows", {})  # type: ignore[assignment]
+    if name not in windows:
+        windows[name] = claim_userns_window(f"{directory} {name}")
+        save_state(directory, state)      # recorded before it is used, for `down`
     print(f"starting agent {name}", file=sys.stderr)
     p = spawn([sys.executable, "-m", "mctl.agent.main", "--name", name,
                "--scheduler", str(state["server"]), "--state-dir", node_dir,
@@ -300,7 +336,7 @@ def start_agent(directory: str, state: dict[str, object], i: int,
                "--stop-grace", str(args.stop_grace), "--runtime", args.runtime,
                "--log-file", os.path.join(directory, f"{name}.log")]
               + cluster_network.agent_flags(network, name)
-              + userns_flags(i)
+              + userns_flags(windows[name])
               + tls_flags(state, "agent", name),
               os.path.join(directory, f"{name}.out"))
     p["name"] = name
@@ -414,6 +450,9 @@ def teardown(directory: str, state: dict[str, object]) -> None:
     for sweep in sweeps:
         sweep.wait()
     remove_network(state)
+    windows: dict[str, int] = state.get("userns_windows", {})  # type: ignore[assignment]
+    for name, window in windows.items():
+        release_userns_window(window, f"{directory} {name}")
     shutil.rmtree(directory, ignore_errors=True)
     if config.load().get("cluster_dir") == directory:
         try:

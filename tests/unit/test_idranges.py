@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -90,15 +91,54 @@ def test_count_caps_the_window(tmp_path):
         IdRanges(str(tmp_path / "x"), base=ID_LIMIT - 2 * 65536, size=65536, count=3)
 
 
-def test_local_cluster_nodes_get_disjoint_windows():
+def test_local_cluster_windows_are_disjoint_and_fit():
     from mctl.cli.cluster import USERNS_MAX_NODES, userns_flags
 
     windows = []
-    for i in range(1, USERNS_MAX_NODES + 1):
-        flags = dict(zip(userns_flags(i)[::2], userns_flags(i)[1::2], strict=True))
+    for w in range(USERNS_MAX_NODES):
+        flags = dict(zip(userns_flags(w)[::2], userns_flags(w)[1::2], strict=True))
         base, size, count = (int(flags[k]) for k in
                              ("--userns-base", "--userns-size", "--userns-count"))
         assert base >= 65536
         windows.append((base, base + size * count))
     assert windows[-1][1] <= ID_LIMIT
     assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:], strict=False))
+
+
+def test_local_clusters_on_one_host_claim_different_windows(tmp_path):
+    from mctl.cli.cluster import (
+        USERNS_MAX_NODES,
+        ClusterError,
+        claim_userns_window,
+        release_userns_window,
+    )
+
+    claims = str(tmp_path / "windows")
+    one, two = tmp_path / "cluster-one", tmp_path / "cluster-two"
+    one.mkdir()
+    two.mkdir()
+    got = [claim_userns_window(f"{one} node1", claims), claim_userns_window(f"{one} node2", claims),
+           claim_userns_window(f"{two} node1", claims)]
+    assert got == [0, 1, 2]
+    release_userns_window(1, f"{one} node2", claims)
+    release_userns_window(0, f"{two} node1", claims)   # not its window: kept
+    assert claim_userns_window(f"{two} node2", claims) == 1
+    # A cluster directory removed without `cluster down`: its windows come back.
+    two.rmdir()
+    assert claim_userns_window(f"{one} node3", claims) == 1
+    assert sorted(os.listdir(claims)) == ["0", "1"]
+    for _ in range(USERNS_MAX_NODES - 2):
+        claim_userns_window(f"{one} more", claims)
+    with pytest.raises(ClusterError, match="windows of user-namespace host ids"):
+        claim_userns_window(f"{one} last", claims)
+
+
+def test_the_last_window_released_removes_the_directory(tmp_path):
+    from mctl.cli.cluster import claim_userns_window, release_userns_window
+
+    claims = tmp_path / "windows"
+    window = claim_userns_window(f"{tmp_path} node1", str(claims))
+    assert claims.is_dir()
+    release_userns_window(window, f"{tmp_path} node1", str(claims))
+    assert not claims.exists()
+    assert claim_userns_window(f"{tmp_path} node1", str(claims)) == window  # made again

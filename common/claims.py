@@ -1,13 +1,15 @@
 """A directory of claims: one file per claimed name, holding its owner.
 
-What the node's address pool (ipam.py) and user-namespace id ranges
-(idranges.py) keep on disk, like CNI's host-local plugin: a claim is a file
-named by what is claimed (an address, a slot number) and holding its owner
-(a container id), created with O_EXCL so that a name never gets two owners,
-even across threads or a crash in the middle. The directory is read once;
-after that this agent, its only writer, keeps it in memory too. A
-restarted agent reads it back, keeps the claims of the containers it adopts
-and frees the rest.
+What the node's address pool (agent/ipam.py) and user-namespace id ranges
+(agent/idranges.py) keep on disk, like CNI's host-local plugin, and the
+host-wide windows of user-namespace ids of local clusters' nodes
+(cli/cluster.py): a claim is a file named by what is claimed (an address,
+a slot number) and holding its owner (a container id, a node), created
+with O_EXCL so that a name never gets two owners, even across threads,
+processes or a crash in the middle. The directory is read once per
+`Claims`; the agent, its directories' only writer, keeps them in memory
+after that. A restarted agent reads them back, keeps the claims of the
+containers it adopts and frees the rest.
 """
 
 from __future__ import annotations
@@ -60,11 +62,17 @@ class Claims:
 
     def claim(self, held: dict[str, str], name: str, owner: str) -> bool:
         """Claims `name` for `owner`; False if its file exists already, whatever the cache says."""
-        os.makedirs(self.directory, exist_ok=True)
-        try:
-            fd = os.open(self._path(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
+        for _ in range(3):
+            os.makedirs(self.directory, exist_ok=True)
+            try:
+                fd = os.open(self._path(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                break
+            except FileExistsError:
+                return False
+            except FileNotFoundError:
+                continue  # the directory was removed as empty meanwhile (remove_if_empty)
+        else:
+            raise FileNotFoundError(f"{self.directory}: removed while claiming {name}")
         with os.fdopen(fd, "w") as f:
             f.write(owner)
         held[name] = owner
@@ -83,6 +91,13 @@ class Claims:
         finally:
             if held.get(name) == owner:
                 del held[name]
+
+    def remove_if_empty(self) -> None:
+        """Removes the directory if no claim is left in it (a claim racing this retries)."""
+        try:
+            os.rmdir(self.directory)
+        except OSError:
+            pass  # not empty, or gone
 
     def release_all_but(self, owners: set[str]) -> list[str]:
         """Frees every claim whose owner is not in `owners`; returns the names freed."""
