@@ -51,7 +51,9 @@ class IdRanges:
         fit = (ID_LIMIT - base) // size
         if fit < 1:
             raise IdRangeError(f"no range of {size} ids fits between {base} and {ID_LIMIT}")
-        if count < 0 or count > fit:
+        if count < 0:
+            raise IdRangeError(f"user namespace range count {count} must not be negative")
+        if count > fit:
             raise IdRangeError(f"{count} user namespace ranges of {size} ids from {base} "
                                f"do not fit below {ID_LIMIT} (at most {fit})")
         self.count = count or fit

@@ -317,19 +317,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def run_command(argv: list[str]) -> float:
+    """Seconds `argv` took from spawn to exit; a RuntimeError with its stderr if it failed."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])}... exited {proc.returncode}: "
+                           f"{proc.stderr.decode(errors='replace').strip()[-300:]}")
+    return elapsed
+
+
 def children_of(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(entry))
-    return out
+    from mctl.common import procfs
+
+    return [child for child, _, _ in procfs.children(pid)]
 
 
 # -- etcd ---------------------------------------------------------------------------------

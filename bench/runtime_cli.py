@@ -30,14 +30,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import CgroupPrefix, Cleanup, Table, check_leftovers, print_header, temp_dir
+from _common import (
+    CgroupPrefix,
+    Cleanup,
+    Table,
+    check_leftovers,
+    print_header,
+    run_command,
+    temp_dir,
+)
 
 from mctl.agent.containers import Container, ContainerManager
 from mctl.agent.runtime import ociclient
@@ -87,17 +94,6 @@ class Bundles:
             self.teardown(c)
 
 
-def timed(argv: list[str]) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, check=False)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:3])}...: exited {proc.returncode}: "
-                         f"{proc.stderr.decode(errors='replace').strip()}")
-    return elapsed
-
-
 def whole_process(b: Bundles, base: Path, runs: int, warmup: int, installed: str) -> None:
     commands: dict[str, list[str]] = {}
     for name in ("runc", "crun", "mctl-runtime"):
@@ -115,13 +111,13 @@ def whole_process(b: Bundles, base: Path, runs: int, warmup: int, installed: str
         for label, argv in commands.items():
             c = b.make()
             try:
-                elapsed = timed([*argv, "run", "--bundle", c.bundle, c.id])
+                elapsed = run_command([*argv, "run", "--bundle", c.bundle, c.id])
             finally:
                 b.teardown(c)
             if i >= warmup:
                 samples[label].append(elapsed * 1000)
         for label, argv in floors.items():
-            elapsed = timed(argv)
+            elapsed = run_command(argv)
             if i >= warmup:
                 samples[label].append(elapsed * 1000)
     table = Table("`<runtime> run` of a /bin/true container, the whole process", "ms")

@@ -37,7 +37,6 @@ import logging
 import os
 import select
 import statistics
-import subprocess
 import threading
 import time
 from collections import defaultdict
@@ -51,6 +50,7 @@ from _common import (
     check_leftovers,
     memory_of,
     print_header,
+    run_command,
     temp_dir,
 )
 from _native_trace import Step, Traced, TracedZygote, child_stamps, collect
@@ -139,17 +139,6 @@ def run_native(b: Bench, c: Container) -> tuple[float, float]:
     if code != 0:
         raise RuntimeError(f"native container {c.id} exited {code}")
     return started - start, exited - start
-
-
-def run_command(argv: list[str]) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, check=False)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:4])}... exited {proc.returncode}: "
-                           f"{proc.stderr.decode(errors='replace').strip()[-300:]}")
-    return elapsed
 
 
 def runc(b: Bench, c: Container) -> list[str]:

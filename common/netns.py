@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from . import libc
 from .rtnetlink import RtNetlink
 
 NETNS_DIR = "/run/netns"
@@ -44,18 +45,7 @@ class NetnsError(OSError):
     """A network namespace could not be made, entered or removed."""
 
 
-def _load_libc() -> ctypes.CDLL:
-    # glibc's soname first: find_library runs `ldconfig -p` in a subprocess
-    # (~1.5 ms of every agent's and CLI's start).
-    try:
-        return ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        from ctypes.util import find_library
-
-        return ctypes.CDLL(find_library("c") or "libc.so", use_errno=True)
-
-
-_libc = _load_libc()
+_libc = libc.load()
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,

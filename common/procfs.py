@@ -18,6 +18,28 @@ def start_time(pid: int) -> int:
         return 0
 
 
+def children(parent: int) -> list[tuple[int, str, int]]:
+    """(pid, state letter, session id) of each process whose parent is `parent`, zombies too.
+
+    From every /proc/PID/stat (fields 3, 4 and 6); for leak checks and
+    benchmarks that look for a process's children.
+    """
+    import os
+
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            out.append((int(entry), fields[0].decode(), int(fields[3])))
+    return out
+
+
 def processes_mentioning(needle: str) -> list[tuple[int, str]]:
     """(pid, command line) of every other process whose command line contains `needle`.
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from mctl.common import libc as libc_handle
+
 # typing costs `mctl-runtime run` ~3 ms to import: type checkers see the
 # Protocol, the interpreter a plain base class (TYPE_CHECKING = False is
 # understood by type checkers as typing.TYPE_CHECKING).
@@ -102,15 +104,15 @@ def _errcheck(ret: int, call: str, *args: object) -> None:
         raise SyscallError(err, f"{call}({detail}): {os.strerror(err)}")
 
 
-def load_libc() -> ctypes.CDLL:
-    # glibc's soname first: find_library runs `ldconfig -p` in a subprocess,
-    # which costs milliseconds that `mctl-runtime run` would pay on every call.
-    try:
-        return ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        from ctypes.util import find_library
+_loaded_libc: ctypes.CDLL | None = None
 
-        return ctypes.CDLL(find_library("c") or "libc.so", use_errno=True)
+
+def load_libc() -> ctypes.CDLL:
+    """libc, loaded once per process (callers such as newmount.py use it per syscall)."""
+    global _loaded_libc
+    if _loaded_libc is None:
+        _loaded_libc = libc_handle.load()
+    return _loaded_libc
 
 
 class LibcSyscalls:

@@ -41,7 +41,7 @@ from mctl.agent.runtime.monitor import (
     process_start_time,
 )
 from mctl.agent.runtime.native import NativeRuntime, StartError
-from mctl.common import containerlog
+from mctl.common import containerlog, procfs
 from mctl.common.procfs import mounts_mentioning, processes_mentioning
 
 pytestmark = [
@@ -458,23 +458,13 @@ def test_exec_failure_raises_and_leaves_nothing_running(env, make):
 
 
 def _children(parent: int) -> list[int]:
-    """Live (non-zombie) monitors forked by `parent`, from every /proc/PID/stat.
+    """Live (non-zombie) monitors forked by `parent`.
 
     A monitor leads its own session; the zygote's other child, the spare
     waiting for the next request, is still in the zygote's.
     """
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent and fields[0] != b"Z" and int(fields[3]) == int(entry):
-            out.append(int(entry))
-    return out
+    return [pid for pid, state, session in procfs.children(parent)
+            if state != "Z" and session == pid]
 
 
 def test_bad_config_raises_with_the_field(env, make):
@@ -502,3 +492,24 @@ def test_runtime_still_starts_after_a_failure(env, make, run):
     box = run("echo ok")
     assert box.wait_exit()["exit_code"] == 0
     assert box.stdout() == "ok\n"
+
+
+def test_a_spare_monitor_killed_while_it_waits_is_replaced(env, run):
+    # The zygote keeps one monitor forked ahead of the next request; if that
+    # spare dies before it gets one, the request goes to a fresh spare.
+    run("true").wait_exit()   # the zygote is up and has forked its spare
+    zygote = env.runtime._proc.pid  # noqa: SLF001 - no public handle on the zygote
+    deadline = time.monotonic() + WAIT
+    spares: list[int] = []
+    while not spares and time.monotonic() < deadline:
+        spares = [pid for pid, state, session in procfs.children(zygote)
+                  if state != "Z" and session != pid]
+        time.sleep(0.01)
+    assert len(spares) == 1, spares
+    born = procfs.start_time(spares[0])
+    os.kill(spares[0], signal.SIGKILL)
+    while _is_alive(spares[0], born) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    box = run("echo after")
+    assert box.wait_exit()["exit_code"] == 0
+    assert box.stdout() == "after\n"

@@ -142,3 +142,8 @@ def test_the_last_window_released_removes_the_directory(tmp_path):
     release_userns_window(window, f"{tmp_path} node1", str(claims))
     assert not claims.exists()
     assert claim_userns_window(f"{tmp_path} node1", str(claims)) == window  # made again
+
+
+def test_a_negative_count_is_refused_as_such(tmp_path):
+    with pytest.raises(IdRangeError, match="count -3 must not be negative"):
+        IdRanges(str(tmp_path), count=-3)
