@@ -29,14 +29,14 @@ fi
 # Debian's own Python 3.11, not whatever python3 is first on PATH.
 python=/usr/bin/python3
 stamp=.venv/.mctl-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml deploy/constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "installing mctl and its Python dependencies into .venv"
     # pip's build chatter goes to a log, shown only if the install fails.
-    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[dev]'; } \
+    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -c deploy/constraints.txt -e '.[dev]'; } \
             > .venv/install.log 2>&1; then
         cat .venv/install.log >&2
         echo "install.sh: pip install failed (log above, also in .venv/install.log)" >&2
