@@ -4,17 +4,17 @@ A replica becomes a container named `<namespace>_<replica>` (an underscore
 cannot occur in a DNS label, so the id is unambiguous) whose bundle lives in
 `<state>/containers/<id>/`:
 
-    config.json    what the runtime realizes (oci.py)
+    config.json    what the runtime realizes (bundle/config.py)
     replica.pb     the replica as the scheduler sent it (for adoption)
     meta.json      restarts so far
     rootfs/        overlay mount of the image's layers + upper/ + work/
     lower/         with a user namespace: idmapped mounts of the layers,
-                   0..N-1 top first, which the overlay stacks (runtime/idmap.py)
+                   0..N-1 top first, which the overlay stacks (bundle/rootfs.py)
     etc/           hostname, hosts, resolv.conf bound into the container
     network.json   its network namespace, veth, address, hostPorts (network.py)
                    (and, with a user namespace, a host id range: idranges.py)
     state.json     written by the monitor once the container runs
-    exit.json      written by the monitor when it exits
+    exit.json      written by the monitor when it exits (both: runtime/state.py)
     container.log  stdout and stderr, CRI log format
 
 Everything the agent knows about a container can be rebuilt from this
@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import shutil
 import signal
 import threading
@@ -39,56 +38,21 @@ from mctl.common.procfs import start_time as process_start_time
 from mctl.v1 import types_pb2
 
 from . import hosts
+from .bundle import config as bundle_config
+from .bundle import rootfs as bundle_rootfs
 from .idranges import IdRange, IdRangeError, IdRanges
+from .images.store import ImageError, ImageStore
 from .network import Attachment, NetworkError, NodeNetwork
-from .runtime import capabilities, idmap, imageuser, oci, rootfs, seccomp, seccomp_default
 from .runtime import syscalls as sc
+from .runtime.api import Runtime, StartError
 from .runtime.cgroups.base import CgroupDriver, CgroupError
-from .runtime.images import DEFAULT_PATH, ImageError, ImageStore
-from .runtime.monitor import EXIT_FILE, LOG_FILE, STATE_FILE
-from .runtime.native import NativeRuntime, StartError
+from .runtime.oci import config as oci
+from .runtime.state import EXIT_FILE, LOG_FILE, STATE_FILE, Exit
 
 log = logging.getLogger(__name__)
 
 REPLICA_FILE = "replica.pb"
 META_FILE = "meta.json"
-# Open files a container may have, soft and hard, unless the host allows
-# fewer (fs.nr_open): Docker's default (containerd's LimitNOFILE).
-DEFAULT_NOFILE = 1 << 20
-
-
-def default_rlimits(nr_open_path: str = "/proc/sys/fs/nr_open",
-                    status_path: str = "/proc/self/status") -> tuple[oci.Rlimit, ...]:
-    """The rlimits of every container: RLIMIT_NOFILE as Docker sets it, if it can be set.
-
-    Above fs.nr_open setrlimit fails for anyone; above the agent's own hard
-    limit it fails without CAP_SYS_RESOURCE (a root confined by a container
-    or a systemd unit may lack it), so the default stays within both.
-    """
-    nofile = DEFAULT_NOFILE
-    try:
-        with open(nr_open_path) as f:
-            nofile = min(nofile, int(f.read()))
-    except (OSError, ValueError):
-        pass
-    if not _has_capability(status_path, capabilities.CAPABILITIES["CAP_SYS_RESOURCE"]):
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        if hard != resource.RLIM_INFINITY and hard < nofile:
-            log.warning("no CAP_SYS_RESOURCE: containers get RLIMIT_NOFILE %d, the agent's "
-                        "own hard limit, not %d", hard, nofile)
-            nofile = hard
-    return (oci.Rlimit("RLIMIT_NOFILE", nofile, nofile),)
-
-
-def _has_capability(status_path: str, number: int) -> bool:
-    try:
-        with open(status_path) as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> number & 1)
-    except (OSError, ValueError):
-        pass
-    return False
 
 
 class ContainerError(Exception):
@@ -110,7 +74,7 @@ class Container:
     started_ms: int = 0
     # Set while a stop runs in the background, so the reconciler leaves it alone.
     busy: bool = False
-    exit: dict[str, object] | None = None
+    exit: Exit | None = None
     last_error: str = ""
     last_exit: str = ""              # why it ended before its latest restart
     unhealthy: str = ""              # why, while a failed health check stops it
@@ -134,34 +98,6 @@ class Container:
         return self.network.ip if self.network is not None else ""
 
 
-def _user_namespace(ids: IdRange) -> dict[str, object]:
-    """config.json's part of a user namespace: ids 0..size-1 inside are `ids` on the host."""
-    mapping = (oci.IdMapping(0, ids.start, ids.size),)
-    return {"namespaces": ("user", *oci.DEFAULT_NAMESPACES),
-            "uid_mappings": mapping, "gid_mappings": mapping}
-
-
-def _seccomp_profile(choice: str, caps: tuple[str, ...]) -> seccomp.Profile | None:
-    """securityContext.seccompProfile as config.json's linux.seccomp; None for Unconfined.
-
-    "" is RuntimeDefault (common/spec.py stores the default so). The profile
-    is compiled once per agent process (seccomp.parse keeps it), and the
-    zygote has it warm too.
-    """
-    if choice == "Unconfined":
-        return None
-    if choice not in ("", "RuntimeDefault"):
-        raise ContainerError(f"securityContext.seccompProfile: unknown profile {choice!r}")
-    arch = seccomp.native_arch()
-    if not arch:
-        raise ContainerError(f"securityContext.seccompProfile RuntimeDefault: no system call "
-                             f"table for {os.uname().machine}; use Unconfined")
-    try:
-        return seccomp.parse(seccomp_default.runtime_default(caps, arch))
-    except oci.ConfigError as e:  # a bug in the profile, never the user's
-        raise ContainerError(f"securityContext.seccompProfile RuntimeDefault: {e}") from None
-
-
 def container_id(namespace: str, name: str) -> str:
     return f"{namespace}_{name}"
 
@@ -169,9 +105,16 @@ def container_id(namespace: str, name: str) -> str:
 def _read_json(path: str) -> dict[str, object] | None:
     try:
         with open(path) as f:
-            return json.load(f)
+            doc = json.load(f)
     except (OSError, ValueError):
         return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _restarts(meta: dict[str, object]) -> int:
+    """meta.json's restart count; 0 if it has none (a bundle of an older agent)."""
+    value = meta.get("restarts", 0)
+    return value if isinstance(value, int) else 0
 
 
 # A bundle directory: search (x) for others, nothing else (see create).
@@ -197,7 +140,7 @@ class ContainerManager:
         node: str,
         images: ImageStore,
         cgroups: CgroupDriver,
-        runtime: NativeRuntime,
+        runtime: Runtime,
         cgroup_parent: str,
         sys: sc.Syscalls | None = None,
         network: NodeNetwork | None = None,
@@ -215,7 +158,7 @@ class ContainerManager:
         self.network = network
         # Host ids of containers with a user namespace.
         self.id_ranges = id_ranges or IdRanges(os.path.join(state_dir, "userns"))
-        self.rlimits = default_rlimits()
+        self.rlimits = bundle_config.default_rlimits()
         self._lock = threading.Lock()
         self.containers: dict[str, Container] = {}
 
@@ -223,72 +166,19 @@ class ContainerManager:
 
     def _config(self, replica: types_pb2.Replica, bundle: str,
                 net: Attachment | None = None, ids: IdRange | None = None) -> oci.Config:
-        spec = replica.spec
-        image = self.images.get(spec.image)
-        if spec.command:
-            args = list(spec.command) + list(spec.args)
-        else:
-            args = list(image.entrypoint) + (list(spec.args) or list(image.cmd))
-        if not args:
-            raise ContainerError(f"image {spec.image!r} has no default command; set spec.command")
+        image = self.images.get(replica.spec.image)
         try:
-            # The image's User, looked up in its own /etc/passwd and /etc/group.
-            uid, gid, groups = imageuser.resolve(
-                image.user, [self.images.layer_path(d) for d in reversed(image.layers)])
-        except imageuser.UserError as e:
-            raise ContainerError(f"image {spec.image!r}: {e}") from None
-        env = dict(e.split("=", 1) for e in image.env if "=" in e)
-        env.setdefault("PATH", DEFAULT_PATH)
-        hostname = spec.hostname or replica.metadata.name
-        env["HOSTNAME"] = hostname
-        for var in spec.env:
-            env[var.name] = var.value
-        etc = os.path.join(bundle, "etc")
-        os.makedirs(etc, exist_ok=True)
-        files = {
-            "hostname": f"{hostname}\n",
-            # Peers are added by update_hosts once the scheduler tells them.
-            "hosts": hosts.render(hostname, net.ip if net else "", (), replica.metadata.name),
-            # No DNS: names of peers come from hosts, nothing leaves the cluster.
-            "resolv.conf": "",
-        }
-        mounts = oci.default_mounts()
-        for name, text in files.items():
-            with open(os.path.join(etc, name), "w") as f:
-                f.write(text)
-            if ids is not None:
-                # As Docker with userns-remap: root in the container may edit them.
-                os.chown(os.path.join(etc, name), ids.start, ids.start)
-            mounts.append(oci.Mount(f"/etc/{name}", "bind", os.path.join(etc, name),
-                                    ("bind", "rw")))
-        res = spec.resources
-        memory = res.memory_bytes or None
-        return oci.Config(
-            args=tuple(args),
-            env=tuple(f"{k}={v}" for k, v in env.items()),
-            cwd=spec.working_dir or image.working_dir or "/",
-            uid=uid, gid=gid, additional_gids=groups,
-            hostname=hostname,
-            root_readonly=spec.security_context.read_only_rootfs,
-            mounts=tuple(mounts),
-            cgroups_path=f"/{self.cgroup_parent}/{container_id(*self._key(replica))}",
-            resources=oci.Resources(
-                memory_limit=memory,
-                # Swap limit equal to the memory limit: no swap beyond it.
-                memory_swap=memory,
-                cpu_quota=res.cpu_millis * 100 if res.cpu_millis else None,
-                cpu_period=100_000,
-                pids_limit=res.pids or None,
-            ),
-            namespace_paths={"network": net.netns} if net is not None else {},
-            **(_user_namespace(ids) if ids is not None else {}),
-            rlimits=self.rlimits,
-            seccomp=_seccomp_profile(spec.security_context.seccomp_profile,
-                                     tuple(oci.DEFAULT_CAPABILITIES)),
-            annotations={"mctl.replica": replica.metadata.name,
-                         "mctl.namespace": replica.metadata.namespace,
-                         "mctl.uid": replica.metadata.uid, "mctl.node": self.node},
-        )
+            return bundle_config.build(
+                replica, image, self._layers(image.layers), bundle, self.node,
+                f"/{self.cgroup_parent}/{container_id(*self._key(replica))}", self.rlimits,
+                ip=net.ip if net is not None else "", netns=net.netns if net is not None else "",
+                ids=ids)
+        except bundle_config.BundleError as e:
+            raise ContainerError(str(e)) from None
+
+    def _layers(self, digests: tuple[str, ...]) -> list[str]:
+        """The image's layer directories, top first (as overlay's lowerdir wants them)."""
+        return [self.images.layer_path(d) for d in reversed(digests)]
 
     @staticmethod
     def _key(replica: types_pb2.Replica) -> tuple[str, str]:
@@ -318,12 +208,7 @@ class ContainerManager:
             ids = (self.id_ranges.allocate(cid)
                    if replica.spec.security_context.user_namespace else None)
             config = self._config(replica, bundle, container.network, ids)
-            lower = [self.images.layer_path(d) for d in reversed(image.layers)]
-            if ids is not None:
-                lower = self._idmapped_layers(cid, lower, bundle, config)
-            rootfs.mount_overlay(self.sys, lower, os.path.join(bundle, "upper"),
-                                 os.path.join(bundle, "work"), os.path.join(bundle, "rootfs"),
-                                 owner=(ids.start, ids.start) if ids is not None else None)
+            bundle_rootfs.assemble(self.sys, cid, self._layers(image.layers), bundle, config)
             oci.write_config(bundle, config)
         except (ImageError, ContainerError, NetworkError, IdRangeError, OSError) as e:
             self.teardown(container)
@@ -331,26 +216,6 @@ class ContainerManager:
         with self._lock:
             self.containers[cid] = container
         return container
-
-    def _idmapped_layers(self, cid: str, lower: list[str], bundle: str,
-                         config: oci.Config) -> list[str]:
-        """The layers as the user namespace's root sees its own (idmap.py), or as they are.
-
-        Where the kernel or the layers' file system cannot idmap, the
-        container still runs, as before idmapped layers: image files show as
-        65534 inside and are read-only to it.
-        """
-        t0 = time.perf_counter()
-        try:
-            mounted = idmap.mount_layers(self.sys, lower, os.path.join(bundle, idmap.LAYERS_DIR),
-                                         config.uid_mappings, config.gid_mappings)
-        except idmap.IdmapUnsupported as e:
-            log.warning("container=%s no idmapped layers (%s): image files stay read-only "
-                        "to its root", cid, e)
-            return lower
-        log.debug("container=%s idmapped %d layers ms=%.1f", cid, len(lower),
-                  (time.perf_counter() - t0) * 1000)
-        return mounted
 
     def network_ready(self) -> bool:
         """Whether containers can be made now (the node network, if any, is set up)."""
@@ -425,23 +290,21 @@ class ContainerManager:
         """Reads what the monitor recorded: did the container exit, and how."""
         if container.exit is not None or container.monitor_pid == 0:
             return
-        doc = _read_json(os.path.join(container.bundle, EXIT_FILE))
-        if doc is not None:
-            container.exit = doc
+        ended = self.runtime.exit(container.bundle)
+        if ended is not None:
+            container.exit = ended
             return
         monitor = container.monitor_identity
         if monitor is None:
-            state = _read_json(os.path.join(container.bundle, STATE_FILE))
+            state = self.runtime.state(container.bundle)
             if state is None:
                 return
-            monitor = (int(state["monitor_pid"]), int(state["monitor_start_time"]))
+            monitor = (state.monitor_pid, state.monitor_start_time)
             container.monitor_identity = monitor
         if not pid_alive(*monitor):
             # The monitor is gone and wrote nothing: look once more (it may
             # have written exit.json just now), else record it as lost.
-            doc = _read_json(os.path.join(container.bundle, EXIT_FILE))
-            container.exit = doc or {"exit_code": 255, "signal": 0, "oom_killed": False,
-                                     "lost": True, "finished_unix_ms": int(time.time() * 1000)}
+            container.exit = self.runtime.exit(container.bundle) or Exit.monitor_lost()
 
     # -- stopping and removing -------------------------------------------------
 
@@ -472,8 +335,8 @@ class ContainerManager:
         self._wait_monitor(container, 5.0)
 
     def _init_start_time(self, container: Container) -> int:
-        state = _read_json(os.path.join(container.bundle, STATE_FILE)) or {}
-        return int(state.get("init_start_time", 0))
+        state = self.runtime.state(container.bundle)
+        return state.init_start_time if state is not None else 0
 
     def _wait_monitor(self, container: Container, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -487,11 +350,11 @@ class ContainerManager:
 
     def teardown(self, container: Container) -> None:
         """Removes every trace of the container; safe to call at any point of setup."""
-        state = _read_json(os.path.join(container.bundle, STATE_FILE))
-        if state and pid_alive(int(state["monitor_pid"]), int(state["monitor_start_time"])):
+        state = self.runtime.state(container.bundle)
+        if state is not None and pid_alive(state.monitor_pid, state.monitor_start_time):
             # Only reached when stop() could not end it: end the monitor too.
             try:
-                os.kill(int(state["monitor_pid"]), signal.SIGKILL)
+                os.kill(state.monitor_pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         try:
@@ -499,18 +362,12 @@ class ContainerManager:
         except CgroupError as e:
             log.error("container=%s cgroup not removed: %s", container.id, e)
         # runc/crun keep state of their own (and cgroups in more hierarchies).
-        self.runtime.remove(container.id, container.bundle, container.cgroup)
+        self.runtime.delete(container.id, container.bundle, container.cgroup)
         if self.network is not None:
             # After every process is gone: nothing may still use the namespace.
             self.network.detach(container.id, container.network
                                 or Attachment.load(container.bundle))
-        for mount in (os.path.join(container.bundle, "rootfs"),):
-            # Unmount until nothing is left: a crashed earlier setup may have stacked two.
-            while rootfs.unmount(self.sys, mount):
-                pass
-        # The overlay's idmapped layers (user namespace), after the overlay.
-        idmap.unmount_layers(self.sys, os.path.join(container.bundle, idmap.LAYERS_DIR))
-        left = rootfs.mounts_under(container.bundle)
+        left = bundle_rootfs.take_apart(self.sys, container.bundle)
         if left:
             # rmtree would go through them: an idmapped layer is the image's own files.
             log.error("container=%s bundle kept: still mounted there: %s", container.id,
@@ -542,15 +399,15 @@ class ContainerManager:
             meta = _read_json(os.path.join(bundle, META_FILE)) or {}
             container = Container(id=cid, bundle=bundle, replica=replica,
                                   cgroup=f"{self.cgroup_parent}/{cid}",
-                                  restarts=int(meta.get("restarts", 0)))
+                                  restarts=_restarts(meta))
             container.network = Attachment.load(bundle)
             if container.network is not None and self.network is not None:
                 self.network.adopt(cid, container.network)
-            state = _read_json(os.path.join(bundle, STATE_FILE))
+            state = self.runtime.state(bundle)
             if state is not None:
-                container.monitor_pid = int(state["monitor_pid"])
-                container.init_pid = int(state["init_pid"])
-                container.started_ms = int(state["started_unix_ms"])
+                container.monitor_pid = state.monitor_pid
+                container.init_pid = state.init_pid
+                container.started_ms = state.started_unix_ms
                 self.refresh(container)
             with self._lock:
                 self.containers[cid] = container

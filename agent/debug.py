@@ -66,7 +66,7 @@ def containers(manager: ContainerManager) -> list[str]:
     rows = []
     for c in sorted(manager.snapshot(), key=lambda c: c.id):
         state = "running" if c.running() else (
-            f"exited {c.exit.get('exit_code', '?')}" if c.exit else "not started")
+            f"exited {c.exit.exit_code}" if c.exit else "not started")
         up = f"{(now - c.started_ms) // 1000}s" if c.started_ms and c.running() else "-"
         rows.append([c.id, state, up, str(c.restarts), str(c.monitor_pid or "-"),
                      str(c.init_pid or "-"), c.ip or "-"])

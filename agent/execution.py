@@ -116,7 +116,10 @@ class Exec:
                     sel.unregister(key.fd)
                     open_fds.discard(key.fd)
                     continue
-                yield control_pb2.ExecOutput(**{self.outputs[key.fd]: data})
+                if self.outputs[key.fd] == "stdout":
+                    yield control_pb2.ExecOutput(stdout=data)
+                else:
+                    yield control_pb2.ExecOutput(stderr=data)
             if self.tty and self.proc.poll() is not None and not _readable(self.master):
                 break   # a background process may hold the pty open; the command is done
         sel.close()

@@ -160,7 +160,7 @@ class HealthChecker:
         try:
             self.manager.stop(c, self.stop_grace)
             if c.exit is not None:
-                c.exit["unhealthy"] = why
+                c.exit = c.exit.replace(unhealthy=why)
         finally:
             c.unhealthy = ""
             self.on_change()

@@ -30,21 +30,21 @@ from mctl.v1 import agent_pb2_grpc, types_pb2
 
 from . import debug
 from .access import POLICY
-from .containers import ContainerManager
+from .containers import Container, ContainerManager
 from .health import HealthChecker
 from .idranges import IdRangeError, IdRanges
-from .imageimport import ImageImporter
+from .images.archive import Limits
+from .images.importer import ImageImporter
+from .images.store import ImageError, ImageStore
 from .ipam import IpamError
-from .link import SchedulerLink
 from .network import NodeNetwork
 from .node import NodeLoop
+from .runtime.api import Runtime
 from .runtime.cgroups import detect
-from .runtime.crilog import LogLimits
-from .runtime.external import make_runtime
-from .runtime.imagearchive import Limits
-from .runtime.images import ImageError, ImageStore
-from .runtime.native import NativeRuntime
-from .runtime.ociclient import RuntimeNotFound
+from .runtime.choose import make_runtime
+from .runtime.containerlog_writer import LogLimits
+from .runtime.oci.client import RuntimeNotFound
+from .scheduler_link import SchedulerLink
 from .service import AgentService
 from .usage import UsageSampler
 
@@ -140,7 +140,7 @@ def image_limits(args: argparse.Namespace) -> Limits:
                   max_members=args.image_max_files)
 
 
-def make_manager(args: argparse.Namespace, runtime: NativeRuntime) -> ContainerManager:
+def make_manager(args: argparse.Namespace, runtime: Runtime) -> ContainerManager:
     cgroups = detect(args.cgroup_root)
     images = ImageStore(os.path.join(args.state_dir, "images"))
     try:
@@ -188,8 +188,11 @@ def remove_network(manager: ContainerManager, node_netns_gone: bool) -> None:
 
 def remove_all(manager: ContainerManager, grace: float) -> None:
     containers = manager.snapshot()
-    threads = [threading.Thread(target=lambda c=c: (manager.stop(c, grace), manager.teardown(c)))
-               for c in containers]
+    def remove(c: Container) -> None:
+        manager.stop(c, grace)
+        manager.teardown(c)
+
+    threads = [threading.Thread(target=remove, args=(c,)) for c in containers]
     for t in threads:
         t.start()
     for t in threads:
@@ -197,7 +200,7 @@ def remove_all(manager: ContainerManager, grace: float) -> None:
     log.info("removed %d containers", len(containers))
 
 
-def runtime_of(args: argparse.Namespace) -> NativeRuntime:
+def runtime_of(args: argparse.Namespace) -> Runtime:
     """The container runtime --runtime names; exits with one line if there is none."""
     try:
         return make_runtime(args.runtime, args.state_dir, args.cgroup_root, args.log_limits)

@@ -175,7 +175,7 @@ class NodeNetwork:
                 bridge = rt.link(self.bridge)
                 if bridge is None:
                     rt.add_bridge(self.bridge)
-                index = bridge.index if bridge is not None else rt.index(self.bridge)
+                index = bridge.ifindex if bridge is not None else rt.index(self.bridge)
                 kept = False
                 for addr in rt.addresses(index, socket.AF_INET):
                     if (addr.address, addr.prefixlen) == (str(gateway), net.prefixlen):
@@ -240,15 +240,15 @@ class NodeNetwork:
         with netns.rtnl(self.node_netns) as rt:
             have = {r.destination: r.gateway
                     for r in rt.routes(socket.AF_INET, protocol=MCTL_RTPROT)}
-            for dst, via in sorted(want.items()):
-                if have.get(dst) == via:
+            for dst, gateway in sorted(want.items()):
+                if have.get(dst) == gateway:
                     continue
                 try:
-                    rt.add_route(dst, gateway=via, protocol=MCTL_RTPROT, replace=True)
-                    log.info("route %s via %s", dst, via)
+                    rt.add_route(dst, gateway=gateway, protocol=MCTL_RTPROT, replace=True)
+                    log.info("route %s via %s", dst, gateway)
                 except OSError as e:
                     # E.g. ENETUNREACH: the other node is not on this node's link.
-                    log.warning("cannot route %s via %s: %s", dst, via, e)
+                    log.warning("cannot route %s via %s: %s", dst, gateway, e)
             for dst in sorted(set(have) - set(want)):
                 try:
                     rt.delete_route(dst, protocol=MCTL_RTPROT)
@@ -319,7 +319,7 @@ class NodeNetwork:
             found = self._nl.link(self.bridge)
             if found is None:
                 raise NetworkError(f"bridge {self.bridge} is gone")
-            self._bridge_index = found.index
+            self._bridge_index = found.ifindex
         return self._nl, self._bridge_index
 
     def _make_veth(self, veth: str, netns_path: str) -> None:

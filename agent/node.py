@@ -15,11 +15,13 @@ import threading
 import time
 from collections.abc import Callable
 
+from mctl.common.phases import reason_name
 from mctl.v1 import agent_pb2, node_pb2, types_pb2
 
 from . import reconcile
 from .containers import Container, ContainerError, ContainerManager, container_id
 from .network import PeerNode
+from .runtime.state import Exit
 from .usage import UsageSampler
 
 log = logging.getLogger(__name__)
@@ -31,16 +33,17 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def exit_reason(ex: dict[str, object]) -> tuple[str, str]:
+def exit_reason(ex: Exit) -> tuple[types_pb2.ReplicaReason, str]:
     """Why a container ended, as (reason, detail), from what its monitor recorded."""
-    code = int(str(ex.get("exit_code", 0)))
-    if ex.get("unhealthy"):
-        return "Unhealthy", f"{ex['unhealthy']} (exit code {code})"
-    reason = ("OOMKilled" if ex.get("oom_killed") else
-              "StartError" if ex.get("start_error") else
-              "MonitorLost" if ex.get("lost") else
-              "Completed" if code == 0 else "Error")
-    return reason, str(ex.get("start_error") or f"exit code {code}")
+    code = ex.exit_code
+    if ex.unhealthy:
+        return types_pb2.REPLICA_REASON_UNHEALTHY, f"{ex.unhealthy} (exit code {code})"
+    reason = (types_pb2.REPLICA_REASON_OOM_KILLED if ex.oom_killed else
+              types_pb2.REPLICA_REASON_START_ERROR if ex.start_error else
+              types_pb2.REPLICA_REASON_MONITOR_LOST if ex.lost else
+              types_pb2.REPLICA_REASON_COMPLETED if code == 0 else
+              types_pb2.REPLICA_REASON_ERROR)
+    return reason, ex.start_error or f"exit code {code}"
 
 
 class NodeLoop:
@@ -120,12 +123,13 @@ class NodeLoop:
         out = {}
         for c in self.manager.snapshot():
             self.manager.refresh(c)
-            ex = c.exit or {}
+            ex = c.exit
             out[c.id] = reconcile.Have(
                 uid=c.replica.metadata.uid, spec_hash=c.replica.spec_hash,
                 busy=c.busy or bool(c.unhealthy),
-                exited=c.exit is not None, exit_code=int(ex.get("exit_code", 0)),
-                finished_ms=int(ex.get("finished_unix_ms", 0)), started_ms=c.started_ms,
+                exited=ex is not None, exit_code=ex.exit_code if ex is not None else 0,
+                finished_ms=ex.finished_unix_ms if ex is not None else 0,
+                started_ms=c.started_ms,
                 restarts=c.restarts)
         return out
 
@@ -214,15 +218,14 @@ class NodeLoop:
             # back-off apply, and the reason reaches the user.
             log.warning("container=%s failed to start: %s", container.id, e)
             container.last_error = str(e)
-            container.exit = {"exit_code": 127, "signal": 0, "oom_killed": False,
-                              "start_error": str(e), "finished_unix_ms": now_ms()}
+            container.exit = Exit.start_failed(str(e))
             container.started_ms = container.started_ms or now_ms()
 
     def _restart(self, container: Container) -> None:
         log.info("restarting container=%s restarts=%d", container.id, container.restarts + 1)
         if container.exit is not None:
             reason, detail = exit_reason(container.exit)
-            container.last_exit = f"{reason}: {detail}"
+            container.last_exit = f"{reason_name(reason)}: {detail}"
         self.manager.reset(container)
         self._start(container)
 
@@ -246,29 +249,31 @@ class NodeLoop:
         st = types_pb2.ReplicaStatus(restarts=c.restarts, started_unix_ms=c.started_ms,
                                      ip=c.ip, last_exit=c.last_exit)
         if c.busy:
-            st.phase = "Terminating"
+            st.phase = types_pb2.REPLICA_PHASE_TERMINATING
         elif c.unhealthy:
-            st.phase = "Running"
-            st.reason = "Unhealthy"
+            st.phase = types_pb2.REPLICA_PHASE_RUNNING
+            st.reason = types_pb2.REPLICA_REASON_UNHEALTHY
             st.message = f"stopping to restart: {c.unhealthy}"
         elif c.exit is None:
-            st.phase = "Running" if c.monitor_pid else "Starting"
+            st.phase = (types_pb2.REPLICA_PHASE_RUNNING if c.monitor_pid
+                        else types_pb2.REPLICA_PHASE_STARTING)
         else:
             ex = c.exit
-            code = int(ex.get("exit_code", 0))
+            code = ex.exit_code
             st.exit_code = code
-            st.finished_unix_ms = int(ex.get("finished_unix_ms", 0))
+            st.finished_unix_ms = ex.finished_unix_ms
             reason, detail = exit_reason(ex)
             policy = c.replica.spec.restart_policy
             if reconcile.should_restart(policy, code):
                 have = reconcile.Have(c.replica.metadata.uid, c.replica.spec_hash, False, True,
                                       code, st.finished_unix_ms, c.started_ms, c.restarts)
                 wait_s = max(0, reconcile.restart_due_ms(have) - now) / 1000
-                st.phase = "Starting"
-                st.reason = "CrashLoopBackOff"
-                st.message = f"{reason}: {detail}; restarting in {wait_s:.0f}s"
+                st.phase = types_pb2.REPLICA_PHASE_STARTING
+                st.reason = types_pb2.REPLICA_REASON_CRASH_LOOP_BACK_OFF
+                st.message = f"{reason_name(reason)}: {detail}; restarting in {wait_s:.0f}s"
             else:
-                st.phase = "Succeeded" if code == 0 else "Failed"
+                st.phase = (types_pb2.REPLICA_PHASE_SUCCEEDED if code == 0
+                            else types_pb2.REPLICA_PHASE_FAILED)
                 st.reason = reason
                 st.message = detail
         return st
@@ -293,8 +298,8 @@ class NodeLoop:
             r = report.replicas.add(namespace=replica.metadata.namespace,
                                     name=replica.metadata.name, uid=replica.metadata.uid,
                                     spec_hash=replica.spec_hash)
-            r.status.phase = "Pending"
-            r.status.reason = "CreateError"
+            r.status.phase = types_pb2.REPLICA_PHASE_PENDING
+            r.status.reason = types_pb2.REPLICA_REASON_CREATE_ERROR
             r.status.message = message
         return report
 

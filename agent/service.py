@@ -10,13 +10,14 @@ from collections.abc import Iterator
 import grpc
 
 from mctl.common import containerlog, execstream
-from mctl.v1 import agent_pb2, agent_pb2_grpc, control_pb2
+from mctl.common.phases import phase_name
+from mctl.v1 import agent_pb2, agent_pb2_grpc, control_pb2, types_pb2
 
 from . import debug, execution
 from .containers import ContainerManager
-from .imageimport import ImageImporter, ImportRefused, is_disk_full
+from .images.archive import ArchiveError
+from .images.importer import ImageImporter, ImportRefused, is_disk_full
 from .node import NodeLoop
-from .runtime.imagearchive import ArchiveError
 from .usage import UsageSampler
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                           f"replica {start.replica} has no container on node {self.node}")
         c = found[0]
         phase = self.loop.status_of(c, int(time.time() * 1000)).phase
-        if phase != "Running" or not c.init_pid:
+        if phase != types_pb2.REPLICA_PHASE_RUNNING or not c.init_pid:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"replica {start.replica} is not running (phase {phase})")
+                          f"replica {start.replica} is not running (phase {phase_name(phase)})")
         try:
             yield from execution.run(c.init_pid, c.bundle, c.id, first, request_iterator,
                                      context.add_callback)

@@ -582,7 +582,7 @@ class ReplicaProgress:
     node: str = ""
     placed: float = 0.0
     running: float = 0.0
-    phase: str = ""
+    phase: int = 0              # types_pb2.ReplicaPhase; 0 until the first record
     wall_placed: float = 0.0    # time.time() of `placed`, to line up with log time stamps
     wall_running: float = 0.0
 
@@ -608,6 +608,7 @@ class ReplicaWatch:
 
         self._delete_event = DeleteEvent
         self._replica = types_pb2.Replica
+        self._running = types_pb2.REPLICA_PHASE_RUNNING
         host, _, port = endpoint.rpartition(":")
         self.prefix = prefix
         self.client = pyetcd.client(host=host, port=int(port), timeout=10)
@@ -656,7 +657,7 @@ class ReplicaWatch:
                 self.running_n[p.workload] -= 1
             p.node, p.placed, p.wall_placed = r.node, now, time.time()
             p.running = p.wall_running = 0.0
-        if r.status.phase == "Running" and not p.running and p.node:
+        if r.status.phase == self._running and not p.running and p.node:
             p.running, p.wall_running = now, time.time()
             self.running_n[p.workload] += 1
 

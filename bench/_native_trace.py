@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from mctl.agent.runtime import syscalls as sc
 from mctl.agent.runtime import zygote
-from mctl.agent.runtime.monitor import StartResult
+from mctl.agent.runtime.state import StartResult
 
 _now = time.monotonic_ns
 MARKER = "MCTL-TRACE "

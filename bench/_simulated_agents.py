@@ -136,7 +136,7 @@ class Simulation(agent_pb2_grpc.AgentServicer):
                     rep = report.replicas.add(namespace=r.metadata.namespace,
                                               name=r.metadata.name, uid=r.metadata.uid,
                                               spec_hash=r.spec_hash)
-                    rep.status.phase = "Running"
+                    rep.status.phase = types_pb2.REPLICA_PHASE_RUNNING
                     rep.status.started_unix_ms = now
                 try:
                     await self.stub.ReportStatus(report, timeout=30)

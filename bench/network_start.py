@@ -23,9 +23,9 @@ import tempfile
 import time
 
 from mctl.agent.containers import ContainerManager
+from mctl.agent.images.store import ImageStore
 from mctl.agent.network import NodeNetwork
 from mctl.agent.runtime.cgroups import detect
-from mctl.agent.runtime.images import ImageStore
 from mctl.agent.runtime.native import NativeRuntime
 from mctl.common import netns
 from mctl.v1 import types_pb2

@@ -13,7 +13,7 @@ within each run so drift hits them alike:
    - runc run;
    - crun run as a caller on this hybrid-cgroup machine must call it: in a
      private mount namespace with the cgroup2 mount detached
-     (ociclient.base_argv: `unshare` + `sh` + `umount` + crun);
+     (oci/client.base_argv: `unshare` + `sh` + `umount` + crun);
    - mctl-runtime run through this checkout's console script (an editable
      install: `site` loads setuptools' editable finder on every start);
    - mctl-runtime run of `--installed PATH`, e.g. the console script of a
@@ -47,12 +47,13 @@ from _common import (
 )
 
 from mctl.agent.containers import Container, ContainerManager
-from mctl.agent.runtime import ociclient
+from mctl.agent.images.store import ImageStore
+from mctl.agent.runtime.api import Runtime
 from mctl.agent.runtime.cgroups import detect
-from mctl.agent.runtime.external import ExternalRuntime
-from mctl.agent.runtime.images import ImageStore
-from mctl.agent.runtime.monitor import EXIT_FILE
 from mctl.agent.runtime.native import NativeRuntime
+from mctl.agent.runtime.oci import client as ociclient
+from mctl.agent.runtime.oci.command import OciCommandRuntime
+from mctl.agent.runtime.state import EXIT_FILE
 from mctl.v1 import types_pb2
 
 MEMORY_LIMIT = 64 << 20
@@ -137,10 +138,10 @@ def wait_file(path: Path, timeout: float = 10.0) -> None:
 
 
 def under_agent(stack: Cleanup, b: Bundles, base: Path, runs: int, warmup: int) -> None:
-    runtimes: dict[str, NativeRuntime] = {"native": NativeRuntime()}
+    runtimes: dict[str, Runtime] = {"native": NativeRuntime()}
     for name in ("runc", "crun", "mctl-runtime"):
         try:
-            runtimes[name] = ExternalRuntime(ociclient.resolve(name),
+            runtimes[name] = OciCommandRuntime(ociclient.resolve(name),
                                              str(base / "agent-roots" / name))
         except ociclient.RuntimeNotFound as e:
             print(f"skipping {name}: {e}")
@@ -160,7 +161,7 @@ def under_agent(stack: Cleanup, b: Bundles, base: Path, runs: int, warmup: int) 
                 if code != 0:
                     raise SystemExit(f"{label}: the container exited {code}")
             finally:
-                rt.remove(c.id, c.bundle, c.cgroup)
+                rt.delete(c.id, c.bundle, c.cgroup)
                 b.teardown(c)
             if i >= warmup:
                 samples[label].append(elapsed * 1000)

@@ -56,8 +56,9 @@ from _common import (
 )
 
 from mctl.common import rpc
+from mctl.common.phases import phase_name
 from mctl.common.spec import parse_documents
-from mctl.v1 import control_pb2, control_pb2_grpc
+from mctl.v1 import control_pb2, control_pb2_grpc, types_pb2
 
 WORKLOAD = """\
 apiVersion: mctl/v1
@@ -212,7 +213,8 @@ def run_once(cp: ControlPlane, tag: str, replicas: int, deadline: float,
     with contextlib.ExitStack() as phase:
         if "reporting" in profile:
             phase.enter_context(py_spy_record(cp.scheduler.pid, profile["reporting"]))
-        result.running = until("Running", w.running_n, replicas, t0)
+        result.running = until(phase_name(types_pb2.REPLICA_PHASE_RUNNING), w.running_n,
+                               replicas, t0)
     cpu1 = cp.cpu()
     result.cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
     d0 = time.monotonic()

@@ -56,11 +56,11 @@ from _common import (
 from _native_trace import Step, Traced, TracedZygote, child_stamps, collect
 
 from mctl.agent.containers import Container, ContainerManager
+from mctl.agent.images.store import ImageStore
 from mctl.agent.runtime import syscalls as sc
 from mctl.agent.runtime.cgroups import detect
-from mctl.agent.runtime.images import ImageStore
-from mctl.agent.runtime.monitor import EXIT_FILE, LOG_FILE
 from mctl.agent.runtime.native import NativeRuntime
+from mctl.agent.runtime.state import EXIT_FILE, LOG_FILE
 from mctl.v1 import types_pb2
 
 MEMORY_LIMIT = 64 << 20
@@ -280,7 +280,7 @@ def compare(b: Bench, runs: int, warmup: int) -> None:
     table.ratio("native exited / crun", exited, "crun run in a private mount ns (made once)")
     table.ratio("native exited / runc", exited, "runc run (whole process)")
     table.ratio("native exited / unshare floor", exited, "unshare -fpmuinC --mount-proc true")
-    zygote = b.runtime._proc.pid if b.runtime._proc is not None else 0
+    zygote = b.runtime.zygote.pid
     if zygote:
         rss, pss = memory_of(zygote)
         table.note(f"zygote: RSS {rss / 2**20:.1f} MiB, PSS {pss / 2**20:.1f} MiB "

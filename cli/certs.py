@@ -82,7 +82,7 @@ def show(files: list[str], ca_path: str) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser("certs", help="make the cluster CA and certificates: init, issue, show")
     c.add_argument("action", choices=["init", "issue", "show"])
     c.add_argument("files", nargs="*", help="show: certificate files")

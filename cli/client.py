@@ -1,4 +1,8 @@
-"""The CLI's connection to the scheduler, and its one kind of error.
+"""The CLI's connection to the scheduler, its errors, and what a failed call means.
+
+A failed call becomes one line chosen by its gRPC status code (`rpc_error`):
+the server's own message where the request was at fault, a line about the
+connection or the credentials where it never got that far.
 
 In a module of its own so that every command module shares the same
 CliError class, also when the CLI runs as `python -m mctl.cli.main` (then
@@ -9,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
-from mctl.common import pki, rpc, tls
+from mctl.common import pki, reasons, rpc, tls
 from mctl.v1 import control_pb2_grpc
 
 from . import config
@@ -20,6 +26,19 @@ from . import config
 
 class CliError(Exception):
     """A failure to report in one line and exit 1."""
+
+    exit_code = 1
+
+
+class UsageError(CliError):
+    """A command line that says too little to act on: exit 2, as argparse does."""
+
+    exit_code = 2
+
+
+def one_line(text: str) -> str:
+    """`text` with its lines joined: the CLI's errors are one line on stderr."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def stub(args: argparse.Namespace) -> control_pb2_grpc.ControlPlaneStub:
@@ -33,22 +52,66 @@ def stub(args: argparse.Namespace) -> control_pb2_grpc.ControlPlaneStub:
         rpc.make_channel(args.server_address, credentials, pki.SCHEDULER_SERVER_NAME))
 
 
-def call(args: argparse.Namespace, fn: Callable[..., object], request: object,
-         timeout: float = 15.0) -> object:
+def call(args: argparse.Namespace, fn: Callable[..., Any], request: Message,
+         timeout: float = 15.0) -> Any:
+    """`fn(request)`, with a failure turned into a CliError.
+
+    The generated stubs are untyped, so the answer is Any: callers name its
+    type (`resp: control_pb2.WorkloadList = call(...)`).
+    """
     try:
         return fn(request, timeout=timeout)
     except grpc.RpcError as e:
         raise rpc_error(args, e) from None
 
 
+# The server's message says it all: the caller's request was wrong, or does
+# not fit the cluster's state now.
+_SERVER_SAYS = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+)
+
+
 def rpc_error(args: argparse.Namespace, e: grpc.RpcError) -> CliError:
-    if isinstance(e, grpc.Call):
-        tls_problem = tls.explain_failure(e.details() or "", getattr(args, "tls_on", True))
-        if e.code() == grpc.StatusCode.UNAVAILABLE and tls_problem:
-            return CliError(f"TLS handshake with {args.server_address} failed: {tls_problem}")
-        if e.code() == grpc.StatusCode.UNAVAILABLE and "store" not in (e.details() or ""):
-            return CliError(f"cannot reach the mctl server at {args.server_address}")
-        if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return CliError(f"the mctl server at {args.server_address} did not answer in time")
-        return CliError(e.details() or e.code().name.lower())
-    return CliError(str(e))
+    """The one line that tells the user what a failed call means, by its status code.
+
+    Never by searching the server's message: where one code covers two
+    situations, the server names the reason in the status (common/reasons.py).
+    """
+    server = getattr(args, "server_address", "") or "?"
+    if not isinstance(e, grpc.Call):
+        return CliError(one_line(str(e)) or f"the call to the mctl server at {server} failed")
+    code, details = e.code(), one_line(e.details() or "")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        if reasons.of(e):
+            # The server answered: something behind it (its store, a node) did not.
+            return CliError(details or f"the mctl server at {server} is unavailable")
+        # Nobody answered: gRPC's own words say why, a TLS handshake among them.
+        tls_problem = tls.explain_failure(details, getattr(args, "tls_on", True))
+        if tls_problem:
+            return CliError(f"TLS handshake with {server} failed: {tls_problem}")
+        return CliError(f"cannot reach the mctl server at {server}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return CliError(f"the mctl server at {server} did not answer in time")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return CliError(f"the mctl server at {server} did not accept this client's credentials"
+                        + (f": {details}" if details else ""))
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        # The server's message names the caller and what it may not do.
+        return CliError(details or f"permission denied by the mctl server at {server}: check"
+                                   " which certificate this client uses (--tls-cert)")
+    if code in _SERVER_SAYS:
+        return CliError(details or code.name.lower().replace("_", " "))
+    if code == grpc.StatusCode.CANCELLED:
+        return CliError("the call was cancelled")
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return CliError(f"the mctl server at {server} does not offer this call"
+                        " (is it an older version than this mctl?)")
+    # INTERNAL, UNKNOWN, DATA_LOSS: the server broke, not the request.
+    return CliError(f"the mctl server at {server} failed: {details or code.name.lower()}")

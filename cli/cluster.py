@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import NotRequired, TypedDict, cast
 
 import grpc
 
@@ -49,6 +50,42 @@ class ClusterError(Exception):
     pass
 
 
+# cluster.json: what `up` started and made, written before each step so that
+# `down` (or the next `up`) finds everything even after a crash.
+class ProcessRecord(TypedDict):
+    name: str                # "etcd", "scheduler", "scheduler2", "node1"...
+    pid: int
+    start_time: int          # /proc/PID/stat's, so a reused pid is not taken for it
+    argv: list[str]
+    log: str
+
+
+class NodeRecord(TypedDict):
+    name: str
+    state_dir: str
+    cgroup_parent: str
+    runtime: str
+
+
+class TLSRecord(TypedDict):
+    dir: str                 # DIR/pki, the cluster CA
+    ca: str
+    admin_cert: str
+    admin_key: str
+
+
+class ClusterState(TypedDict):
+    dir: str
+    id: str                  # short hash of dir: names cgroups, namespaces and links
+    server: str              # the schedulers' addresses, comma-separated
+    etcd: str
+    processes: list[ProcessRecord]
+    nodes: list[NodeRecord]
+    network: cluster_network.NetworkPlan
+    tls: NotRequired[TLSRecord]                 # absent: `up --insecure`
+    userns_windows: NotRequired[dict[str, int]]  # node name -> window of host ids
+
+
 def default_dir() -> str:
     return os.environ.get("MCTL_CLUSTER_DIR") or "/var/lib/mctl/cluster"
 
@@ -56,35 +93,38 @@ def default_dir() -> str:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-def alive(proc: dict[str, object]) -> bool:
-    pid = int(proc["pid"])
-    return pid > 0 and start_time(pid) == int(proc["start_time"]) != 0
+def alive(proc: ProcessRecord) -> bool:
+    pid = proc["pid"]
+    return pid > 0 and start_time(pid) == proc["start_time"] != 0
 
 
-def load_state(directory: str) -> dict[str, object] | None:
+def load_state(directory: str) -> ClusterState | None:
     try:
         with open(os.path.join(directory, STATE_FILE)) as f:
-            return json.load(f)
+            doc = json.load(f)
     except (OSError, ValueError):
         return None
+    # Only save_state writes the file: its shape is trusted past this check.
+    return cast(ClusterState, doc) if isinstance(doc, dict) else None
 
 
-def save_state(directory: str, state: dict[str, object]) -> None:
+def save_state(directory: str, state: ClusterState) -> None:
     tmp = os.path.join(directory, STATE_FILE + ".tmp")
     with open(tmp, "w") as f:
         json.dump(state, f, indent=1)
     os.replace(tmp, os.path.join(directory, STATE_FILE))
 
 
-def spawn(argv: list[str], log_path: str) -> dict[str, object]:
+def spawn(name: str, argv: list[str], log_path: str) -> ProcessRecord:
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, close_fds=True)
-    return {"pid": proc.pid, "start_time": _wait_start_time(proc.pid), "argv": argv,
-            "log": log_path}
+    return {"name": name, "pid": proc.pid, "start_time": _wait_start_time(proc.pid),
+            "argv": argv, "log": log_path}
 
 
 def _wait_start_time(pid: int) -> int:
@@ -96,7 +136,7 @@ def _wait_start_time(pid: int) -> int:
     return 0
 
 
-def wait_port(port: int, timeout: float, what: str, proc: dict[str, object],
+def wait_port(port: int, timeout: float, what: str, proc: ProcessRecord,
               host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -111,7 +151,7 @@ def wait_port(port: int, timeout: float, what: str, proc: dict[str, object],
                        f"see {proc['log']}")
 
 
-def make_pki(directory: str) -> dict[str, str]:
+def make_pki(directory: str) -> TLSRecord:
     """A fresh cluster CA in DIR/pki; returns what cluster.json records of it."""
     pki_dir = os.path.join(directory, PKI_DIR)
     pki.init_ca_dir(pki_dir, force=True)
@@ -119,19 +159,19 @@ def make_pki(directory: str) -> dict[str, str]:
     return {"dir": pki_dir, "ca": pki.ca_paths(pki_dir)[0], "admin_cert": cert, "admin_key": key}
 
 
-def tls_flags(state: dict[str, object], role: str, name: str,
+def tls_flags(state: ClusterState, role: str, name: str,
               sans: tuple[str, ...] = ()) -> list[str]:
     """Issues `name`'s certificate and returns the flags that hand it to the process."""
     info = state.get("tls")
-    if not isinstance(info, dict):
+    if info is None:
         return ["--insecure"]
     cert, key = pki.issue_to_dir(info["dir"], role, name, sans, force=True)
     return ["--tls-ca", info["ca"], "--tls-cert", cert, "--tls-key", key]
 
 
-def admin_credentials(state: dict[str, object]) -> tls.TLSConfig | None:
+def admin_credentials(state: ClusterState) -> tls.TLSConfig | None:
     info = state.get("tls")
-    if not isinstance(info, dict):
+    if info is None:
         return None
     try:
         return tls.TLSConfig.from_files(info["ca"], info["admin_cert"], info["admin_key"])
@@ -139,25 +179,25 @@ def admin_credentials(state: dict[str, object]) -> tls.TLSConfig | None:
         raise ClusterError(str(e)) from None
 
 
-def client_config(state: dict[str, object]) -> dict[str, str]:
+def client_config(state: ClusterState) -> dict[str, str]:
     """What the CLI's config.json says about this cluster."""
-    doc = {"server": str(state["server"]), "cluster_dir": str(state["dir"])}
+    doc = {"server": state["server"], "cluster_dir": state["dir"]}
     info = state.get("tls")
-    if isinstance(info, dict):
+    if info is not None:
         doc.update(tls_ca=info["ca"], tls_cert=info["admin_cert"], tls_key=info["admin_key"])
     else:
         doc["insecure"] = "true"
     return doc
 
 
-def control_stub(state: dict[str, object]) -> control_pb2_grpc.ControlPlaneStub:
-    channel = rpc.make_channel(str(state["server"]), admin_credentials(state),
+def control_stub(state: ClusterState) -> control_pb2_grpc.ControlPlaneStub:
+    channel = rpc.make_channel(state["server"], admin_credentials(state),
                                pki.SCHEDULER_SERVER_NAME)
     return control_pb2_grpc.ControlPlaneStub(channel)
 
 
-def wait_nodes(state: dict[str, object], count: int, timeout: float,
-               procs: list[dict[str, object]]) -> None:
+def wait_nodes(state: ClusterState, count: int, timeout: float,
+               procs: list[ProcessRecord]) -> None:
     stub = control_stub(state)
     deadline = time.monotonic() + timeout
     ready = 0
@@ -205,7 +245,7 @@ def up(args: argparse.Namespace) -> int:
     # a short id of the dir keeps two clusters (a demo and a test run) apart.
     cluster_id = hashlib.sha256(directory.encode()).hexdigest()[:6]
     network = plan_network(cluster_id, args)
-    host = str(network["host_ip"])
+    host = network["host_ip"]
     client_port, peer_port = free_port(), free_port()
     # Several schedulers (--schedulers, for HA) share etcd; agents and the
     # CLI are given all of them and use whichever answers. They listen on
@@ -215,7 +255,7 @@ def up(args: argparse.Namespace) -> int:
     state = {"dir": directory, "id": cluster_id, "server": server,
              "etcd": f"127.0.0.1:{client_port}", "processes": [], "nodes": [],
              "network": network}
-    procs: list[dict[str, object]] = state["processes"]  # type: ignore[assignment]
+    procs = state["processes"]
     try:
         start_network(directory, state)
         if not insecure:
@@ -223,12 +263,11 @@ def up(args: argparse.Namespace) -> int:
         print(f"starting etcd on 127.0.0.1:{client_port}", file=sys.stderr)
         peer = f"http://127.0.0.1:{peer_port}"
         client = f"http://127.0.0.1:{client_port}"
-        p = spawn([etcd, "--name", "mctl", "--data-dir", os.path.join(directory, "etcd"),
+        p = spawn("etcd", [etcd, "--name", "mctl", "--data-dir", os.path.join(directory, "etcd"),
                    "--listen-client-urls", client, "--advertise-client-urls", client,
                    "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                    "--initial-cluster", f"mctl={peer}"],
                   os.path.join(directory, "etcd.log"))
-        p["name"] = "etcd"
         procs.append(p)
         save_state(directory, state)
         wait_port(client_port, 20, "etcd", p)
@@ -237,14 +276,13 @@ def up(args: argparse.Namespace) -> int:
             name = "scheduler" if i == 1 else f"scheduler{i}"
             print(f"starting {name} on {address}", file=sys.stderr)
             log_name = "scheduler" if i == 1 else name
-            p = spawn([sys.executable, "-m", "mctl.scheduler.main", "--etcd",
+            p = spawn(name, [sys.executable, "-m", "mctl.scheduler.main", "--etcd",
                        f"127.0.0.1:{client_port}", "--listen", address, "--id", name,
                        "--node-grace", str(args.node_grace),
-                       "--cluster-cidr", str(network["cluster_cidr"]),
+                       "--cluster-cidr", network["cluster_cidr"],
                        "--log-file", os.path.join(directory, f"{log_name}.log")]
                       + tls_flags(state, "scheduler", name, (rpc.host_of(address),)),
                       os.path.join(directory, f"{log_name}.out"))
-            p["name"] = name
             procs.append(p)
             save_state(directory, state)
             wait_port(int(address.rsplit(":", 1)[1]), 20, name, p, host=host)
@@ -313,25 +351,25 @@ def release_userns_window(window: int, owner: str, directory: str = USERNS_WINDO
             pass
 
 
-def start_agent(directory: str, state: dict[str, object], i: int,
+def start_agent(directory: str, state: ClusterState, i: int,
                 args: argparse.Namespace) -> None:
     """Starts node `i`'s agent in its own network namespace, recorded in cluster.json."""
     name = f"node{i}"
     node_dir = os.path.join(directory, "nodes", name)
     cgroup_parent = f"mctl/{state['id']}-{name}"
-    network: dict[str, object] = state["network"]  # type: ignore[assignment]
+    network = state["network"]
     os.makedirs(node_dir, exist_ok=True)
-    if name not in network["nodes"]:  # type: ignore[operator]
-        cluster_network.plan_node(network, str(state["id"]), i)
+    if name not in network["nodes"]:
+        cluster_network.plan_node(network, state["id"], i)
         save_state(directory, state)      # recorded before it is made, for `down`
     cluster_network.create_node(network, name)
-    windows: dict[str, int] = state.setdefault("userns_windows", {})  # type: ignore[assignment]
+    windows = state.setdefault("userns_windows", {})
     if name not in windows:
         windows[name] = claim_userns_window(f"{directory} {name}")
         save_state(directory, state)      # recorded before it is used, for `down`
     print(f"starting agent {name}", file=sys.stderr)
-    p = spawn([sys.executable, "-m", "mctl.agent.main", "--name", name,
-               "--scheduler", str(state["server"]), "--state-dir", node_dir,
+    p = spawn(name, [sys.executable, "-m", "mctl.agent.main", "--name", name,
+               "--scheduler", state["server"], "--state-dir", node_dir,
                "--cgroup-parent", cgroup_parent, "--cleanup-on-exit",
                "--stop-grace", str(args.stop_grace), "--runtime", args.runtime,
                "--log-file", os.path.join(directory, f"{name}.log")]
@@ -339,16 +377,15 @@ def start_agent(directory: str, state: dict[str, object], i: int,
               + userns_flags(windows[name])
               + tls_flags(state, "agent", name),
               os.path.join(directory, f"{name}.out"))
-    p["name"] = name
-    state["processes"].append(p)  # type: ignore[union-attr]
-    state["nodes"].append({"name": name, "state_dir": node_dir,  # type: ignore[union-attr]
+    state["processes"].append(p)
+    state["nodes"].append({"name": name, "state_dir": node_dir,
                            "cgroup_parent": cgroup_parent, "runtime": args.runtime})
     save_state(directory, state)
 
 
-def grow(directory: str, state: dict[str, object], have: int, args: argparse.Namespace) -> int:
+def grow(directory: str, state: ClusterState, have: int, args: argparse.Namespace) -> int:
     """`up --nodes N` on a running cluster with fewer nodes: the missing ones join it."""
-    procs: list[dict[str, object]] = state["processes"]  # type: ignore[assignment]
+    procs = state["processes"]
     try:
         for i in range(have + 1, args.nodes + 1):
             start_agent(directory, state, i, args)
@@ -362,11 +399,11 @@ def grow(directory: str, state: dict[str, object], have: int, args: argparse.Nam
     return 0
 
 
-def _signal_and_wait(procs: list[dict[str, object]], timeout: float) -> None:
+def _signal_and_wait(procs: list[ProcessRecord], timeout: float) -> None:
     for p in procs:
         if alive(p):
             try:
-                os.kill(int(p["pid"]), signal.SIGTERM)
+                os.kill(p["pid"], signal.SIGTERM)
             except ProcessLookupError:
                 pass
     deadline = time.monotonic() + timeout
@@ -377,23 +414,23 @@ def _signal_and_wait(procs: list[dict[str, object]], timeout: float) -> None:
         if alive(p):
             print(f"{p['name']} did not stop in {timeout:.0f}s; killing it", file=sys.stderr)
             try:
-                os.kill(int(p["pid"]), signal.SIGKILL)
+                os.kill(p["pid"], signal.SIGKILL)
             except ProcessLookupError:
                 pass
     _reap(procs)
 
 
-def _reap(procs: list[dict[str, object]]) -> None:
+def _reap(procs: list[ProcessRecord]) -> None:
     # Processes started by this very CLI process are its children: reap them,
     # or they linger as zombies that still look alive.
     for p in procs:
         try:
-            os.waitpid(int(p["pid"]), os.WNOHANG)
+            os.waitpid(p["pid"], os.WNOHANG)
         except ChildProcessError:
             pass
 
 
-def plan_network(cluster_id: str, args: argparse.Namespace) -> dict[str, object]:
+def plan_network(cluster_id: str, args: argparse.Namespace) -> cluster_network.NetworkPlan:
     """Chooses the node network and checks both CIDRs; makes nothing yet."""
     # Namespaces and links a crashed earlier cluster of this dir left behind.
     for what in cluster_network.remove(cluster_id, None):
@@ -406,13 +443,13 @@ def plan_network(cluster_id: str, args: argparse.Namespace) -> dict[str, object]
         raise ClusterError(str(e)) from None
 
 
-def start_network(directory: str, state: dict[str, object]) -> None:
+def start_network(directory: str, state: ClusterState) -> None:
     """Makes the host bridge and every node's namespace, recorded in cluster.json first."""
-    network: dict[str, object] = state["network"]  # type: ignore[assignment]
+    network = state["network"]
     save_state(directory, state)
     with cluster_network.lock():
         taken = [f"{dst} dev {dev}" for dst, dev in cluster_network.host_routes()
-                 if dst.overlaps(ipaddress.ip_network(str(network["node_cidr"])))]
+                 if dst.overlaps(ipaddress.ip_network(network["node_cidr"]))]
         if taken:
             raise ClusterError(f"node network {network['node_cidr']} was just taken by "
                                f"{taken[0]}; run `mctl cluster up` again")
@@ -422,22 +459,21 @@ def start_network(directory: str, state: dict[str, object]) -> None:
         cluster_network.create_bridge(network)
 
 
-def remove_network(state: dict[str, object]) -> None:
+def remove_network(cluster_id: str, network: cluster_network.NetworkPlan | None) -> None:
     """Removes the cluster's namespaces and links: recorded ones and any named for it."""
-    network = state.get("network")
-    cluster_network.remove(str(state["id"]), network if isinstance(network, dict) else None)
+    cluster_network.remove(cluster_id, network)
 
 
-def teardown(directory: str, state: dict[str, object]) -> None:
-    procs: list[dict[str, object]] = state.get("processes", [])  # type: ignore[assignment]
-    agents = [p for p in procs if str(p["name"]).startswith("node")]
+def teardown(directory: str, state: ClusterState) -> None:
+    procs = state.get("processes", [])
+    agents = [p for p in procs if p["name"].startswith("node")]
     others = [p for p in procs if p not in agents]
     _signal_and_wait(agents, 60)
     # The scheduler before etcd, so it does not log a storm of etcd errors.
-    _signal_and_wait([p for p in others if str(p["name"]).startswith("scheduler")], 10)
+    _signal_and_wait([p for p in others if p["name"].startswith("scheduler")], 10)
     _signal_and_wait([p for p in others if p["name"] == "etcd"], 10)
     sweeps = []
-    for node in state.get("nodes", []):  # type: ignore[union-attr]
+    for node in state.get("nodes", []):
         # Sweep what a crashed agent may have left: containers, mounts,
         # cgroups, its node network. The nodes are independent: all at once.
         sweeps.append(subprocess.Popen(
@@ -449,8 +485,8 @@ def teardown(directory: str, state: dict[str, object]) -> None:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     for sweep in sweeps:
         sweep.wait()
-    remove_network(state)
-    windows: dict[str, int] = state.get("userns_windows", {})  # type: ignore[assignment]
+    remove_network(state["id"], state.get("network"))
+    windows = state.get("userns_windows", {})
     for name, window in windows.items():
         release_userns_window(window, f"{directory} {name}")
     shutil.rmtree(directory, ignore_errors=True)
@@ -468,7 +504,7 @@ def down(args: argparse.Namespace) -> int:
         if os.path.isdir(directory):
             shutil.rmtree(directory, ignore_errors=True)
         # Without cluster.json, namespaces and links are still found by name.
-        remove_network({"id": hashlib.sha256(directory.encode()).hexdigest()[:6]})
+        remove_network(hashlib.sha256(directory.encode()).hexdigest()[:6], None)
         print(f"no cluster in {directory}")
         return 0
     teardown(directory, state)
@@ -484,12 +520,12 @@ def status(args: argparse.Namespace) -> int:
         return 1
     print(f"cluster in {directory}, server {state['server']}, etcd {state['etcd']}")
     info = state.get("tls")
-    print(f"transport: mutual TLS, certificates in {info['dir']}" if isinstance(info, dict)
+    print(f"transport: mutual TLS, certificates in {info['dir']}" if info is not None
           else "transport: INSECURE (plain text, no authentication)")
-    for p in state["processes"]:  # type: ignore[union-attr]
+    for p in state["processes"]:
         print(f"  {p['name']:<10} pid {p['pid']:<8} {'running' if alive(p) else 'STOPPED'}")
-    if isinstance(state.get("network"), dict):
-        print("\n".join(cluster_network.describe(state["network"])))  # type: ignore[arg-type]
+    if state.get("network"):
+        print("\n".join(cluster_network.describe(state["network"])))
     stub = control_stub(state)
     try:
         nodes = stub.ListNodes(control_pb2.ListRequest(), timeout=3).items
@@ -502,7 +538,7 @@ def status(args: argparse.Namespace) -> int:
         why = tls.explain_failure(details, "tls" in state)
         print(f"the scheduler does not answer{': TLS handshake failed: ' + why if why else ''}")
         return 1
-    return 0 if all(alive(p) for p in state["processes"]) else 1  # type: ignore[union-attr]
+    return 0 if all(alive(p) for p in state["processes"]) else 1
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
@@ -515,7 +551,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser("cluster", help="a local cluster on this machine: up, down, status")
     c.add_argument("action", choices=["up", "down", "status"])
     c.add_argument("--nodes", type=int, default=1)

@@ -28,6 +28,7 @@ import logging
 import os
 import socket
 from ipaddress import IPv4Network
+from typing import TypedDict
 
 from mctl.common import netns
 from mctl.common.ipnet import parse_ipv4_network
@@ -44,6 +45,24 @@ class NetworkSetupError(Exception):
     """The local cluster's network cannot be made as asked; the message names the flag."""
 
 
+class NodeNetwork(TypedDict):
+    """One node's part of the plan (cluster.json "network" -> "nodes" -> name)."""
+
+    netns: str               # its network namespace, mctl-<id>-nodeN
+    veth: str                # the host end of its veth, in the bridge
+    ip: str                  # its address on the node network
+
+
+class NetworkPlan(TypedDict):
+    """The local cluster's network as recorded in cluster.json ("network")."""
+
+    bridge: str
+    node_cidr: str
+    cluster_cidr: str
+    host_ip: str             # the bridge's address: where the scheduler listens
+    nodes: dict[str, NodeNetwork]
+
+
 def bridge_name(cluster_id: str) -> str:
     return f"mctl{cluster_id}"                     # 10 characters: IFNAMSIZ is 15
 
@@ -58,9 +77,9 @@ def node_netns(cluster_id: str, node: str) -> str:
 
 def host_routes(exclude_link: str = "") -> list[tuple[IPv4Network, str]]:
     """This machine's IPv4 routes (main table, default route left out) and their devices."""
-    out = []
+    out: list[tuple[IPv4Network, str]] = []
     with RtNetlink() as rt:
-        names = {link.index: link.name for link in rt.links()}
+        names = {link.ifindex: link.name for link in rt.links()}
         for r in rt.routes(socket.AF_INET, table=RT_TABLE_MAIN):
             if r.dst_len == 0:
                 continue
@@ -88,7 +107,7 @@ def _collision(net: IPv4Network, routes: list[tuple[IPv4Network, str]]) -> str:
     return ""
 
 
-def choose(cluster_id: str, nodes: int, node_cidr: str, cluster_cidr: str) -> dict[str, object]:
+def choose(cluster_id: str, nodes: int, node_cidr: str, cluster_cidr: str) -> NetworkPlan:
     """The network plan for cluster.json: checked, with no object made yet."""
     routes = host_routes(exclude_link=bridge_name(cluster_id))
     cluster = _parse("--cluster-cidr", cluster_cidr or DEFAULT_CLUSTER_CIDR)
@@ -112,7 +131,7 @@ def choose(cluster_id: str, nodes: int, node_cidr: str, cluster_cidr: str) -> di
     if len(hosts) < nodes + 1:
         raise NetworkSetupError(f"--node-cidr {node_net} has room for {len(hosts) - 1} nodes, "
                                 f"not {nodes}")
-    plan: dict[str, object] = {
+    plan: NetworkPlan = {
         "bridge": bridge_name(cluster_id),
         "node_cidr": str(node_net),
         "cluster_cidr": str(cluster),
@@ -124,13 +143,13 @@ def choose(cluster_id: str, nodes: int, node_cidr: str, cluster_cidr: str) -> di
     return plan
 
 
-def plan_node(plan: dict[str, object], cluster_id: str, i: int) -> None:
+def plan_node(plan: NetworkPlan, cluster_id: str, i: int) -> None:
     """Adds node `i` (its namespace, veth and address) to the plan."""
-    hosts = IPv4Network(str(plan["node_cidr"])).hosts()
+    hosts = IPv4Network(plan["node_cidr"]).hosts()
     ip = next((h for n, h in enumerate(hosts) if n == i), None)
     if ip is None:
         raise NetworkSetupError(f"node network {plan['node_cidr']} has no room for node{i}")
-    plan["nodes"][f"node{i}"] = {  # type: ignore[index]
+    plan["nodes"][f"node{i}"] = {
         "netns": node_netns(cluster_id, f"node{i}"), "veth": node_veth(cluster_id, i),
         "ip": str(ip)}
 
@@ -153,24 +172,24 @@ def lock() -> _Lock:
     return _Lock()
 
 
-def create_bridge(plan: dict[str, object]) -> None:
-    prefix = IPv4Network(str(plan["node_cidr"])).prefixlen
+def create_bridge(plan: NetworkPlan) -> None:
+    prefix = IPv4Network(plan["node_cidr"]).prefixlen
     with RtNetlink() as rt:
-        rt.add_bridge(str(plan["bridge"]))
-        index = rt.index(str(plan["bridge"]))
-        rt.add_address(index, str(plan["host_ip"]), prefix)
+        rt.add_bridge(plan["bridge"])
+        index = rt.index(plan["bridge"])
+        rt.add_address(index, plan["host_ip"], prefix)
         rt.set_link(index, up=True)
 
 
-def create_node(plan: dict[str, object], node: str) -> None:
+def create_node(plan: NetworkPlan, node: str) -> None:
     """The node's namespace, its veth into the bridge and its address."""
-    info = plan["nodes"][node]  # type: ignore[index]
-    prefix = IPv4Network(str(plan["node_cidr"])).prefixlen
+    info = plan["nodes"][node]
+    prefix = IPv4Network(plan["node_cidr"]).prefixlen
     path = netns.create(info["netns"])
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         with RtNetlink() as rt:
-            bridge = rt.index(str(plan["bridge"]))
+            bridge = rt.index(plan["bridge"])
             rt.add_veth(info["veth"], "eth0", peer_netns_fd=fd, master=bridge, up=True)
     finally:
         os.close(fd)
@@ -181,28 +200,28 @@ def create_node(plan: dict[str, object], node: str) -> None:
         rt.set_link(eth0, up=True)
 
 
-def agent_flags(plan: dict[str, object], node: str) -> list[str]:
-    info = plan["nodes"][node]  # type: ignore[index]
+def agent_flags(plan: NetworkPlan, node: str) -> list[str]:
+    info = plan["nodes"][node]
     return ["--netns", info["netns"], "--netns-prefix", f"{info['netns']}-",
             "--listen", f"{info['ip']}:{AGENT_PORT}"]
 
 
-def cleanup_flags(plan: dict[str, object] | None, node: str) -> list[str]:
-    if not plan or node not in plan.get("nodes", {}):  # type: ignore[operator]
+def cleanup_flags(plan: NetworkPlan | None, node: str) -> list[str]:
+    if not plan or node not in plan.get("nodes", {}):
         return []
-    info = plan["nodes"][node]  # type: ignore[index]
+    info = plan["nodes"][node]
     return ["--netns", info["netns"], "--netns-prefix", f"{info['netns']}-"]
 
 
-def remove(cluster_id: str, plan: dict[str, object] | None) -> list[str]:
+def remove(cluster_id: str, plan: NetworkPlan | None) -> list[str]:
     """Removes every namespace and link of the cluster (recorded or named for it).
 
     Returns what was removed, for the log.
     """
-    removed = []
+    removed: list[str] = []
     names = set(netns.list_names(f"mctl-{cluster_id}-"))
     if plan:
-        names |= {n["netns"] for n in plan.get("nodes", {}).values()}  # type: ignore[union-attr]
+        names |= {n["netns"] for n in plan.get("nodes", {}).values()}
     # Containers' namespaces first (mctl-<id>-nodeN-<container>), then the nodes'.
     for name in sorted(names, key=len, reverse=True):
         try:
@@ -214,7 +233,7 @@ def remove(cluster_id: str, plan: dict[str, object] | None) -> list[str]:
         for link in rt.links():
             if link.name.startswith(bridge_name(cluster_id)):
                 try:
-                    rt.delete_link(link.index)
+                    rt.delete_link(link.ifindex)
                     removed.append(f"link {link.name}")
                 except OSError as e:
                     # A veth whose peer's namespace just went is gone already.
@@ -232,12 +251,12 @@ def leftovers(cluster_id: str) -> list[str]:
     return found
 
 
-def describe(plan: dict[str, object]) -> list[str]:
+def describe(plan: NetworkPlan) -> list[str]:
     """Lines for `cluster status`."""
     lines = [f"network: bridge {plan['bridge']} {plan['host_ip']} (node network "
              f"{plan['node_cidr']}), containers from {plan['cluster_cidr']}"]
     present = set(netns.list_names("mctl-"))
-    for name, info in plan["nodes"].items():  # type: ignore[union-attr]
+    for name, info in plan["nodes"].items():
         state = "" if info["netns"] in present else "  (namespace MISSING)"
         lines.append(f"  {name:<10} {info['ip']:<15} netns {info['netns']}{state}")
     return lines

@@ -63,18 +63,18 @@ def credentials(args: argparse.Namespace) -> tls.TLSConfig | None:
     against a config with certificates, --tls-* against an insecure config.
     """
     doc = load()
-    given = [getattr(args, key, None) or os.environ.get(f"MCTL_{key.upper()}") or ""
-             for key in TLS_KEYS]
+    given: list[str] = [getattr(args, key, None) or os.environ.get(f"MCTL_{key.upper()}") or ""
+                        for key in TLS_KEYS]
     if getattr(args, "insecure", False) or _truthy(os.environ.get("MCTL_INSECURE")):
-        return tls.from_flags(*given, insecure=True)
+        return tls.from_flags(given[0], given[1], given[2], insecure=True)
     if not any(given) and _truthy(doc.get("insecure")):
         return None
     # Relative paths in the config file are relative to it, like a kubeconfig's.
-    paths = [value or (os.path.join(home(), doc[key]) if doc.get(key) else "")
-             for key, value in zip(TLS_KEYS, given, strict=True)]
-    if not any(paths):
+    ca, cert, key = [value or (os.path.join(home(), doc[name]) if doc.get(name) else "")
+                     for name, value in zip(TLS_KEYS, given, strict=True)]
+    if not (ca or cert or key):
         raise tls.TLSError(
             f"no TLS credentials for the mctl server at {server(getattr(args, 'server', None))}: "
             f"give --tls-ca, --tls-cert and --tls-key or set tls_ca, tls_cert and tls_key in "
             f"{config_path()} (`mctl cluster up` does), or --insecure for a plain-text cluster")
-    return tls.from_flags(*paths, insecure=False)
+    return tls.from_flags(ca, cert, key, insecure=False)

@@ -51,7 +51,7 @@ def cmd_debug(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = sub.add_parser("debug", help="talk to one node's agent directly")
     what = d.add_subparsers(dest="what", metavar="node")
     what.required = True

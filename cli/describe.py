@@ -109,7 +109,7 @@ def describe_replica(r: types_pb2.Replica, usage: types_pb2.Usage) -> str:
         ("Spec hash", r.spec_hash),
         ("UID", r.metadata.uid),
     ]
-    if st.phase == "Running":
+    if st.phase == types_pb2.REPLICA_PHASE_RUNNING:
         pairs.append(("Usage", f"cpu {output.cores(usage.cpu_cores)}, memory "
                                f"{format_bytes_short(usage.memory_bytes)}, pids {usage.pids}"))
     return fields(pairs)
@@ -197,7 +197,7 @@ def cmd_top(args: argparse.Namespace) -> int:
     resp = call(args, s.ListReplicas, control_pb2.ListRequest(namespace=ns))
     rows = []
     for r, u in zip(resp.items, resp.usage, strict=True):
-        if r.status.phase != "Running":
+        if r.status.phase != types_pb2.REPLICA_PHASE_RUNNING:
             continue
         limit = r.spec.resources.memory_bytes
         rows.append(([r.metadata.namespace] if args.all_namespaces else []) + [
@@ -211,7 +211,7 @@ def cmd_top(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = sub.add_parser("describe", help="one object in detail, with its recent events")
     d.add_argument("kind", help="workload | replica | node")
     d.add_argument("name")

@@ -128,7 +128,7 @@ def open_archive(path: str) -> Archive:
         raise CliError(f"{path}: {e.strerror or e}") from None
 
 
-def read_error(e: Exception) -> str:
+def read_error(e: CliError | OSError) -> str:
     return str(e) if isinstance(e, CliError) else f"cannot read the archive: {e.strerror or e}"
 
 
@@ -239,7 +239,9 @@ def cmd_import(args: argparse.Namespace) -> int:
                 raise
             progress.done(node.name)
         try:
-            return stubs[node.name].ImportImage(requests(), timeout=args.timeout)
+            reply: agent_pb2.ImportImageReply = stubs[node.name].ImportImage(
+                requests(), timeout=args.timeout)
+            return reply
         except grpc.RpcError:
             if local:
                 raise local[0] from None
@@ -298,7 +300,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("image", help="import and list images on the cluster's nodes")
     what = p.add_subparsers(dest="what", metavar="import | ls")
     what.required = True

@@ -89,7 +89,7 @@ def follow_all(s: control_pb2_grpc.ControlPlaneStub, args: argparse.Namespace,
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lg = sub.add_parser("logs", help="a replica's stdout and stderr, or a workload's merged")
     lg.add_argument("target", metavar="REPLICA|workload/NAME")
     lg.add_argument("-f", "--follow", action="store_true")

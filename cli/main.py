@@ -11,11 +11,20 @@ import os
 import sys
 import time
 
+import grpc
+
+from mctl.common import names, validation
 from mctl.common.spec import SpecError, load_path
-from mctl.v1 import control_pb2, control_pb2_grpc
+from mctl.v1 import control_pb2, control_pb2_grpc, types_pb2
 
 from . import config, output
-from .client import CliError, call, stub
+from .client import CliError, UsageError, call, one_line, rpc_error, stub
+
+Listing = control_pb2.WorkloadList | control_pb2.ReplicaList | control_pb2.NodeList
+
+# `apply --wait` is done with a replica once it runs or has already ended.
+_SETTLED = frozenset({types_pb2.REPLICA_PHASE_RUNNING, types_pb2.REPLICA_PHASE_SUCCEEDED,
+                      types_pb2.REPLICA_PHASE_FAILED})
 
 # -- apply / delete -------------------------------------------------------------
 
@@ -29,8 +38,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.namespace_set:
         for w in workloads:
             w.metadata.namespace = args.namespace
+    # What the server would refuse of the request as a whole (each workload
+    # was checked as it was read): too many, too big, or, after -n, twice.
+    problem = validation.apply_problem(workloads, validation.CLIENT_LIMITS)
+    if problem is not None:
+        raise CliError(f"{args.filename}: {problem}")
     s = stub(args)
-    resp = call(args, s.Apply, control_pb2.ApplyRequest(workloads=workloads))
+    resp: control_pb2.ApplyResponse = call(args, s.Apply,
+                                           control_pb2.ApplyRequest(workloads=workloads))
     for r in resp.results:
         print(f"workload/{r.name} {r.action}")
     if args.wait:
@@ -46,14 +61,14 @@ def wait_running(args: argparse.Namespace, s: control_pb2_grpc.ControlPlaneStub,
     while True:
         pending = []
         for ns, name in keys:
-            resp = call(args, s.ListWorkloads, control_pb2.ListRequest(namespace=ns, name=name))
+            resp: control_pb2.WorkloadList = call(
+                args, s.ListWorkloads, control_pb2.ListRequest(namespace=ns, name=name))
             for w, summ in zip(resp.items, resp.summaries, strict=True):
                 done = summ.running == w.spec.replicas == summ.up_to_date
                 if not done:
-                    reps = call(args, s.ListReplicas,
-                                control_pb2.ListRequest(namespace=ns, workload=name))
-                    finished = [r for r in reps.items if r.status.phase in
-                                ("Running", "Succeeded", "Failed")
+                    reps: control_pb2.ReplicaList = call(
+                        args, s.ListReplicas, control_pb2.ListRequest(namespace=ns, workload=name))
+                    finished = [r for r in reps.items if r.status.phase in _SETTLED
                                 and not r.metadata.deletion_requested]
                     done = len(finished) == w.spec.replicas == len(reps.items)
                 if not done:
@@ -82,11 +97,11 @@ def cmd_delete(args: argparse.Namespace) -> int:
     elif args.kind in ("workload", "workloads") and args.names:
         refs = [(args.namespace, name) for name in args.names]
     else:
-        raise CliError("say what to delete: -f FILE, or workload NAME...")
+        raise UsageError("say what to delete: -f FILE, or workload NAME...")
     s = stub(args)
     request = control_pb2.DeleteRequest(
         workloads=[control_pb2.ObjectRef(namespace=ns, name=name) for ns, name in refs])
-    resp = call(args, s.Delete, request)
+    resp: control_pb2.DeleteResponse = call(args, s.Delete, request)
     missing = []
     for r in resp.results:
         if r.found:
@@ -107,7 +122,8 @@ def wait_gone(args: argparse.Namespace, s: control_pb2_grpc.ControlPlaneStub,
     while True:
         left = []
         for ns, name in keys:
-            resp = call(args, s.ListWorkloads, control_pb2.ListRequest(namespace=ns, name=name))
+            resp: control_pb2.WorkloadList = call(
+                args, s.ListWorkloads, control_pb2.ListRequest(namespace=ns, name=name))
             if resp.items:
                 left.append(name)
         if not left:
@@ -135,7 +151,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     fetch = {"workloads": s.ListWorkloads, "replicas": s.ListReplicas, "nodes": s.ListNodes}[kind]
     previous = None
     while True:
-        resp = call(args, fetch, request)
+        resp: Listing = call(args, fetch, request)
         if args.name and not resp.items:
             raise CliError(f"{kind[:-1]} {args.name} not found"
                            + (f" in namespace {namespace}" if namespace else ""))
@@ -150,16 +166,16 @@ def cmd_get(args: argparse.Namespace) -> int:
         time.sleep(1.0)
 
 
-def render(kind: str, resp: object, args: argparse.Namespace) -> str:
+def render(kind: str, resp: Listing, args: argparse.Namespace) -> str:
     if args.output in ("json", "yaml"):
-        return output.documents(kind, resp, args.output)
+        return output.documents(resp, args.output)
     wide = args.output == "wide"
     if not resp.items:
         where = "" if args.all_namespaces or kind == "nodes" else f" in namespace {args.namespace}"
         return f"No {kind} found{where}."
-    if kind == "workloads":
+    if isinstance(resp, control_pb2.WorkloadList):
         return output.workloads(resp, wide, args.all_namespaces)
-    if kind == "replicas":
+    if isinstance(resp, control_pb2.ReplicaList):
         return output.replicas(resp, wide, args.all_namespaces)
     return output.nodes(resp, wide)
 
@@ -202,11 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-A", "--all-namespaces", action="store_true")
     g.set_defaults(fn=cmd_get)
 
-    from . import debug, describe, exec, logs, nodes
+    from . import debug, describe, logs, nodes, remote_exec
     logs.add_parser(sub)
     debug.add_parser(sub)
     describe.add_parsers(sub)
-    exec.add_parser(sub)
+    remote_exec.add_parser(sub)
     nodes.add_parsers(sub)
     from . import cluster
     cluster.add_parser(sub)
@@ -224,10 +240,15 @@ def main(argv: list[str] | None = None) -> None:
     args.namespace = args.namespace or os.environ.get("MCTL_NAMESPACE") or "default"
     args.server_address = config.server(args.server)
     try:
+        if problem := names.validate_dns_label(args.namespace):
+            raise UsageError(f"namespace: {problem}")
         code = args.fn(args)
-    except CliError as e:
-        print(f"mctl: {e}", file=sys.stderr)
+    except grpc.RpcError as e:  # a call the command did not wrap itself
+        print(f"mctl: {rpc_error(args, e)}", file=sys.stderr)
         code = 1
+    except CliError as e:
+        print(f"mctl: {one_line(str(e))}", file=sys.stderr)
+        code = e.exit_code
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:

@@ -6,9 +6,8 @@ import argparse
 import sys
 import time
 
+from mctl.common.phases import is_terminal
 from mctl.v1 import control_pb2
-
-from .output import FINISHED
 
 
 def cmd_cordon(args: argparse.Namespace) -> int:
@@ -36,7 +35,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
     while True:
         reps = call(args, s.ListReplicas, control_pb2.ListRequest())
         left = [r.metadata.name for r in reps.items
-                if r.node == args.node and r.status.phase not in FINISHED]
+                if r.node == args.node and not is_terminal(r.status.phase)]
         if not left:
             print(f"node/{args.node} drained")
             return 0
@@ -50,7 +49,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
         time.sleep(0.2)
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for name, text in (("cordon", "keep new replicas off a node"),
                        ("uncordon", "let new replicas onto a node again")):
         c = sub.add_parser(name, help=text)

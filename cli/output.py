@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import yaml
+from google.protobuf.message import Message
 
+from mctl.common.phases import phase_name, reason_name
 from mctl.common.quantity import format_bytes_short, format_cpu
 from mctl.common.spec import workload_to_dict
 from mctl.v1 import control_pb2, types_pb2
 
-# Phases after which a replica holds no container.
-FINISHED = ("Succeeded", "Failed")
+_UNSET_OR_PENDING = (types_pb2.REPLICA_PHASE_UNSPECIFIED, types_pb2.REPLICA_PHASE_PENDING)
 
 
 def age(unix_ms: int, now_ms: int | None = None) -> str:
@@ -64,9 +66,12 @@ def workloads(resp: control_pb2.WorkloadList, wide: bool, all_ns: bool) -> str:
 
 
 def replica_status(r: types_pb2.Replica) -> str:
-    phase = r.status.phase or "Pending"
-    if r.status.reason and r.status.reason not in ("Completed",):
-        return f"{phase}:{r.status.reason}" if phase != "Pending" else r.status.reason
+    """The STATUS column: `Running`, `Failed:OOMKilled`, or a Pending one's reason alone."""
+    phase = phase_name(r.status.phase)
+    if r.status.reason not in (types_pb2.REPLICA_REASON_UNSPECIFIED,
+                               types_pb2.REPLICA_REASON_COMPLETED):
+        reason = reason_name(r.status.reason)
+        return reason if r.status.phase in _UNSET_OR_PENDING else f"{phase}:{reason}"
     return phase
 
 
@@ -77,7 +82,7 @@ def replicas(resp: control_pb2.ReplicaList, wide: bool, all_ns: bool) -> str:
         headers += ["IP", "MESSAGE"]
     rows = []
     for r, u in zip(resp.items, resp.usage, strict=True):
-        running = r.status.phase == "Running"
+        running = r.status.phase == types_pb2.REPLICA_PHASE_RUNNING
         row = ([r.metadata.namespace] if all_ns else []) + [
             r.metadata.name, r.node or "<none>", replica_status(r), str(r.status.restarts),
             age(r.metadata.created_unix_ms),
@@ -110,14 +115,35 @@ def nodes(resp: control_pb2.NodeList, wide: bool) -> str:
     return table(headers, rows)
 
 
-def _message_dict(message: object) -> dict[str, object]:
+def _message_dict(message: Message) -> dict[str, Any]:
     from google.protobuf import json_format
     return json_format.MessageToDict(message, preserving_proto_field_name=False)
 
 
-def documents(kind: str, resp: object, fmt: str) -> str:
-    if kind == "workloads":
+def replica_dict(r: types_pb2.Replica) -> dict[str, Any]:
+    """A replica for `-o json|yaml`, its phase and reason spelled as users read them.
+
+    MessageToDict would write enum names (REPLICA_PHASE_RUNNING) and put the
+    two fields last (it follows field numbers); scripts read `"phase":
+    "Running"` first in the status, as before the enums. Unset ones stay out.
+    """
+    doc = _message_dict(r)
+    status = doc.get("status")
+    if isinstance(status, dict):
+        named = {"phase": phase_name(r.status.phase), "reason": reason_name(r.status.reason)}
+        doc["status"] = ({k: v for k, v in named.items() if k in status}
+                         | {k: v for k, v in status.items() if k not in named})
+    return doc
+
+
+def documents(resp: control_pb2.WorkloadList | control_pb2.ReplicaList | control_pb2.NodeList,
+              fmt: str) -> str:
+    """The listed objects as `{"items": [...]}` in JSON or YAML; workloads in SPEC.md's terms."""
+    docs: list[dict[str, Any]]
+    if isinstance(resp, control_pb2.WorkloadList):
         docs = [workload_to_dict(w) for w in resp.items]
+    elif isinstance(resp, control_pb2.ReplicaList):
+        docs = [replica_dict(r) for r in resp.items]
     else:
         docs = [_message_dict(item) for item in resp.items]
     doc: object = {"items": docs}

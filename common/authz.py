@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias, cast
 
 import grpc
 
@@ -35,6 +36,14 @@ class Rule:
 
 
 Policy = dict[str, Rule]   # full service name ("mctl.v1.Agent") -> rule
+# Requests and responses are whatever messages the guarded service takes.
+Handler: TypeAlias = "grpc.RpcMethodHandler[object, object]"
+# grpc-stubs makes ServerInterceptor generic; grpc's class cannot be
+# subscripted at run time (mypy's docs, "classes that are generic in stubs").
+if TYPE_CHECKING:
+    _ServerInterceptor = grpc.ServerInterceptor[object, object]
+else:
+    _ServerInterceptor = grpc.ServerInterceptor
 
 
 @functools.lru_cache(maxsize=512)
@@ -46,7 +55,10 @@ def _identity_of_pem(pem: bytes) -> pki.Identity | None:
 
 def peer_identity(context: grpc.ServicerContext) -> pki.Identity | None:
     """The role and name of the caller's verified certificate; None without one."""
-    pems = context.auth_context().get("x509_pem_cert") or []
+    # grpc-stubs types each property as bytes; gRPC gives a list of values
+    # per property (its docs: "an iterable of bytes for each auth property").
+    properties = cast(Mapping[str, Sequence[bytes]], context.auth_context())
+    pems = properties.get("x509_pem_cert") or []
     return _identity_of_pem(pems[0]) if pems else None
 
 
@@ -69,15 +81,15 @@ def refusal(rule: Rule | None, service: str, method: str, who: pki.Identity | No
     return None
 
 
-class Authorizer(grpc.ServerInterceptor):
+class Authorizer(_ServerInterceptor):
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
-        self._guarded: dict[str, grpc.RpcMethodHandler] = {}
+        self._guarded: dict[str, Handler] = {}
 
     def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        self, continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> Handler | None:
         handler = continuation(details)
         if handler is None:
             return None
@@ -89,8 +101,7 @@ class Authorizer(grpc.ServerInterceptor):
         return guarded
 
 
-def _guard(handler: grpc.RpcMethodHandler, method: str, service: str,
-           rule: Rule | None) -> grpc.RpcMethodHandler:
+def _guard(handler: Handler, method: str, service: str, rule: Rule | None) -> Handler:
     def check(request: object | None, context: grpc.ServicerContext) -> None:
         who = peer_identity(context)
         problem = refusal(rule, service, method, who, request)
@@ -98,34 +109,29 @@ def _guard(handler: grpc.RpcMethodHandler, method: str, service: str,
             log.warning("refused peer=%s: %s", context.peer(), problem)
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"permission denied: {problem}")
 
+    # A handler carries exactly one behaviour, the one of its streaming kind.
     ser, de = handler.response_serializer, handler.request_deserializer
-    if not handler.request_streaming:
-        if handler.response_streaming:
-            inner_us = handler.unary_stream
-
-            def unary_stream(request: object, context: grpc.ServicerContext) -> Iterable[object]:
-                check(request, context)
-                yield from inner_us(request, context)
-            return grpc.unary_stream_rpc_method_handler(unary_stream, de, ser)
-        inner_uu = handler.unary_unary
-
+    if (inner_uu := handler.unary_unary) is not None:
         def unary_unary(request: object, context: grpc.ServicerContext) -> object:
             check(request, context)
             return inner_uu(request, context)
         return grpc.unary_unary_rpc_method_handler(unary_unary, de, ser)
+    if (inner_us := handler.unary_stream) is not None:
+        def unary_stream(request: object, context: grpc.ServicerContext) -> Iterator[object]:
+            check(request, context)
+            yield from inner_us(request, context)
+        return grpc.unary_stream_rpc_method_handler(unary_stream, de, ser)
     # Streamed requests: the role is checked before the first message is read
     # (a rule with speaks_for refuses them: there is no single request to read).
-    if handler.response_streaming:
-        inner_ss = handler.stream_stream
-
-        def stream_stream(requests: Iterable[object],
-                          context: grpc.ServicerContext) -> Iterable[object]:
+    if (inner_ss := handler.stream_stream) is not None:
+        def stream_stream(requests: Iterator[object],
+                          context: grpc.ServicerContext) -> Iterator[object]:
             check(None, context)
             yield from inner_ss(requests, context)
         return grpc.stream_stream_rpc_method_handler(stream_stream, de, ser)
-    inner_su = handler.stream_unary
-
-    def stream_unary(requests: Iterable[object], context: grpc.ServicerContext) -> object:
-        check(None, context)
-        return inner_su(requests, context)
-    return grpc.stream_unary_rpc_method_handler(stream_unary, de, ser)
+    if (inner_su := handler.stream_unary) is not None:
+        def stream_unary(requests: Iterator[object], context: grpc.ServicerContext) -> object:
+            check(None, context)
+            return inner_su(requests, context)
+        return grpc.stream_unary_rpc_method_handler(stream_unary, de, ser)
+    raise ValueError(f"{method}: the handler has no behaviour")

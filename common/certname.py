@@ -3,8 +3,9 @@
 A server's authorization (authz.py) needs one thing from each caller's
 certificate, already verified by gRPC's TLS: the names in its subject (CN
 and O carry mctl's name and role, see pki.py). Parsing it with
-`cryptography` would map that library (~8 MiB of RSS) into every agent
-for a few dozen bytes; this reads them with a minimal DER walker instead.
+`cryptography` would map that library into every agent (its memory:
+bench/README.md) for a few dozen bytes; this reads them with a minimal DER
+walker instead.
 It reads and never verifies: call it only on certificates the TLS stack
 accepted.
 

@@ -6,7 +6,7 @@ stream it came from, whether the line is full (F) or a part of a longer one
 (P). A reader gets whole lines: the P parts of a stream are joined with the
 F that ends them, and the line carries the time of its first part.
 
-The monitor rotates the file at a size (agent/runtime/crilog.py, as the
+The monitor rotates the file at a size (agent/runtime/containerlog_writer.py, as the
 kubelet's containerLogMaxSize / MaxFiles): `container.log` is the newest,
 `container.log.1` the one before, up to `.N`, the oldest; each rotation
 renames them one up and drops the last. Reading the last N lines goes back
@@ -239,7 +239,7 @@ def read(path: str, tail: int, follow: bool, alive: Callable[[], bool]) -> Itera
     `alive()` turns false (the caller went away).
     """
     try:
-        f = open(path, "rb")
+        f: BinaryIO = open(path, "rb")
     except FileNotFoundError:
         return
     joiner = Joiner()

@@ -37,7 +37,15 @@ LABEL_NAME_MAX = 63
 REPLICA_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
-def _quote(value: str) -> str:
+# Longer values are cut in messages, which must stay one short line (an API
+# client may send a name of any length).
+_QUOTE_MAX = 80
+
+
+def quote(value: str) -> str:
+    """`value` for a message: JSON-quoted, and cut short if long."""
+    if len(value) > _QUOTE_MAX:
+        return json.dumps(value[:_QUOTE_MAX], ensure_ascii=False)[:-1] + '..."'
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -46,10 +54,10 @@ def validate_dns_label(value: str) -> str | None:
     if not value:
         return "must not be empty"
     if len(value) > DNS_LABEL_MAX:
-        return f"{_quote(value)} is longer than {DNS_LABEL_MAX} characters"
+        return f"{quote(value)} is longer than {DNS_LABEL_MAX} characters"
     if not DNS_LABEL.match(value):
         return (
-            f"{_quote(value)} is not a DNS label: use lowercase letters, digits and"
+            f"{quote(value)} is not a DNS label: use lowercase letters, digits and"
             ' "-", starting and ending with a letter or digit'
         )
     return None
@@ -59,10 +67,10 @@ def validate_label_key(key: str) -> str | None:
     """The problem with `key` as a label key ("[prefix/]name"), or None."""
     prefix, slash, name = key.rpartition("/")
     if slash and (not prefix or len(prefix) > DNS_SUBDOMAIN_MAX or not DNS_SUBDOMAIN.match(prefix)):
-        return f"label key {_quote(key)} has a prefix that is not a DNS subdomain"
+        return f"label key {quote(key)} has a prefix that is not a DNS subdomain"
     if not name or len(name) > LABEL_NAME_MAX or not LABEL_NAME.match(name):
         return (
-            f"label key {_quote(key)} is not valid: the name must be 1-{LABEL_NAME_MAX}"
+            f"label key {quote(key)} is not valid: the name must be 1-{LABEL_NAME_MAX}"
             ' letters, digits, "-", "_" or ".", starting and ending with a letter or digit'
         )
     return None
@@ -72,7 +80,7 @@ def validate_label_value(value: str) -> str | None:
     """The problem with `value` as a label value (may be empty), or None."""
     if value and (len(value) > LABEL_NAME_MAX or not LABEL_NAME.match(value)):
         return (
-            f"label value {_quote(value)} is not valid: use at most {LABEL_NAME_MAX}"
+            f"label value {quote(value)} is not valid: use at most {LABEL_NAME_MAX}"
             ' letters, digits, "-", "_" or ".", starting and ending with a letter or digit'
         )
     return None

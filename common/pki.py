@@ -22,7 +22,8 @@ for 10 years, leaves for one. Files follow Kubernetes' pki folder: ``ca.crt``,
 
 `cryptography` is imported by the functions that make or check certificates,
 not by this module: a server that only reads who its callers are
-(`identity_of_pem`, a DER reader of its own) never maps it (~8 MiB of RSS).
+(`identity_of_pem`, a DER reader of its own) never maps it (what that
+saves: bench/README.md, "Memory").
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ _OPTIONS = [
 
 
 def make_server(max_workers: int = 16,
-                interceptors: Sequence[grpc.ServerInterceptor] = ()) -> grpc.Server:
+                interceptors: Sequence[grpc.ServerInterceptor[object, object]] = ()) -> grpc.Server:
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=list(interceptors),

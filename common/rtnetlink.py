@@ -86,9 +86,12 @@ RTMSG = struct.Struct("=BBBBBBBBI")     # family, dst_len, src_len, tos, table, 
                                         # scope, type, flags
 
 
-# Named tuples, not dataclasses: a third of the import time (the agent's start).
+# Named tuples, not dataclasses: importing `dataclasses` and building the
+# classes would lengthen every agent start (bench/README.md, "Figures behind
+# code comments").
 class Link(NamedTuple):
-    index: int
+    # ifindex, not index: a field named index would hide tuple.index().
+    ifindex: int
     name: str
     flags: int               # IFF_*
     mtu: int
@@ -101,7 +104,7 @@ class Link(NamedTuple):
 
 
 class Address(NamedTuple):
-    index: int
+    ifindex: int             # the link it is on
     family: int
     address: str
     prefixlen: int
@@ -169,7 +172,7 @@ def parse_link(msg: Message) -> Link:
     kind = ""
     if IFLA_LINKINFO in attrs:
         kind = get_str(parse_attrs(attrs[IFLA_LINKINFO]), IFLA_INFO_KIND)
-    return Link(index=index, name=get_str(attrs, IFLA_IFNAME), flags=flags,
+    return Link(ifindex=index, name=get_str(attrs, IFLA_IFNAME), flags=flags,
                 mtu=get_u32(attrs, IFLA_MTU), master=get_u32(attrs, IFLA_MASTER), kind=kind)
 
 
@@ -179,7 +182,7 @@ def parse_address(msg: Message) -> Address:
     # IFA_LOCAL is the interface's own address; IFA_ADDRESS is the same except
     # on point-to-point links (the peer's) and is the only one for IPv6.
     raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
-    return Address(index=index, family=family, address=_unpack_address(family, raw),
+    return Address(ifindex=index, family=family, address=_unpack_address(family, raw),
                    prefixlen=prefixlen)
 
 
@@ -230,7 +233,7 @@ class RtNetlink:
         found = self.link(link)
         if found is None:
             raise error_for(errno.ENODEV, f"link {link}")
-        return found.index
+        return found.ifindex
 
     def links(self) -> list[Link]:
         return [parse_link(m) for m in self.nl.dump(RTM_GETLINK, _ifinfo(), "links")
@@ -287,7 +290,7 @@ class RtNetlink:
         index = self.index(link) if link else 0
         replies = self.nl.dump(RTM_GETADDR, IFADDRMSG.pack(family, 0, 0, 0, 0), "addresses")
         found = [parse_address(m) for m in replies if m.kind == RTM_NEWADDR]
-        return [a for a in found if a.family == family and (not index or a.index == index)]
+        return [a for a in found if a.family == family and (not index or a.ifindex == index)]
 
     def add_address(self, link: int | str, address: str, prefixlen: int) -> None:
         self._address(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, link, address, prefixlen)

@@ -10,6 +10,12 @@ and nothing is returned. Unknown fields and duplicate mapping keys are
 errors, never silently dropped; so are values of the wrong type (`"3"` for
 replicas, `8080` for an env value): nothing is coerced.
 
+This module checks what only YAML can get wrong: fields, types, quantities,
+numbers too large for the message. What a `Workload` message itself can get
+wrong (ranges, choices, names, image references, duplicates, sizes) is
+checked by common/validation.py, which the scheduler's Apply runs too; its
+problems are reported here with the file and document like the others.
+
 Every optional field comes back filled in with its default, so the rest of
 mctl reads effective values and the spec hash does not change when a user
 spells a default out. A null value means the field was left out. Defaults:
@@ -56,7 +62,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError
 
-from mctl.common import names
+from mctl.common import validation
 from mctl.common.quantity import (
     QuantityError,
     format_cpu,
@@ -81,18 +87,15 @@ DEFAULT_FAILURE_THRESHOLD = 3
 DEFAULT_MAX_UNAVAILABLE = 1
 DEFAULT_MAX_SURGE = 1
 
-PROTOCOLS = ("TCP", "UDP")
 # securityContext.seccompProfile: the agent's default profile, or none (as
 # Kubernetes' seccompProfile.type; Localhost profiles are not supported).
 SECCOMP_PROFILES = ("RuntimeDefault", "Unconfined")
 DEFAULT_SECCOMP_PROFILE = "RuntimeDefault"
-RESTART_POLICIES = ("Always", "OnFailure", "Never")
 
 _INT32_MAX = 2**31 - 1
 _INT64_MAX = 2**63 - 1
-_ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
-# A key that reads unambiguously after a "." in a field path; others are quoted.
-_PLAIN_KEY = re.compile(r"\A[A-Za-z_][A-Za-z0-9_-]*\Z")
+# A validation problem under spec.env as a list, when the file wrote a mapping.
+_ENV_ENTRY = re.compile(r"\Aspec\.env\[(\d+)\]\.(name|value)\Z")
 _SPEC_FIELDS = (
     "replicas image command args env workingDir hostname resources ports restartPolicy"
     " healthCheck nodeSelector spread update securityContext replaceFailed"
@@ -152,11 +155,7 @@ def _describe(value: object) -> str:
     return f"a YAML {type(value).__name__}"  # date, datetime, bytes (!!binary), set
 
 
-def _child(path: str, key: object) -> str:
-    text = str(key)
-    if not _PLAIN_KEY.match(text):
-        return f"{path}[{_quote(text)}]"
-    return f"{path}.{text}" if path else text
+_child = validation.child
 
 
 # ---------------------------------------------------------------------------
@@ -168,8 +167,6 @@ def _string(value: object, path: str) -> str:
         # What YAML read as a number, boolean or date was meant as text.
         hint = " (quote it in YAML)" if isinstance(value, int | float | datetime.date) else ""
         raise _Invalid(path, f"must be a string, not {_describe(value)}{hint}")
-    if "\0" in value:  # unusable in argv, env and paths
-        raise _Invalid(path, f"{_quote(value)} contains a NUL character")
     return value
 
 
@@ -179,10 +176,17 @@ def _string_list(value: object, path: str) -> list[str]:
     return [_string(item, f"{path}[{i}]") for i, item in enumerate(value)]
 
 
-def _int(value: object, path: str, minimum: int, maximum: int = _INT32_MAX) -> int:
+def _int(value: object, path: str, maximum: int = _INT32_MAX, minimum: int | None = None) -> int:
+    """An integer the message field can hold (int32 unless `maximum` says more).
+
+    Ranges that matter are the validator's; `minimum` is for a 0 that the
+    message could not tell from "not given".
+    """
     # bool is an int subclass; `replicas: yes` is not 1.
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Invalid(path, f"must be an integer, not {_describe(value)}")
+    if minimum is None:
+        minimum = -maximum - 1
     if value < minimum:
         raise _Invalid(path, f"must be at least {minimum}, not {value}")
     if value > maximum:
@@ -224,10 +228,10 @@ class _Mapping:
         return _string_list(*self.get(key, []))
 
     def integer(
-        self, key: str, default: int | None, minimum: int, maximum: int = _INT32_MAX
+        self, key: str, default: int | None, maximum: int = _INT32_MAX, minimum: int | None = None
     ) -> int:
         value, path = self.get(key, default)
-        return _int(value, path, minimum, maximum)
+        return _int(value, path, maximum, minimum)
 
     def boolean(self, key: str, default: bool) -> bool:
         value, path = self.get(key, default)
@@ -246,18 +250,14 @@ class _Mapping:
         return _Mapping(value, path, known)
 
     def quantity(self, key: str, parse: Callable[[object], int], default: int) -> int:
-        """A positive quantity in base units; `default` is in base units already."""
+        """A quantity in base units; `default` is in base units already."""
         value = self.value.get(key)
         if value is None:
             return default
-        path = _child(self.path, key)
         try:
-            amount = parse(value)
+            return parse(value)
         except QuantityError as e:
-            raise _Invalid(path, str(e)) from None
-        if amount == 0:
-            raise _Invalid(path, f"must be more than 0, not {_describe(value)}")
-        return amount
+            raise _Invalid(_child(self.path, key), str(e)) from None
 
     def items(self, key: str) -> list[object]:
         value, path = self.get(key, [])
@@ -265,12 +265,7 @@ class _Mapping:
             raise _Invalid(path, f"must be a list, not {_describe(value)}")
         return value
 
-    def string_map(
-        self,
-        key: str,
-        check_key: Callable[[str], str | None],
-        check_value: Callable[[str], str | None],
-    ) -> dict[str, str]:
+    def string_map(self, key: str) -> dict[str, str]:
         value, path = self.get(key, {})
         if not isinstance(value, dict):
             raise _Invalid(path, f"must be a mapping of strings, not {_describe(value)}")
@@ -278,32 +273,12 @@ class _Mapping:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise _Invalid(path, f"key {_quote(k)} must be a string (quote it in YAML)")
-            if problem := check_key(k):
-                raise _Invalid(path, problem)
-            v = _string(v, _child(path, k))
-            if problem := check_value(v):
-                raise _Invalid(_child(path, k), problem)
-            result[k] = v
+            result[k] = _string(v, _child(path, k))
         return result
 
 
 # ---------------------------------------------------------------------------
 # One document
-
-
-def _dns_label(value: str, path: str) -> str:
-    if problem := names.validate_dns_label(value):
-        raise _Invalid(path, problem)
-    return value
-
-
-def _env_name_problem(name: str) -> str | None:
-    if _ENV_NAME.match(name):
-        return None
-    return (
-        f"{_quote(name)} is not a valid variable name:"
-        ' use letters, digits and "_", not starting with a digit'
-    )
 
 
 def _read_metadata(top: _Mapping, out: types_pb2.ObjectMeta, default_namespace: str) -> None:
@@ -312,62 +287,42 @@ def _read_metadata(top: _Mapping, out: types_pb2.ObjectMeta, default_namespace: 
         ["name", "namespace", "labels", "uid", "generation", "createdUnixMs", "deletionRequested"],
         required=True,
     )
-    out.name = _dns_label(meta.string("name"), "metadata.name")
-    out.namespace = _dns_label(meta.string("namespace", default_namespace), "metadata.namespace")
-    out.labels.update(
-        meta.string_map("labels", names.validate_label_key, names.validate_label_value)
-    )
+    out.name = meta.string("name")
+    out.namespace = meta.string("namespace", default_namespace)
+    out.labels.update(meta.string_map("labels"))
     # Written by the server: checked, then dropped (see the module docstring).
     meta.string("uid", "")
-    meta.integer("generation", 0, minimum=0, maximum=_INT64_MAX)
-    meta.integer("createdUnixMs", 0, minimum=0, maximum=_INT64_MAX)
+    meta.integer("generation", 0, maximum=_INT64_MAX, minimum=0)
+    meta.integer("createdUnixMs", 0, maximum=_INT64_MAX, minimum=0)
     meta.boolean("deletionRequested", False)
 
 
 def _read_env(spec: _Mapping, out: types_pb2.WorkloadSpec) -> None:
     value = spec.value.get("env")
     if isinstance(value, dict):
-        for name, v in spec.string_map("env", _env_name_problem, lambda v: None).items():
+        for name, v in spec.string_map("env").items():
             out.env.add(name=name, value=v)
         return
     if value is not None and not isinstance(value, list):
         raise _Invalid("spec.env", f"must be a mapping or a list, not {_describe(value)}")
-    seen: set[str] = set()
     for i, item in enumerate(spec.items("env")):
         entry = _Mapping(item, f"spec.env[{i}]", ["name", "value"])
-        name = entry.string("name")
-        if problem := _env_name_problem(name):
-            raise _Invalid(f"spec.env[{i}].name", problem)
-        if name in seen:
-            raise _Invalid(f"spec.env[{i}].name", f"{_quote(name)} is set twice")
-        seen.add(name)
-        out.env.add(name=name, value=entry.string("value", ""))
+        out.env.add(name=entry.string("name"), value=entry.string("value", ""))
 
 
 def _read_resources(spec: _Mapping, out: types_pb2.Resources) -> None:
     resources = spec.mapping("resources", ["cpu", "memory", "pids"])
     out.cpu_millis = resources.quantity("cpu", parse_cpu, DEFAULT_CPU_MILLIS)
     out.memory_bytes = resources.quantity("memory", parse_memory, DEFAULT_MEMORY_BYTES)
-    out.pids = resources.integer("pids", DEFAULT_PIDS, minimum=1)
+    out.pids = resources.integer("pids", DEFAULT_PIDS, maximum=_INT64_MAX)
 
 
 def _read_ports(spec: _Mapping, out: types_pb2.WorkloadSpec) -> None:
-    published: dict[tuple[int, str], str] = {}
     for i, item in enumerate(spec.items("ports")):
-        path = f"spec.ports[{i}]"
-        port = _Mapping(item, path, ["containerPort", "hostPort", "protocol"])
-        container_port = port.integer("containerPort", None, minimum=1, maximum=65535)
-        host_port = port.integer("hostPort", 0, minimum=0, maximum=65535)
-        protocol = port.choice("protocol", PROTOCOLS, DEFAULT_PROTOCOL)
-        if host_port:
-            if (host_port, protocol) in published:
-                raise _Invalid(
-                    f"{path}.hostPort",
-                    f"{host_port}/{protocol} is already"
-                    f" published by {published[host_port, protocol]}",
-                )
-            published[host_port, protocol] = path
-        out.ports.add(container_port=container_port, host_port=host_port, protocol=protocol)
+        port = _Mapping(item, f"spec.ports[{i}]", ["containerPort", "hostPort", "protocol"])
+        out.ports.add(container_port=port.integer("containerPort", None),
+                      host_port=port.integer("hostPort", 0),
+                      protocol=port.string("protocol", DEFAULT_PROTOCOL))
 
 
 def _read_health_check(spec: _Mapping, out: types_pb2.WorkloadSpec) -> None:
@@ -380,51 +335,39 @@ def _read_health_check(spec: _Mapping, out: types_pb2.WorkloadSpec) -> None:
         which = "both" if has_exec else "neither"
         raise _Invalid("spec.healthCheck", f"needs exactly one of exec or tcpPort, not {which}")
     out.health_check.SetInParent()
+    # An empty exec or a tcpPort of 0 would read as "not given" in the message.
     if has_exec:
         command = check.string_list("exec")
         if not command:
             raise _Invalid("spec.healthCheck.exec", "must not be empty")
         out.health_check.exec.extend(command)
     else:
-        out.health_check.tcp_port = check.integer("tcpPort", None, minimum=1, maximum=65535)
-    out.health_check.period_seconds = check.integer("periodSeconds", DEFAULT_PERIOD_SECONDS, 1)
+        out.health_check.tcp_port = check.integer("tcpPort", None, minimum=1)
+    out.health_check.period_seconds = check.integer("periodSeconds", DEFAULT_PERIOD_SECONDS)
     out.health_check.failure_threshold = check.integer(
-        "failureThreshold", DEFAULT_FAILURE_THRESHOLD, 1
+        "failureThreshold", DEFAULT_FAILURE_THRESHOLD
     )
 
 
 def _read_spec(top: _Mapping, out: types_pb2.WorkloadSpec) -> None:
     spec = top.mapping("spec", _SPEC_FIELDS, required=True)
-    out.replicas = spec.integer("replicas", DEFAULT_REPLICAS, minimum=0)
+    out.replicas = spec.integer("replicas", DEFAULT_REPLICAS)
     out.image = spec.string("image")
-    if not out.image:
-        raise _Invalid("spec.image", "must not be empty")
-    if re.search(r"[\s\x00-\x1f\x7f]", out.image):
-        raise _Invalid("spec.image", f"{_quote(out.image)} is not an image reference")
     out.command.extend(spec.string_list("command"))
     out.args.extend(spec.string_list("args"))
     _read_env(spec, out)
     out.working_dir = spec.string("workingDir", "")
-    if out.working_dir and not out.working_dir.startswith("/"):
-        raise _Invalid("spec.workingDir", f"{_quote(out.working_dir)} is not an absolute path")
     out.hostname = spec.string("hostname", "")
-    if out.hostname:
-        _dns_label(out.hostname, "spec.hostname")
     _read_resources(spec, out.resources)
     _read_ports(spec, out)
-    out.restart_policy = spec.choice("restartPolicy", RESTART_POLICIES, DEFAULT_RESTART_POLICY)
+    out.restart_policy = spec.string("restartPolicy", DEFAULT_RESTART_POLICY)
     _read_health_check(spec, out)
-    out.node_selector.update(
-        spec.string_map("nodeSelector", names.validate_label_key, names.validate_label_value)
-    )
+    out.node_selector.update(spec.string_map("nodeSelector"))
     out.spread = spec.boolean("spread", True)
     out.replace_failed = spec.boolean("replaceFailed", False)
     update = spec.mapping("update", ["maxUnavailable", "maxSurge"])
-    out.update.max_unavailable = update.integer("maxUnavailable", DEFAULT_MAX_UNAVAILABLE, 0)
-    out.update.max_surge = update.integer("maxSurge", DEFAULT_MAX_SURGE, 0)
-    if out.update.max_unavailable == 0 and out.update.max_surge == 0:
-        # Such an update could neither stop an old replica nor start a new one.
-        raise _Invalid("spec.update", "maxUnavailable and maxSurge must not both be 0")
+    out.update.max_unavailable = update.integer("maxUnavailable", DEFAULT_MAX_UNAVAILABLE)
+    out.update.max_surge = update.integer("maxSurge", DEFAULT_MAX_SURGE)
     security = spec.mapping("securityContext",
                             ["userNamespace", "readOnlyRootfs", "seccompProfile"])
     out.security_context.user_namespace = security.boolean("userNamespace", False)
@@ -444,7 +387,25 @@ def _read_workload(document: object, default_namespace: str) -> types_pb2.Worklo
     workload = types_pb2.Workload()
     _read_metadata(top, workload.metadata, default_namespace)
     _read_spec(top, workload.spec)
+    found = validation.workload_problem(workload, validation.CLIENT_LIMITS)
+    if found is not None:
+        raise _Invalid(_file_field(found.field, top.value, workload), found.problem)
     return workload
+
+
+def _file_field(field: str, document: dict[Any, Any], workload: types_pb2.Workload) -> str:
+    """A validation problem's field in the file's terms.
+
+    The message keeps env as a list; a file that wrote it as a mapping has
+    each name as a key, so a bad name is a problem of the mapping (as a bad
+    label key is) and a bad value sits under its name.
+    """
+    match = _ENV_ENTRY.match(field)
+    if match is None or not isinstance(document["spec"].get("env"), dict):
+        return field
+    if match[2] == "name":
+        return "spec.env"
+    return _child("spec.env", workload.spec.env[int(match[1])].name)
 
 
 # ---------------------------------------------------------------------------
@@ -465,13 +426,14 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
                         None, None, f"duplicate key {_quote(key)}", key_node.start_mark
                     )
                 seen.add(key)
-        return super().construct_mapping(node, deep)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep)
+        return mapping
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
-    mark = getattr(error, "problem_mark", None)
-    if mark is None:
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
         return f"invalid YAML: {str(error).splitlines()[0]}"
+    mark = error.problem_mark
     return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
 
 

@@ -8,9 +8,10 @@ key that does not match its certificate, an expired certificate or one from
 another CA is one clear line naming the file instead of failed handshakes later.
 
 Those checks need `cryptography`, which a long-lived server that needs it for
-nothing else (the agent) should not keep mapped (~8 MiB of its RSS): with
-`isolated`, they run in a forked child that exits afterwards, and this
-process only reads the files and hands the bytes to gRPC.
+nothing else (the agent) should not keep mapped (what it costs:
+bench/README.md, "Memory"): with `isolated`, they run in a forked child that
+exits afterwards, and this process only reads the files and hands the bytes
+to gRPC.
 """
 
 from __future__ import annotations

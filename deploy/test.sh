@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The README's second command: the whole test suite (unit, kernel, end to
-# end), after checking that the generated gRPC code matches proto/ and that
-# the code is ruff-clean. Needs root: the tests make real containers.
+# The README's second command: the whole test suite (every tier: unit,
+# integration, kernel, end to end), after checking that the generated gRPC
+# code matches proto/ and that the code is ruff-clean and type-checks.
+# Needs root: the tests make real containers. Extra arguments go to pytest
+# (e.g. `-m unit`); MCTL_HYPOTHESIS picks the hypothesis profile (ci).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install.sh
@@ -19,6 +21,9 @@ fi
 
 echo "== ruff"
 .venv/bin/ruff check .
+
+echo "== mypy"
+bash tools/typecheck.sh
 
 echo "== pytest"
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"

@@ -9,10 +9,14 @@ of its maps, at one revision) for the price of copying dicts.
 
 Freshness: a snapshot may lag etcd by the time an event takes to arrive.
 Writers that must see their own writes wait for the revision their
-transaction produced (`snapshot(min_revision=...)`); every write is still a
-compare-and-swap on the mod revisions the snapshot carries, so a stale read
-can only make a write fail, never overwrite newer data. If the watch breaks
-(etcd restarted, history compacted), the cache reloads from scratch.
+transaction produced (`snapshot(min_revision=...)`). Readers that must see
+every write made before they asked, by any scheduler (the API's lists and
+lookups), wait for etcd's current revision: `latest()`, one small read
+instead of the whole prefix, as Kubernetes' consistent reads from its watch
+cache do. Every write is still a compare-and-swap on the mod revisions the
+snapshot carries, so a stale read can only make a write fail, never
+overwrite newer data. If the watch breaks (etcd restarted, history
+compacted), the cache reloads from scratch.
 """
 
 from __future__ import annotations
@@ -22,8 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from mctl.v1 import types_pb2
-
+from .keys import Kind, ParsedKey
 from .store import Snapshot, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -41,8 +44,6 @@ class StateCache:
         self._snap: Snapshot | None = None      # None: not loaded, or the watch broke
         self._cancel: Callable[[], None] | None = None
         self._by_node: dict[str, set[tuple[str, str]]] = {}   # node -> its replicas' keys
-        self._events_prefix = store.events_prefix()
-        self._cut = len(store.prefix)
 
     @property
     def revision(self) -> int:
@@ -66,11 +67,11 @@ class StateCache:
             if self._snap is None:
                 self._load()
             assert self._snap is not None
-            s = self._snap
-            return Snapshot(revision=s.revision, workloads=dict(s.workloads),
-                            replicas=dict(s.replicas), nodes=dict(s.nodes),
-                            heartbeats=set(s.heartbeats), leader=s.leader,
-                            mod_revisions=dict(s.mod_revisions))
+            return self._snap.copy()
+
+    def latest(self) -> Snapshot:
+        """A snapshot that holds every write committed before this call, by anyone."""
+        return self.snapshot(min_revision=self.store.revision())
 
     def node_snapshot(self, node: str) -> Snapshot:
         """Only the replicas bound to `node` (what a node's status report needs)."""
@@ -82,7 +83,7 @@ class StateCache:
             out = Snapshot(revision=s.revision)
             for key in self._by_node.get(node, ()):
                 out.replicas[key] = s.replicas[key]
-                rkey = self.store.replica_key(*key)
+                rkey = self.store.keys.replica(*key)
                 out.mod_revisions[rkey] = s.mod_revisions[rkey]
             return out
 
@@ -131,10 +132,11 @@ class StateCache:
                 return
             for event in response.events:    # type: ignore[attr-defined]
                 key = event.key.decode()
-                if key.startswith(self._events_prefix):
+                parsed = self.store.keys.parse(key)
+                if parsed is None or parsed.kind is Kind.EVENT:
                     continue     # history, not state
                 changed = True
-                self._apply(snap, key, event)
+                self._apply(snap, key, parsed, event)
             revision = max([response.header.revision,  # type: ignore[attr-defined]
                             *(e.mod_revision for e in response.events)])  # type: ignore
             snap.revision = max(snap.revision, revision)
@@ -142,38 +144,18 @@ class StateCache:
         if changed and self.on_change is not None:
             self.on_change()
 
-    def _apply(self, snap: Snapshot, key: str, event: object) -> None:
-        kind, _, rest = key[self._cut:].partition("/")
+    def _apply(self, snap: Snapshot, key: str, parsed: ParsedKey, event: object) -> None:
         deleted = type(event).__name__ == "DeleteEvent"
+        replica = (parsed.namespace, parsed.name)
+        if parsed.kind is Kind.REPLICA:
+            old = snap.replicas.get(replica)
+            if old is not None:
+                self._by_node.get(old.node, set()).discard(replica)
         if deleted:
             snap.mod_revisions.pop(key, None)
-        else:
-            snap.mod_revisions[key] = event.mod_revision   # type: ignore[attr-defined]
-        value = b"" if deleted else event.value            # type: ignore[attr-defined]
-        if kind == "workloads":
-            ns, _, name = rest.partition("/")
-            if deleted:
-                snap.workloads.pop((ns, name), None)
-            else:
-                snap.workloads[(ns, name)] = types_pb2.Workload.FromString(value)
-        elif kind == "replicas":
-            ns, _, name = rest.partition("/")
-            old = snap.replicas.pop((ns, name), None)
-            if old is not None:
-                self._by_node.get(old.node, set()).discard((ns, name))
-            if not deleted:
-                r = types_pb2.Replica.FromString(value)
-                snap.replicas[(ns, name)] = r
-                self._by_node.setdefault(r.node, set()).add((ns, name))
-        elif kind == "nodes":
-            if deleted:
-                snap.nodes.pop(rest, None)
-            else:
-                snap.nodes[rest] = types_pb2.Node.FromString(value)
-        elif kind == "heartbeats":
-            if deleted:
-                snap.heartbeats.discard(rest)
-            else:
-                snap.heartbeats.add(rest)
-        elif kind == "leader":
-            snap.leader = "" if deleted else value.decode(errors="replace")
+            snap.remove(parsed)
+            return
+        snap.mod_revisions[key] = int(event.mod_revision)   # type: ignore[attr-defined]
+        snap.put(parsed, event.value)                      # type: ignore[attr-defined]
+        if parsed.kind is Kind.REPLICA:
+            self._by_node.setdefault(snap.replicas[replica].node, set()).add(replica)

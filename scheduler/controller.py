@@ -16,16 +16,20 @@ One pass:
 Passes run on changes (API writes, status reports, etcd watch events) and at
 least every RESYNC_SECONDS: level-triggered, so a lost event only delays.
 
-Node lifecycle is part of the same pass: a node whose heartbeat lease lapsed
-is marked NotReady (the time is stored, so a new leader keeps counting);
-once it has been NotReady for the grace period its replicas are removed from
-the store and reconcile creates replacements on other nodes. A node that
-returns within the grace period keeps its replicas untouched (a network blip
-restarts nothing); one that returns later is sent a desired set without the
-moved replicas, so its agent stops their containers.
+Node lifecycle is part of the same pass (nodes.py decides): a node whose
+heartbeat lease lapsed is marked NotReady; once it has been NotReady for the
+grace period its replicas are removed from the store and reconcile creates
+replacements on other nodes in the same pass. One that returns later is sent
+a desired set without the moved replicas, so its agent stops their containers.
 
 Only the leader runs passes (`elector`), and every write it commits carries
 its fence, so a deposed leader cannot overwrite its successor's work.
+
+The controller is the only writer of replica records. The API hands it the
+other two changes to them, on any scheduler, leader or not: a node's status
+report (`record_status`, merged by status.py) and a drain (`evict`). Those
+are compare-and-swap writes without the fence: they state facts about
+nodes, which stay true whoever leads.
 """
 
 from __future__ import annotations
@@ -37,22 +41,28 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from concurrent import futures
 
 import grpc
+from google.protobuf.message import Message
 
 from mctl.common import pki, rpc
+from mctl.common.phases import is_terminal, reason_name
 from mctl.common.spec import spec_hash
 from mctl.common.tls import TLSConfig
-from mctl.v1 import agent_pb2, agent_pb2_grpc, types_pb2
+from mctl.v1 import agent_pb2, agent_pb2_grpc, node_pb2, types_pb2
 
-from . import network, placement, reconcile
+from . import placement, reconcile, routes
 from .cache import StateCache
-from .events import NORMAL, WARNING, EventRecorder
+from .converters import node_view, replica_view, workload_view
+from .events import NORMAL, WARNING, EventRecorder, event
 from .leader import LeaderElector
-from .model import TERMINAL_PHASES, ReplicaView, workload_key
+from .model import ReplicaView, workload_key
+from .nodes import DEFAULT_NODE_GRACE_SECONDS, plan_lifecycle
+from .retry import retry_conflicts
+from .status import ReportMerge, merge_report
 from .store import Conflict, NotLeader, Snapshot, Store, StoreUnavailable, Write
-from .views import node_view, replica_view, workload_view
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +75,9 @@ NETWORK_PUSH_SECONDS = 1.0
 # name): beyond that, pushing every address to every node costs more than
 # it helps, and a real cluster wants a DNS server instead.
 MAX_PEERS_PER_WORKLOAD = 128
-# How long a node may be NotReady before its replicas are placed elsewhere.
-DEFAULT_NODE_GRACE_SECONDS = 10.0
 
 
-def _digest(messages: list) -> bytes:  # noqa: ANN001 - any protobuf messages
+def _digest(messages: Sequence[Message]) -> bytes:
     return hashlib.sha256(b"".join(m.SerializeToString(deterministic=True)
                                    for m in messages)).digest()
 
@@ -90,8 +98,8 @@ class Controller:
         self.elector = elector           # None: this process always leads (tests, one scheduler)
         self.events = events
         self.node_grace_ms = int(node_grace_seconds * 1000)
-        # (kind, namespace, name, type, reason, message), recorded once the pass commits.
-        self._planned_events: list[tuple[str, str, str, str, str, str]] = []
+        # Recorded once the pass commits.
+        self._planned_events: list[types_pb2.Event] = []
         # (namespace, name) -> (mod_revision, view): a stored replica that did
         # not change keeps its view from pass to pass.
         self._views: dict[tuple[str, str], tuple[int, ReplicaView]] = {}
@@ -102,13 +110,14 @@ class Controller:
         self._pushed: dict[str, tuple[bytes, bytes, float]] = {}
         self._channels: dict[str, tuple[str, grpc.Channel]] = {}
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="push")
-        self._unwatch = None
+        self._unwatch: Callable[[], None] | None = None
         # Reads come from the watch-fed cache when there is one; after a lost
         # compare-and-swap the next pass reads etcd itself, and every read
         # waits for the revision of our own last write.
         self.cache = cache
         self._fresh_read = False
         self._written = 0
+        self._written_lock = threading.Lock()   # API threads commit too (record_status, evict)
 
     # -- the loop ---------------------------------------------------------------
 
@@ -176,14 +185,19 @@ class Controller:
         snap = self.read()
         writes = self.plan(snap, now_ms())
         if writes:
-            self._written = max(self._written, self.store.commit(writes, fence=fence))
+            revision = self.store.commit(writes, fence=fence)
+            with self._written_lock:
+                self._written = max(self._written, revision)
             # Push what was just committed, not what was read before it.
             snap = self.read()
-        if self.events is not None:
-            for kind, ns, name, type_, reason, message in self._planned_events:
-                self.events.record(kind, ns, name, reason, message, type_)
+        self._record(self._planned_events)
         self._planned_events = []
         self.push(snap)
+
+    def _record(self, events: list[types_pb2.Event]) -> None:
+        if self.events is not None:
+            for e in events:
+                self.events.record(e)
 
     def read(self) -> Snapshot:
         if self.cache is None or self._fresh_read:
@@ -191,22 +205,88 @@ class Controller:
             return self.store.snapshot()
         return self.cache.snapshot(min_revision=self._written)
 
+    # -- changes the API hands over -------------------------------------------------
+
+    def record_status(self, report: node_pb2.StatusReport) -> ReportMerge:
+        """Merges a node's status report into its replicas' records and commits it."""
+        def attempt(n: int) -> ReportMerge:
+            # The cache first (cheap); after a lost compare-and-swap, etcd itself.
+            snap = (self.store.snapshot() if n > 0 or self.cache is None
+                    else self.cache.node_snapshot(report.node))
+            merge = merge_report(snap.replicas, report)
+            writes = [self._replica_write(snap, key, r) for key, r in merge.updated.items()]
+            writes += [self._replica_write(snap, key, None) for key in merge.removed]
+            self._commit_unfenced(writes)
+            return merge
+        merge = retry_conflicts(attempt, what=f"status report of node {report.node}")
+        self._record(merge.events)
+        return merge
+
+    def evict(self, node: str) -> list[tuple[str, str]]:
+        """Asks every live replica on `node` to leave (a drain); returns their keys.
+
+        Leaving replicas are replaced elsewhere by reconcile (within the
+        workload's maxSurge), like `kubectl drain` evicting pods that their
+        controllers then recreate. Finished replicas hold nothing and stay.
+        """
+        def attempt(n: int) -> list[tuple[str, str]]:
+            snap = (self.store.snapshot() if n > 0 or self.cache is None
+                    else self.cache.latest())
+            writes = []
+            evicted = []
+            for key, r in sorted(snap.replicas.items()):
+                if (r.node != node or r.metadata.deletion_requested
+                        or is_terminal(r.status.phase)):
+                    continue
+                leaving = types_pb2.Replica()
+                leaving.CopyFrom(r)
+                leaving.metadata.deletion_requested = True
+                leaving.status.phase = types_pb2.REPLICA_PHASE_TERMINATING
+                leaving.status.reason = types_pb2.REPLICA_REASON_DRAINED
+                leaving.status.message = f"node {node} is being drained"
+                writes.append(self._replica_write(snap, key, leaving))
+                evicted.append(key)
+            self._commit_unfenced(writes)
+            return evicted
+        evicted = retry_conflicts(attempt, what=f"drain of node {node}")
+        self._record([event("Replica", ns, name, "Evicted", f"node {node} is being drained")
+                      for ns, name in evicted])
+        return evicted
+
+    def _replica_write(self, snap: Snapshot, key: tuple[str, str],
+                       record: types_pb2.Replica | None) -> Write:
+        """A compare-and-swap write of one replica record read in `snap` (None: delete)."""
+        store_key = self.store.keys.replica(*key)
+        return Write(store_key, record.SerializeToString() if record is not None else None,
+                     snap.mod_revisions[store_key])
+
+    def _commit_unfenced(self, writes: list[Write]) -> None:
+        if not writes:
+            return
+        revision = self.store.commit(writes)
+        with self._written_lock:
+            self._written = max(self._written, revision)
+        self.wake()
+
     def _event(self, kind: str, ns: str, name: str, reason: str, message: str,
                type_: str = NORMAL) -> None:
-        self._planned_events.append((kind, ns, name, type_, reason, message))
+        self._planned_events.append(event(kind, ns, name, reason, message, type_))
 
     def plan(self, snap: Snapshot, now: int) -> list[Write]:
         """Every write one pass makes, computed from `snap` alone."""
         self._planned_events = []
+        keys = self.store.keys
         views = self._replica_views(snap)
-        writes, lost = self._node_lifecycle(snap, now)
+        lifecycle = plan_lifecycle(snap, now, self.node_grace_ms, keys)
+        writes, lost = lifecycle.writes, lifecycle.lost
+        self._planned_events += lifecycle.events
         by_workload: dict[tuple[str, str], list[types_pb2.Replica]] = defaultdict(list)
         for key, r in snap.replicas.items():
             if r.node in lost and (r.metadata.deletion_requested or
-                                   r.status.phase not in TERMINAL_PHASES):
+                                   not is_terminal(r.status.phase)):
                 # Its node is gone past the grace period: forget it here, and
                 # reconcile below makes its replacement in this same pass.
-                store_key = self.store.replica_key(*key)
+                store_key = keys.replica(*key)
                 writes.append(Write(store_key, None, snap.mod_revisions[store_key]))
                 if not r.metadata.deletion_requested:
                     message = (f"node {r.node} NotReady for over "
@@ -241,7 +321,7 @@ class Controller:
                     r2 = types_pb2.Replica()
                     r2.CopyFrom(r)
                     r2.metadata.deletion_requested = True
-                    r2.status.phase = "Terminating"
+                    r2.status.phase = types_pb2.REPLICA_PHASE_TERMINATING
                     changed[(r.metadata.namespace, name)] = r2
             if decision.create and w is not None:
                 names = reconcile.new_replica_names(
@@ -255,44 +335,18 @@ class Controller:
         self._place(snap, created, changed, views)
         for r in created:
             ns, name = r.metadata.namespace, r.metadata.name
-            writes.append(Write(self.store.replica_key(ns, name), r.SerializeToString(), 0))
+            writes.append(Write(keys.replica(ns, name), r.SerializeToString(), 0))
         for (ns, name), r in changed.items():
-            key = self.store.replica_key(ns, name)
-            writes.append(Write(key, r.SerializeToString(), snap.mod_revisions[key]))
+            store_key = keys.replica(ns, name)
+            writes.append(Write(store_key, r.SerializeToString(), snap.mod_revisions[store_key]))
         for ns, name in deleted_keys:
-            key = self.store.replica_key(ns, name)
-            writes.append(Write(key, None, snap.mod_revisions[key]))
+            store_key = keys.replica(ns, name)
+            writes.append(Write(store_key, None, snap.mod_revisions[store_key]))
         for w in finished_workloads:
-            key = self.store.workload_key(w.metadata.namespace, w.metadata.name)
-            writes.append(Write(key, None, snap.mod_revisions[key]))
+            store_key = keys.workload(w.metadata.namespace, w.metadata.name)
+            writes.append(Write(store_key, None, snap.mod_revisions[store_key]))
             log.info("workload=%s/%s deleted", w.metadata.namespace, w.metadata.name)
         return writes
-
-    def _node_lifecycle(self, snap: Snapshot, now: int) -> tuple[list[Write], set[str]]:
-        """Marks nodes NotReady or Ready again; returns the nodes past the grace period."""
-        writes = []
-        lost = set()
-        for name, node in sorted(snap.nodes.items()):
-            ready = name in snap.heartbeats
-            since = node.not_ready_since_unix_ms
-            if ready == (since == 0):
-                if not ready and now - since >= self.node_grace_ms:
-                    lost.add(name)
-                continue
-            updated = types_pb2.Node()
-            updated.CopyFrom(node)
-            updated.not_ready_since_unix_ms = 0 if ready else now
-            key = self.store.node_key(name)
-            writes.append(Write(key, updated.SerializeToString(), snap.mod_revisions[key]))
-            if ready:
-                log.info("node=%s Ready again", name)
-                self._event("Node", "", name, "NodeReady", "heartbeats resumed")
-            else:
-                log.warning("node=%s NotReady: heartbeat lease lapsed", name)
-                self._event("Node", "", name, "NodeNotReady",
-                            f"heartbeat lease lapsed; replicas move after "
-                            f"{self.node_grace_ms / 1000:g}s", WARNING)
-        return writes, lost
 
     def _new_replica(self, w: types_pb2.Workload, name: str, now: int) -> types_pb2.Replica:
         r = types_pb2.Replica(workload=w.metadata.name, spec_hash=spec_hash(w.spec))
@@ -302,14 +356,14 @@ class Controller:
         r.metadata.uid = uuid.uuid4().hex
         r.metadata.created_unix_ms = now
         r.spec.CopyFrom(w.spec)
-        r.status.phase = "Pending"
+        r.status.phase = types_pb2.REPLICA_PHASE_PENDING
         return r
 
     def _replica_views(self, snap: Snapshot) -> dict[tuple[str, str], ReplicaView]:
         views = {}
         cache = self._views
         for key, r in snap.replicas.items():
-            rev = snap.mod_revisions.get(self.store.replica_key(*key), -1)
+            rev = snap.mod_revisions.get(self.store.keys.replica(*key), -1)
             hit = cache.get(key)
             if hit is None or hit[0] != rev or rev < 0:
                 hit = (rev, replica_view(r))
@@ -351,7 +405,7 @@ class Controller:
                 target.CopyFrom(r)
             if result.node is not None:
                 target.node = result.node
-                target.status.reason = ""
+                target.status.reason = types_pb2.REPLICA_REASON_UNSPECIFIED
                 target.status.message = ""
                 log.info("replica=%s/%s placed node=%s", key[0], key[1], result.node)
                 self._event("Replica", key[0], key[1], "Scheduled",
@@ -360,10 +414,11 @@ class Controller:
                 message = placement.unschedulable_message(result.rejections, len(nodes))
                 if target.status.message == message and not is_new:
                     continue
-                target.status.reason = "Unschedulable"
+                target.status.reason = types_pb2.REPLICA_REASON_UNSCHEDULABLE
                 target.status.message = message
                 log.info("replica=%s/%s unschedulable: %s", key[0], key[1], message)
-                self._event("Replica", key[0], key[1], "Unschedulable", message, WARNING)
+                self._event("Replica", key[0], key[1],
+                            reason_name(types_pb2.REPLICA_REASON_UNSCHEDULABLE), message, WARNING)
             if not is_new:
                 changed[key] = target
 
@@ -394,10 +449,10 @@ class Controller:
         O(nodes + replicas), not O(nodes x replicas).
         """
         now = time.monotonic()
-        # What nodes need to reach each other's containers (network.py).
-        routes = network.node_routes(snap)
-        routes_digest = _digest(routes)
-        addresses = network.addresses_by_workload(snap, MAX_PEERS_PER_WORKLOAD)
+        # What nodes need to reach each other's containers (routes.py).
+        node_routes = routes.node_routes(snap)
+        routes_digest = _digest(node_routes)
+        addresses = routes.addresses_by_workload(snap, MAX_PEERS_PER_WORKLOAD)
         peer_digests = {key: _digest(found) for key, found in addresses.items()}
         for node_name, replicas in self.desired_sets(snap).items():
             node = snap.nodes[node_name]
@@ -407,7 +462,7 @@ class Controller:
             workloads = sorted({(r.metadata.namespace, r.workload) for r in replicas})
             # The node record's revision is in the digest: a node that
             # registered again (through any scheduler) gets its set again.
-            registered = snap.mod_revisions.get(self.store.node_key(node_name), 0)
+            registered = snap.mod_revisions.get(self.store.keys.node(node_name), 0)
             set_digest = hashlib.sha256(f"{registered};".encode() + b"".join(
                 f"{r.metadata.namespace}/{r.metadata.name}/{r.metadata.uid}/{r.spec_hash};"
                 .encode() for r in replicas)).digest()
@@ -423,8 +478,8 @@ class Controller:
                     continue      # only addresses moved, and it was told very recently
             self._pushed[node_name] = (set_digest, net_digest, now)
             desired = agent_pb2.DesiredSet(node=node_name, revision=snap.revision,
-                                           replicas=replicas, nodes=routes,
-                                           peers=network.peers_of(addresses, replicas))
+                                           replicas=replicas, nodes=node_routes,
+                                           peers=routes.peers_of(addresses, replicas))
             self._pool.submit(self._send, node, desired)
 
     def _stub(self, node: types_pb2.Node) -> agent_pb2_grpc.AgentStub:

@@ -15,6 +15,7 @@ logged and dropped.
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import logging
 import queue
@@ -37,6 +38,13 @@ NORMAL = "Normal"
 WARNING = "Warning"
 
 
+def event(kind: str, namespace: str, name: str, reason: str, message: str,
+          type_: str = NORMAL) -> types_pb2.Event:
+    """An event about one object; the recorder stamps its time and source."""
+    return types_pb2.Event(kind=kind, namespace=namespace, name=name, type=type_,
+                           reason=reason, message=message)
+
+
 class EventRecorder:
     def __init__(self, store: Store, source: str) -> None:
         self.store = store
@@ -49,13 +57,16 @@ class EventRecorder:
         self._thread = threading.Thread(target=self._run, name="events", daemon=True)
         self._thread.start()
 
-    def record(self, kind: str, namespace: str, name: str, reason: str, message: str,
-               type_: str = NORMAL) -> None:
-        event = types_pb2.Event(unix_ms=int(time.time() * 1000), kind=kind,
-                                namespace=namespace, name=name, type=type_, reason=reason,
-                                message=message, source=self.source)
+    def record(self, e: types_pb2.Event) -> None:
+        """Queues `e` for writing; it is stamped now and as ours unless it says otherwise."""
+        stamped = types_pb2.Event()
+        stamped.CopyFrom(e)
+        if not stamped.unix_ms:
+            stamped.unix_ms = int(time.time() * 1000)
+        if not stamped.source:
+            stamped.source = self.source
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait(stamped)
         except queue.Full:
             self._dropped += 1      # said once per batch by the writer, not per event
 
@@ -67,9 +78,9 @@ class EventRecorder:
             return
         self._thread.join(timeout=timeout)
 
-    def list(self, kind: str, namespace: str, name: str) -> list[types_pb2.Event]:
+    def list(self, kind: str, namespace: str, name: str) -> builtins.list[types_pb2.Event]:
         """Events of one object (or of a whole kind when name is ""), oldest first."""
-        raw = self.store.get_prefix(self.store.events_prefix(kind, namespace, name))
+        raw = self.store.get_prefix(self.store.keys.events_prefix(kind, namespace, name))
         events = [types_pb2.Event.FromString(v) for v in raw]
         events.sort(key=lambda e: e.unix_ms)
         return events
@@ -93,7 +104,7 @@ class EventRecorder:
                 batch.append(e)
             self._write(batch)
 
-    def _write(self, batch: list[types_pb2.Event]) -> None:
+    def _write(self, batch: builtins.list[types_pb2.Event]) -> None:
         dropped, self._dropped = self._dropped, 0
         if dropped:
             log.warning("%d events dropped: more than %d waiting to be written", dropped,
@@ -101,7 +112,7 @@ class EventRecorder:
         items = []
         touched = set()
         for e in batch:
-            prefix = self.store.events_prefix(e.kind, e.namespace, e.name)
+            prefix = self.store.keys.events_prefix(e.kind, e.namespace, e.name)
             items.append((f"{prefix}{e.unix_ms:013d}-{next(self._seq):06d}",
                           e.SerializeToString()))
             self._counts[prefix] = self._counts.get(prefix, 0) + 1

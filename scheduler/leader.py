@@ -93,10 +93,10 @@ class LeaderElector:
         else:
             self._lease_ok = time.monotonic()
         created, revision, holder = self.store.create(
-            self.store.leader_key, self.identity.encode(), self._lease)
+            self.store.keys.leader, self.identity.encode(), self._lease)
         if created:
             log.info("leader elected id=%s revision=%d", self.identity, revision)
-            self._set(Fence(self.store.leader_key, revision))
+            self._set(Fence(self.store.keys.leader, revision))
 
     def _keep(self) -> None:
         assert self._lease is not None

@@ -18,18 +18,20 @@ import socket
 import sys
 import threading
 
-from mctl.common import logs, pki, rpc, tls
+from mctl.common import logs, pki, rpc, tls, validation
 from mctl.common.authz import Authorizer
 from mctl.v1 import control_pb2_grpc, node_pb2_grpc
 
-from . import leader, network
+from . import leader, subnets
 from .access import POLICY
-from .api import NODE_LEASE_TTL, ControlPlane, NodeService, UsageCache
+from .api import ControlPlane, NodeService
 from .cache import StateCache
-from .controller import DEFAULT_NODE_GRACE_SECONDS, Controller
+from .controller import Controller
 from .events import EventRecorder
 from .leader import LeaderElector
+from .nodes import DEFAULT_NODE_GRACE_SECONDS, NODE_LEASE_TTL, NodeLeases
 from .store import Store
+from .usage import UsageCache
 
 log = logging.getLogger("mctl.scheduler")
 
@@ -50,11 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "heartbeat 3 times per TTL; raise it for clusters of many nodes)")
     p.add_argument("--leader-ttl", type=int, default=leader.DEFAULT_TTL, metavar="SECONDS",
                    help="the leader's lease: a dead leader is replaced after this long")
-    p.add_argument("--cluster-cidr", default=network.DEFAULT_CLUSTER_CIDR,
+    p.add_argument("--cluster-cidr", default=subnets.DEFAULT_CLUSTER_CIDR,
                    help="containers' addresses: each node gets a subnet of it; '' = no "
                         "container network")
-    p.add_argument("--node-subnet-prefix", type=int, default=network.DEFAULT_NODE_PREFIX,
+    p.add_argument("--node-subnet-prefix", type=int, default=subnets.DEFAULT_NODE_PREFIX,
                    metavar="BITS", help="size of each node's subnet (default /24)")
+    p.add_argument("--max-replicas", type=int, default=validation.DEFAULT_MAX_REPLICAS,
+                   metavar="N", help="the most replicas one workload may ask for (Apply "
+                                     "refuses more)")
     p.add_argument("--log-file", default=None)
     p.add_argument("--log-level", default="INFO")
     tls.add_flags(p)
@@ -75,15 +80,18 @@ def main(argv: list[str] | None = None) -> None:
         print("mctl-scheduler: --node-grace must be >= 0, --leader-ttl >= 1 and "
               "--node-lease-ttl >= 2", file=sys.stderr)
         sys.exit(2)
+    if args.max_replicas < 0:
+        print("mctl-scheduler: --max-replicas must be >= 0", file=sys.stderr)
+        sys.exit(2)
     if args.cluster_cidr:
         try:
-            network.parse_cluster_cidr(args.cluster_cidr, args.node_subnet_prefix)
-        except network.SubnetError as e:
+            subnets.parse_cluster_cidr(args.cluster_cidr, args.node_subnet_prefix)
+        except subnets.SubnetError as e:
             print(f"mctl-scheduler: {e}", file=sys.stderr)
             sys.exit(2)
     store = Store(args.etcd, args.prefix)
-    subnets = (network.SubnetAllocator(store, args.cluster_cidr, args.node_subnet_prefix)
-               if args.cluster_cidr else None)
+    allocator = (subnets.SubnetAllocator(store, args.cluster_cidr, args.node_subnet_prefix)
+                 if args.cluster_cidr else None)
     identity = args.id or f"{socket.gethostname()}/{args.listen}"
     events = EventRecorder(store, f"scheduler/{identity}")
     elector = LeaderElector(store, identity, ttl=args.leader_ttl)
@@ -95,10 +103,15 @@ def main(argv: list[str] | None = None) -> None:
     usage = UsageCache()
     server = rpc.make_server(max_workers=32,
                              interceptors=[Authorizer(POLICY)] if credentials else [])
+    # Every scheduler serves reads from its cache and hands replica changes
+    # to its controller, whether or not it leads.
     control_pb2_grpc.add_ControlPlaneServicer_to_server(
-        ControlPlane(store, controller, usage), server)
+        ControlPlane(store, cache, controller, usage, controller.dial, events=events,
+                     leadership=elector,
+                     limits=validation.Limits(max_replicas=args.max_replicas)), server)
     node_pb2_grpc.add_NodeServiceServicer_to_server(
-        NodeService(store, controller, usage, subnets, lease_ttl=args.node_lease_ttl), server)
+        NodeService(NodeLeases(store, args.node_lease_ttl), controller, usage, allocator,
+                    events=events), server)
     try:
         port = rpc.bind(server, args.listen, credentials)
     except OSError as e:

@@ -19,22 +19,31 @@ there is no "0 means unlimited"; a request of 0 simply asks for nothing.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# Replica phases, as SPEC.md names them:
-# Pending -> Starting -> Running -> (Succeeded | Failed), plus Terminating.
-PENDING = "Pending"
-STARTING = "Starting"
-RUNNING = "Running"
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
-TERMINATING = "Terminating"
 
-PHASES = (PENDING, STARTING, RUNNING, SUCCEEDED, FAILED, TERMINATING)
+class Phase(enum.Enum):
+    """Where a replica is in its life (SPEC.md "Replicas"):
+    PENDING -> STARTING -> RUNNING -> (SUCCEEDED | FAILED), plus TERMINATING.
+
+    The decision code's own copy of types.proto's ReplicaPhase, so that it
+    needs no protobuf; the member names match the proto names without their
+    prefix, and converters.py maps one to the other by name.
+    """
+
+    PENDING = enum.auto()
+    STARTING = enum.auto()
+    RUNNING = enum.auto()
+    SUCCEEDED = enum.auto()
+    FAILED = enum.auto()
+    TERMINATING = enum.auto()
+
+
 # A replica in a terminal phase holds no container any more: its resources
 # and host ports are free again.
-TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED})
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 
 # A published port as (protocol, port), e.g. ("TCP", 18080). The protocol is
 # part of the identity: TCP 53 and UDP 53 do not conflict.
@@ -111,7 +120,7 @@ class ReplicaView:
     workload: str
     spec_hash: str
     node: str = ""
-    phase: str = PENDING
+    phase: Phase = Phase.PENDING
     created_ms: int = 0
     deletion_requested: bool = False
     request: Resources = NO_RESOURCES

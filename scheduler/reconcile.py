@@ -60,14 +60,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mctl.common.names import DNS_LABEL_MAX, REPLICA_SUFFIX_ALPHABET
-from mctl.scheduler.model import (
-    FAILED,
-    PENDING,
-    RUNNING,
-    TERMINATING,
-    ReplicaView,
-    WorkloadView,
-)
+from mctl.scheduler.model import Phase, ReplicaView, WorkloadView
 
 SUFFIX_LENGTH = 5
 REPLACE_FAILED_DELAY_MS = 5_000
@@ -100,7 +93,7 @@ class Decision:
 
 def is_leaving(replica: ReplicaView) -> bool:
     """On its way out: deletion requested, or already terminating."""
-    return replica.deletion_requested or replica.phase == TERMINATING
+    return replica.deletion_requested or replica.phase == Phase.TERMINATING
 
 
 def _phase_rank(replica: ReplicaView) -> int:
@@ -108,9 +101,9 @@ def _phase_rank(replica: ReplicaView) -> int:
     # phases that do not serve (Starting, Succeeded, Failed), then Running.
     if not replica.placed:
         return 0
-    if replica.phase == PENDING:
+    if replica.phase == Phase.PENDING:
         return 1
-    if replica.phase != RUNNING:
+    if replica.phase != Phase.RUNNING:
         return 2
     return 3
 
@@ -172,7 +165,7 @@ def _converge(workload: WorkloadView, replicas: Sequence[ReplicaView], now_ms: i
     # rule 5 replaces them).
     failed: list[ReplicaView] = []
     if workload.replace_failed:
-        failed = [r for r in current if r.phase == FAILED
+        failed = [r for r in current if r.phase == Phase.FAILED
                   and now_ms - r.finished_ms >= REPLACE_FAILED_DELAY_MS]
         if failed:
             notes.append(f"replacing {len(failed)} failed")
@@ -186,13 +179,13 @@ def _converge(workload: WorkloadView, replicas: Sequence[ReplicaView], now_ms: i
         notes.append(f"scale down: {len(current)} -> {desired}")
 
     # Rule 3: old replicas that serve nothing go at once.
-    old_running = [r for r in old if r.phase == RUNNING]
-    old_idle = [r for r in old if r.phase != RUNNING]
+    old_running = [r for r in old if r.phase == Phase.RUNNING]
+    old_idle = [r for r in old if r.phase != Phase.RUNNING]
     doomed += old_idle
 
     # Rule 4: old Running ones as far as the availability floor allows.
     floor = max(0, desired - unavailable)
-    available = sum(1 for r in kept_current if r.phase == RUNNING) + len(old_running)
+    available = sum(1 for r in kept_current if r.phase == Phase.RUNNING) + len(old_running)
     budget = max(0, available - floor)
     doomed += old_running[:budget]
     if old:

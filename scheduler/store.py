@@ -1,14 +1,7 @@
 """The cluster's state in etcd: keys, snapshots and compare-and-swap writes.
 
-Every durable fact lives under one prefix (default `/mctl/`):
-
-    workloads/<namespace>/<name>    Workload     (protobuf)
-    replicas/<namespace>/<name>     Replica      (protobuf)
-    nodes/<name>                    Node         (protobuf)
-    heartbeats/<name>               lease-bound  (present while the node heartbeats)
-    leader                          lease-bound  (the leading scheduler's id)
-    subnets/<a.b.c.d>-<len>         node name    (the node's container subnet, network.py)
-    events/<kind>/<ns>/<name>/<ms>-<n>  Event    (kept for an hour; not in snapshots)
+Every durable fact lives under one prefix (default `/mctl/`), laid out as
+keys.py describes.
 
 A `Snapshot` is one read of the whole prefix at one etcd revision, so every
 decision is made on a consistent view. Every write that depends on what was
@@ -29,6 +22,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
 
 import grpc
 import pyetcd
@@ -37,7 +31,8 @@ from pyetcd import etcdrpc, transactions
 
 from mctl.v1 import types_pb2
 
-from .leases import KeepAliveBroken, LeaseKeeper
+from .keepalive import KeepAliveBroken, LeaseKeeper
+from .keys import KeyCodec, Kind, ParsedKey
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +70,39 @@ class Snapshot:
     leader: str = ""
     mod_revisions: dict[str, int] = field(default_factory=dict)   # key -> mod_revision
 
+    def put(self, key: ParsedKey, value: bytes) -> None:
+        """Takes in the stored value of one key (a whole read and a watch both do)."""
+        if key.kind is Kind.WORKLOAD:
+            self.workloads[(key.namespace, key.name)] = types_pb2.Workload.FromString(value)
+        elif key.kind is Kind.REPLICA:
+            self.replicas[(key.namespace, key.name)] = types_pb2.Replica.FromString(value)
+        elif key.kind is Kind.NODE:
+            self.nodes[key.name] = types_pb2.Node.FromString(value)
+        elif key.kind is Kind.HEARTBEAT:
+            self.heartbeats.add(key.name)
+        elif key.kind is Kind.LEADER:
+            self.leader = value.decode(errors="replace")
+
+    def remove(self, key: ParsedKey) -> None:
+        """Forgets one deleted key."""
+        if key.kind is Kind.WORKLOAD:
+            self.workloads.pop((key.namespace, key.name), None)
+        elif key.kind is Kind.REPLICA:
+            self.replicas.pop((key.namespace, key.name), None)
+        elif key.kind is Kind.NODE:
+            self.nodes.pop(key.name, None)
+        elif key.kind is Kind.HEARTBEAT:
+            self.heartbeats.discard(key.name)
+        elif key.kind is Kind.LEADER:
+            self.leader = ""
+
+    def copy(self) -> Snapshot:
+        """A shallow copy: new maps, the same (never mutated) records."""
+        return Snapshot(revision=self.revision, workloads=dict(self.workloads),
+                        replicas=dict(self.replicas), nodes=dict(self.nodes),
+                        heartbeats=set(self.heartbeats), leader=self.leader,
+                        mod_revisions=dict(self.mod_revisions))
+
 
 @dataclass
 class Write:
@@ -86,8 +114,13 @@ class Write:
     lease: int | None = None
 
 
-def _translate(fn: Callable[..., object]) -> Callable[..., object]:
-    def wrapper(*args: object, **kwargs: object) -> object:
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _translate(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turns the etcd client's many failure types into StoreUnavailable."""
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except pyetcd.exceptions.Etcd3Exception as e:
@@ -105,7 +138,8 @@ class Store:
     def __init__(self, endpoint: str, prefix: str = "/mctl/", timeout: float = 5.0) -> None:
         host, _, port = endpoint.rpartition(":")
         self.endpoint = endpoint
-        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self.keys = KeyCodec(prefix)
+        self.prefix = self.keys.prefix
         self.client = pyetcd.client(host=host or "127.0.0.1", port=int(port), timeout=timeout)
         for ep in self.client.endpoints.values():
             # pyetcd shuns an endpoint for 300 s after one failed call; with a
@@ -115,82 +149,50 @@ class Store:
         self._lock = threading.Lock()
         self._keeper = LeaseKeeper(self.client, timeout)
 
-    # -- keys -----------------------------------------------------------------
-
-    def workload_key(self, namespace: str, name: str) -> str:
-        return f"{self.prefix}workloads/{namespace}/{name}"
-
-    def replica_key(self, namespace: str, name: str) -> str:
-        return f"{self.prefix}replicas/{namespace}/{name}"
-
-    def node_key(self, name: str) -> str:
-        return f"{self.prefix}nodes/{name}"
-
-    def heartbeat_key(self, name: str) -> str:
-        return f"{self.prefix}heartbeats/{name}"
-
-    @property
-    def leader_key(self) -> str:
-        return f"{self.prefix}leader"
-
-    def events_prefix(self, kind: str = "", namespace: str = "", name: str = "") -> str:
-        """Where events live; narrowed to one kind, or one object when all are given."""
-        key = f"{self.prefix}events/"
-        if kind:
-            key += f"{kind}/"
-            if name:
-                key += f"{namespace}/{name}/"
-        return key
-
-    def subnet_key(self, subnet: str) -> str:
-        return f"{self.prefix}subnets/{subnet.replace('/', '-')}"
-
     # -- reads ----------------------------------------------------------------
 
     @_translate
     def subnet_claims(self) -> dict[str, tuple[str, int]]:
         """subnet -> (node holding it, the claim's mod_revision)."""
-        cut = len(self.prefix + "subnets/")
         out = {}
-        for value, meta in self.client.get_prefix(self.prefix + "subnets/"):
-            subnet = meta.key.decode()[cut:].replace("-", "/")
-            out[subnet] = (value.decode(errors="replace"), meta.mod_revision)
+        for value, meta in self.client.get_prefix(self.keys.subnets_prefix):
+            parsed = self.keys.parse(meta.key.decode())
+            if parsed is not None:
+                out[parsed.name] = (value.decode(errors="replace"), int(meta.mod_revision))
         return out
 
     @_translate
     def snapshot(self) -> Snapshot:
         # Everything under the prefix but events/ (history, not state), read
         # as two ranges at one revision.
-        events = self.events_prefix()
+        events = self.keys.events_prefix()
         first = self.client.get_range_response(self.prefix, events)
         revision = first.header.revision
         second = self.client.get_range_response(
             events[:-1] + "0", _prefix_end(self.prefix), revision=revision)
-        snap = Snapshot(revision=revision)
-        cut = len(self.prefix)
+        snap = Snapshot(revision=int(revision))
         for kv in [*first.kvs, *second.kvs]:
             key = kv.key.decode()
-            snap.mod_revisions[key] = kv.mod_revision
-            kind, _, rest = key[cut:].partition("/")
-            if kind == "workloads":
-                w = types_pb2.Workload.FromString(kv.value)
-                snap.workloads[(w.metadata.namespace, w.metadata.name)] = w
-            elif kind == "replicas":
-                r = types_pb2.Replica.FromString(kv.value)
-                snap.replicas[(r.metadata.namespace, r.metadata.name)] = r
-            elif kind == "nodes":
-                n = types_pb2.Node.FromString(kv.value)
-                snap.nodes[n.name] = n
-            elif kind == "heartbeats":
-                snap.heartbeats.add(rest)
-            elif kind == "leader":
-                snap.leader = kv.value.decode(errors="replace")
+            parsed = self.keys.parse(key)
+            if parsed is None:
+                continue
+            snap.mod_revisions[key] = int(kv.mod_revision)
+            snap.put(parsed, kv.value)
         return snap
+
+    @_translate
+    def revision(self) -> int:
+        """etcd's current revision, from the cheapest read there is (one small key).
+
+        A reader that waits for its cache to reach this revision sees every
+        write committed before the call, whoever made it.
+        """
+        return int(self.client.get_response(self.keys.leader).header.revision)
 
     @_translate
     def get(self, key: str) -> tuple[bytes | None, int]:
         value, meta = self.client.get(key)
-        return value, (meta.mod_revision if meta is not None else 0)
+        return value, (int(meta.mod_revision) if meta is not None else 0)
 
     # -- writes ---------------------------------------------------------------
 
@@ -237,7 +239,8 @@ class Store:
         raise Conflict(f"{len(batch)} writes lost to a concurrent change "
                        f"(first key {batch[0].key})")
 
-    def _txn(self, compare: list, success: list, failure: list) -> tuple[bool, list, int]:
+    def _txn(self, compare: list[Any], success: list[Any],
+             failure: list[Any]) -> tuple[bool, list[list[tuple[bytes, Any]]], int]:
         """pyetcd's transaction(), plus the revision it produced (its header's)."""
         c = self.client
         request = etcdrpc.TxnRequest(compare=[x.build_message() for x in compare],
@@ -247,8 +250,8 @@ class Store:
                                 metadata=c.metadata)
         ranges = [list(r.response_range.kvs) for r in response.responses
                   if r.WhichOneof("response") == "response_range"]
-        return response.succeeded, [[(kv.value, kv) for kv in kvs] for kvs in ranges], \
-            response.header.revision
+        return bool(response.succeeded), [[(kv.value, kv) for kv in kvs] for kvs in ranges], \
+            int(response.header.revision)
 
     @_translate
     def create(self, key: str, value: bytes, lease: int) -> tuple[bool, int, bytes]:
@@ -264,7 +267,7 @@ class Store:
         if not found:   # lapsed between the two ops: someone may try again
             return False, 0, b""
         value, meta = found[0]
-        return ok, meta.create_revision, value
+        return bool(ok), int(meta.create_revision), value
 
     @_translate
     def get_meta(self, key: str) -> tuple[bytes | None, int]:
@@ -272,7 +275,7 @@ class Store:
         resp = self.client.get_response(key)
         if not resp.kvs:
             return None, 0
-        return resp.kvs[0].value, resp.kvs[0].create_revision
+        return resp.kvs[0].value, int(resp.kvs[0].create_revision)
 
     @_translate
     def revoke_lease(self, lease_id: int) -> None:
@@ -305,7 +308,7 @@ class Store:
 
     @_translate
     def grant_lease(self, ttl: int) -> int:
-        return self.client.lease(ttl).id
+        return int(self.client.lease(ttl).id)
 
     @_translate
     def refresh_lease(self, lease_id: int) -> int:

@@ -3,7 +3,7 @@
 runtime-spec config.md "POSIX-platform Hooks" and runtime.md "Lifecycle".
 A hook is a program (absolute `path`, `args`, `env`, `timeout` in seconds)
 that gets the container's state, the JSON `mctl-runtime state` prints
-(ocistate.py), on its stdin. Where and when each stage runs here:
+(oci/cli_state.py), on its stdin. Where and when each stage runs here:
 
     stage            operation   runs in                                 status    pid
     prestart         create      the runtime, its own namespaces         creating  host pid
@@ -55,17 +55,17 @@ Only imported when config.json has hooks: the start path pays nothing else.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import time
+from signal import SIGKILL, SIGPIPE, SIGXFSZ
 
-from . import lightjson
-from .oci import HOOK_STAGES
-from .signals import SIGKILL, SIGPIPE, SIGXFSZ
+from .oci.config import HOOK_STAGES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .oci import Hook, Hooks
+    from .oci.config import Hook, Hooks
 
 # The init's request on the sync channel ("run the createRuntime hooks now")
 # and the runtime's answer. One byte each: the init waits for the answer
@@ -203,7 +203,7 @@ class Lifecycle:
     __slots__ = ("hooks", "state", "bundle")
 
     def __init__(self, hooks: Hooks, state: dict[str, object]) -> None:
-        """`state`: the container's OCI state (ocistate.Container.oci_state_as)."""
+        """`state`: the container's OCI state (oci/cli_state.py, Container.oci_state_as)."""
         self.hooks = hooks
         self.state = state
         self.bundle = str(state.get("bundle", "/"))
@@ -214,7 +214,7 @@ class Lifecycle:
         return bool(self.hooks.prestart or self.hooks.create_runtime)
 
     def _state(self, status: str, pid: int) -> bytes:
-        return lightjson.dumps({**self.state, "status": status, "pid": pid}).encode()
+        return json.dumps({**self.state, "status": status, "pid": pid}).encode()
 
     def run(self, stage: str, status: str, pid: int, cwd: str | None) -> None:
         """Runs every hook of `stage` in order; the first failure raises HookFailed."""
@@ -245,9 +245,10 @@ class Lifecycle:
     @staticmethod
     def sync_pair() -> tuple[int, int]:
         """(runtime's end, init's end) of a close-on-exec socket pair, the sync channel."""
-        # _socket, not socket: the wrapper module costs `mctl-runtime run` ~9 ms
-        # to import (enum, selectors) for this one call. Sockets are made
-        # close-on-exec (PEP 446).
+        # _socket, not socket: the wrapper module would cost `mctl-runtime run`
+        # its import (selectors and more) for this one call (bench/README.md,
+        # "Import costs on the start path"). Sockets are made close-on-exec
+        # (PEP 446).
         import _socket
 
         ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)

@@ -1,7 +1,8 @@
 """A logger for modules on `mctl-runtime`'s path that imports `logging` only when needed.
 
 `mctl-runtime run` is timed as a whole process against `runc run`, and
-importing `logging` costs it ~5 ms. While no module has imported `logging`,
+importing `logging` is among its largest costs (bench/README.md, "Import
+costs on the start path"). While no module has imported `logging`,
 no handler can have been configured, so a DEBUG or INFO record would only
 reach logging's last-resort handler, which drops everything below WARNING:
 such calls return at once. Once `logging` is loaded (the agent, pytest),
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import sys
 
-# typing.TYPE_CHECKING without importing typing (~3 ms of `mctl-runtime run`);
+# typing.TYPE_CHECKING without importing typing, which `mctl-runtime run` would
+# pay for at every call (bench/README.md, "Import costs on the start path");
 # type checkers treat a module-level TYPE_CHECKING = False the same way.
 TYPE_CHECKING = False
 if TYPE_CHECKING:

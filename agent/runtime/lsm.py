@@ -32,7 +32,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .oci import Config
+    from .oci.config import Config
 
 # The filesystems a mount label does not apply to (runc passes no label for them).
 _UNLABELED = frozenset({"bind", "proc", "sysfs", "mqueue", "cgroup", "cgroup2"})

@@ -7,7 +7,7 @@ the container, so the container outlives an agent restart:
   close-on-exec pipe: EOF means exec happened, bytes are the error;
 - it holds the container's stdout and stderr pipes and writes them to
   `container.log` in the CRI log format (`<RFC3339Nano> <stream> F <line>`),
-  rotated at a size (crilog.py);
+  rotated at a size (containerlog_writer.py);
 - it waits for the container to exit and writes `exit.json` (exit code,
   signal, OOM kill, time), so the result is recorded even while no agent runs.
 
@@ -20,15 +20,15 @@ from __future__ import annotations
 import errno
 import os
 import select
-import time
+import signal
 
 from mctl.common.procfs import start_time as process_start_time
 
-from . import lightjson, signals, spawn
+from . import spawn
 from . import syscalls as sc
-from .crilog import MAX_LINE, LogLimits, LogWriter
-from .record import Record
+from .containerlog_writer import MAX_LINE, LogLimits, LogWriter
 from .spawn import cgroup_path, limits_of, read_all
+from .state import EXIT_FILE, LOG_FILE, STATE_FILE, Exit, StartResult, State, now_ms, write_json
 
 # Imports are kept light: this module is loaded by the zygote, which every
 # monitor and container process is forked from, so whatever it holds in
@@ -39,44 +39,9 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from .cgroups.base import CgroupDriver
-    from .oci import Config
+    from .oci.config import Config
 
-__all__ = ["MAX_LINE", "LogLimits", "StartResult", "cgroup_path", "limits_of", "read_all", "run"]
-
-LOG_FILE = "container.log"
-STATE_FILE = "state.json"
-EXIT_FILE = "exit.json"
-
-
-class StartResult(Record):
-    __slots__ = ("monitor_pid", "init_pid", "error")
-
-    def __init__(self, monitor_pid: int, init_pid: int, error: str = "") -> None:
-        self.monitor_pid = monitor_pid
-        self.init_pid = init_pid
-        self.error = error
-
-    def to_bytes(self) -> bytes:
-        return lightjson.dumps({"monitor_pid": self.monitor_pid, "init_pid": self.init_pid,
-                           "error": self.error}).encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> StartResult:
-        if not data:
-            return cls(0, 0, "the monitor exited before reporting")
-        doc = lightjson.loads(data)
-        return cls(int(doc["monitor_pid"]), int(doc["init_pid"]), str(doc["error"]))
-
-
-def write_json(path: str, doc: dict[str, object]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(lightjson.dumps(doc))
-    os.replace(tmp, path)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+__all__ = ["MAX_LINE", "LogLimits", "cgroup_path", "limits_of", "read_all", "run"]
 
 
 def run(
@@ -93,8 +58,8 @@ def run(
     """The monitor's whole life, in a freshly forked process. Never returns.
 
     `runtime`, if given, is the argv prefix of an OCI runtime command
-    (ociclient.py) that realizes the bundle instead of this process forking
-    the container itself. `log_limits` caps container.log (crilog.py).
+    (oci/client.py) that realizes the bundle instead of this process forking
+    the container itself. `log_limits` caps container.log (containerlog_writer.py).
     """
     code = 1
     try:
@@ -127,21 +92,21 @@ def _monitor(
     for fd in (0, 1, 2):
         os.dup2(null_rw, fd)
     os.close(null_rw)
-    signals.signal(signals.SIGCHLD, signals.SIG_DFL)
-    signals.signal(signals.SIGTERM, signals.SIG_DFL)
-    signals.signal(signals.SIGINT, signals.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cg = cgroup_path(config)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     null = os.open("/dev/null", os.O_RDONLY)
     stdio = (null, out_w, err_w)
     if runtime:
-        from . import ociclient
+        from .oci import client
 
         # Like containerd-shim: the init that `create` leaves behind is
         # re-parented to us, so we wait for it and see its real exit status.
         sys.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
-        pid, error = ociclient.create_and_start(runtime, bundle, container_id, stdio)
+        pid, error = client.create_and_start(runtime, bundle, container_id, stdio)
         for fd in stdio:
             os.close(fd)
     else:
@@ -154,11 +119,9 @@ def _monitor(
         os.write(report_fd, StartResult(os.getpid(), pid, error).to_bytes())
         return 1
     started = now_ms()
-    write_json(os.path.join(bundle, STATE_FILE), {
-        "id": container_id, "monitor_pid": os.getpid(), "init_pid": pid,
-        "started_unix_ms": started, "monitor_start_time": process_start_time(os.getpid()),
-        "init_start_time": process_start_time(pid),
-    })
+    state = State(container_id, os.getpid(), pid, started, process_start_time(os.getpid()),
+                  process_start_time(pid))
+    write_json(os.path.join(bundle, STATE_FILE), state.to_json())
     os.write(report_fd, StartResult(os.getpid(), pid).to_bytes())
     os.close(report_fd)
     status = _pump_logs(os.path.join(bundle, LOG_FILE), out_r, err_r, pid, log_limits)
@@ -168,23 +131,13 @@ def _monitor(
     except Exception:  # noqa: BLE001 - the record matters more than this detail
         pass
     if runtime:
-        from . import ociclient
+        from .oci import client
 
         # Before exit.json: once that exists the agent may restart this id.
-        ociclient.delete(runtime, bundle, container_id)
-    exit_code = os.waitstatus_to_exitcode(status)
-    write_json(os.path.join(bundle, EXIT_FILE), {
-        "exit_code": exit_code if exit_code >= 0 else 128 - exit_code,
-        "signal": -exit_code if exit_code < 0 else 0,
-        "oom_killed": oom > 0,
-        "started_unix_ms": started,
-        "finished_unix_ms": now_ms(),
-    })
+        client.delete(runtime, bundle, container_id)
+    exit = Exit.of_wait_status(status, oom > 0, started)
+    write_json(os.path.join(bundle, EXIT_FILE), exit.to_json())
     return 0
-
-
-# The writer's old name here (tests and tools use it).
-_LogWriter = LogWriter
 
 
 def _pump_logs(path: str, out_r: int, err_r: int, pid: int, limits: LogLimits) -> int:

@@ -3,6 +3,8 @@
 `NativeRuntime.start(bundle)` realizes an OCI bundle through the zygote
 (zygote.py), which forks a monitor per container. Starting costs one message
 on a socket pair plus the forks; no interpreter starts per container.
+`Zygote` is the agent's end of that socket pair; the OCI command runtime
+(oci/command.py) starts its monitors through it too.
 """
 
 from __future__ import annotations
@@ -15,14 +17,11 @@ import subprocess
 import sys
 import threading
 
-from .crilog import LogLimits
-from .monitor import StartResult
+from .api import StartError
+from .containerlog_writer import LogLimits
+from .state import Exit, StartResult, State, read_exit, read_state
 
 log = logging.getLogger(__name__)
-
-
-class StartError(Exception):
-    """The runtime could not start a container; the message says which step failed."""
 
 
 # Run by `python -I -S -c`: makes `mctl` importable from the folders given
@@ -43,29 +42,33 @@ def zygote_argv(fd: int, cgroup_root: str) -> list[str]:
     in the memory that each container start forks and then tears down. The
     folders holding mctl's packages are passed in, as this process found them.
     """
-    import mctl.agent
     import mctl.common
 
-    folders: list[str] = []
-    for package in (mctl.agent, mctl.common):
-        folder = os.path.dirname(list(package.__path__)[0])
-        if folder not in folders:
-            folders.append(folder)
+    # The folder holding agent/ (this file is agent/runtime/native.py there)
+    # and the one holding common/: the same one, unless installed apart.
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    folders = [here]
+    common = os.path.dirname(list(mctl.common.__path__)[0])
+    if common not in folders:
+        folders.append(common)
     return [sys.executable, "-I", "-S", "-c", _ZYGOTE_BOOT, *folders, "--", str(fd), cgroup_root]
 
 
-class NativeRuntime:
-    name = "native"
+class Zygote:
+    """The agent's end of the zygote: started on first use, and again if it died."""
 
-    def __init__(self, cgroup_root: str = "/sys/fs/cgroup",
-                 log_limits: LogLimits | None = None) -> None:
+    def __init__(self, cgroup_root: str = "/sys/fs/cgroup") -> None:
         self._cgroup_root = cgroup_root
-        self.log_limits = log_limits or LogLimits()
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
 
-    def _ensure_zygote(self) -> socket.socket:
+    @property
+    def pid(self) -> int:
+        """The zygote's pid; 0 before it started."""
+        return self._proc.pid if self._proc is not None else 0
+
+    def _ensure(self) -> socket.socket:
         if self._sock is not None and self._proc is not None and self._proc.poll() is None:
             return self._sock
         if self._proc is not None:
@@ -84,13 +87,23 @@ class NativeRuntime:
     def warm_up(self) -> None:
         """Starts the zygote now, so the first container does not pay for it."""
         with self._lock:
-            self._ensure_zygote()
+            self._ensure()
 
-    def start(self, container_id: str, bundle: str) -> StartResult:
-        """Creates and starts the container of `bundle`; returns its monitor and init pids."""
-        request = json.dumps(self._request(container_id, bundle)).encode()
+    def start(self, container_id: str, bundle: str, log_limits: LogLimits,
+              runtime_argv: list[str] | None = None) -> StartResult:
+        """Has a monitor start the container of `bundle` (zygote.py's protocol); StartError.
+
+        `runtime_argv`: the OCI runtime command that realizes the bundle, or
+        None for the monitor to do it itself.
+        """
+        doc: dict[str, object] = {
+            "bundle": os.path.abspath(bundle), "id": container_id,
+            "log": {"max_size": log_limits.max_size, "max_files": log_limits.max_files}}
+        if runtime_argv is not None:
+            doc["runtime"] = runtime_argv
+        request = json.dumps(doc).encode()
         with self._lock:
-            sock = self._ensure_zygote()
+            sock = self._ensure()
             try:
                 sock.send(request)
                 reply = sock.recv(65536)
@@ -101,21 +114,6 @@ class NativeRuntime:
         if result.error:
             raise StartError(result.error)
         return result
-
-    def _request(self, container_id: str, bundle: str) -> dict[str, object]:
-        return {"bundle": os.path.abspath(bundle), "id": container_id,
-                "log": {"max_size": self.log_limits.max_size,
-                        "max_files": self.log_limits.max_files}}
-
-    def kill(self, container_id: str, bundle: str, pid: int, sig: int) -> None:
-        """Sends `sig` to the container's init (`pid`, checked alive by the caller)."""
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def remove(self, container_id: str, bundle: str, cgroup: str) -> None:
-        """Removes what the runtime keeps beyond the bundle and the cgroup: nothing here."""
 
     def _close_locked(self) -> None:
         if self._sock is not None:
@@ -132,3 +130,38 @@ class NativeRuntime:
     def close(self) -> None:
         with self._lock:
             self._close_locked()
+
+
+class NativeRuntime:
+    """mctl's own runtime (the `Runtime` protocol, api.py): the monitor realizes the bundle."""
+
+    name = "native"
+
+    def __init__(self, cgroup_root: str = "/sys/fs/cgroup",
+                 log_limits: LogLimits | None = None) -> None:
+        self.log_limits = log_limits or LogLimits()
+        self.zygote = Zygote(cgroup_root)
+
+    def warm_up(self) -> None:
+        self.zygote.warm_up()
+
+    def start(self, container_id: str, bundle: str) -> StartResult:
+        return self.zygote.start(container_id, bundle, self.log_limits)
+
+    def kill(self, container_id: str, bundle: str, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def state(self, bundle: str) -> State | None:
+        return read_state(bundle)
+
+    def exit(self, bundle: str) -> Exit | None:
+        return read_exit(bundle)
+
+    def delete(self, container_id: str, bundle: str, cgroup: str) -> None:
+        """Nothing to remove: this runtime keeps nothing beyond the bundle and the cgroup."""
+
+    def close(self) -> None:
+        self.zygote.close()

@@ -41,7 +41,7 @@ from . import rlimits
 from . import syscalls as sc
 from .capabilities import last_cap
 from .cgroups import detect
-from .oci import Config, ConfigError, load_config
+from .oci.config import Config, ConfigError, load_config
 from .privileges import drop_to, load_seccomp
 from .process import env_dict
 from .spawn import cgroup_path

@@ -11,7 +11,7 @@ import os
 
 from . import capabilities
 from . import syscalls as sc
-from .oci import Config
+from .oci.config import Config
 
 
 def drop_to(sys: sc.Syscalls, config: Config, cap_top: int) -> None:
@@ -30,7 +30,7 @@ def drop_to(sys: sc.Syscalls, config: Config, cap_top: int) -> None:
 
 
 def load_seccomp(sys: sc.Syscalls, config: Config, right_before_exec: bool) -> None:
-    """Loads config.json's seccomp filter (seccomp.py) at runc's point in the sequence.
+    """Loads config.json's seccomp filter (seccomp/) at runc's point in the sequence.
 
     Called twice: before drop_to, and as the last step before exec. Without
     no_new_privileges the kernel lets only CAP_SYS_ADMIN load a filter, which

@@ -20,7 +20,7 @@ each named so a failure says where it happened:
    AppArmor/SELinux exec labels (lsm.py);
 5. drop capabilities, set no_new_privs (man 2 prctl), switch uid/gid;
 6. reset signal dispositions Python changed, wire stdio, load the seccomp
-   filter (seccomp.py; before step 5 without no_new_privs), exec.
+   filter (seccomp/; before step 5 without no_new_privs), exec.
    `before_exec` (the CLI's create: wait for start) and the startContainer
    hooks come just before the exec.
 
@@ -45,12 +45,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import struct
 
-from . import privileges, rlimits, rootfs, signals, userns
+from . import privileges, rlimits, rootfs, userns
 from . import syscalls as sc
 
-# typing.TYPE_CHECKING without importing typing (~3 ms of `mctl-runtime run`);
+# typing.TYPE_CHECKING without importing typing, which `mctl-runtime run` would
+# pay for at every call (bench/README.md, "Import costs on the start path");
 # type checkers treat a module-level TYPE_CHECKING = False the same way.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -58,7 +60,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from .hooks import Lifecycle
-    from .oci import Config
+    from .oci.config import Config
 
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
@@ -194,7 +196,7 @@ def exec_container(
     """The child between fork and exec. Never returns.
 
     `before_exec(sync_fd)`, if given, runs once the container is set up, just
-    before exec: the OCI CLI's `create` (ocicli.py) reports success there and
+    before exec: the OCI CLI's `create` (oci/cli.py) reports success there and
     waits for `start`. `handshake` is given with a user namespace: the
     parent maps its ids through it (spawn.py). `lifecycle` runs config.json's
     hooks: createRuntime's (in the runtime, through the sync channel) and
@@ -235,7 +237,7 @@ def exec_container(
             step = ""  # a hook's error names the hook
             lifecycle.before_pivot(sync_fd, root)
         # What the steps after pivot_root import, imported while the host's files
-        # are in reach (oci.py and spawn.py have already, so this costs nothing).
+        # are in reach (oci/config.py and spawn.py have already, so this costs nothing).
         if config.sysctl:
             from . import sysctl
         if config.apparmor_profile or config.selinux_label:
@@ -262,8 +264,8 @@ def exec_container(
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
         # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec.
-        for sig in (signals.SIGPIPE, signals.SIGXFSZ, signals.SIGCHLD, signals.SIGINT):
-            signals.signal(sig, signals.SIG_DFL)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
         step = "exec"
         if before_exec is not None:
             before_exec(sync_fd)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import resource
 
-from .oci import RLIMITS, Rlimit
+from .oci.config import RLIMITS, Rlimit
 
 # Values from 2**63 up do not fit Python's resource module (it takes a C
 # long long); the kernel treats them as unlimited anyway.

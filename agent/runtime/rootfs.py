@@ -1,17 +1,13 @@
-"""The container's root filesystem: an overlay of image layers, then pivot_root.
+"""The container's root filesystem, made inside its mount namespace, then pivot_root.
 
-Two halves:
-- On the host (agent side): `mount_overlay` stacks the image's read-only
-  layers under a per-container writable upper dir (man 5 overlayfs;
-  Documentation/filesystems/overlayfs.rst) at bundle/rootfs, and
-  `unmount` takes it down again. With a user namespace the layers it
-  stacks are idmapped mounts of the image's (idmap.py).
-- In the container's new mount namespace (child side, between fork and exec):
-  `prepare` makes every mount private so nothing propagates back to the host
-  (man 7 mount_namespaces), mounts /proc, /dev, /sys and the bind mounts of
-  config.json inside the rootfs, hides masked paths, then `pivot` switches
-  the root with pivot_root(2) and detaches the old one, so the host's tree is
-  no longer reachable.
+The bundle's rootfs directory is ready when the runtime starts (the agent's
+bundle/overlay.py stacks the image layers there). In the container's new
+mount namespace (child side, between fork and exec): `prepare` makes every
+mount private so nothing propagates back to the host (man 7
+mount_namespaces), mounts /proc, /dev, /sys and the bind mounts of
+config.json inside the rootfs, hides masked paths, then `pivot` switches the
+root with pivot_root(2) and detaches the old one, so the host's tree is no
+longer reachable.
 
 Device nodes: the rootfs and /dev are `nodev` mounts, so a node the
 container makes with mknod(2) (CAP_MKNOD is in Docker's default set) cannot
@@ -30,7 +26,7 @@ import errno
 import os
 
 from . import syscalls as sc
-from .oci import Config, Mount
+from .oci.config import Config, Mount
 
 # Mount options that are flags; everything else is passed as data.
 _FLAG_OPTIONS = {
@@ -52,57 +48,6 @@ _DEV_LINKS = {
     "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
     "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx", "core": "/proc/kcore",
 }
-
-
-# mount(2) copies at most one page of options, its NUL included.
-MOUNT_DATA_MAX = 4096
-
-
-def mount_overlay(sys: sc.Syscalls, lower: list[str], upper: str, work: str,
-                  target: str, owner: tuple[int, int] | None = None) -> None:
-    """Mounts the overlay of `lower` (top layer first) + `upper` at `target`.
-
-    `owner` (host uid, gid) owns the upper dir, so it owns the rootfs' "/":
-    a user namespace's mapped root (userns.py).
-    """
-    for d in (upper, work, target):
-        os.makedirs(d, exist_ok=True)
-    if owner is not None:
-        os.chown(upper, *owner)
-    data = f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}"
-    if len(data.encode()) < MOUNT_DATA_MAX:
-        sys.mount("overlay", target, "overlay", 0, data)
-        return
-    # More layers than one page of options holds (~35 under /var/lib/mctl).
-    from . import newmount
-
-    newmount.mount_overlay(lower, upper, work, target)
-
-
-def unmount(sys: sc.Syscalls, target: str) -> bool:
-    """Unmounts `target` if it is mounted; returns whether something was."""
-    try:
-        sys.umount(target, sc.MNT_DETACH)
-        return True
-    except OSError as e:
-        if e.errno in (errno.EINVAL, errno.ENOENT):  # not a mount point / gone
-            return False
-        raise
-
-
-def _unescape(field: str) -> str:
-    """A mountinfo path: space, tab, newline and backslash come as octal escapes."""
-    for code in ("\\040", "\\011", "\\012", "\\134"):
-        field = field.replace(code, chr(int(code[1:], 8)))
-    return field
-
-
-def mounts_under(directory: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
-    """Mount points at or below `directory` in this mount namespace (before an rmtree)."""
-    directory = os.path.abspath(directory)
-    with open(mountinfo) as f:
-        points = [_unescape(line.split()[4]) for line in f if len(line.split()) > 4]
-    return [p for p in points if p == directory or p.startswith(directory + "/")]
 
 
 def split_options(options: tuple[str, ...]) -> tuple[int, str]:

@@ -1,6 +1,6 @@
 """Forking a container's first process: the step both native front ends share.
 
-The in-agent monitor (monitor.py) and the `mctl-runtime` command (ocicli.py)
+The in-agent monitor (monitor.py) and the `mctl-runtime` command (oci/cli.py)
 start a container the same way: make the cgroup that config.json's
 linux.cgroupsPath and linux.resources describe, unshare the pid namespace
 (man 7 pid_namespaces: only children enter it, so the next fork is pid 1),
@@ -27,7 +27,8 @@ import os
 from . import process, userns
 from . import syscalls as sc
 
-# typing.TYPE_CHECKING without importing typing (~3 ms of `mctl-runtime run`);
+# typing.TYPE_CHECKING without importing typing, which `mctl-runtime run` would
+# pay for at every call (bench/README.md, "Import costs on the start path");
 # type checkers treat a module-level TYPE_CHECKING = False the same way.
 TYPE_CHECKING = False
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
     from .cgroups.base import CgroupDriver, Limits
     from .hooks import Lifecycle
-    from .oci import Config
+    from .oci.config import Config
 
 
 def cgroup_path(config: Config) -> str:
@@ -181,7 +182,7 @@ def _fork_in_user_namespace(
 
 
 def read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         try:
             chunk = os.read(fd, 4096)

@@ -18,7 +18,8 @@ import os
 
 from mctl.common import libc as libc_handle
 
-# typing costs `mctl-runtime run` ~3 ms to import: type checkers see the
+# typing is not imported on `mctl-runtime run`'s path (bench/README.md, "Import
+# costs on the start path"): type checkers see the
 # Protocol, the interpreter a plain base class (TYPE_CHECKING = False is
 # understood by type checkers as typing.TYPE_CHECKING).
 TYPE_CHECKING = False
@@ -244,8 +245,9 @@ class RecordingSyscalls:
 def inet_dgram_socket() -> int:
     """socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC): a descriptor for interface ioctls.
 
-    Through libc rather than the `socket` module, which costs `mctl-runtime
-    run` ~4 ms to import for this one call.
+    Through libc rather than the `socket` module, which `mctl-runtime run`
+    would import for this one call (bench/README.md, "Import costs on the
+    start path").
     """
     fd = int(load_libc().socket(2, 2 | os.O_CLOEXEC, 0))  # SOCK_CLOEXEC == O_CLOEXEC
     if fd < 0:

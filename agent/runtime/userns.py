@@ -26,7 +26,7 @@ accesses its layers with the host root's credentials, but checks the
 caller first and gives what the container makes to the caller's host id.
 The agent chowns the upper dir to the mapped root, so root in the container
 owns "/" and what it makes lands on disk as uid 100000. The layers the
-overlay stacks are idmapped mounts of the image's (idmap.py): a file of
+overlay stacks are idmapped mounts of the image's (the agent's bundle/idmap.py): a file of
 the host's root shows as the container's root's, who may modify it (the
 copy-up lands in the upper dir as uid 100000; the layer stays as it is).
 Where idmapping is not possible the agent stacks the layers themselves,
@@ -39,7 +39,7 @@ from __future__ import annotations
 import os
 import stat
 
-from .oci import Config, IdMapping
+from .oci.config import Config, IdMapping
 
 MAX_USER_NAMESPACES = "/proc/sys/user/max_user_namespaces"
 # What the child and the runtime tell each other.
@@ -90,7 +90,7 @@ def needs_host_sysfs(config: Config) -> bool:
 
 
 def host_root(config: Config) -> tuple[int, int]:
-    """The host uid and gid of the container's root (oci.py makes sure both are mapped)."""
+    """The host uid and gid of the container's root (oci/config.py makes sure both are mapped)."""
     uid = next(m.host_id for m in config.uid_mappings if m.container_id == 0)
     gid = next(m.host_id for m in config.gid_mappings if m.container_id == 0)
     return uid, gid

@@ -15,27 +15,31 @@ so the kernel reaps monitors that exit while the zygote lives.
 
 Protocol: one JSON request per message, `{"bundle": DIR, "id": ID}` plus
 `"runtime": [argv...]` when an OCI runtime command realizes the bundle
-(ociclient.py) and `"log": {"max_size": N, "max_files": M}` for the
-container log's rotation (crilog.py); one reply per request, the monitor's
+(oci/client.py) and `"log": {"max_size": N, "max_files": M}` for the
+container log's rotation (containerlog_writer.py); one reply per request, the monitor's
 StartResult as JSON.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sys
 
-from . import lightjson, monitor, signals
+from . import monitor
 from . import syscalls as sc
 from .capabilities import last_cap
 from .cgroups import detect
-from .crilog import LogLimits
-from .oci import ConfigError, load_config
+from .containerlog_writer import LogLimits
+from .oci.config import ConfigError, load_config
+from .state import StartResult
 
 # The zygote runs without `site` (native.zygote_argv) and imports only the
-# start path, kept free of typing, dataclasses, json, socket, selectors and
+# start path, kept free of typing, dataclasses, socket, selectors, logging and
 # the like: every fork copies the page tables of what it holds, and every
-# container's exec tears that memory down again (~15 -> ~10 MiB RSS here).
+# container's exec tears that memory down again (bench/README.md, "Runtime
+# start, second pass", has the zygote's RSS).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -44,11 +48,12 @@ if TYPE_CHECKING:
 class Spare:
     """A monitor forked before its request arrives, waiting to be told its bundle.
 
-    fork(2) of this process (page tables of ~15 MiB, then the child's first
-    page faults) took ~1.5 ms of a ~9 ms native start while the request
-    waited. The zygote forks the next spare after replying, between starts.
-    It reads one request from a pipe, to end-of-file; end-of-file without a
-    request means the zygote is gone, and it exits.
+    fork(2) of this process (its page tables, then the child's first page
+    faults) was a sixth of a native start while the request waited
+    (bench/README.md, "Runtime start, second pass"). The zygote forks the
+    next spare after replying, between starts. It reads one request from a
+    pipe, to end-of-file; end-of-file without a request means the zygote is
+    gone, and it exits.
     """
 
     def __init__(self, sock: int, start: Callable[[bytes, int], None]) -> None:
@@ -91,16 +96,16 @@ def serve(sock: int, cgroup_root: str) -> None:
     cgroups = detect(cgroup_root)
     cap_top = last_cap()
     warm_seccomp()
-    signals.signal(signals.SIGCHLD, signals.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
 
     def start(msg: bytes, report_w: int) -> None:
         # In the spare: from here on it is the container's monitor.
-        request = lightjson.loads(msg)
+        request = json.loads(msg)
         try:
             config = load_config(request["bundle"])
             log_limits = LogLimits(**request.get("log", {}))
         except (ConfigError, ValueError, TypeError) as e:
-            os.write(report_w, monitor.StartResult(0, 0, str(e)).to_bytes())
+            os.write(report_w, StartResult(0, 0, str(e)).to_bytes())
             os._exit(0)
         # `runtime`: an OCI runtime command's argv, or None for native.
         monitor.run(libc, cgroups, request["bundle"], request["id"], config, report_w,
@@ -118,7 +123,7 @@ def serve(sock: int, cgroup_root: str) -> None:
             spare = Spare(sock, start)
             report = spare.hand(msg)
         if not report:
-            report = monitor.StartResult(spare.pid, 0,
+            report = StartResult(spare.pid, 0,
                                          "monitor exited before reporting").to_bytes()
         os.write(sock, report)
         spare = Spare(sock, start)
@@ -129,28 +134,30 @@ def warm_seccomp() -> None:
 
     load_config parses config.json here, before the monitor is forked, and
     seccomp.parse keeps what it compiled: with the default profile warm, a
-    start with it costs a lookup, not a compile (seccomp.py).
+    start with it costs a lookup, not a compile (seccomp/).
     """
-    from . import seccomp, seccomp_default
-    from .oci import DEFAULT_CAPABILITIES
+    from . import seccomp
+    from .oci.config import DEFAULT_CAPABILITIES
 
     arch = seccomp.native_arch()
     if not arch:
         return
     try:
-        seccomp.parse(seccomp_default.runtime_default(DEFAULT_CAPABILITIES, arch))
-    except ValueError:
-        pass  # a start with the profile reports it (ConfigError), the zygote stays up
+        seccomp.parse(seccomp.runtime_default(DEFAULT_CAPABILITIES, arch))
+    except (ValueError, OSError):
+        # A bad profile or no libseccomp: a start with the profile reports
+        # it (ConfigError, BundleError); the zygote stays up.
+        pass
 
 
 def main() -> None:
     fd = int(sys.argv[1])
     cgroup_root = sys.argv[2] if len(sys.argv) > 2 else "/sys/fs/cgroup"
     parent = os.getppid()
-    sc.libc().prctl(sc.PR_SET_PDEATHSIG, signals.SIGKILL)
+    sc.libc().prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the agent died before the prctl took effect
         os._exit(0)
-    signals.signal(signals.SIGINT, signals.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(fd, cgroup_root)
 
 

@@ -26,12 +26,6 @@ from mctl.common.procfs import processes_mentioning, start_time
 MCTL = [sys.executable, "-m", "mctl.cli.main"]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/e2e/" in str(item.fspath):
-            item.add_marker(pytest.mark.e2e)
-
-
 class Cluster:
     def __init__(self, directory: Path, home: Path) -> None:
         self.dir = directory

@@ -294,7 +294,7 @@ class FakeVMs:
             for link in rt.links():
                 if link.name.startswith(self.bridge):
                     try:
-                        rt.delete_link(link.index)
+                        rt.delete_link(link.ifindex)
                     except NetlinkError as e:
                         if e.errno != errno.ENODEV:  # gone with its namespace meanwhile
                             raise

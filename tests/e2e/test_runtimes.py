@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 from conftest import Cluster  # noqa: I001 - the e2e fixtures module
 
-from mctl.agent.runtime import ociclient
+from mctl.agent.runtime.oci import client as ociclient
 
 APP = """\
 apiVersion: mctl/v1

@@ -38,21 +38,21 @@ def test_the_cache_follows_puts_and_deletes_and_reads_its_own_writes(store):
         first = cache.snapshot()
         assert first.revision > 0 and not first.replicas
         revision = store.commit([
-            Write(store.replica_key("default", f"web-{i}"),
+            Write(store.keys.replica("default", f"web-{i}"),
                   replica(f"web-{i}").SerializeToString(), 0)
             for i in range(5)] + [
-            Write(store.node_key("n1"), types_pb2.Node(name="n1").SerializeToString(), 0)])
+            Write(store.keys.node("n1"), types_pb2.Node(name="n1").SerializeToString(), 0)])
         snap = cache.snapshot(min_revision=revision)
         assert snap.revision >= revision
         assert sorted(n for _, n in snap.replicas) == [f"web-{i}" for i in range(5)]
         assert woken.wait(2)
         assert same(snap, store.snapshot())
 
-        key = store.replica_key("default", "web-0")
+        key = store.keys.replica("default", "web-0")
         revision = store.commit([
             Write(key, replica("web-0", node="n1").SerializeToString(), snap.mod_revisions[key]),
-            Write(store.replica_key("default", "web-1"), None,
-                  snap.mod_revisions[store.replica_key("default", "web-1")])])
+            Write(store.keys.replica("default", "web-1"), None,
+                  snap.mod_revisions[store.keys.replica("default", "web-1")])])
         snap = cache.snapshot(min_revision=revision)
         assert snap.replicas[("default", "web-0")].node == "n1"
         assert ("default", "web-1") not in snap.replicas
@@ -68,7 +68,7 @@ def test_a_snapshot_is_a_copy_the_watch_does_not_change(store):
     cache = StateCache(store)
     try:
         snap = cache.snapshot()
-        revision = store.commit([Write(store.replica_key("default", "a"),
+        revision = store.commit([Write(store.keys.replica("default", "a"),
                                        replica("a").SerializeToString(), 0)])
         assert not snap.replicas
         assert ("default", "a") in cache.snapshot(min_revision=revision).replicas
@@ -80,8 +80,8 @@ def test_events_are_not_state_and_a_broken_watch_reloads(store):
     cache = StateCache(store)
     try:
         cache.snapshot()
-        store.put_many([(store.events_prefix("Node", "", "n1") + "1", b"x")])
-        revision = store.commit([Write(store.node_key("n2"),
+        store.put_many([(store.keys.events_prefix("Node", "", "n1") + "1", b"x")])
+        revision = store.commit([Write(store.keys.node("n2"),
                                        types_pb2.Node(name="n2").SerializeToString(), 0)])
         snap = cache.snapshot(min_revision=revision)
         assert list(snap.nodes) == ["n2"]
@@ -89,7 +89,7 @@ def test_events_are_not_state_and_a_broken_watch_reloads(store):
         # The watch ends with an error (etcd gone, history compacted): the
         # next read reloads everything and follows again.
         cache._on_watch(RuntimeError("stream reset"))
-        revision = store.commit([Write(store.node_key("n3"),
+        revision = store.commit([Write(store.keys.node("n3"),
                                        types_pb2.Node(name="n3").SerializeToString(), 0)])
         assert sorted(cache.snapshot(min_revision=revision).nodes) == ["n2", "n3"]
         assert same(cache.snapshot(), store.snapshot())

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from mctl.scheduler import events as events_mod
-from mctl.scheduler.events import EventRecorder
+from mctl.scheduler.events import EventRecorder, event
 from mctl.scheduler.leader import LeaderElector
 from mctl.scheduler.store import Fence, NotLeader, Store, Write
 from mctl.v1 import types_pb2
@@ -79,7 +79,7 @@ def test_a_deposed_leaders_late_write_is_refused(stores):
     a = LeaderElector(store, "a", ttl=2)
     a.start()
     old = wait_for(lambda: a.fence)
-    key = store.workload_key("default", "web")
+    key = store.keys.workload("default", "web")
     store.commit([Write(key, b"one", 0)], fence=old)
     a.close()
     b = LeaderElector(stores(), "b", ttl=2)
@@ -99,20 +99,20 @@ def test_a_deposed_leaders_late_write_is_refused(stores):
 def test_a_fence_with_no_leader_at_all_refuses(stores):
     store = stores()
     with pytest.raises(NotLeader):
-        store.commit([Write(store.workload_key("d", "w"), b"x", 0)],
-                     fence=Fence(store.leader_key, 12345))
+        store.commit([Write(store.keys.workload("d", "w"), b"x", 0)],
+                     fence=Fence(store.keys.leader, 12345))
 
 
 def test_snapshots_do_not_read_events(stores):
     store = stores()
     recorder = EventRecorder(store, "test")
-    recorder.record("Replica", "default", "web-abcde", "Scheduled", "placed on node n1")
+    recorder.record(event("Replica", "default", "web-abcde", "Scheduled", "placed on node n1"))
     recorder.close()
-    assert store.keys_with_prefix(store.events_prefix())
+    assert store.keys_with_prefix(store.keys.events_prefix())
     snap = store.snapshot()
     assert not snap.replicas and not snap.workloads and snap.revision > 0
     node = types_pb2.Node(name="n1")
-    store.commit([Write(store.node_key("n1"), node.SerializeToString(), 0)])
+    store.commit([Write(store.keys.node("n1"), node.SerializeToString(), 0)])
     assert list(store.snapshot().nodes) == ["n1"]
 
 
@@ -121,9 +121,9 @@ def test_events_are_listed_oldest_first_and_bounded_per_object(stores, monkeypat
     store = stores()
     recorder = EventRecorder(store, "test")
     for i in range(12):
-        recorder.record("Node", "", "n1", "Test", f"event {i}")
+        recorder.record(event("Node", "", "n1", "Test", f"event {i}"))
         time.sleep(0.002)
-    recorder.record("Node", "", "n2", "Test", "other node")
+    recorder.record(event("Node", "", "n2", "Test", "other node"))
     recorder.close()
     listed = recorder.list("Node", "", "n1")
     assert [e.message for e in listed] == [f"event {i}" for i in range(7, 12)]
@@ -149,19 +149,21 @@ class _Context:
 
 
 def test_a_lapsed_heartbeat_lease_is_renewed_without_re_registering(stores):
-    from mctl.scheduler.api import NodeService, UsageCache
+    from mctl.scheduler.api import NodeService
     from mctl.scheduler.controller import Controller
+    from mctl.scheduler.nodes import NodeLeases
+    from mctl.scheduler.usage import UsageCache
     from mctl.v1 import node_pb2
     store = stores()
-    service = NodeService(store, Controller(store), UsageCache())
+    service = NodeService(NodeLeases(store), Controller(store), UsageCache())
     node = types_pb2.Node(name="n1", address="127.0.0.1:1")
     service.Register(node_pb2.RegisterRequest(node=node), _Context())
-    first = int(store.get(store.heartbeat_key("n1"))[0])
+    first = int(store.get(store.keys.heartbeat("n1"))[0])
     store.revoke_lease(first)                 # as if the scheduler had stalled past the TTL
-    assert store.get(store.heartbeat_key("n1"))[0] is None
+    assert store.get(store.keys.heartbeat("n1"))[0] is None
     reply = service.Heartbeat(node_pb2.HeartbeatRequest(node="n1"), _Context())
     assert not reply.reregister
-    renewed = int(store.get(store.heartbeat_key("n1"))[0])
+    renewed = int(store.get(store.keys.heartbeat("n1"))[0])
     assert renewed != first and store.refresh_lease(renewed) > 0
     # A node the store does not know is told to register.
     assert service.Heartbeat(node_pb2.HeartbeatRequest(node="ghost"), _Context()).reregister

@@ -28,7 +28,7 @@ def workload(name: str, replicas: int = 1) -> types_pb2.Workload:
 
 
 def test_snapshot_sees_what_was_committed(store):
-    key = store.workload_key("default", "web")
+    key = store.keys.workload("default", "web")
     store.commit([Write(key, workload("web", 3).SerializeToString(), 0)])
     snap = store.snapshot()
     assert snap.workloads[("default", "web")].spec.replicas == 3
@@ -37,7 +37,7 @@ def test_snapshot_sees_what_was_committed(store):
 
 
 def test_a_write_based_on_a_stale_read_fails_and_changes_nothing(store):
-    key = store.workload_key("default", "web")
+    key = store.keys.workload("default", "web")
     store.commit([Write(key, workload("web", 1).SerializeToString(), 0)])
     seen = store.snapshot().mod_revisions[key]
     store.commit([Write(key, workload("web", 2).SerializeToString(), seen)])
@@ -49,7 +49,7 @@ def test_a_write_based_on_a_stale_read_fails_and_changes_nothing(store):
 
 
 def test_writes_in_one_transaction_are_all_or_nothing(store):
-    a, b = store.workload_key("default", "a"), store.workload_key("default", "b")
+    a, b = store.keys.workload("default", "a"), store.keys.workload("default", "b")
     store.commit([Write(b, workload("b").SerializeToString(), 0)])
     with pytest.raises(Conflict):
         store.commit([Write(a, workload("a").SerializeToString(), 0),
@@ -74,7 +74,7 @@ def test_a_stalled_etcd_is_a_clear_error_and_the_store_recovers(store, etcd):
 
 def test_heartbeat_key_lives_with_its_lease(store):
     lease = store.grant_lease(5)
-    store.put(store.heartbeat_key("n1"), b"x", lease=lease)
+    store.put(store.keys.heartbeat("n1"), b"x", lease=lease)
     assert "n1" in store.snapshot().heartbeats
     assert store.refresh_lease(lease) > 0
     store.client.revoke_lease(lease)

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from mctl.scheduler.network import SubnetAllocator, SubnetError
 from mctl.scheduler.store import Store
+from mctl.scheduler.subnets import SubnetAllocator, SubnetError
 
 
 @pytest.fixture

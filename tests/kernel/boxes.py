@@ -24,14 +24,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from mctl.agent.containers import default_rlimits
+from mctl.agent.bundle import idmap, overlay
+from mctl.agent.bundle.config import default_rlimits
 from mctl.agent.idranges import IdRange, IdRanges
-from mctl.agent.runtime import idmap, oci, rootfs
+from mctl.agent.images.store import DEFAULT_PATH, ImageStore
 from mctl.agent.runtime import syscalls as sc
 from mctl.agent.runtime.cgroups import CgroupDriver, detect
-from mctl.agent.runtime.images import DEFAULT_PATH, ImageStore
-from mctl.agent.runtime.monitor import EXIT_FILE, LOG_FILE
 from mctl.agent.runtime.native import NativeRuntime
+from mctl.agent.runtime.oci import config as oci
+from mctl.agent.runtime.state import EXIT_FILE, LOG_FILE
 from mctl.common import containerlog
 from mctl.common.procfs import mounts_mentioning, processes_mentioning, start_time
 
@@ -145,7 +146,7 @@ class Boxes:
             mapping = (oci.IdMapping(0, box.ids.start, box.ids.size),)
             lower = idmap.mount_layers(self.sys, lower, box.path(idmap.LAYERS_DIR),
                                        mapping, mapping)
-        rootfs.mount_overlay(self.sys, lower, box.path("upper"), box.path("work"),
+        overlay.mount_overlay(self.sys, lower, box.path("upper"), box.path("work"),
                              box.path("rootfs"), owner=owner)
         oci.write_config(box.bundle, config)
         return box
@@ -170,10 +171,10 @@ class Boxes:
             deadline = time.monotonic() + WAIT
             while t and _alive(box.monitor_pid, t) and time.monotonic() < deadline:
                 time.sleep(0.02)
-        while rootfs.unmount(self.sys, box.path("rootfs")):
+        while overlay.unmount(self.sys, box.path("rootfs")):
             pass
         idmap.unmount_layers(self.sys, box.path(idmap.LAYERS_DIR))
-        assert rootfs.mounts_under(box.bundle) == []   # never rmtree through a mount
+        assert overlay.mounts_under(box.bundle) == []   # never rmtree through a mount
         shutil.rmtree(box.bundle)
         self.id_ranges.release(box.id)
         self.boxes.remove(box)

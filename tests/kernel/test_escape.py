@@ -27,9 +27,10 @@ import pytest
 from boxes import Box, Boxes, status_field
 
 from mctl.agent.network import NodeNetwork
-from mctl.agent.runtime import capabilities, oci, userns
-from mctl.agent.runtime.external import make_runtime
-from mctl.agent.runtime.ociclient import RuntimeNotFound
+from mctl.agent.runtime import capabilities, userns
+from mctl.agent.runtime.choose import make_runtime
+from mctl.agent.runtime.oci import config as oci
+from mctl.agent.runtime.oci.client import RuntimeNotFound
 from mctl.common import netns
 
 pytestmark = [
@@ -182,7 +183,7 @@ def test_escape_creating_a_device_node_for_the_host_disk_under_runc_and_crun(box
         box.wait_exit()
         out = box.output().splitlines()
     finally:
-        runtime.remove(box.id, box.bundle, box.cgroup)
+        runtime.delete(box.id, box.bundle, box.cgroup)
         runtime.close()
         boxes.teardown(box)
     assert marker(out, "made") == "0", out       # CAP_MKNOD: the node is made ...
@@ -290,7 +291,7 @@ int main(int argc, char **argv) {
 
 
 def test_escape_ptrace_of_a_host_process(attack, boxes, ptrace_probe):
-    targets = [os.getpid(), boxes.runtime._proc.pid]  # noqa: SLF001 - the zygote, a host process
+    targets = [os.getpid(), boxes.runtime.zygote.pid]  # the zygote, a host process
     probe = oci.Mount("/probe", "bind", ptrace_probe, ("bind", "ro"))
     box, out = attack(f"/probe {' '.join(map(str, targets))}", extra_mounts=(probe,))
     # ptrace works in the container (its own child) ...

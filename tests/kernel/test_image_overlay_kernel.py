@@ -2,7 +2,7 @@
 
 Needs root. An image of three layers is imported from an OCI layout into a
 store in a temporary ``mctl-test-*`` dir and mounted the way containers.py
-does it (rootfs.mount_overlay over the layers, top first); what the overlay
+does it (overlay.mount_overlay over the layers, top first); what the overlay
 shows is then compared with what the layers say. The mount is taken down and
 the directory removed in a finalizer, and the test checks nothing is left.
 """
@@ -22,10 +22,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import imagebuild as ib  # noqa: E402 - tests/ helper, after the path is set
 
-from mctl.agent.runtime import imageuser, rootfs  # noqa: E402
+from mctl.agent.bundle import overlay
+from mctl.agent.images import user as imageuser
+from mctl.agent.images.archive import import_archive  # noqa: E402
+from mctl.agent.images.store import ImageStore  # noqa: E402
 from mctl.agent.runtime import syscalls as sc  # noqa: E402
-from mctl.agent.runtime.imagearchive import import_archive  # noqa: E402
-from mctl.agent.runtime.images import ImageStore  # noqa: E402
 
 pytestmark = [
     pytest.mark.kernel,
@@ -53,7 +54,7 @@ def workdir() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="mctl-test-"))
     target = base / "rootfs"
     yield base
-    while rootfs.unmount(sc.libc(), str(target)):
+    while overlay.unmount(sc.libc(), str(target)):
         pass
     shutil.rmtree(base)
     with open("/proc/self/mountinfo") as f:
@@ -68,7 +69,7 @@ def test_overlay_of_imported_layers(workdir: Path):
     image = import_archive(store, archive).images[0]
     lower = [store.layer_path(d) for d in reversed(image.layers)]
     target = workdir / "rootfs"
-    rootfs.mount_overlay(sc.libc(), lower, str(workdir / "upper"), str(workdir / "work"),
+    overlay.mount_overlay(sc.libc(), lower, str(workdir / "upper"), str(workdir / "work"),
                          str(target))
 
     def names(rel: str) -> list[str]:
@@ -106,9 +107,9 @@ def test_overlay_of_more_layers_than_one_page_of_options(workdir: Path):
         (layer / "top").write_text(f"layer {i}\n")
         lower.append(str(layer))
     lower.reverse()  # top layer first: layer 79 wins
-    assert len(":".join(lower)) > rootfs.MOUNT_DATA_MAX
+    assert len(":".join(lower)) > overlay.MOUNT_DATA_MAX
     target = workdir / "rootfs"
-    rootfs.mount_overlay(sc.libc(), lower, str(workdir / "upper"), str(workdir / "work"),
+    overlay.mount_overlay(sc.libc(), lower, str(workdir / "upper"), str(workdir / "work"),
                          str(target))
     assert sorted(os.listdir(target / "files")) == sorted(f"from-{i}" for i in range(80))
     assert (target / "top").read_text() == "layer 79\n"
@@ -122,7 +123,7 @@ def test_many_layers_with_a_missing_one_fail_naming_it(workdir: Path):
     for layer in lower[1:]:
         os.makedirs(layer)
     with pytest.raises(OSError, match=f"lowerdir\\+={lower[0]}"):
-        rootfs.mount_overlay(sc.libc(), lower, str(workdir / "upper"), str(workdir / "work"),
+        overlay.mount_overlay(sc.libc(), lower, str(workdir / "upper"), str(workdir / "work"),
                              str(workdir / "rootfs"))
     with open("/proc/self/mountinfo") as f:
         assert str(workdir) not in f.read()

@@ -365,10 +365,10 @@ def test_cleanup_removes_the_node_side(make_node):
 def test_container_joins_its_prepared_namespace(make_node, runtime_name, tmp_path):
     """The agent's path: create (attach + config.json naming the netns), start, teardown."""
     from mctl.agent.containers import ContainerManager
+    from mctl.agent.images.store import ImageError, ImageStore
     from mctl.agent.runtime.cgroups import ControllerUnavailable, detect
-    from mctl.agent.runtime.external import make_runtime
-    from mctl.agent.runtime.images import ImageError, ImageStore
-    from mctl.agent.runtime.ociclient import RuntimeNotFound
+    from mctl.agent.runtime.choose import make_runtime
+    from mctl.agent.runtime.oci.client import RuntimeNotFound
     from mctl.v1 import types_pb2
 
     try:
@@ -396,7 +396,7 @@ def test_container_joins_its_prepared_namespace(make_node, runtime_name, tmp_pat
             manager.refresh(c)
             time.sleep(0.05)
         out = open(os.path.join(c.bundle, "container.log")).read()
-        assert c.exit is not None and c.exit["exit_code"] == 0, out
+        assert c.exit is not None and c.exit.exit_code == 0, out
         assert "inet 10.99.1.2/24" in out
         assert "default via 10.99.1.1 dev eth0" in out
         inode = os.stat(c.network.netns).st_ino

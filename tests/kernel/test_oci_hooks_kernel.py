@@ -33,9 +33,10 @@ import pytest
 from boxes import Box, Boxes
 from test_oci_runtimes_kernel import RUNTIMES, Runtime
 
-from mctl.agent.runtime import lsm, ociclient, userns
-from mctl.agent.runtime.native import StartError
-from mctl.agent.runtime.oci import Hook, Hooks, Mount
+from mctl.agent.runtime import lsm, userns
+from mctl.agent.runtime.api import StartError
+from mctl.agent.runtime.oci import client as ociclient
+from mctl.agent.runtime.oci.config import Hook, Hooks, Mount
 from mctl.common.procfs import mounts_mentioning, processes_mentioning
 
 pytestmark = [
@@ -177,7 +178,7 @@ def make(boxes: Boxes, request: pytest.FixtureRequest) -> Callable[..., HookBox]
                 listed = entries if isinstance(entries, list) else [entries]
                 stages[stage] = tuple(log_hook.replace(args=("hook.sh", stage, hb.log))
                                       if e == "log" else e for e in listed)
-            from mctl.agent.runtime import oci
+            from mctl.agent.runtime.oci import config as oci
 
             config = oci.load_config(box.bundle)
             oci.write_config(box.bundle, config.replace(hooks=Hooks(**{

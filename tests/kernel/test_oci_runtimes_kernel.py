@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import pytest
 
 from mctl.agent.containers import REPLICA_FILE, Container, ContainerManager
-from mctl.agent.runtime import ociclient
+from mctl.agent.images.store import ImageError, ImageStore
 from mctl.agent.runtime.cgroups import ControllerUnavailable, detect
-from mctl.agent.runtime.images import ImageError, ImageStore
 from mctl.agent.runtime.native import NativeRuntime
+from mctl.agent.runtime.oci import client as ociclient
 from mctl.common import procfs
 from mctl.v1 import types_pb2
 
@@ -89,7 +89,7 @@ def env() -> Iterator[Env]:
     try:
         yield Env(tmp, manager, prefix)
     finally:
-        # What the agent's ExternalRuntime.remove does for runc's parents.
+        # What the agent's OciCommandRuntime.delete does for runc's parents.
         ociclient.remove_empty_cgroups(prefix)
         leaks = {"mounts": _mounts(tmp), "cgroups": _cgroups(f"{prefix}*"),
                  "processes": _processes_mentioning(tmp)}
@@ -454,5 +454,5 @@ def test_a_monitor_gone_without_a_record_shows_the_container_lost(env, make, rt)
     while c.exit is None and time.monotonic() < deadline:
         env.manager.refresh(c)
         time.sleep(0.02)
-    assert c.exit is not None and c.exit.get("lost") is True
+    assert c.exit is not None and c.exit.lost is True
     env.manager.stop(c, 0)

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 import pytest
 from boxes import Box, Boxes
 
-from mctl.agent.containers import default_rlimits
-from mctl.agent.runtime import oci, userns
-from mctl.agent.runtime.native import StartError
+from mctl.agent.bundle.config import default_rlimits
+from mctl.agent.runtime import userns
+from mctl.agent.runtime.api import StartError
+from mctl.agent.runtime.oci import config as oci
 
 pytestmark = [
     pytest.mark.kernel,

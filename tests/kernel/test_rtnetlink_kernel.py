@@ -73,7 +73,7 @@ def scratch() -> Iterator[Scratch]:
 def test_new_namespace_has_loopback_only_and_down(scratch):
     with netns.rtnl(scratch.ns()) as rt:
         [lo] = rt.links()
-        assert (lo.index, lo.name, lo.kind, lo.up) == (1, "lo", "", False)
+        assert (lo.ifindex, lo.name, lo.kind, lo.up) == (1, "lo", "", False)
         rt.set_link("lo", up=True)
         assert rt.link("lo").up
     assert "UP" in ip(scratch.ns(), "-br", "link", "show", "lo")
@@ -104,7 +104,7 @@ def test_bridge_lifecycle_and_errors_name_the_object(scratch):
             rt.add_bridge(bridge)
         assert isinstance(e.value, OSError) and e.value.errno == errno.EEXIST
         assert str(e.value) == f"bridge {bridge}: File exists"
-        rt.set_link(link.index, up=True, mtu=1300)
+        rt.set_link(link.ifindex, up=True, mtu=1300)
         link = rt.link(bridge)
         assert link.up and link.mtu == 1300
         rt.set_link(bridge, up=False)

@@ -8,7 +8,7 @@ it with `NativeRuntime().start(id, bundle)` and reads what the monitor records
 Everything lives under one temporary directory named ``mctl-ktest-*`` (not
 the e2e clusters' ``mctl-test-*``, which may run at the same time) and one
 cgroup prefix ``mctl/test-rt-<random>``; every container is torn down in a
-finalizer through the agent's own calls (cgroups.destroy, rootfs.unmount,
+finalizer through the agent's own calls (cgroups.destroy, overlay.unmount,
 rmtree), and a module fixture checks at the end that no mount, cgroup or
 process of this module is left.
 """
@@ -29,20 +29,19 @@ from dataclasses import dataclass
 
 import pytest
 
-from mctl.agent.runtime import capabilities, oci, rootfs
+from mctl.agent.bundle import overlay
+from mctl.agent.images.store import DEFAULT_PATH, ImageError, ImageStore
+from mctl.agent.runtime import capabilities
 from mctl.agent.runtime import syscalls as sc
+from mctl.agent.runtime.api import StartError
 from mctl.agent.runtime.cgroups import CgroupDriver, ControllerUnavailable, V1Driver, detect
-from mctl.agent.runtime.images import DEFAULT_PATH, ImageError, ImageStore
-from mctl.agent.runtime.monitor import (
-    EXIT_FILE,
-    LOG_FILE,
-    MAX_LINE,
-    STATE_FILE,
-    process_start_time,
-)
-from mctl.agent.runtime.native import NativeRuntime, StartError
+from mctl.agent.runtime.containerlog_writer import MAX_LINE
+from mctl.agent.runtime.native import NativeRuntime
+from mctl.agent.runtime.oci import config as oci
+from mctl.agent.runtime.state import EXIT_FILE, LOG_FILE, STATE_FILE
 from mctl.common import containerlog, procfs
 from mctl.common.procfs import mounts_mentioning, processes_mentioning
+from mctl.common.procfs import start_time as process_start_time
 
 pytestmark = [
     pytest.mark.kernel,
@@ -199,7 +198,7 @@ def make(env: Env, request: pytest.FixtureRequest):
             annotations={"mctl.test": request.node.name},
         )
         config = config.replace(**overrides)
-        rootfs.mount_overlay(sys_, env.lower, os.path.join(bundle, "upper"),
+        overlay.mount_overlay(sys_, env.lower, os.path.join(bundle, "upper"),
                              os.path.join(bundle, "work"), os.path.join(bundle, "rootfs"))
         if config_json is None:
             oci.write_config(bundle, config)
@@ -238,7 +237,7 @@ def teardown(env: Env, sys_: sc.Syscalls, box: Box) -> None:
         deadline = time.monotonic() + WAIT
         while t and _is_alive(box.monitor_pid, t) and time.monotonic() < deadline:
             time.sleep(0.02)
-    while rootfs.unmount(sys_, os.path.join(box.bundle, "rootfs")):
+    while overlay.unmount(sys_, os.path.join(box.bundle, "rootfs")):
         pass
     shutil.rmtree(box.bundle)
     assert not env.cgroups.exists(box.cgroup)
@@ -351,7 +350,7 @@ def test_memory_limit_file_holds_the_configured_value(env, run):
     assert box.init_pid in pids
     assert box.monitor_pid not in pids
     # The monitor is the zygote's child (what the exec-failure test relies on).
-    assert box.monitor_pid in _children(env.runtime._proc.pid)  # noqa: SLF001
+    assert box.monitor_pid in _children(env.runtime.zygote.pid)
     assert not os.path.exists(box.path(EXIT_FILE))
 
 
@@ -450,7 +449,7 @@ def test_exec_failure_raises_and_leaves_nothing_running(env, make):
     assert not os.path.exists(box.path(STATE_FILE))
     assert not os.path.exists(box.path(EXIT_FILE))
     # The failed monitor must be gone.
-    zygote = env.runtime._proc.pid  # noqa: SLF001 - no public handle on the zygote
+    zygote = env.runtime.zygote.pid
     deadline = time.monotonic() + WAIT
     while _children(zygote) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -498,7 +497,7 @@ def test_a_spare_monitor_killed_while_it_waits_is_replaced(env, run):
     # The zygote keeps one monitor forked ahead of the next request; if that
     # spare dies before it gets one, the request goes to a fresh spare.
     run("true").wait_exit()   # the zygote is up and has forked its spare
-    zygote = env.runtime._proc.pid  # noqa: SLF001 - no public handle on the zygote
+    zygote = env.runtime.zygote.pid
     deadline = time.monotonic() + WAIT
     spares: list[int] = []
     while not spares and time.monotonic() < deadline:

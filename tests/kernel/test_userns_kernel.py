@@ -21,12 +21,14 @@ import pytest
 from boxes import TEST_ID_BASE, Box, Boxes, status_field
 
 from mctl.agent import containers
+from mctl.agent.bundle import overlay
 from mctl.agent.containers import ContainerError, ContainerManager
 from mctl.agent.idranges import IdRanges
-from mctl.agent.runtime import capabilities, oci, rootfs, userns
-from mctl.agent.runtime.external import make_runtime
-from mctl.agent.runtime.native import StartError
-from mctl.agent.runtime.ociclient import RuntimeNotFound
+from mctl.agent.runtime import capabilities, userns
+from mctl.agent.runtime.api import StartError
+from mctl.agent.runtime.choose import make_runtime
+from mctl.agent.runtime.oci import config as oci
+from mctl.agent.runtime.oci.client import RuntimeNotFound
 from mctl.common import netns, procfs
 from mctl.v1 import types_pb2
 
@@ -335,7 +337,7 @@ def test_agent_containers_get_idmapped_layers_and_leave_nothing(managers):
         "echo x >> /etc/passwd && echo write=ok >> /result; echo end >> /result; sleep 30"))
     bundle = container.bundle
     start = manager.id_ranges.held()[container.id].start
-    assert rootfs.mounts_under(os.path.join(bundle, "lower"))     # idmapped layers
+    assert overlay.mounts_under(os.path.join(bundle, "lower"))     # idmapped layers
     # Seen from the host through the overlay, the image's files are the container's root's.
     assert os.stat(os.path.join(bundle, "rootfs", "bin", "busybox")).st_uid == start
     manager.start(container)
@@ -365,11 +367,11 @@ def test_a_failed_create_leaves_no_idmapped_layers(managers, monkeypatch):
     manager = managers()
 
     def fail(sys_: object, lower: list[str], *args: object, **kwargs: object) -> None:
-        assert lower and all(rootfs.mounts_under(layer) == [layer] for layer in lower)
+        assert lower and all(overlay.mounts_under(layer) == [layer] for layer in lower)
         raise OSError(5, "overlay refused (test)")
 
     # After the layers are idmapped, before the overlay is up.
-    monkeypatch.setattr(containers.rootfs, "mount_overlay", fail)
+    monkeypatch.setattr(overlay, "mount_overlay", fail)
     replica = _replica("true")
     with pytest.raises(ContainerError, match="overlay refused"):
         manager.create(replica)
@@ -413,7 +415,7 @@ def test_the_same_bundle_under_each_oci_runtime(boxes, name):
         assert lines[1].split() == ["0", str(box.ids.start), "65536"]
         assert os.stat(box.path("upper", "made")).st_uid == box.ids.start
     finally:
-        runtime.remove(box.id, box.bundle, box.cgroup)
+        runtime.delete(box.id, box.bundle, box.cgroup)
         runtime.close()
         boxes.teardown(box)
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from mctl.agent.reconcile import (
     BACKOFF_BASE_MS,
@@ -185,7 +186,7 @@ haves = st.builds(Have, uid=st.sampled_from(["u1", "u2"]), spec_hash=st.sampled_
                   finished_ms=times, started_ms=times, restarts=st.integers(0, 30))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(desired=st.dictionaries(ids, wants, max_size=6),
        observed=st.dictionaries(ids, haves, max_size=6),
        now=st.integers(min_value=0, max_value=3 * RESET_AFTER_MS))

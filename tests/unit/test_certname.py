@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from mctl.common import certname, pki, tls
 
@@ -93,7 +94,7 @@ def test_subjects_built_by_hand_read_the_same(attrs, expected):
     assert mine == theirs == expected
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(cn=st.text(min_size=1, max_size=20), org=st.text(min_size=1, max_size=20),
        extra=st.lists(st.tuples(st.sampled_from([CN, ORG, OU]), st.text(min_size=1, max_size=8)),
                       max_size=3))

@@ -10,6 +10,7 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from mctl.common import containerlog
 from mctl.common.containerlog import parse_line, read
@@ -249,10 +250,10 @@ def test_no_follow_returns_at_end(log_file):
 
 
 def written(tmp_path, chunks, name="w.log"):
-    from mctl.agent.runtime import monitor
+    from mctl.agent.runtime.containerlog_writer import LogWriter
 
     path = tmp_path / name
-    writer = monitor._LogWriter(str(path))
+    writer = LogWriter(str(path))
     try:
         for stream, data in chunks:
             writer.feed(stream, data)
@@ -272,7 +273,7 @@ def test_writer_full_lines_and_flush(tmp_path):
 
 @pytest.mark.parametrize("chunk", [1, 1000, 16384, 16385, 40001, 65536])
 def test_writer_splits_long_lines_whatever_the_chunking(tmp_path, chunk):
-    from mctl.agent.runtime.monitor import MAX_LINE
+    from mctl.agent.runtime.containerlog_writer import MAX_LINE
 
     data = b"a" * (2 * MAX_LINE + 7232) + b"\nshort\n"
     chunks = [("stdout", data[i:i + chunk]) for i in range(0, len(data), chunk)]
@@ -281,11 +282,11 @@ def test_writer_splits_long_lines_whatever_the_chunking(tmp_path, chunk):
         ("stdout", "F", b"a" * 7232), ("stdout", "F", b"short")]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(lines=st.lists(st.integers(min_value=0, max_value=40_000), min_size=1, max_size=4),
        cuts=st.lists(st.integers(min_value=0, max_value=120_000), max_size=6))
 def test_writer_output_does_not_depend_on_chunking(tmp_path_factory, lines, cuts):
-    from mctl.agent.runtime.monitor import MAX_LINE
+    from mctl.agent.runtime.containerlog_writer import MAX_LINE
 
     data = b"".join(b"x" * n + b"\n" for n in lines)
     points = sorted({0, len(data), *(c for c in cuts if c < len(data))})

@@ -43,7 +43,7 @@ def running_on(c: Controller, snap: Snapshot, now: int) -> list[types_pb2.Replic
     """Plans, then records the replicas as Running where they were placed."""
     reps = replicas_written(c.plan(snap, now=now))
     for i, r in enumerate(reps):
-        r.status.phase = "Running"
+        r.status.phase = types_pb2.REPLICA_PHASE_RUNNING
         snap.replicas[("default", r.metadata.name)] = r
         snap.mod_revisions[f"/t/replicas/default/{r.metadata.name}"] = 40 + i
     return reps
@@ -67,7 +67,8 @@ def test_new_replicas_are_created_placed_and_spread():
     assert sorted(Counter(r.node for r in reps).values()) == [1, 2]
     w = snapshot({}).workloads[("default", "web")]
     assert {r.spec_hash for r in reps} == {spec_hash(w.spec)}
-    assert all(r.status.phase == "Pending" and r.metadata.uid for r in reps)
+    assert all(r.status.phase == types_pb2.REPLICA_PHASE_PENDING and r.metadata.uid
+               for r in reps)
     assert len({r.metadata.name for r in reps}) == 3
     assert all(r.metadata.name.startswith("web-") for r in reps)
 
@@ -78,7 +79,7 @@ def test_replicas_that_fit_nowhere_say_why_per_node():
     reps = replicas_written(writes)
     assert len(reps) == 3 and all(not r.node for r in reps)
     assert nodes_written(writes)["n2"].not_ready_since_unix_ms == 1000
-    assert {r.status.reason for r in reps} == {"Unschedulable"}
+    assert {r.status.reason for r in reps} == {types_pb2.REPLICA_REASON_UNSCHEDULABLE}
     assert {r.status.message for r in reps} == {
         "0/3 nodes fit: 1 cordoned, 1 insufficient cpu, 1 node not ready"}
 
@@ -99,7 +100,8 @@ def test_deleting_a_workload_asks_nodes_to_stop_then_removes_it():
     writes = c.plan(snap, now=2000)
     reps = replicas_written(writes)
     assert len(reps) == 3
-    assert all(r.metadata.deletion_requested and r.status.phase == "Terminating" for r in reps)
+    assert all(r.metadata.deletion_requested
+               and r.status.phase == types_pb2.REPLICA_PHASE_TERMINATING for r in reps)
     assert all(w.expect >= 20 for w in writes)          # CAS on what was read
     # Nothing is sent to the node for them any more.
     assert c.desired_sets(Snapshot(nodes=snap.nodes, replicas={
@@ -155,7 +157,7 @@ def test_a_finished_replica_on_a_lost_node_is_not_run_again():
     c = make_controller()
     snap = snapshot({"n1": {}, "n2": {}}, workloads=WEB.replace("replicas: 3", "replicas: 1"))
     (r,) = running_on(c, snap, now=1000)
-    r.status.phase = "Succeeded"
+    r.status.phase = types_pb2.REPLICA_PHASE_SUCCEEDED
     snap.heartbeats.discard(r.node)
     snap.nodes[r.node].not_ready_since_unix_ms = 1000
     assert c.plan(snap, now=60_000) == []

@@ -6,6 +6,7 @@ from concurrent import futures
 
 from mctl.agent.containers import Container
 from mctl.agent.health import HealthChecker
+from mctl.agent.runtime.state import Exit
 from mctl.v1 import types_pb2
 
 
@@ -28,7 +29,7 @@ class FakeManager:
 
     def stop(self, c, grace):
         self.stopped.append(c.id)
-        c.exit = {"exit_code": 137, "signal": 9}
+        c.exit = Exit(137, signal=9)
 
 
 def container(period=1, threshold=3, started=1000) -> Container:
@@ -72,7 +73,8 @@ def test_threshold_failures_in_a_row_stop_the_container_with_the_reason():
     assert manager.stopped == []
     h.tick(4000)
     assert manager.stopped == [c.id] and woken
-    assert c.exit["unhealthy"] == "health check failed 3 times: down"
+    assert c.exit is not None and c.exit.unhealthy == "health check failed 3 times: down"
+    assert (c.exit.exit_code, c.exit.signal) == (137, 9)
     assert not c.unhealthy and not c.busy
 
 

@@ -19,9 +19,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import imagebuild as ib  # noqa: E402 - tests/ helper, after the path is set
 
-from mctl.agent.runtime import imagearchive, imagemanifests  # noqa: E402
-from mctl.agent.runtime.imagearchive import ArchiveError, Limits, import_archive  # noqa: E402
-from mctl.agent.runtime.images import ImageStore  # noqa: E402
+from mctl.agent.images import archive as imagearchive  # noqa: E402
+from mctl.agent.images import manifests as imagemanifests
+from mctl.agent.images.archive import ArchiveError, Limits, import_archive  # noqa: E402
+from mctl.agent.images.store import ImageStore  # noqa: E402
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts and chown need root")
 

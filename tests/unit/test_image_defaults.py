@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import imagebuild as ib  # noqa: E402 - tests/ helper, after the path is set
 
 from mctl.agent.containers import ContainerError, ContainerManager  # noqa: E402
-from mctl.agent.runtime.imagearchive import import_archive  # noqa: E402
-from mctl.agent.runtime.images import ImageStore  # noqa: E402
+from mctl.agent.images.archive import import_archive  # noqa: E402
+from mctl.agent.images.store import ImageStore  # noqa: E402
 from mctl.v1 import types_pb2  # noqa: E402
 
 PASSWD = "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n"

@@ -11,10 +11,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import imagebuild as ib  # noqa: E402 - tests/ helper, after the path is set
 
-from mctl.agent.imageimport import ImageImporter, ImportRefused  # noqa: E402
-from mctl.agent.runtime import imageuser  # noqa: E402
-from mctl.agent.runtime.imagearchive import ArchiveError, Limits  # noqa: E402
-from mctl.agent.runtime.images import ImageStore  # noqa: E402
+from mctl.agent.images import user as imageuser  # noqa: E402
+from mctl.agent.images.archive import ArchiveError, Limits  # noqa: E402
+from mctl.agent.images.importer import ImageImporter, ImportRefused  # noqa: E402
+from mctl.agent.images.store import ImageStore  # noqa: E402
 from mctl.common import imageref  # noqa: E402
 from mctl.v1 import agent_pb2  # noqa: E402
 

@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from mctl.agent.runtime import images
-from mctl.agent.runtime.images import Image, ImageError, ImageStore
+from mctl.agent.images import store as images
+from mctl.agent.images.store import Image, ImageError, ImageStore
 
 HAVE_BUSYBOX = any(os.path.isfile(p) for p in images.BUSYBOX_CANDIDATES)
 needs_busybox = pytest.mark.skipif(not HAVE_BUSYBOX, reason="no static busybox on this host")

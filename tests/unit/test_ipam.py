@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from mctl.agent.ipam import AddressPool, IpamError, gateway_of, next_free, parse_subnet
 
@@ -102,7 +103,7 @@ def test_pool_skips_a_file_made_behind_its_back(tmp_path):
     assert pool.allocate(NET, "ns_b") == "10.244.3.4"
 
 
-@settings(deadline=None, max_examples=20)
+@settings(deadline=None, max_examples=examples(20))
 @given(st.integers(min_value=2, max_value=12))
 def test_concurrent_allocations_never_share(tmp_path_factory, threads):
     pool = AddressPool(str(tmp_path_factory.mktemp("pool")))

@@ -1,4 +1,4 @@
-"""Container log rotation (crilog.LogWriter) and reading across it (containerlog.read).
+"""Container log rotation (containerlog_writer.LogWriter) and reading across it (containerlog.read).
 
 The writer is the monitor's; the reader the agent's Logs call. Partial (P)
 lines are joined back by the reader, within a file and across a rotation.
@@ -13,8 +13,9 @@ import time
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
-from mctl.agent.runtime.crilog import MAX_LINE, LogLimits, LogWriter
+from mctl.agent.runtime.containerlog_writer import MAX_LINE, LogLimits, LogWriter
 from mctl.common import containerlog
 from mctl.common.containerlog import Joiner, parse_entry, read, rotated_paths
 
@@ -229,7 +230,7 @@ def test_follow_joins_a_partial_line_across_a_rotation(tmp_path):
     assert got == ["a" * (SIZE - 200) + "b" * 300, "end"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @example(entries=[("stdout", True), ("stdout", False)], cuts=[], tail=1)
 @example(entries=[("stdout", False), ("stderr", True), ("stdout", False), ("stdout", True)],
          cuts=[2], tail=1)

@@ -3,6 +3,7 @@ import pytest
 from mctl.common.names import (
     DNS_LABEL,
     REPLICA_SUFFIX_ALPHABET,
+    quote,
     validate_dns_label,
     validate_label_key,
     validate_label_value,
@@ -71,8 +72,17 @@ def test_valid_label_keys(key):
 def test_invalid_label_keys(key, problem):
     result = validate_label_key(key)
     assert result is not None
-    assert result.startswith(f'label key "{key}" ')
+    assert result.startswith(f"label key {quote(key)} ")
     assert problem in result
+
+
+def test_long_values_are_cut_in_messages():
+    # An API client may send a name of any length; the message stays one short line.
+    assert quote("a" * 80) == '"' + "a" * 80 + '"'
+    assert quote("a" * 81) == '"' + "a" * 80 + '..."'
+    assert quote("x\ny") == '"x\\ny"'
+    problem = validate_dns_label("x" * 100_000)
+    assert problem == f'"{"x" * 80}..." is longer than 63 characters'
 
 
 @pytest.mark.parametrize("value", ["", "web", "v1.2_3-x", "A", "x" * 63])

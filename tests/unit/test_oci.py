@@ -13,8 +13,8 @@ import os
 
 import pytest
 
-from mctl.agent.runtime import oci
-from mctl.agent.runtime.oci import Config, ConfigError, Mount, Resources
+from mctl.agent.runtime.oci import config as oci
+from mctl.agent.runtime.oci.config import Config, ConfigError, Mount, Resources
 
 
 def full_config() -> Config:

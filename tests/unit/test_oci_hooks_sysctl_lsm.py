@@ -17,9 +17,10 @@ import time
 
 import pytest
 
-from mctl.agent.runtime import hooks, lsm, oci, rootfs, sysctl
+from mctl.agent.runtime import hooks, lsm, rootfs, sysctl
 from mctl.agent.runtime import syscalls as sc
-from mctl.agent.runtime.oci import Config, ConfigError, Hook, Hooks
+from mctl.agent.runtime.oci import config as oci
+from mctl.agent.runtime.oci.config import Config, ConfigError, Hook, Hooks
 
 
 def base_doc() -> dict:

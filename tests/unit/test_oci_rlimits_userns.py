@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from mctl.agent.runtime import oci
-from mctl.agent.runtime.oci import Config, ConfigError, IdMapping, Rlimit
+from mctl.agent.runtime.oci import config as oci
+from mctl.agent.runtime.oci.config import Config, ConfigError, IdMapping, Rlimit
 
 USERNS = Config(
     args=("sh",),

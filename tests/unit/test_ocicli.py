@@ -16,8 +16,10 @@ import sys
 
 import pytest
 
-from mctl.agent.runtime import ocicli, ociclient, ocistate
-from mctl.agent.runtime.ocicli_args import UsageError, parse, parse_signal
+from mctl.agent.runtime.oci import cli as ocicli
+from mctl.agent.runtime.oci import cli_state as ocistate
+from mctl.agent.runtime.oci import client as ociclient
+from mctl.agent.runtime.oci.cli_args import UsageError, parse, parse_signal
 
 # -- the command line -------------------------------------------------------------------------
 
@@ -222,7 +224,7 @@ def test_list_and_version(tmp_path, sleeper, capsys):
 
 
 def test_the_console_script_prints_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mctl.agent.runtime.ocicli", "--root",
+    proc = subprocess.run([sys.executable, "-m", "mctl.agent.runtime.oci.cli", "--root",
                            str(tmp_path), "kill", "nope", "BOGUS"], capture_output=True,
                           text=True)
     assert proc.returncode == 1

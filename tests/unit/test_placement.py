@@ -8,14 +8,11 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from mctl.scheduler.model import (
-    FAILED,
-    PENDING,
-    RUNNING,
-    SUCCEEDED,
-    TERMINATING,
     NodeView,
+    Phase,
     ReplicaView,
     Resources,
     WorkloadView,
@@ -421,7 +418,7 @@ def make_nodes(params: list) -> list[NodeState]:
     return nodes
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     params=st.lists(node_params, max_size=7),
     pool=st.lists(request_params, min_size=1, max_size=4),
@@ -446,7 +443,7 @@ def test_batch_matches_the_naive_planner(params, pool, picks, seed):
 # --- Node states and messages ------------------------------------------------
 
 
-def replica(name: str, node_name: str, phase: str, **kw: object) -> ReplicaView:
+def replica(name: str, node_name: str, phase: Phase, **kw: object) -> ReplicaView:
     fields: dict = {"request": Resources(100, 10 * MI, 5), "host_ports": ()}
     fields.update(kw)
     return ReplicaView("default", name, "web", "h1", node_name, phase, 0, **fields)
@@ -455,15 +452,15 @@ def replica(name: str, node_name: str, phase: str, **kw: object) -> ReplicaView:
 def test_build_node_states_counts_replicas_that_still_hold_the_node():
     views = [NodeView("n1", BIG), NodeView("n2", BIG, {"disk": "ssd"})]
     replicas = [
-        replica("a", "n1", RUNNING, host_ports=(("TCP", 80),)),
-        replica("b", "n1", PENDING),  # bound, not started yet
-        replica("c", "n1", TERMINATING),  # still holds its resources
-        replica("d", "n1", RUNNING, deletion_requested=True),
-        replica("e", "n1", SUCCEEDED, host_ports=(("TCP", 81),)),  # gone
-        replica("f", "n1", FAILED),  # gone
-        replica("g", "", PENDING),  # unplaced
-        replica("h", "lost", RUNNING),  # on a node that is not registered
-        replica("i", "n2", RUNNING),
+        replica("a", "n1", Phase.RUNNING, host_ports=(("TCP", 80),)),
+        replica("b", "n1", Phase.PENDING),  # bound, not started yet
+        replica("c", "n1", Phase.TERMINATING),  # still holds its resources
+        replica("d", "n1", Phase.RUNNING, deletion_requested=True),
+        replica("e", "n1", Phase.SUCCEEDED, host_ports=(("TCP", 81),)),  # gone
+        replica("f", "n1", Phase.FAILED),  # gone
+        replica("g", "", Phase.PENDING),  # unplaced
+        replica("h", "lost", Phase.RUNNING),  # on a node that is not registered
+        replica("i", "n2", Phase.RUNNING),
     ]
     states = build_node_states(views, replicas)
     assert set(states) == {"n1", "n2"}
@@ -478,8 +475,8 @@ def test_build_node_states_counts_replicas_that_still_hold_the_node():
 
 def test_build_node_states_keys_workloads_by_namespace():
     replicas = [
-        replica("a", "n1", RUNNING),
-        ReplicaView("other", "a", "web", "h1", "n1", RUNNING),
+        replica("a", "n1", Phase.RUNNING),
+        ReplicaView("other", "a", "web", "h1", "n1", Phase.RUNNING),
     ]
     states = build_node_states([NodeView("n1", BIG)], replicas)
     assert states["n1"].per_workload == {"default/web": 1, "other/web": 1}

@@ -9,19 +9,10 @@ from dataclasses import replace
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from mctl.common.names import validate_dns_label
-from mctl.scheduler.model import (
-    FAILED,
-    PENDING,
-    PHASES,
-    RUNNING,
-    STARTING,
-    SUCCEEDED,
-    TERMINATING,
-    ReplicaView,
-    WorkloadView,
-)
+from mctl.scheduler.model import Phase, ReplicaView, WorkloadView
 from mctl.scheduler.reconcile import (
     Decision,
     decide,
@@ -55,20 +46,20 @@ def workload(
 def rep(
     name: str,
     spec_hash: str = "new",
-    phase: str = RUNNING,
+    phase: Phase = Phase.RUNNING,
     node: str | None = None,
     created_ms: int = 0,
     deletion_requested: bool = False,
 ) -> ReplicaView:
     if node is None:
-        node = "" if phase == PENDING else "n1"
+        node = "" if phase == Phase.PENDING else "n1"
     return ReplicaView(
         "default", name, "web", spec_hash, node, phase, created_ms, deletion_requested
     )
 
 
 def running(count: int, spec_hash: str = "new", prefix: str = "r") -> list[ReplicaView]:
-    return [rep(f"{prefix}{i}", spec_hash, RUNNING, created_ms=i) for i in range(count)]
+    return [rep(f"{prefix}{i}", spec_hash, Phase.RUNNING, created_ms=i) for i in range(count)]
 
 
 # --- The invariants, shared by the examples and the properties ----------------
@@ -80,7 +71,7 @@ def occupying(replicas: list[ReplicaView]) -> int:
 
 
 def available(replicas: list[ReplicaView]) -> int:
-    return sum(1 for r in replicas if r.phase == RUNNING and not is_leaving(r))
+    return sum(1 for r in replicas if r.phase == Phase.RUNNING and not is_leaving(r))
 
 
 def apply(
@@ -98,7 +89,7 @@ def apply(
         names = new_replica_names(
             w.name, decision.create, {r.name for r in replicas}, rng or random.Random(0)
         )
-        after += [rep(name, w.spec_hash, PENDING, created_ms=now) for name in names]
+        after += [rep(name, w.spec_hash, Phase.PENDING, created_ms=now) for name in names]
     return after
 
 
@@ -129,7 +120,7 @@ def check_decision(w: WorkloadView, replicas: list[ReplicaView], d: Decision) ->
     # Old replicas that are not Running are always deleted.
     for r in after:
         if not is_leaving(r) and r.spec_hash != w.spec_hash:
-            assert r.phase == RUNNING, f"kept idle old replica {r}"
+            assert r.phase == Phase.RUNNING, f"kept idle old replica {r}"
 
     # Idempotent: deciding again on the applied state adds nothing.
     again = decide(w, after, NOW)
@@ -160,11 +151,11 @@ def test_scale_up_adds_only_what_is_missing():
 
 def test_scale_down_deletes_idle_replicas_before_running_ones_newest_first():
     replicas = [
-        rep("old-running", phase=RUNNING, created_ms=1),
-        rep("young-running", phase=RUNNING, created_ms=9),
-        rep("starting", phase=STARTING, created_ms=2),
-        rep("bound-pending", phase=PENDING, node="n1", created_ms=3),
-        rep("unplaced", phase=PENDING, created_ms=4),
+        rep("old-running", phase=Phase.RUNNING, created_ms=1),
+        rep("young-running", phase=Phase.RUNNING, created_ms=9),
+        rep("starting", phase=Phase.STARTING, created_ms=2),
+        rep("bound-pending", phase=Phase.PENDING, node="n1", created_ms=3),
+        rep("unplaced", phase=Phase.PENDING, created_ms=4),
     ]
     w = workload(replicas=1)
     d = decide(w, replicas, NOW)
@@ -181,12 +172,12 @@ def test_scale_down_is_not_held_back_by_max_unavailable():
 
 def test_deletion_order_prefers_out_of_date_then_newest():
     replicas = [
-        rep("a", "new", RUNNING, created_ms=5),
-        rep("b", "old", RUNNING, created_ms=1),
-        rep("c", "old", PENDING, created_ms=0),
-        rep("d", "new", PENDING, created_ms=0),
-        rep("e", "new", RUNNING, created_ms=5),  # same age as "a": by name, descending
-        rep("f", "new", SUCCEEDED, created_ms=7),
+        rep("a", "new", Phase.RUNNING, created_ms=5),
+        rep("b", "old", Phase.RUNNING, created_ms=1),
+        rep("c", "old", Phase.PENDING, created_ms=0),
+        rep("d", "new", Phase.PENDING, created_ms=0),
+        rep("e", "new", Phase.RUNNING, created_ms=5),  # same age as "a": by name, descending
+        rep("f", "new", Phase.SUCCEEDED, created_ms=7),
     ]
     assert [r.name for r in deletion_order(replicas, "new")] == ["c", "b", "d", "f", "e", "a"]
     # Without a spec hash, only phase and age count.
@@ -194,14 +185,14 @@ def test_deletion_order_prefers_out_of_date_then_newest():
 
 
 def test_terminal_replicas_are_not_replaced():
-    done = [rep(f"job{i}", phase=SUCCEEDED) for i in range(3)]
+    done = [rep(f"job{i}", phase=Phase.SUCCEEDED) for i in range(3)]
     assert decide(workload(replicas=3), done, NOW).noop
-    failed = [rep("a", phase=FAILED), *running(2)]
+    failed = [rep("a", phase=Phase.FAILED), *running(2)]
     assert decide(workload(replicas=3), failed, NOW).noop
 
 
 def test_leaving_replicas_are_replaced_within_the_surge_ceiling():
-    replicas = [*running(2), rep("gone", phase=RUNNING, deletion_requested=True)]
+    replicas = [*running(2), rep("gone", phase=Phase.RUNNING, deletion_requested=True)]
     # 2 live + 1 leaving but still on its node = 3; the ceiling is 3 + 1.
     assert decide(workload(replicas=3, max_surge=1), replicas, NOW).create == 1
     # With no surge, the replacement waits until the leaving one is gone.
@@ -212,12 +203,12 @@ def test_leaving_replicas_are_replaced_within_the_surge_ceiling():
 
 
 def test_unplaced_leaving_replicas_hold_nothing():
-    replicas = [*running(2), rep("gone", phase=PENDING, deletion_requested=True)]
+    replicas = [*running(2), rep("gone", phase=Phase.PENDING, deletion_requested=True)]
     assert decide(workload(replicas=3, max_surge=0), replicas, NOW).create == 1
 
 
 def test_terminating_phase_counts_as_leaving():
-    replicas = [*running(2), rep("stopping", phase=TERMINATING)]
+    replicas = [*running(2), rep("stopping", phase=Phase.TERMINATING)]
     d = decide(workload(replicas=3, max_surge=1), replicas, NOW)
     assert (d.create, d.delete) == (1, [])
 
@@ -226,10 +217,10 @@ def test_terminating_phase_counts_as_leaving():
 def test_deleting_the_workload_deletes_every_replica(deleted_workload):
     replicas = [
         *running(2),
-        rep("old", "old", RUNNING),
-        rep("pending", phase=PENDING),
-        rep("done", phase=SUCCEEDED),
-        rep("stopping", phase=TERMINATING),
+        rep("old", "old", Phase.RUNNING),
+        rep("pending", phase=Phase.PENDING),
+        rep("done", phase=Phase.SUCCEEDED),
+        rep("stopping", phase=Phase.TERMINATING),
         rep("already", deletion_requested=True),
     ]
     d = decide(deleted_workload, replicas, NOW)
@@ -258,14 +249,16 @@ def test_rolling_update_without_unavailability_surges_first():
     assert (d.create, d.delete) == (1, [])
     state = check_decision(w, state, d)
     # The new replica runs: one old one may go.
-    state = [replace(r, phase=RUNNING, node="n2") if r.spec_hash == "new" else r for r in state]
+    state = [replace(r, phase=Phase.RUNNING, node="n2") if r.spec_hash == "new" else r
+             for r in state]
     d = decide(w, state, NOW)
     assert (d.create, d.delete) == (0, ["o2"])
 
 
 def test_idle_old_replicas_are_deleted_even_without_unavailability():
     w = workload(replicas=2, max_surge=1, max_unavailable=0)
-    state = [*running(2, "old", "o"), rep("o-stuck", "old", PENDING), rep("o-done", "old", FAILED)]
+    state = [*running(2, "old", "o"), rep("o-stuck", "old", Phase.PENDING),
+             rep("o-done", "old", Phase.FAILED)]
     d = decide(w, state, NOW)
     assert d.delete == ["o-stuck", "o-done"]
     check_decision(w, state, d)
@@ -274,7 +267,8 @@ def test_idle_old_replicas_are_deleted_even_without_unavailability():
 def test_failed_new_replica_holds_a_rollout_without_unavailability():
     # A new spec that fails must not take the old, working replicas down.
     w = workload(replicas=2, max_surge=1, max_unavailable=0)
-    state = [*running(2, "old", "o"), rep("n-failed", "new", FAILED), rep("n-ok", "new", RUNNING)]
+    state = [*running(2, "old", "o"), rep("n-failed", "new", Phase.FAILED),
+             rep("n-ok", "new", Phase.RUNNING)]
     d = decide(w, state, NOW)
     assert d.delete == ["o1"]  # 3 available, floor 2: one may go
     state = [r for r in apply(w, state, d) if not r.deletion_requested]
@@ -305,9 +299,9 @@ def replica_lists(draw: st.DrawFn, hashes: list[str] = HASHES) -> list[ReplicaVi
     count = draw(st.integers(0, 10))
     replicas = []
     for i in range(count):
-        phase = draw(st.sampled_from(PHASES))
+        phase = draw(st.sampled_from(Phase))
         # Only Pending replicas may be unplaced; a few Pending ones are bound.
-        node = draw(st.sampled_from(["", "n1"])) if phase == PENDING else "n1"
+        node = draw(st.sampled_from(["", "n1"])) if phase == Phase.PENDING else "n1"
         replicas.append(
             ReplicaView(
                 "default",
@@ -330,13 +324,13 @@ def workloads(draw: st.DrawFn, spec_hash: str = "new") -> WorkloadView:
     return workload(draw(st.integers(0, 6)), spec_hash, surge, unavailable)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(w=workloads(), replicas=replica_lists())
 def test_every_decision_keeps_the_invariants(w, replicas):
     check_decision(w, replicas, decide(w, replicas, NOW))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(replicas=replica_lists(), flagged=st.booleans())
 def test_deleting_a_workload_deletes_everything(replicas, flagged):
     w = workload(deletion_requested=True) if flagged else None
@@ -355,12 +349,12 @@ def world_moves(replicas: list[ReplicaView], rng: random.Random, p: float) -> li
             after.append(r)
         elif is_leaving(r):
             continue  # its container is gone and the store forgot it
-        elif r.phase == PENDING and not r.placed:
+        elif r.phase == Phase.PENDING and not r.placed:
             after.append(replace(r, node=f"n{rng.randrange(3)}"))
-        elif r.phase == PENDING:
-            after.append(replace(r, phase=STARTING))
-        elif r.phase == STARTING:
-            after.append(replace(r, phase=RUNNING))
+        elif r.phase == Phase.PENDING:
+            after.append(replace(r, phase=Phase.STARTING))
+        elif r.phase == Phase.STARTING:
+            after.append(replace(r, phase=Phase.RUNNING))
         else:
             after.append(r)
     rng.shuffle(after)  # the store gives no order
@@ -369,11 +363,12 @@ def world_moves(replicas: list[ReplicaView], rng: random.Random, p: float) -> li
 
 def converged(w: WorkloadView, replicas: list[ReplicaView]) -> bool:
     return len(replicas) == w.replicas and all(
-        r.spec_hash == w.spec_hash and r.phase == RUNNING and not is_leaving(r) for r in replicas
+        r.spec_hash == w.spec_hash and r.phase == Phase.RUNNING and not is_leaving(r)
+        for r in replicas
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     w=workloads(),
     start=replica_lists(hashes=["old1", "old2"]),
@@ -406,7 +401,7 @@ def test_reconcile_loop_converges(w, start, edit, chaotic_steps, rng):
     assert decide(w, state, now).noop
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(w=workloads(), old=st.integers(1, 6), rng=st.randoms(use_true_random=False))
 def test_rollout_from_steady_state_keeps_the_floor_and_ceiling(w, old, rng):
     # From `old` Running old replicas, step by step: availability never drops
@@ -478,7 +473,7 @@ def test_new_replica_names_are_distinct():
 
 
 def test_failed_replicas_stay_unless_the_workload_asks_for_replacement():
-    failed = replace(rep("r0", phase=FAILED), finished_ms=NOW - 60_000)
+    failed = replace(rep("r0", phase=Phase.FAILED), finished_ms=NOW - 60_000)
     replicas = [failed, *running(2, prefix="s")]
     assert decide(workload(3), replicas, NOW).noop
     asked = replace(workload(3), replace_failed=True)
@@ -489,12 +484,12 @@ def test_failed_replicas_stay_unless_the_workload_asks_for_replacement():
 
 def test_a_failed_replica_is_replaced_only_after_the_delay():
     w = replace(workload(1), replace_failed=True)
-    just_failed = replace(rep("r0", phase=FAILED), finished_ms=NOW - 1_000)
+    just_failed = replace(rep("r0", phase=Phase.FAILED), finished_ms=NOW - 1_000)
     assert decide(w, [just_failed], NOW).noop
     assert decide(w, [just_failed], NOW + 4_000).delete == ["r0"]
 
 
 def test_succeeded_replicas_are_never_replaced():
     w = replace(workload(1), replace_failed=True)
-    done = replace(rep("r0", phase=SUCCEEDED), finished_ms=0)
+    done = replace(rep("r0", phase=Phase.SUCCEEDED), finished_ms=0)
     assert decide(w, [done], NOW).noop

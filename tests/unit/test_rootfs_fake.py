@@ -14,9 +14,11 @@ import stat
 
 import pytest
 
-from mctl.agent.runtime import capabilities, oci, rootfs
+from mctl.agent.bundle import overlay
+from mctl.agent.runtime import capabilities, rootfs
 from mctl.agent.runtime import syscalls as sc
-from mctl.agent.runtime.oci import Config, Mount
+from mctl.agent.runtime.oci import config as oci
+from mctl.agent.runtime.oci.config import Config, Mount
 
 
 @pytest.fixture
@@ -65,7 +67,7 @@ def test_split_options_keeps_data_order_around_flags():
 def test_mount_overlay_lists_top_layer_first(fake, tmp_path):
     top, middle, bottom = (str(tmp_path / n) for n in ("l3", "l2", "l1"))
     upper, work, target = (str(tmp_path / "b" / n) for n in ("upper", "work", "rootfs"))
-    rootfs.mount_overlay(fake, [top, middle, bottom], upper, work, target)
+    overlay.mount_overlay(fake, [top, middle, bottom], upper, work, target)
     assert fake.calls == [(
         "mount", "overlay", target, "overlay", 0,
         f"lowerdir={top}:{middle}:{bottom},upperdir={upper},workdir={work}",
@@ -75,14 +77,14 @@ def test_mount_overlay_lists_top_layer_first(fake, tmp_path):
 
 
 def test_mount_overlay_single_layer(fake, tmp_path):
-    rootfs.mount_overlay(fake, ["/layers/a"], str(tmp_path / "u"), str(tmp_path / "w"),
+    overlay.mount_overlay(fake, ["/layers/a"], str(tmp_path / "u"), str(tmp_path / "w"),
                          str(tmp_path / "r"))
     data = fake.calls[0][5]
     assert data.startswith("lowerdir=/layers/a,upperdir=")
 
 
 def test_unmount_detaches(fake):
-    assert rootfs.unmount(fake, "/b/rootfs") is True
+    assert overlay.unmount(fake, "/b/rootfs") is True
     assert fake.calls == [("umount", "/b/rootfs", sc.MNT_DETACH)]
 
 
@@ -98,12 +100,12 @@ class FailingUmount(sc.RecordingSyscalls):
 
 @pytest.mark.parametrize("err", [errno.EINVAL, errno.ENOENT])
 def test_unmount_of_nothing_is_false(err):
-    assert rootfs.unmount(FailingUmount(err), "/b/rootfs") is False
+    assert overlay.unmount(FailingUmount(err), "/b/rootfs") is False
 
 
 def test_unmount_other_errors_raise():
     with pytest.raises(OSError) as info:
-        rootfs.unmount(FailingUmount(errno.EBUSY), "/b/rootfs")
+        overlay.unmount(FailingUmount(errno.EBUSY), "/b/rootfs")
     assert info.value.errno == errno.EBUSY
 
 
@@ -115,10 +117,10 @@ def test_mounts_under_reads_mount_points_and_unescapes_them(tmp_path):
         "3 1 254:0 /layers/x /b/lower/0 rw,idmapped - ext4 /dev/vda rw\n"
         "4 1 254:0 / /b2/rootfs rw - overlay overlay rw\n"
         "5 1 254:0 / /b/with\\040space rw - tmpfs tmpfs rw\n")
-    assert rootfs.mounts_under("/b", str(info)) == [
+    assert overlay.mounts_under("/b", str(info)) == [
         "/b/rootfs", "/b/lower/0", "/b/with space"]
-    assert rootfs.mounts_under("/b/lower", str(info)) == ["/b/lower/0"]
-    assert rootfs.mounts_under("/c", str(info)) == []
+    assert overlay.mounts_under("/b/lower", str(info)) == ["/b/lower/0"]
+    assert overlay.mounts_under("/c", str(info)) == []
 
 
 class UmountsOnce(sc.RecordingSyscalls):
@@ -132,7 +134,7 @@ class UmountsOnce(sc.RecordingSyscalls):
 
 
 def test_unmount_layers_detaches_each_numbered_layer(tmp_path):
-    from mctl.agent.runtime import idmap
+    from mctl.agent.bundle import idmap
 
     for name in ("0", "1", "notes"):
         (tmp_path / "lower" / name).mkdir(parents=True)

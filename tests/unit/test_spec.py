@@ -6,6 +6,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from mctl.common.spec import (
     SpecError,
@@ -312,6 +313,11 @@ def test_empty_text_has_no_workloads():
             '"bad image" is not an image reference',
         ),
         (
+            MINIMAL.replace("image: busybox", "image: ../../etc"),
+            "spec.image",
+            '"../../etc" is not an image reference',
+        ),
+        (
             MINIMAL.replace("image: busybox", "image: [a]"),
             "spec.image",
             "must be a string, not a list",
@@ -401,7 +407,7 @@ def test_bad_top_level_and_metadata(text, field, problem):
         ("resources: {memory: 1.5}", "spec.resources.memory", "1.5 is not a whole number of bytes"),
         ("resources: {cpu: two}", "spec.resources.cpu", '"two" is not a quantity'),
         ("resources: {cpu: 0.0001}", "spec.resources.cpu", "0.0001 is more precise than 1m"),
-        ('resources: {cpu: "0m"}', "spec.resources.cpu", 'must be more than 0, not "0m"'),
+        ('resources: {cpu: "0m"}', "spec.resources.cpu", "must be more than 0, not 0m"),
         ("resources: {pids: 0}", "spec.resources.pids", "must be at least 1, not 0"),
         ("resources: {pids: 1k}", "spec.resources.pids", 'must be an integer, not "1k"'),
         ("resources: {pids: true}", "spec.resources.pids", "must be an integer, not true"),
@@ -513,6 +519,16 @@ def test_bad_top_level_and_metadata(text, field, problem):
             'must be true or false, not "x"',
         ),
         ('"foo bar": 1', 'spec["foo bar"]', "unknown field"),
+        # Checked by common/validation.py (as the server checks them), in the file's terms.
+        ('command: [""]', "spec.command[0]", "must not be empty: it names the program to run"),
+        ('env: {A: "a\\0b"}', "spec.env.A", '"a\\u0000b" contains a NUL character'),
+        ('env: {"x.y": "1"}', "spec.env", '"x.y" is not a valid variable name'),
+        (
+            "ports: [{containerPort: 53, protocol: UDP}, {containerPort: 53, protocol: UDP}]",
+            "spec.ports[1].containerPort",
+            "53/UDP is already declared by spec.ports[0]",
+        ),
+        ("args: [" + ", ".join(["a"] * 257) + "]", "spec.args", "has 257 entries; at most 256"),
     ],
 )
 def test_bad_spec_fields(extra, field, problem):
@@ -535,6 +551,21 @@ def test_exact_messages_for_common_mistakes():
         str(error_for(MINIMAL.replace("  image: busybox\n", "  replicas: 1\n")))
         == "app.yaml: document 1: spec.image: required"
     )
+
+
+def test_a_validation_problem_has_file_document_and_yaml_path():
+    text = MINIMAL + "---\n" + spec_with(
+        "ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 81, hostPort: 8080}]"
+    ).replace("name: web", "name: api")
+    assert str(error_for(text)) == (
+        "app.yaml: document 2: spec.ports[1].hostPort: 8080/TCP is already published by"
+        " spec.ports[0]"
+    )
+
+
+def test_the_replica_cap_is_left_to_the_server():
+    # The CLI cannot know the scheduler's --max-replicas; the scheduler checks it.
+    assert parse_one(spec_with("replicas: 100000")).spec.replicas == 100000
 
 
 def test_server_metadata_is_accepted_and_dropped():
@@ -850,15 +881,21 @@ _label = st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?\Z")
 _text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=8)
 _env_name = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,6}\Z")
 _port = st.integers(1, 65535)
+# An argv: its first element names the program, so it is never empty.
+_argv = st.tuples(_text.filter(bool), st.lists(_text, max_size=2)).map(lambda t: [t[0], *t[1]])
+# Image references: [host[:port]/]path[:tag], as common/imageref.py accepts them.
+_image = st.from_regex(
+    r"\A([a-z0-9]{1,5}(\.[a-z0-9]{1,3})?(:[0-9]{1,4})?/)?[a-z0-9]{1,6}([._-][a-z0-9]{1,3})?"
+    r"(/[a-z0-9]{1,4})?(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,5})?\Z")
 
 
 @st.composite
 def workload_documents(draw: st.DrawFn) -> dict:
     """Valid workload documents with any mix of optional fields."""
-    spec: dict = {"image": draw(st.from_regex(r"\A[a-z0-9./:-]{1,12}\Z"))}
+    spec: dict = {"image": draw(_image)}
     optional = {
         "replicas": st.integers(0, 100),
-        "command": st.lists(_text, max_size=3),
+        "command": st.one_of(st.just([]), _argv),
         "args": st.lists(_text, max_size=3),
         "env": st.one_of(
             st.dictionaries(_env_name, _text, max_size=3),
@@ -884,10 +921,12 @@ def workload_documents(draw: st.DrawFn) -> dict:
                 optional={"protocol": st.sampled_from(["TCP", "UDP"])},
             ),
             max_size=3,
+            # The same unpublished port twice is an error (test_validation.py).
+            unique_by=lambda p: (p["containerPort"], p.get("protocol", "TCP")),
         ),
         "restartPolicy": st.sampled_from(["Always", "OnFailure", "Never"]),
         "healthCheck": st.one_of(
-            st.fixed_dictionaries({"exec": st.lists(_text, min_size=1, max_size=2)}),
+            st.fixed_dictionaries({"exec": _argv}),
             st.fixed_dictionaries({"tcpPort": _port, "periodSeconds": st.integers(1, 60)}),
         ),
         "nodeSelector": st.dictionaries(_label, _label, max_size=2),
@@ -911,7 +950,7 @@ def workload_documents(draw: st.DrawFn) -> dict:
     return {"apiVersion": "mctl/v1", "kind": "Workload", "metadata": metadata, "spec": spec}
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(workload_documents())
 def test_round_trip_property(document):
     w = parse_one(yaml.safe_dump(document))

@@ -34,6 +34,13 @@ class Agent(agent_pb2_grpc.AgentServicer):
     def Logs(self, request, context):
         yield control_pb2.LogChunk(lines=[control_pb2.LogLine(data=b"hello")])
 
+    def Exec(self, request_iterator, context):
+        for message in request_iterator:
+            yield control_pb2.ExecOutput(stdout=message.stdin)
+
+    def ImportImage(self, request_iterator, context):
+        return agent_pb2.ImportImageReply(received_bytes=sum(len(c.data) for c in request_iterator))
+
 
 class Nodes(node_pb2_grpc.NodeServiceServicer):
     def Register(self, request, context):
@@ -140,6 +147,29 @@ def test_agents_may_not_call_an_agent_not_even_their_own(certs, agent_node1):
         e = failure(lambda: list(agent_pb2_grpc.AgentStub(channel).Logs(
             control_pb2.LogsRequest(), timeout=5)))
     assert e.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_streamed_requests_are_guarded_before_the_first_is_read(certs, agent_node1):
+    def exec_echo(who: str) -> list[bytes]:
+        with rpc.make_channel(agent_node1, certs.config(who), "node1.node.mctl") as channel:
+            replies = agent_pb2_grpc.AgentStub(channel).Exec(
+                iter([control_pb2.ExecInput(stdin=b"a"), control_pb2.ExecInput(stdin=b"b")]),
+                timeout=5)
+            return [r.stdout for r in replies]
+
+    def import_image(who: str) -> int:
+        with rpc.make_channel(agent_node1, certs.config(who), "node1.node.mctl") as channel:
+            return agent_pb2_grpc.AgentStub(channel).ImportImage(
+                iter([agent_pb2.ImageChunk(data=b"abc"), agent_pb2.ImageChunk(data=b"de")]),
+                timeout=5).received_bytes
+
+    assert exec_echo("admin") == [b"a", b"b"]                  # stream -> stream
+    assert import_image("admin") == 5                          # stream -> one reply
+    for call, method in ((exec_echo, "Exec"), (import_image, "ImportImage")):
+        e = failure(call, "node1")
+        assert e.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert e.details() == (f"permission denied: agent node1 may not call "
+                               f"/mctl.v1.Agent/{method} (only role admin or scheduler may)")
 
 
 def test_a_client_without_a_certificate_is_refused(certs, agent_node1):

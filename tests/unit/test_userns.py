@@ -6,9 +6,10 @@ import os
 import shutil
 import tempfile
 
-from mctl.agent import containers
-from mctl.agent.runtime import oci, userns
-from mctl.agent.runtime.oci import Config, IdMapping
+from mctl.agent.bundle import config as bundle_config
+from mctl.agent.runtime import userns
+from mctl.agent.runtime.oci import config as oci
+from mctl.agent.runtime.oci.config import Config, IdMapping
 
 
 def test_map_text_is_one_line_per_range():
@@ -59,16 +60,16 @@ def test_default_rlimits_nofile_within_nr_open(tmp_path):
     nr_open = tmp_path / "nr_open"
     nr_open.write_text("1048576\n")
     everything = status(tmp_path, (1 << 41) - 1)
-    assert containers.default_rlimits(str(nr_open), everything) == (
+    assert bundle_config.default_rlimits(str(nr_open), everything) == (
         oci.Rlimit("RLIMIT_NOFILE", 1 << 20, 1 << 20),)
     nr_open.write_text("4096\n")
-    assert containers.default_rlimits(str(nr_open), everything)[0].hard == 4096
+    assert bundle_config.default_rlimits(str(nr_open), everything)[0].hard == 4096
 
 
 def test_default_rlimits_without_cap_sys_resource_stay_within_the_agents(tmp_path, monkeypatch):
     nr_open = tmp_path / "nr_open"
     nr_open.write_text("1048576\n")
     no_resource = status(tmp_path, ((1 << 41) - 1) & ~(1 << 24))
-    monkeypatch.setattr(containers.resource, "getrlimit", lambda which: (1024, 20000))
-    assert containers.default_rlimits(str(nr_open), no_resource) == (
+    monkeypatch.setattr(bundle_config.resource, "getrlimit", lambda which: (1024, 20000))
+    assert bundle_config.default_rlimits(str(nr_open), no_resource) == (
         oci.Rlimit("RLIMIT_NOFILE", 20000, 20000),)

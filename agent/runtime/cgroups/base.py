@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import time
 from abc import ABC, abstractmethod
 
-from .. import signals
 from ..lazylog import LazyLogger
 from ..record import Record
 
-# typing.TYPE_CHECKING without importing typing; collections.abc would pull
-# in collections (2 ms of `mctl-runtime run`) for a type hint.
+# typing.TYPE_CHECKING without importing typing: the hints below are for type
+# checkers only, and the start path imports nothing for them.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -404,7 +404,7 @@ class CgroupDriver(ABC):
     def _kill(self, pid: int) -> None:
         self._log.debug("kill -KILL %d", pid)
         try:
-            self._ops.kill(pid, signals.SIGKILL)
+            self._ops.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 

@@ -34,8 +34,8 @@ from .base import (
     read_keyed,
 )
 
-# typing.TYPE_CHECKING without importing typing; collections.abc would pull
-# in collections (2 ms of `mctl-runtime run`) for a type hint.
+# typing.TYPE_CHECKING without importing typing: the hints below are for type
+# checkers only, and the start path imports nothing for them.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -90,8 +90,8 @@ class V1Driver(CgroupDriver):
 
         Writing cgroup.procs write-locks cgroup_threadgroup_rwsem, whose
         rcu_sync waits for a normal RCU grace period whenever no migration
-        happened just before: ~11 ms median per container start here (measured
-        by bench/start.py's trace and perf's sched_switch stacks). Writing 0 to
+        happened just before: the largest single wait of a container start
+        (bench/README.md, "cgroup.procs and the RCU grace period"). Writing 0 to
         `tasks` migrates only the calling thread, and the kernel then skips
         that lock (kernel/cgroup/cgroup.c, cgroup_procs_write_start: "If the
         thread is `current` ... we can skip the global lock"). The child that

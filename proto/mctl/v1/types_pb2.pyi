@@ -1,10 +1,55 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ReplicaPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPLICA_PHASE_UNSPECIFIED: _ClassVar[ReplicaPhase]
+    REPLICA_PHASE_PENDING: _ClassVar[ReplicaPhase]
+    REPLICA_PHASE_STARTING: _ClassVar[ReplicaPhase]
+    REPLICA_PHASE_RUNNING: _ClassVar[ReplicaPhase]
+    REPLICA_PHASE_SUCCEEDED: _ClassVar[ReplicaPhase]
+    REPLICA_PHASE_FAILED: _ClassVar[ReplicaPhase]
+    REPLICA_PHASE_TERMINATING: _ClassVar[ReplicaPhase]
+
+class ReplicaReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPLICA_REASON_UNSPECIFIED: _ClassVar[ReplicaReason]
+    REPLICA_REASON_UNSCHEDULABLE: _ClassVar[ReplicaReason]
+    REPLICA_REASON_DRAINED: _ClassVar[ReplicaReason]
+    REPLICA_REASON_NODE_NOT_READY: _ClassVar[ReplicaReason]
+    REPLICA_REASON_COMPLETED: _ClassVar[ReplicaReason]
+    REPLICA_REASON_ERROR: _ClassVar[ReplicaReason]
+    REPLICA_REASON_OOM_KILLED: _ClassVar[ReplicaReason]
+    REPLICA_REASON_UNHEALTHY: _ClassVar[ReplicaReason]
+    REPLICA_REASON_START_ERROR: _ClassVar[ReplicaReason]
+    REPLICA_REASON_MONITOR_LOST: _ClassVar[ReplicaReason]
+    REPLICA_REASON_CRASH_LOOP_BACK_OFF: _ClassVar[ReplicaReason]
+    REPLICA_REASON_CREATE_ERROR: _ClassVar[ReplicaReason]
+REPLICA_PHASE_UNSPECIFIED: ReplicaPhase
+REPLICA_PHASE_PENDING: ReplicaPhase
+REPLICA_PHASE_STARTING: ReplicaPhase
+REPLICA_PHASE_RUNNING: ReplicaPhase
+REPLICA_PHASE_SUCCEEDED: ReplicaPhase
+REPLICA_PHASE_FAILED: ReplicaPhase
+REPLICA_PHASE_TERMINATING: ReplicaPhase
+REPLICA_REASON_UNSPECIFIED: ReplicaReason
+REPLICA_REASON_UNSCHEDULABLE: ReplicaReason
+REPLICA_REASON_DRAINED: ReplicaReason
+REPLICA_REASON_NODE_NOT_READY: ReplicaReason
+REPLICA_REASON_COMPLETED: ReplicaReason
+REPLICA_REASON_ERROR: ReplicaReason
+REPLICA_REASON_OOM_KILLED: ReplicaReason
+REPLICA_REASON_UNHEALTHY: ReplicaReason
+REPLICA_REASON_START_ERROR: ReplicaReason
+REPLICA_REASON_MONITOR_LOST: ReplicaReason
+REPLICA_REASON_CRASH_LOOP_BACK_OFF: ReplicaReason
+REPLICA_REASON_CREATE_ERROR: ReplicaReason
 
 class Resources(_message.Message):
     __slots__ = ("cpu_millis", "memory_bytes", "pids")
@@ -151,8 +196,8 @@ class ReplicaStatus(_message.Message):
     STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     FINISHED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     LAST_EXIT_FIELD_NUMBER: _ClassVar[int]
-    phase: str
-    reason: str
+    phase: ReplicaPhase
+    reason: ReplicaReason
     message: str
     exit_code: int
     restarts: int
@@ -160,7 +205,7 @@ class ReplicaStatus(_message.Message):
     started_unix_ms: int
     finished_unix_ms: int
     last_exit: str
-    def __init__(self, phase: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., restarts: _Optional[int] = ..., ip: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., last_exit: _Optional[str] = ...) -> None: ...
+    def __init__(self, phase: _Optional[_Union[ReplicaPhase, str]] = ..., reason: _Optional[_Union[ReplicaReason, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., restarts: _Optional[int] = ..., ip: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., last_exit: _Optional[str] = ...) -> None: ...
 
 class Replica(_message.Message):
     __slots__ = ("metadata", "workload", "spec_hash", "spec", "node", "status")

@@ -1,0 +1,131 @@
+"""The agent's side of `mctl image import` and `mctl image ls`.
+
+An import arrives as a client stream of chunks. They are written to a
+temporary file under the store (`<state>/images/tmp/`, on the same disk the
+layers go to), counted against the node's archive size limit as they come,
+and only then unpacked (archive.py). One import runs at a time
+per node: they are rare, and serializing them is what lets a failed import
+remove exactly what it staged. Leftovers of an agent killed mid-import are
+removed when the agent starts.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+
+from mctl.v1 import agent_pb2
+
+from .archive import ImportResult, Limits, import_archive
+from .store import Image, ImageStore
+
+log = logging.getLogger(__name__)
+
+
+class ImportRefused(Exception):
+    """The upload itself is unusable (empty, over the size limit); the message is for the user."""
+
+
+class ImageImporter:
+    def __init__(self, store: ImageStore, limits: Limits | None = None) -> None:
+        self.store = store
+        self.limits = limits or Limits()
+        self.tmp_dir = os.path.join(store.root, "tmp")
+        self._lock = threading.Lock()
+        self._layer_sizes: dict[str, int] = {}    # layers never change: sized once
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
+        for entry in os.listdir(self.store.layers_dir):
+            if entry.startswith(".tmp-"):
+                log.info("removing an unfinished import's layers: %s", entry)
+                shutil.rmtree(os.path.join(self.store.layers_dir, entry), ignore_errors=True)
+
+    def receive(self, chunks: Iterable[agent_pb2.ImageChunk]) -> tuple[ImportResult, int]:
+        """Takes the streamed archive and imports it; returns the result and the bytes received.
+
+        Raises ImportRefused or ArchiveError (bad input), OSError (the node's disk).
+        """
+        t0 = time.monotonic()
+        fd, path = tempfile.mkstemp(prefix="upload-", suffix=".tar", dir=self.tmp_dir)
+        try:
+            name = filename = ""
+            received = 0
+            with os.fdopen(fd, "wb") as f:
+                for i, chunk in enumerate(chunks):
+                    if i == 0:
+                        name, filename = chunk.name, os.path.basename(chunk.filename)
+                        if chunk.size > self.limits.max_archive_bytes:
+                            raise ImportRefused(self._too_big(filename or "the archive",
+                                                              chunk.size))
+                    received += len(chunk.data)
+                    if received > self.limits.max_archive_bytes:
+                        raise ImportRefused(self._too_big(filename or "the archive", received))
+                    f.write(chunk.data)
+            if received == 0:
+                raise ImportRefused(f"{filename or 'the archive'}: no data received")
+            t1 = time.monotonic()
+            label = filename or "archive"
+            log.info("image archive received file=%s bytes=%d ms=%.0f", label, received,
+                     (t1 - t0) * 1000)
+            with self._lock:
+                result = import_archive(self.store, path, name=name, limits=self.limits,
+                                        label=label)
+            log.info("image archive imported file=%s images=%s new_layers=%d ms=%.0f", label,
+                     ",".join(i.name for i in result.images), result.layers_new,
+                     (time.monotonic() - t1) * 1000)
+            return result, received
+        finally:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def _too_big(self, what: str, size: int) -> str:
+        return (f"{what}: {size} bytes is over this node's limit of "
+                f"{self.limits.max_archive_bytes} bytes per archive")
+
+    def layer_size(self, digest: str) -> int:
+        """Bytes of the regular files in a layer (hard links counted once)."""
+        size = self._layer_sizes.get(digest)
+        if size is None:
+            size = 0
+            seen: set[int] = set()
+            for dirpath, _, filenames in os.walk(self.store.layer_path(digest)):
+                for name in filenames:
+                    st = os.lstat(os.path.join(dirpath, name))
+                    if stat.S_ISREG(st.st_mode) and st.st_ino not in seen:
+                        seen.add(st.st_ino)
+                        size += st.st_size
+            self._layer_sizes[digest] = size
+        return size
+
+    def info(self, image: Image) -> agent_pb2.ImageInfo:
+        created = image.created_unix_ms
+        if not created and image.layers:
+            # busybox is built on the node: its layer's age is the image's.
+            try:
+                created = int(os.stat(self.store.layer_path(image.layers[-1])).st_mtime * 1000)
+            except OSError:
+                created = 0
+        return agent_pb2.ImageInfo(
+            name=image.name, layers=list(image.layers),
+            size_bytes=sum(self.layer_size(d) for d in dict.fromkeys(image.layers)),
+            created_unix_ms=created, entrypoint=list(image.entrypoint), cmd=list(image.cmd),
+            env=list(image.env), working_dir=image.working_dir, user=image.user)
+
+    def list(self) -> list[agent_pb2.ImageInfo]:
+        return [self.info(image) for image in self.store.list()]
+
+
+def is_disk_full(e: OSError) -> bool:
+    return e.errno in (errno.ENOSPC, errno.EDQUOT)

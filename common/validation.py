@@ -1,0 +1,325 @@
+"""The rules a workload must satisfy, checked on the `Workload` message itself.
+
+The scheduler is the gate: its Apply runs these checks on every request, so
+a raw gRPC client is held to the same rules as `mctl apply`, and the CLI
+runs them too (after parsing YAML, through common/spec.py) to name the file
+and document of a problem before anything is sent. A problem is reported at
+its field path in the user's YAML terms (`spec.ports[1].hostPort`,
+`metadata.labels["x.io/a"]`), with a short lowercase sentence that quotes
+the bad value.
+
+What only YAML can get wrong (unknown fields, a string where a number
+belongs, "64Mb" that is no quantity, a number too big for the message) is
+the parser's business; everything a message can carry wrong is checked
+here: names, ranges, choices, duplicates, references, and sizes.
+
+The sizes are bounded so that one apply fits etcd's request limit (1.5 MiB
+by default, and the apply is one transaction of at most 128 operations) and
+every replica record, which carries a copy of its spec, stays small. The
+replica cap is the scheduler's `--max-replicas`; the CLI cannot know it and
+leaves it to the server.
+
+Pure: no gRPC, no store, nothing but the messages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence, Sized
+from dataclasses import dataclass
+
+from mctl.common import imageref, names
+from mctl.common.names import quote
+from mctl.v1 import types_pb2
+
+PROTOCOLS = ("TCP", "UDP")
+RESTART_POLICIES = ("Always", "OnFailure", "Never")
+# security_context.seccomp_profile as stored: "" is RuntimeDefault (see types.proto).
+STORED_SECCOMP_PROFILES = ("", "Unconfined")
+
+DEFAULT_MAX_REPLICAS = 1000
+MAX_WORKLOADS_PER_APPLY = 100        # etcd allows 128 operations in one transaction
+MAX_APPLY_BYTES = 1 << 20            # etcd's default request limit is 1.5 MiB
+MAX_WORKLOAD_BYTES = 64 << 10        # copied into each of up to --max-replicas records
+MAX_LIST_ITEMS = 256                 # command, args, env, ports, exec, labels, nodeSelector
+MAX_STRING_BYTES = 16 << 10          # one argv element or env value
+MAX_PATH_BYTES = 4096                # PATH_MAX
+
+_ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
+# A key that reads unambiguously after a "." in a field path; others are quoted.
+_PLAIN_KEY = re.compile(r"\A[A-Za-z_][A-Za-z0-9_-]*\Z")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits that are the scheduler's to set; None leaves a check to the server."""
+
+    max_replicas: int | None = DEFAULT_MAX_REPLICAS
+
+
+SERVER_LIMITS = Limits()
+# The CLI's: it cannot know the scheduler's --max-replicas.
+CLIENT_LIMITS = Limits(max_replicas=None)
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """What is wrong (`problem`) and where (`field`, "" for the workload as a whole)."""
+
+    field: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.problem}" if self.field else self.problem
+
+
+class _Invalid(Exception):
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(problem)
+        self.found = FieldProblem(field, problem)
+
+
+def child(path: str, key: object) -> str:
+    """The path of `key` under `path`: `spec.env.A`, or `metadata.labels["x.io/a"]`."""
+    text = str(key)
+    if not _PLAIN_KEY.match(text):
+        return f"{path}[{quote(text)}]"
+    return f"{path}.{text}" if path else text
+
+
+def _env_name_problem(name: str) -> str | None:
+    if _ENV_NAME.match(name):
+        return None
+    return (f"{quote(name)} is not a valid variable name:"
+            ' use letters, digits and "_", not starting with a digit')
+
+
+# ---------------------------------------------------------------------------
+# Small checks, each raising at its field
+
+
+def _check(ok: bool, field: str, problem: str) -> None:
+    if not ok:
+        raise _Invalid(field, problem)
+
+
+# These run on every entry of every apply: each makes its message only on failure.
+
+def _in_range(value: int, field: str, minimum: int, maximum: int | None = None,
+              why: str = "") -> None:
+    if value < minimum:
+        raise _Invalid(field, f"must be at least {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise _Invalid(field, f"must be at most {maximum}, not {value}{why}")
+
+
+def _one_of(value: str, field: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise _Invalid(field, f"must be one of {', '.join(choices)}, not {quote(value)}")
+
+
+def _text(value: str, field: str, limit: int = MAX_STRING_BYTES) -> None:
+    size = len(value.encode())
+    if size > limit:
+        raise _Invalid(field, f"is {size} bytes long; at most {limit}")
+    # Unusable in argv, environment and paths: the kernel reads them as C strings.
+    if "\0" in value:
+        raise _Invalid(field, f"{quote(value)} contains a NUL character")
+
+
+def _count(items: Sized, field: str) -> None:
+    if len(items) > MAX_LIST_ITEMS:
+        raise _Invalid(field, f"has {len(items)} entries; at most {MAX_LIST_ITEMS}")
+
+
+def _dns_label(value: str, field: str) -> None:
+    if problem := names.validate_dns_label(value):
+        raise _Invalid(field, problem)
+
+
+def _labels(labels: Mapping[str, str], field: str) -> None:
+    _count(labels, field)
+    for key in sorted(labels):  # a map's order is not the file's: be deterministic
+        if problem := names.validate_label_key(key):
+            raise _Invalid(field, problem)
+        if problem := names.validate_label_value(labels[key]):
+            raise _Invalid(child(field, key), problem)
+
+
+def _argv(argv: Sequence[str], field: str) -> None:
+    """An argv list; its first element, when it names the program, must not be empty."""
+    _count(argv, field)
+    for i, arg in enumerate(argv):
+        _text(arg, f"{field}[{i}]")
+
+
+def _program(argv: Sequence[str], field: str) -> None:
+    if argv:
+        _check(argv[0] != "", f"{field}[0]", "must not be empty: it names the program to run")
+
+
+# ---------------------------------------------------------------------------
+# The parts of a workload
+
+
+def _check_metadata(meta: types_pb2.ObjectMeta) -> None:
+    _dns_label(meta.name, "metadata.name")
+    _dns_label(meta.namespace, "metadata.namespace")
+    _labels(meta.labels, "metadata.labels")
+    # uid, generation, createdUnixMs and deletionRequested are the server's
+    # to write: Apply overwrites whatever a client sends.
+
+
+def _check_image(image: str) -> None:
+    _check(image != "", "spec.image", "must not be empty")
+    if imageref.problem(image) is None:
+        return
+    if "@" in image:
+        raise _Invalid("spec.image", f"{quote(image)} is a digest reference; give NAME[:TAG]")
+    raise _Invalid("spec.image", f"{quote(image)} is not an image reference (lowercase"
+                                 " NAME[:TAG], e.g. registry.local:5000/team/app:1.2)")
+
+
+def _check_env(env: Sequence[types_pb2.EnvVar]) -> None:
+    _count(env, "spec.env")
+    seen: set[str] = set()
+    for i, var in enumerate(env):
+        if problem := _env_name_problem(var.name):
+            raise _Invalid(f"spec.env[{i}].name", problem)
+        if var.name in seen:
+            raise _Invalid(f"spec.env[{i}].name", f"{quote(var.name)} is set twice")
+        seen.add(var.name)
+        _text(var.value, f"spec.env[{i}].value")
+
+
+def _check_resources(r: types_pb2.Resources) -> None:
+    # 0 would be no limit at all (and, for placement, a free replica).
+    _check(r.cpu_millis > 0, "spec.resources.cpu", f"must be more than 0, not {r.cpu_millis}m")
+    _check(r.memory_bytes > 0, "spec.resources.memory",
+           f"must be more than 0, not {r.memory_bytes}")
+    _in_range(r.pids, "spec.resources.pids", 1)
+
+
+def _check_ports(ports: Sequence[types_pb2.Port]) -> None:
+    _count(ports, "spec.ports")
+    published: dict[tuple[int, str], str] = {}
+    declared: dict[tuple[int, str], str] = {}
+    for i, port in enumerate(ports):
+        path = f"spec.ports[{i}]"
+        _in_range(port.container_port, f"{path}.containerPort", 1, 65535)
+        _in_range(port.host_port, f"{path}.hostPort", 0, 65535)
+        _one_of(port.protocol, f"{path}.protocol", PROTOCOLS)
+        key = (port.host_port, port.protocol)
+        if port.host_port:
+            # One address and port can be published once per node.
+            if key in published:
+                raise _Invalid(f"{path}.hostPort", f"{port.host_port}/{port.protocol} is"
+                                                   f" already published by {published[key]}")
+            published[key] = path
+        else:
+            # Publishing a port twice under different host ports is fine; the
+            # same unpublished entry twice says nothing new and is a slip.
+            key = (port.container_port, port.protocol)
+            if key in declared:
+                raise _Invalid(f"{path}.containerPort", f"{port.container_port}/{port.protocol}"
+                                                        f" is already declared by {declared[key]}")
+            declared[key] = path
+
+
+def _check_health_check(check: types_pb2.HealthCheck) -> None:
+    path = "spec.healthCheck"
+    has_exec, has_tcp = bool(check.exec), check.tcp_port != 0
+    if has_exec == has_tcp:
+        raise _Invalid(path, "needs exactly one of exec or tcpPort, not "
+                             + ("both" if has_exec else "neither"))
+    if has_exec:
+        _argv(check.exec, f"{path}.exec")
+        _program(check.exec, f"{path}.exec")
+    else:
+        _in_range(check.tcp_port, f"{path}.tcpPort", 1, 65535)
+    _in_range(check.period_seconds, f"{path}.periodSeconds", 1)
+    _in_range(check.failure_threshold, f"{path}.failureThreshold", 1)
+
+
+def _check_spec(s: types_pb2.WorkloadSpec, limits: Limits) -> None:
+    cap = limits.max_replicas
+    _in_range(s.replicas, "spec.replicas", 0, cap,
+              " (the scheduler's --max-replicas)" if cap is not None else "")
+    _check_image(s.image)
+    _argv(s.command, "spec.command")
+    _program(s.command, "spec.command")
+    _argv(s.args, "spec.args")
+    _check_env(s.env)
+    if s.working_dir:
+        _text(s.working_dir, "spec.workingDir", MAX_PATH_BYTES)
+        _check(s.working_dir.startswith("/"), "spec.workingDir",
+               f"{quote(s.working_dir)} is not an absolute path")
+    if s.hostname:
+        _dns_label(s.hostname, "spec.hostname")
+    _check_resources(s.resources)
+    _check_ports(s.ports)
+    _one_of(s.restart_policy, "spec.restartPolicy", RESTART_POLICIES)
+    if s.HasField("health_check"):
+        _check_health_check(s.health_check)
+    _labels(s.node_selector, "spec.nodeSelector")
+    _in_range(s.update.max_unavailable, "spec.update.maxUnavailable", 0)
+    _in_range(s.update.max_surge, "spec.update.maxSurge", 0)
+    # Such an update could neither stop an old replica nor start a new one.
+    _check(s.update.max_unavailable > 0 or s.update.max_surge > 0, "spec.update",
+           "maxUnavailable and maxSurge must not both be 0")
+    if s.security_context.seccomp_profile not in STORED_SECCOMP_PROFILES:
+        raise _Invalid("spec.securityContext.seccompProfile",
+                       f"must be RuntimeDefault (stored as \"\") or Unconfined, not"
+                       f" {quote(s.security_context.seccomp_profile)}")
+
+
+# ---------------------------------------------------------------------------
+# The entry points
+
+
+def workload_problem(workload: types_pb2.Workload,
+                     limits: Limits = SERVER_LIMITS) -> FieldProblem | None:
+    """The first problem with `workload`, or None when it may be stored."""
+    try:
+        size = workload.ByteSize()
+        _check(size <= MAX_WORKLOAD_BYTES, "",
+               f"is {size} bytes encoded; a workload may have at most {MAX_WORKLOAD_BYTES}")
+        _check_metadata(workload.metadata)
+        _check_spec(workload.spec, limits)
+    except _Invalid as e:
+        return e.found
+    return None
+
+
+def _name_in_request(workload: types_pb2.Workload, index: int) -> str:
+    """How a message names a workload of a request: by namespace/name when they are names."""
+    meta = workload.metadata
+    if names.validate_dns_label(meta.name) or names.validate_dns_label(meta.namespace):
+        return f"workloads[{index}]"
+    return f"workload {meta.namespace}/{meta.name}"
+
+
+def apply_problem(workloads: Sequence[types_pb2.Workload],
+                  limits: Limits = SERVER_LIMITS) -> str | None:
+    """The first problem with an apply of `workloads`, in one line, or None.
+
+    Counts and sizes come first: they are cheap and bound the rest.
+    """
+    if len(workloads) > MAX_WORKLOADS_PER_APPLY:
+        return (f"at most {MAX_WORKLOADS_PER_APPLY} workloads in one apply, not"
+                f" {len(workloads)}: apply them in parts")
+    size = sum(w.ByteSize() for w in workloads)
+    if size > MAX_APPLY_BYTES:
+        return (f"at most {MAX_APPLY_BYTES} bytes of workloads in one apply, not {size}:"
+                " apply them in parts")
+    first: dict[tuple[str, str], int] = {}
+    for i, w in enumerate(workloads):
+        if found := workload_problem(w, limits):
+            return f"{_name_in_request(w, i)}: {found}"
+        key = (w.metadata.namespace, w.metadata.name)
+        if key in first:
+            return (f"{_name_in_request(w, i)}: listed twice in one apply"
+                    f" (workloads[{first[key]}] and workloads[{i}])")
+        first[key] = i
+    return None
+

@@ -1,0 +1,98 @@
+"""The etcd key layout: making keys and parsing them back, in one place.
+
+Every durable fact lives under one prefix (default `/mctl/`):
+
+    workloads/<namespace>/<name>    Workload     (protobuf)
+    replicas/<namespace>/<name>     Replica      (protobuf)
+    nodes/<name>                    Node         (protobuf)
+    heartbeats/<name>               lease-bound  (present while the node heartbeats)
+    leader                          lease-bound  (the leading scheduler's id)
+    subnets/<a.b.c.d>-<len>         node name    (the node's container subnet, subnets.py)
+    events/<kind>/<ns>/<name>/<ms>-<n>  Event    (kept for an hour; not in snapshots)
+
+The store (which reads whole ranges) and the cache (which follows a watch)
+both turn keys back into objects; they share this codec so the two can
+never disagree on where a replica or a node lives.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Kind(enum.Enum):
+    WORKLOAD = "workloads"
+    REPLICA = "replicas"
+    NODE = "nodes"
+    HEARTBEAT = "heartbeats"
+    LEADER = "leader"
+    SUBNET = "subnets"
+    EVENT = "events"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    """What a key names: its kind, and the namespace ("" if none) and name."""
+
+    kind: Kind
+    namespace: str
+    name: str
+
+
+class KeyCodec:
+    def __init__(self, prefix: str = "/mctl/") -> None:
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self._cut = len(self.prefix)
+
+    # -- making keys -------------------------------------------------------------
+
+    def workload(self, namespace: str, name: str) -> str:
+        return f"{self.prefix}workloads/{namespace}/{name}"
+
+    def replica(self, namespace: str, name: str) -> str:
+        return f"{self.prefix}replicas/{namespace}/{name}"
+
+    def node(self, name: str) -> str:
+        return f"{self.prefix}nodes/{name}"
+
+    def heartbeat(self, name: str) -> str:
+        return f"{self.prefix}heartbeats/{name}"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}leader"
+
+    def subnet(self, subnet: str) -> str:
+        return f"{self.prefix}subnets/{subnet.replace('/', '-')}"
+
+    @property
+    def subnets_prefix(self) -> str:
+        return f"{self.prefix}subnets/"
+
+    def events_prefix(self, kind: str = "", namespace: str = "", name: str = "") -> str:
+        """Where events live; narrowed to one kind, or one object when all are given."""
+        key = f"{self.prefix}events/"
+        if kind:
+            key += f"{kind}/"
+            if name:
+                key += f"{namespace}/{name}/"
+        return key
+
+    # -- parsing keys ------------------------------------------------------------
+
+    def parse(self, key: str) -> ParsedKey | None:
+        """What `key` names; None for a key outside the layout (or the prefix)."""
+        if not key.startswith(self.prefix):
+            return None
+        head, _, rest = key[self._cut:].partition("/")
+        try:
+            kind = Kind(head)
+        except ValueError:
+            return None
+        if kind in (Kind.WORKLOAD, Kind.REPLICA):
+            namespace, _, name = rest.partition("/")
+            return ParsedKey(kind, namespace, name)
+        if kind is Kind.SUBNET:
+            return ParsedKey(kind, "", rest.replace("-", "/"))
+        return ParsedKey(kind, "", rest)

@@ -1,0 +1,106 @@
+"""What a node's status report changes in the replica records, decided purely.
+
+An agent reports every replica it runs (phase, exit, restarts, address,
+usage). Merging a report into the stored records:
+
+- a replica the report shows gets the reported status (a replica on its
+  way out stays Terminating whatever its container does meanwhile);
+- a replica on its way out that a complete report no longer shows is gone
+  for good: its record is removed;
+- usage samples are kept aside (usage.py), never in the records.
+
+Only changed records are written, and each change is worth the events
+`mctl describe` shows: starts, restarts, completions, failures, back-off.
+The controller commits the result (it is the one writer of replica records).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from mctl.common.phases import phase_name, reason_name
+from mctl.v1 import node_pb2, types_pb2
+
+from .events import NORMAL, WARNING, event
+
+log = logging.getLogger(__name__)
+
+ReplicaKey = tuple[str, str]
+
+
+@dataclass
+class ReportMerge:
+    """The record changes of one report, and what to remember and say about them."""
+
+    updated: dict[ReplicaKey, types_pb2.Replica] = field(default_factory=dict)
+    removed: list[ReplicaKey] = field(default_factory=list)
+    usage: dict[ReplicaKey, types_pb2.Usage] = field(default_factory=dict)
+    events: list[types_pb2.Event] = field(default_factory=list)
+
+
+def merge_report(stored: dict[ReplicaKey, types_pb2.Replica],
+                 report: node_pb2.StatusReport) -> ReportMerge:
+    """Merges `report` into the stored replicas bound to its node (others are ignored)."""
+    reported = {(r.namespace, r.name): r for r in report.replicas}
+    out = ReportMerge()
+    for key, r in stored.items():
+        if r.node != report.node:
+            continue
+        rep = reported.get(key)
+        if rep is None or rep.uid != r.metadata.uid:
+            # The node does not run it (any more). A replica on its way
+            # out is now gone for good.
+            if report.complete and r.metadata.deletion_requested:
+                out.removed.append(key)
+                log.info("replica=%s/%s removed from node=%s", *key, report.node)
+                out.events.append(event("Replica", *key, "Removed",
+                                        f"container removed from node {report.node}"))
+            continue
+        if rep.HasField("usage"):
+            out.usage[key] = rep.usage
+        status = types_pb2.ReplicaStatus()
+        status.CopyFrom(rep.status)
+        if r.metadata.deletion_requested:
+            status.phase = types_pb2.REPLICA_PHASE_TERMINATING
+        if status == r.status:
+            continue
+        updated = types_pb2.Replica()
+        updated.CopyFrom(r)
+        updated.status.CopyFrom(status)
+        out.updated[key] = updated
+        if status.phase != r.status.phase:
+            log.info("replica=%s/%s node=%s phase %s -> %s %s", *key, report.node,
+                     phase_name(r.status.phase), phase_name(status.phase),
+                     reason_name(status.reason))
+        out.events += status_events(key, report.node, r.status, status)
+    return out
+
+
+def status_events(key: ReplicaKey, node: str, old: types_pb2.ReplicaStatus,
+                  new: types_pb2.ReplicaStatus) -> list[types_pb2.Event]:
+    """The events a status change on a node is worth: starts, restarts, ends."""
+    events = []
+    reason = reason_name(new.reason)
+    detail = f" ({reason}: {new.message})" if new.message else (
+        f" ({reason})" if reason else "")
+    if new.restarts > old.restarts:
+        why = f" (last exit: {new.last_exit})" if new.last_exit else detail
+        events.append(event("Replica", *key, "Restarted",
+                            f"container restarted on node {node}, restart {new.restarts}{why}",
+                            WARNING))
+    if new.phase != old.phase:
+        if new.phase == types_pb2.REPLICA_PHASE_RUNNING:
+            events.append(event("Replica", *key, "Started", f"container running on node {node}",
+                                NORMAL))
+        elif new.phase == types_pb2.REPLICA_PHASE_SUCCEEDED:
+            events.append(event("Replica", *key, "Completed",
+                                f"container exited 0 on node {node}", NORMAL))
+        elif new.phase == types_pb2.REPLICA_PHASE_FAILED:
+            events.append(event("Replica", *key, reason or phase_name(new.phase),
+                                f"container failed on node {node}, exit code {new.exit_code}"
+                                f"{detail}", WARNING))
+        elif new.reason == types_pb2.REPLICA_REASON_CRASH_LOOP_BACK_OFF:
+            events.append(event("Replica", *key, "BackOff",
+                                f"back-off restarting on node {node}{detail}", WARNING))
+    return events
