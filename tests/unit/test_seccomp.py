@@ -11,6 +11,7 @@ holds it to the verdicts of the hand-written compiler it replaced.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from seccomp_bpf_interpreter import (
@@ -539,3 +540,43 @@ def test_the_zygotes_warm_profile_is_what_a_bundle_written_by_the_agent_loads(tm
     doc = seccomp.runtime_default(oci.DEFAULT_CAPABILITIES, seccomp.native_arch())
     oci.write_config(str(tmp_path), oci.Config(args=("true",), seccomp=seccomp.parse(doc)))
     assert oci.load_config(str(tmp_path)).seccomp is warm
+
+
+def test_mctl_runtime_keeps_built_programs_on_disk(tmp_path, monkeypatch):
+    doc = {"defaultAction": "SCMP_ACT_ERRNO",
+           "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"}]}
+    cache = str(tmp_path / "seccomp@cache")
+    monkeypatch.setattr(seccomp_program, "_cache", {})
+    built = seccomp.parse(doc, disk_cache=cache)
+    [name] = os.listdir(cache)
+    assert os.stat(cache).st_mode & 0o777 == 0o700
+    assert os.stat(os.path.join(cache, name)).st_mode & 0o777 == 0o600
+
+    # A new process (an empty memory cache) reads the program instead of building it.
+    monkeypatch.setattr(seccomp_program, "_cache", {})
+
+    def no_build(*args):
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(seccomp_program, "build", no_build)
+    assert seccomp.parse(doc, disk_cache=cache).program == built.program
+
+    # A torn file is not trusted: the program is built again and rewritten.
+    with open(os.path.join(cache, name), "wb") as f:
+        f.write(built.program[:5])
+    monkeypatch.undo()
+    monkeypatch.setattr(seccomp_program, "_cache", {})
+    assert seccomp.parse(doc, disk_cache=cache).program == built.program
+    with open(os.path.join(cache, name), "rb") as f:
+        assert f.read() == built.program
+
+
+def test_the_disk_cache_is_bounded(tmp_path, monkeypatch):
+    cache = str(tmp_path / "c")
+    monkeypatch.setattr(seccomp_program, "DISK_CACHE_FILES", 3)
+    for i in range(5):
+        monkeypatch.setattr(seccomp_program, "_cache", {})
+        seccomp.parse({"defaultAction": "SCMP_ACT_ALLOW",
+                       "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
+                                     "errnoRet": i + 1}]}, disk_cache=cache)
+    assert len([n for n in os.listdir(cache) if n.endswith(".bpf")]) == 3

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from ..hooks import Lifecycle
 
 PROG = "mctl-runtime"
+# Under --root; "@" is not allowed in a container id, so it names no container.
+SECCOMP_CACHE = "seccomp@cache"
 
 
 class RuntimeFailure(Exception):
@@ -122,7 +124,8 @@ def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int]:
 
     bundle = os.path.abspath(inv.bundle or ".")
     try:
-        config = load_config(bundle)
+        # A new process per call: built seccomp programs are kept under --root.
+        config = load_config(bundle, os.path.join(inv.root, SECCOMP_CACHE))
     except ConfigError as e:
         raise RuntimeFailure(str(e)) from None
     _unsupported(inv, config)

@@ -358,8 +358,8 @@ def write_config(bundle: str, config: Config) -> None:
     os.replace(tmp, os.path.join(bundle, "config.json"))
 
 
-def load_config(bundle: str) -> Config:
-    """Reads and checks bundle/config.json."""
+def load_config(bundle: str, seccomp_cache: str | None = None) -> Config:
+    """Reads and checks bundle/config.json (built seccomp programs kept in `seccomp_cache`)."""
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
@@ -368,7 +368,7 @@ def load_config(bundle: str) -> Config:
         raise ConfigError("config.json", f"not found in bundle {bundle}") from None
     except (OSError, ValueError) as e:
         raise ConfigError("config.json", f"cannot be read: {e}") from None
-    return parse_config(doc)
+    return parse_config(doc, seccomp_cache)
 
 
 def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str,
@@ -511,7 +511,7 @@ def _oom_score_adj(process: dict[str, Any]) -> int | None:
     return value
 
 
-def _seccomp(linux: dict[str, Any]) -> SeccompProfile | None:
+def _seccomp(linux: dict[str, Any], cache_dir: str | None) -> SeccompProfile | None:
     if linux.get("seccomp") is None:
         return None
     # Imported only for a config with a profile: a start without one loads
@@ -519,12 +519,12 @@ def _seccomp(linux: dict[str, Any]) -> SeccompProfile | None:
     from .. import seccomp
 
     try:
-        return seccomp.parse(linux["seccomp"])
+        return seccomp.parse(linux["seccomp"], disk_cache=cache_dir)
     except seccomp.ProfileError as e:
         raise ConfigError(e.field_path, e.problem) from None
 
 
-def parse_config(doc: object) -> Config:
+def parse_config(doc: object, seccomp_cache: str | None = None) -> Config:
     if not isinstance(doc, dict):
         raise ConfigError("config.json", "must be a JSON object")
     process = _get(doc, "process", dict, "", required=True)
@@ -628,5 +628,5 @@ def parse_config(doc: object) -> Config:
         apparmor_profile=_get(process, "apparmorProfile", str, "process.", ""),
         selinux_label=_get(process, "selinuxLabel", str, "process.", ""),
         mount_label=_get(linux, "mountLabel", str, "linux.", ""),
-        seccomp=_seccomp(linux),
+        seccomp=_seccomp(linux, seccomp_cache),
     )

@@ -74,6 +74,7 @@ def _load() -> ctypes.CDLL:
         "seccomp_rule_add_array": (i32, [ctx, u32, i32, ctypes.c_uint,
                                          ctypes.POINTER(_ArgCmp)]),
         "seccomp_export_bpf": (i32, [ctx, i32]),
+        "seccomp_version": (ctypes.c_void_p, []),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)
@@ -97,6 +98,21 @@ def arch_token(name: str) -> int:
     if not token:
         raise LibseccompError(f"libseccomp does not know the architecture {name!r}")
     return int(token)
+
+
+class _Version(ctypes.Structure):
+    """struct scmp_version (libseccomp >= 2.3)."""
+
+    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+
+def version() -> str:
+    """The loaded library's version, "2.5.4": what it builds can differ between versions."""
+    ptr = _load().seccomp_version()
+    if not ptr:
+        return "unknown"
+    v = _Version.from_address(ptr)
+    return f"{v.major}.{v.minor}.{v.micro}"
 
 
 def native_token() -> int:

@@ -30,12 +30,19 @@ is asked for, which is what runc 1.1 and crun 1.8 ask of it:
 `parse` keeps the profiles it has built, keyed by their JSON: a node sees a
 handful of profiles (the default, per capability set), and the zygote
 warms the cache with the agent's default profile before it forks any
-container (bench/seccomp_cost.py measures both).
+container (bench/seccomp_cost.py measures both). `mctl-runtime` is a new
+process per call, so it also keeps built programs on disk under its
+--root (`disk_cache`): building costs milliseconds a call, reading a file
+a few microseconds. A file is keyed by the profile's JSON, the
+architecture, libseccomp's version and this module's own file (a changed
+builder never reads an old program), and is only ever written by root
+into a directory of mode 0700.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import struct
@@ -61,6 +68,8 @@ MAX_INSNS = 4096
 # Distinct profiles kept built; a node sees a handful (the default, per capability set).
 CACHE_SIZE = 32
 _cache: dict[str, Profile] = {}
+# Programs kept on disk (mctl-runtime's --root); older ones go past this many.
+DISK_CACHE_FILES = 64
 
 # x86_64 marks an x32 call by this bit of nr (asm/unistd.h __X32_SYSCALL_BIT).
 X32_SYSCALL_BIT = 0x40000000
@@ -73,10 +82,11 @@ _SOCK_FILTER = struct.Struct("=HBBI")
 _OPTIMIZE_BINARY_TREE = 2
 
 
-def parse(doc: object, where: str = "linux.seccomp") -> Profile:
+def parse(doc: object, where: str = "linux.seccomp", disk_cache: str | None = None) -> Profile:
     """Checks linux.seccomp and builds its program for this machine; raises ProfileError.
 
-    The same document (same JSON) returns the same Profile without work.
+    The same document (same JSON) returns the same Profile without work;
+    with `disk_cache` (a directory) also in another process.
     """
     try:
         key = json.dumps(doc)
@@ -91,7 +101,12 @@ def parse(doc: object, where: str = "linux.seccomp") -> Profile:
         raise ProfileError(where, f"seccomp filters are built for x86_64 and aarch64, "
                                   f"not {os.uname().machine}")
     try:
-        program = build(profile, arch)
+        disk_key = _disk_key(key, arch) if key and disk_cache else ""
+        program = _disk_read(disk_cache, disk_key) if disk_key else None
+        if program is None:
+            program = build(profile, arch)
+            if disk_key:
+                _disk_write(disk_cache, disk_key, program)
     except libseccomp.LibseccompError as e:
         raise ProfileError(where, str(e)) from None
     profile = profile.replace(program=program, flags=filter_flags(profile))
@@ -100,6 +115,49 @@ def parse(doc: object, where: str = "linux.seccomp") -> Profile:
             del _cache[next(iter(_cache))]  # the oldest
         _cache[key] = profile
     return profile
+
+
+def _disk_key(doc_json: str, arch: str) -> str:
+    me = os.stat(__file__)
+    text = "\0".join((doc_json, arch, libseccomp.version(), str(me.st_mtime_ns), str(me.st_size)))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _disk_read(directory: str | None, key: str) -> bytes | None:
+    """A program kept on disk, if there is one that could be a program."""
+    if not directory:
+        return None
+    try:
+        with open(os.path.join(directory, key + ".bpf"), "rb") as f:
+            program = f.read(MAX_INSNS * _SOCK_FILTER.size + 1)
+    except OSError:
+        return None
+    if not program or len(program) % _SOCK_FILTER.size or len(program) > MAX_INSNS * 8:
+        return None  # torn or foreign: built again and rewritten
+    return program
+
+
+def _disk_write(directory: str | None, key: str, program: bytes) -> None:
+    """Keeps `program` on disk; a failure only costs the next call a build."""
+    if not directory:
+        return
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        names = [n for n in os.listdir(directory) if n.endswith(".bpf")]
+        if len(names) >= DISK_CACHE_FILES:
+            paths = [os.path.join(directory, n) for n in names]
+            paths.sort(key=lambda p: os.stat(p).st_mtime_ns)
+            for old in paths[:len(paths) - DISK_CACHE_FILES + 1]:
+                os.unlink(old)
+        tmp = os.path.join(directory, f".{key}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, program)
+        finally:
+            os.close(fd)
+        os.replace(tmp, os.path.join(directory, key + ".bpf"))
+    except OSError:
+        pass
 
 
 def arches_of(profile: Profile, native: str) -> list[str]:
