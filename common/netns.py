@@ -15,8 +15,12 @@ and slower). A socket keeps the namespace it was made in, so a netlink
 socket opened on such a thread keeps talking to that namespace from any
 thread afterwards (`rtnl`).
 
-Unlike `ip netns add`, nothing here makes /run/netns a shared mount of its
-own: that mount would outlive every cluster.
+As `ip netns add` does, /run/netns is first made a mount of its own with
+shared propagation (it stays, as iproute2's does). Without that, the first
+`ip netns add` on the machine after one of ours binds /run/netns onto
+itself, copying our mounts into the new mount and hiding the originals
+beneath it: removing the namespace later unmounts only the copy, and the
+hidden original keeps the namespace alive for good.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from .rtnetlink import RtNetlink
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
+MS_REC = 16384
+MS_SHARED = 1 << 20
 MNT_DETACH = 2
 NETLINK_ROUTE = 0
 
@@ -119,12 +125,35 @@ def run_in(name: str, fn: Callable[[], T]) -> T:
     return on_own_thread(inside)
 
 
+_dir_shared = False
+
+
+def _share_dir(directory: str = NETNS_DIR) -> None:
+    """Makes `directory` a shared mount of its own, as iproute2's netns_add does."""
+    global _dir_shared
+    if _dir_shared:
+        return
+    os.makedirs(directory, exist_ok=True)
+    d = directory.encode()
+    if _libc.mount(b"none", d, None, MS_SHARED | MS_REC, None) != 0:
+        err = ctypes.get_errno()
+        if err != errno.EINVAL:  # EINVAL: not a mount point yet
+            raise NetnsError(err, f"make {directory} shared: {os.strerror(err)}")
+        _check(_libc.mount(d, d, b"none", MS_BIND | MS_REC, None),
+               f"bind mount of {directory} on itself")
+        _check(_libc.mount(b"none", d, None, MS_SHARED | MS_REC, None),
+               f"make {directory} shared")
+    _dir_shared = True
+
+
 def create(name: str) -> str:
     """Makes the named namespace `name` (only loopback, down) and returns its path.
 
     Fails with EEXIST if the name is taken.
     """
     path = path_of(name)
+    if os.path.dirname(path) == NETNS_DIR:
+        _share_dir()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
         os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
