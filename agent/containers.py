@@ -6,7 +6,8 @@ cannot occur in a DNS label, so the id is unambiguous) whose bundle lives in
 
     config.json    what the runtime realizes (bundle/config.py)
     replica.pb     the replica as the scheduler sent it (for adoption)
-    meta.json      restarts so far
+    meta.json      restarts so far; after a stop for its disk use, why
+                   (and that the next start renews the writable layer)
     rootfs/        overlay mount of the image's layers + upper/ + work/
     lower/         with a user namespace: idmapped mounts of the layers,
                    0..N-1 top first, which the overlay stacks (bundle/rootfs.py)
@@ -37,11 +38,12 @@ from dataclasses import dataclass, field
 from mctl.common.procfs import start_time as process_start_time
 from mctl.v1 import types_pb2
 
-from . import hosts
+from . import diskusage, hosts
 from .bundle import config as bundle_config
 from .bundle import rootfs as bundle_rootfs
 from .idranges import IdRange, IdRangeError, IdRanges
 from .images.store import ImageError, ImageStore
+from .ipam import gateway_of, parse_subnet
 from .network import Attachment, NetworkError, NodeNetwork
 from .runtime import syscalls as sc
 from .runtime.api import Runtime, StartError
@@ -78,6 +80,9 @@ class Container:
     last_error: str = ""
     last_exit: str = ""              # why it ended before its latest restart
     unhealthy: str = ""              # why, while a failed health check stops it
+    disk_limit: str = ""             # why, while it is stopped for its disk use (disklimit.py)
+    # Its next start begins from an empty writable layer (after a DiskLimit stop).
+    renew_rootfs: bool = False
     next_restart_ms: int = 0
     # Its share of the node network; None without one (loopback only).
     network: Attachment | None = None
@@ -117,6 +122,14 @@ def _restarts(meta: dict[str, object]) -> int:
     return value if isinstance(value, int) else 0
 
 
+def _meta(container: Container) -> dict[str, object]:
+    """meta.json for `container`: what its bundle cannot tell once the agent restarts."""
+    doc: dict[str, object] = {"restarts": container.restarts}
+    if container.renew_rootfs:
+        doc["renew_rootfs"] = True
+    return doc
+
+
 # A bundle directory: search (x) for others, nothing else (see create).
 BUNDLE_MODE = 0o711
 
@@ -145,6 +158,7 @@ class ContainerManager:
         sys: sc.Syscalls | None = None,
         network: NodeNetwork | None = None,
         id_ranges: IdRanges | None = None,
+        default_disk_limit: int = diskusage.DEFAULT_LIMIT_BYTES,
     ) -> None:
         self.node = node
         self.root = os.path.join(state_dir, "containers")
@@ -159,6 +173,8 @@ class ContainerManager:
         # Host ids of containers with a user namespace.
         self.id_ranges = id_ranges or IdRanges(os.path.join(state_dir, "userns"))
         self.rlimits = bundle_config.default_rlimits()
+        # resources.disk of a workload that gives none (mctl-agent --default-disk-limit).
+        self.default_disk_limit = default_disk_limit
         self._lock = threading.Lock()
         self.containers: dict[str, Container] = {}
 
@@ -172,7 +188,9 @@ class ContainerManager:
                 replica, image, self._layers(image.layers), bundle, self.node,
                 f"/{self.cgroup_parent}/{container_id(*self._key(replica))}", self.rlimits,
                 ip=net.ip if net is not None else "", netns=net.netns if net is not None else "",
-                ids=ids)
+                ids=ids,
+                # The gateway is the node's DNS responder too (services_sync.py).
+                nameserver=str(gateway_of(parse_subnet(net.subnet))) if net is not None else "")
         except bundle_config.BundleError as e:
             raise ContainerError(str(e)) from None
 
@@ -248,7 +266,57 @@ class ContainerManager:
         container.hosts_peers = peers
         return changed
 
+    def disk_limit_of(self, container: Container) -> int:
+        """The container's disk limit in bytes: its workload's resources.disk, else the node's."""
+        return container.replica.spec.resources.disk_bytes or self.default_disk_limit
+
+    def mark_disk_limit(self, container: Container, why: str) -> None:
+        """Records that `container` is being stopped for its disk use (disklimit.py).
+
+        Kept in meta.json too, so that an agent restarted meanwhile still
+        reports the reason and still starts the container afresh.
+        """
+        container.renew_rootfs = True
+        _write_json(os.path.join(container.bundle, META_FILE),
+                    _meta(container) | {"disk_limit": why})
+
+    def renew_rootfs(self, container: Container) -> None:
+        """A fresh writable layer and /etc files, and the logs trimmed (diskusage.trim_logs).
+
+        After a DiskLimit stop: what the container wrote is what put it over,
+        so its next run must not begin with it. The overlay is unmounted
+        first (overlayfs forbids changing an upper dir under a mount), then
+        assembled again as create does.
+        """
+        bundle, replica = container.bundle, container.replica
+        try:
+            left = bundle_rootfs.take_apart(self.sys, bundle)
+            if left:
+                raise ContainerError(f"writable layer not renewed: still mounted: {left[0]}")
+            for name in ("upper", "work", "etc"):
+                shutil.rmtree(os.path.join(bundle, name), ignore_errors=True)
+            diskusage.trim_logs(bundle, self.disk_limit_of(container))
+            image = self.images.get(replica.spec.image)
+            ids = (self.id_ranges.allocate(container.id)
+                   if replica.spec.security_context.user_namespace else None)
+            config = self._config(replica, bundle, container.network, ids)
+            bundle_rootfs.assemble(self.sys, container.id, self._layers(image.layers), bundle,
+                                   config)
+            oci.write_config(bundle, config)
+        except (ImageError, IdRangeError, OSError) as e:
+            raise ContainerError(f"writable layer not renewed: {e}") from e
+        # etc/hosts was written anew: update_hosts must write its peers again.
+        container.hosts_text = ""
+        container.hosts_peers = None
+        container.renew_rootfs = False
+        _write_json(os.path.join(bundle, META_FILE), _meta(container))
+        log.info("container=%s starts from an empty writable layer", container.id)
+
     def start(self, container: Container) -> None:
+        # A failure here is a failed start (node.py): back-off, and retried
+        # on the next restart since renew_rootfs stays set.
+        if container.renew_rootfs:
+            self.renew_rootfs(container)
         t0 = time.perf_counter()
         try:
             result = self.runtime.start(container.id, container.bundle)
@@ -279,7 +347,7 @@ class ContainerManager:
             except FileNotFoundError:
                 pass
         container.restarts += 1
-        _write_json(os.path.join(container.bundle, META_FILE), {"restarts": container.restarts})
+        _write_json(os.path.join(container.bundle, META_FILE), _meta(container))
         container.exit = None
         container.monitor_pid = container.init_pid = 0
         container.monitor_identity = None
@@ -400,6 +468,8 @@ class ContainerManager:
             container = Container(id=cid, bundle=bundle, replica=replica,
                                   cgroup=f"{self.cgroup_parent}/{cid}",
                                   restarts=_restarts(meta))
+            disk_limit = meta.get("disk_limit")
+            container.renew_rootfs = bool(meta.get("renew_rootfs") or disk_limit)
             container.network = Attachment.load(bundle)
             if container.network is not None and self.network is not None:
                 self.network.adopt(cid, container.network)
@@ -409,6 +479,8 @@ class ContainerManager:
                 container.init_pid = state.init_pid
                 container.started_ms = state.started_unix_ms
                 self.refresh(container)
+            if container.exit is not None and isinstance(disk_limit, str) and disk_limit:
+                container.exit = container.exit.replace(disk_limit=disk_limit)
             with self._lock:
                 self.containers[cid] = container
             adopted.append(container)

@@ -4,7 +4,10 @@ Topics: containers (what the agent runs and their processes), cgroups (each
 container's cgroup with usage and limits, plus any cgroup under the node's
 parent that no container owns: a leak), mounts (the agent's mounts),
 network (links, addresses and routes of the node's namespace, and its nft
-rules), events (the agent's recent log records, kept in memory).
+rules), events (the agent's recent log records, kept in memory), drift
+(what the agent's self-check found changed in the kernel behind its back
+and what it did: selfcheck.py), services (the services this node balances:
+virtual IPs, ports, endpoints ready or not, DNS names; services_sync.py).
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ import collections
 import logging
 import subprocess
 import time
+from collections.abc import Callable
 
 from mctl.common.quantity import format_bytes_short
 
 from .containers import ContainerManager
+from .drift import DriftLog
 
-TOPICS = ("containers", "cgroups", "mounts", "network", "events")
+TOPICS = ("containers", "cgroups", "mounts", "network", "events", "drift", "services")
 KEPT_RECORDS = 500
 
 
@@ -46,7 +51,8 @@ def table(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def inspect(topic: str, manager: ContainerManager, recent: RecentLog | None,
-            limit: int = 0) -> list[str]:
+            limit: int = 0, drift: DriftLog | None = None,
+            services: Callable[[], list[str]] | None = None) -> list[str]:
     if topic == "containers":
         return containers(manager)
     if topic == "cgroups":
@@ -58,6 +64,10 @@ def inspect(topic: str, manager: ContainerManager, recent: RecentLog | None,
     if topic == "events":
         lines = list(recent.records) if recent is not None else []
         return lines[-limit:] if limit > 0 else lines
+    if topic == "drift":
+        return drift.lines(limit) if drift is not None else ["no self-check runs here"]
+    if topic == "services":
+        return services() if services is not None else ["no services here"]
     raise ValueError(f"unknown topic {topic!r}: use {', '.join(TOPICS)}")
 
 

@@ -8,6 +8,11 @@ whose master the agent reads and writes (stdout and stderr then arrive
 merged, as with `docker exec -t`). Inputs from the caller (stdin, resizes)
 are fed by a thread; outputs are streamed back until the command exits.
 When the caller hangs up, the command gets SIGHUP, then SIGKILL.
+
+What goes wrong inside the container (it is at its pids limit, the command
+does not exist) nsexec says in one line on the command's stderr, with
+status 126 or 127, as `docker exec` does; what goes wrong here (the node
+cannot start a process at all) is an `ExecError`, one line for the caller.
 """
 
 from __future__ import annotations
@@ -41,6 +46,19 @@ def nsexec_argv(init_pid: int, bundle: str, command: list[str], tty: bool = Fals
             "--bundle", bundle, *(["--tty"] if tty else []), "--", *command]
 
 
+class ExecError(OSError):
+    """The node could not start the exec; the message is one line for the user."""
+
+
+def _spawn(argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]
+    except OSError as e:
+        # EAGAIN or ENOMEM from fork(2) (the agent's own limits), E2BIG from
+        # execve(2) (a huge command line): the user's to read, not a bug to trace.
+        raise ExecError(f"the node cannot start the command: {e.strerror or e}") from None
+
+
 class Exec:
     """One running exec: the process and the fds the agent relays."""
 
@@ -58,14 +76,14 @@ class Exec:
                 if start.HasField("size"):
                     set_size(self.master, start.size)
                 stdin = slave
-                self.proc = subprocess.Popen(argv, stdin=stdin, stdout=slave, stderr=slave,
-                                             close_fds=True, start_new_session=True)
+                self.proc = _spawn(argv, stdin=stdin, stdout=slave, stderr=slave,
+                                   close_fds=True, start_new_session=True)
             finally:
                 os.close(slave)
             self.stdin_fd = self.master
             self.outputs = {self.master: "stdout"}
         else:
-            self.proc = subprocess.Popen(
+            self.proc = _spawn(
                 argv, stdin=subprocess.PIPE if start.stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
                 start_new_session=True)

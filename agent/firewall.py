@@ -14,14 +14,17 @@ forward and is left alone):
   agent to the container) and the node's own traffic keep working;
 - ICMP is let in (ping of the gateway, and ICMPv6 neighbour discovery,
   without which IPv6 on the bridge would not work);
+- DNS (UDP and TCP port 53) to the bridge's own address is let in: the
+  node's DNS responder listens there for its containers (dns.py);
 - everything else from the bridge is dropped, whatever source address a
   container with CAP_NET_RAW writes on its packets;
 - and so is everything from the cluster's container addresses arriving on
   another link: other nodes' containers, routed to this node without NAT.
 
 The table is written in one `nft -f` transaction when the node network is
-set up (network.py) and removed with it. Man pages: nft(8) (`ct state`,
-`iifname`), nftables' wiki "Netfilter hooks".
+set up (network.py), written again when the agent finds it changed by
+someone else (its drift check), and removed with the node network. Man
+pages: nft(8) (`ct state`, `iifname`), nftables' wiki "Netfilter hooks".
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ def ruleset(bridge: str, cluster_cidr: IPv4Network) -> str:
         "    type filter hook input priority filter; policy accept;",
         "    ct state established,related accept",
         f'    iifname "{bridge}" meta l4proto {{ icmp, ipv6-icmp }} accept',
+        # `fib daddr . iif`: only an address of the bridge itself.
+        f'    iifname "{bridge}" fib daddr . iif type local meta l4proto {{ tcp, udp }} '
+        "th dport 53 accept",
         f'    iifname "{bridge}" counter drop',
         f"    ip saddr {cluster_cidr} meta l4proto icmp accept",
         f"    ip saddr {cluster_cidr} counter drop",
@@ -72,11 +78,22 @@ def _nft(script: str) -> None:
         raise FirewallError(str(e)) from None
 
 
-def apply(bridge: str, cluster_cidr: IPv4Network) -> None:
-    """Makes the guard of `bridge` drop new connections from containers to this node."""
+FAMILY = "inet"
+
+
+def apply(bridge: str, cluster_cidr: IPv4Network) -> str:
+    """Makes the guard of `bridge` drop new connections from containers to this node.
+
+    Returns the table as the kernel has it (stateless: counters left out),
+    the reference for network.py's drift check.
+    """
     _nft(ruleset(bridge, cluster_cidr))
     log.info("nft table=%s guards the node from bridge=%s and %s", table_name(bridge), bridge,
              cluster_cidr)
+    try:
+        return nft.table(FAMILY, table_name(bridge))
+    except nft.NftError as e:
+        raise FirewallError(str(e)) from None
 
 
 def delete(bridge: str) -> None:

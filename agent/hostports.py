@@ -13,8 +13,10 @@ the client's address).
 The whole table is written in one `nft -f` transaction whenever the set of
 mappings changes (a container with hostPorts starts or goes), so there is
 never a moment with half of it, and a restarted agent rewrites it from the
-containers it adopts. Connections to 127.0.0.0/8 are left alone: the kernel
-does not route DNATed loopback traffic out of the node.
+containers it adopts; the agent rewrites it too when it finds it changed
+by someone else (network.py's drift check). Connections to 127.0.0.0/8
+are left alone: the kernel does not route DNATed loopback traffic out of
+the node.
 
 Man pages: nft(8) (maps, `fib`, `dnat`), conntrack-tools for the state.
 """
@@ -85,13 +87,24 @@ def _nft(script: str) -> None:
         raise HostPortError(str(e)) from None
 
 
-def apply(table: str, mappings: Iterable[Mapping]) -> None:
-    """Makes `table` hold exactly `mappings`, atomically."""
+FAMILY = "ip"
+
+
+def apply(table: str, mappings: Iterable[Mapping]) -> str:
+    """Makes `table` hold exactly `mappings`, atomically; returns the table as the kernel has it.
+
+    The returned text (stateless: see nft.py) is what a later listing must
+    equal while nobody else touched the table (network.py's drift check).
+    """
     mappings = list(mappings)
     _nft(ruleset(table, mappings))
     log.info("nft table=%s hostports=%s", table,
              ",".join(f"{m.protocol}/{m.host_port}->{m.address}:{m.container_port}"
                       for m in sorted(mappings)) or "none")
+    try:
+        return nft.table(FAMILY, table)
+    except nft.NftError as e:
+        raise HostPortError(str(e)) from None
 
 
 def delete(table: str) -> None:

@@ -31,6 +31,8 @@ from mctl.v1 import agent_pb2_grpc, types_pb2
 from . import debug
 from .access import POLICY
 from .containers import Container, ContainerManager
+from .disklimit import CHECK_SECONDS, DiskGuard
+from .diskusage import DEFAULT_LIMIT_BYTES
 from .health import HealthChecker
 from .idranges import IdRangeError, IdRanges
 from .images.archive import Limits
@@ -46,6 +48,7 @@ from .runtime.containerlog_writer import LogLimits
 from .runtime.oci.client import RuntimeNotFound
 from .scheduler_link import SchedulerLink
 from .service import AgentService
+from .services_sync import remove_table
 from .usage import UsageSampler
 
 log = logging.getLogger("mctl.agent")
@@ -114,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "kubelet's containerLogMaxSize")
     p.add_argument("--log-max-files", type=int, default=LogLimits().max_files,
                    help="log files kept per container, the current one included (default 2)")
+    p.add_argument("--default-disk-limit", type=_byte_size, default=DEFAULT_LIMIT_BYTES,
+                   help="what a container may write (writable layer, /etc files and logs) "
+                        "when its workload sets no resources.disk (default 10Gi)")
+    p.add_argument("--disk-check-period", type=float, default=CHECK_SECONDS,
+                   help="seconds between measures of the containers' disk use (default 5)")
     p.add_argument("--userns-base", type=int, default=100_000,
                    help="first host id of the ranges given to containers with "
                         "securityContext.userNamespace (default 100000)")
@@ -153,7 +161,8 @@ def make_manager(args: argparse.Namespace, runtime: Runtime) -> ContainerManager
     network = NodeNetwork(args.state_dir, prefix, bridge=args.bridge)
     return ContainerManager(args.state_dir, args.name, images, cgroups, runtime,
                             cgroup_parent=args.cgroup_parent or f"mctl/{args.name}",
-                            network=network, id_ranges=args.id_ranges)
+                            network=network, id_ranges=args.id_ranges,
+                            default_disk_limit=args.default_disk_limit)
 
 
 def configure_network(manager: ContainerManager, link: SchedulerLink) -> None:
@@ -180,6 +189,8 @@ def remove_network(manager: ContainerManager, node_netns_gone: bool) -> None:
         manager.network.forget_unowned(set())
         shutil.rmtree(manager.network.dir, ignore_errors=True)
         return
+    # The services table first: it balances to addresses that are gone now.
+    remove_table(manager.network)
     try:
         manager.network.cleanup()
     except OSError as e:
@@ -223,7 +234,10 @@ def run(args: argparse.Namespace, credentials: tls.TLSConfig | None) -> int:
     runtime = runtime_of(args)
     manager = make_manager(args, runtime)
     manager.adopt_all()
-    sampler = UsageSampler(manager)
+    # The loop, made below, reads usage from the sampler, which reads the guard's.
+    disk = DiskGuard(manager, args.stop_grace, on_change=lambda: loop.wake(),
+                     period=args.disk_check_period)
+    sampler = UsageSampler(manager, disk=disk.used)
     link = SchedulerLink(args.scheduler, args.name, credentials)
     loop = NodeLoop(manager, sampler, link.report, args.name, args.stop_grace)
 
@@ -261,7 +275,9 @@ def run(args: argparse.Namespace, credentials: tls.TLSConfig | None) -> int:
     loop.start()
     sampler.start(on_sample=loop.wake)
     health = HealthChecker(manager, args.stop_grace, on_change=loop.wake)
+    loop.ready_of = health.ready
     health.start()
+    disk.start()
     # Runtime first start: the zygote comes up now, not on the first replica.
     runtime.warm_up()
     stop.wait()
@@ -269,6 +285,7 @@ def run(args: argparse.Namespace, credentials: tls.TLSConfig | None) -> int:
     server.stop(grace=1)
     link.close()
     health.close()
+    disk.close()
     loop.close()
     sampler.close()
     if args.cleanup_on_exit:
@@ -283,6 +300,10 @@ def main(argv: list[str] | None = None) -> None:
     args.state_dir = args.state_dir or f"/var/lib/mctl/agent-{args.name}"
     try:
         args.log_limits = LogLimits(args.log_max_size, args.log_max_files)
+        if args.default_disk_limit <= 0:
+            raise ValueError("--default-disk-limit must be more than 0")
+        if not args.disk_check_period > 0:
+            raise ValueError("--disk-check-period must be more than 0 seconds")
         args.id_ranges = IdRanges(os.path.join(args.state_dir, "userns"), args.userns_base,
                                   args.userns_size, args.userns_count)
     except (ValueError, IdRangeError) as e:

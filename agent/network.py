@@ -25,8 +25,15 @@ routes go straight to the other node's address, with no tunnel.
 
 Every step can be undone on its own and undoing is idempotent, so a
 teardown after a half-made attach, or a sweep after a crash, removes
-exactly what exists. Man pages: ip-link(8) (veth, bridge), ip-route(8),
-ip-netns(8), network_namespaces(7).
+exactly what exists.
+
+Others can change all of this behind the agent's back (a link blip deletes
+the routes through that link, an operator flushes a table): repair() and
+repair_nft() compare the node side and the containers' veths with what
+they should be, from one dump per kind of object, and put back the
+difference (selfcheck.py calls them on every pass of the node loop and on
+the kernel's notifications; drift.py). Man pages: ip-link(8) (veth,
+bridge), ip-route(8), ip-netns(8), network_namespaces(7).
 """
 
 from __future__ import annotations
@@ -41,14 +48,16 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
+from typing import TypeVar
 
 from mctl.common import netns
-from mctl.common.rtnetlink import RTPROT_STATIC, NetlinkError, RtNetlink
+from mctl.common.rtnetlink import RTPROT_STATIC, Link, NetlinkError, RtNetlink
 
-from . import firewall, hostports
+from . import firewall, hostports, nft
+from .drift import FAILED, Repair
 from .ipam import AddressPool, IpamError, gateway_of, parse_subnet
 
 log = logging.getLogger(__name__)
@@ -58,6 +67,9 @@ log = logging.getLogger(__name__)
 # as mctl's, so they can be found and removed without touching others.
 MCTL_RTPROT = 109
 ATTACHMENT_FILE = "network.json"
+FORWARD_SYSCTL = "net.ipv4.ip_forward"
+
+T = TypeVar("T")
 
 
 class NetworkError(Exception):
@@ -114,6 +126,12 @@ class _State:
     subnet: IPv4Network | None = None
     cluster_cidr: IPv4Network | None = None
     mappings: dict[str, tuple[hostports.Mapping, ...]] = field(default_factory=dict)
+    # The routes to other nodes' subnets as last asked (destination -> gateway),
+    # None before the first sync_routes: what repair() puts back.
+    routes: dict[str, str] | None = None
+    # "family table" -> the stateless listing the kernel gave right after
+    # our last write of that table: what repair_nft() compares with.
+    nft_refs: dict[str, str] = field(default_factory=dict)
 
 
 def veth_name(bridge: str, container_id: str) -> str:
@@ -189,7 +207,7 @@ class NodeNetwork:
                 rt.set_link(index, up=True)
             # Forwarding: containers reach other nodes and hostPorts reach
             # containers through this node.
-            netns.write_sysctl(self.node_netns, "net.ipv4.ip_forward", "1")
+            netns.write_sysctl(self.node_netns, FORWARD_SYSCTL, "1")
             old = self._state.subnet
             if old is not None and old != net:
                 log.warning("node subnet changed from %s to %s: running containers keep "
@@ -206,7 +224,7 @@ class NodeNetwork:
                 log.warning("hostPorts unavailable on this node: %s", e)
             # Not ready without it (FirewallError is an OSError): a container
             # must never reach its node's agent because a rule is missing.
-            self._in_node_netns(lambda: firewall.apply(self.bridge, cluster))
+            self._write_guard_locked()
             self._disabled = False
             self._ready.set()
         log.info("node network ready bridge=%s gateway=%s/%d cluster_cidr=%s", self.bridge,
@@ -237,6 +255,8 @@ class NodeNetwork:
                             net, cluster)
                 continue
             want[str(net)] = p.address
+        with self._lock:
+            self._state.routes = dict(want)
         with netns.rtnl(self.node_netns) as rt:
             have = {r.destination: r.gateway
                     for r in rt.routes(socket.AF_INET, protocol=MCTL_RTPROT)}
@@ -333,6 +353,11 @@ class NodeNetwork:
                         # up, the container end in the container's namespace
                         # as eth0.
                         rt.add_veth(veth, "eth0", peer_netns_fd=fd, master=bridge, up=True)
+                        # Hairpin: with br_netfilter loaded, a container's
+                        # connection to its own service's virtual IP, DNATed
+                        # back to itself, is bridged out the port it came
+                        # in on (services.py).
+                        rt.set_hairpin(veth)
                         return
                     except OSError as e:
                         if e.errno == errno.EEXIST and attempt == 0:
@@ -405,18 +430,190 @@ class NodeNetwork:
                 log.info("removing stray network namespace %s", name)
                 netns.remove(name)
 
-    def _in_node_netns(self, fn: Callable[[], None]) -> None:
+    def _in_node_netns(self, fn: Callable[[], T]) -> T:
         if self.node_netns is None:
-            fn()
-        else:
-            netns.run_in(self.node_netns, fn)
+            return fn()
+        return netns.run_in(self.node_netns, fn)
 
     def _write_hostports_locked(self) -> None:
         mappings = [m for ms in self._state.mappings.values() for m in ms]
-        if self.node_netns is None:
-            hostports.apply(self.bridge, mappings)
-        else:
-            netns.run_in(self.node_netns, lambda: hostports.apply(self.bridge, mappings))
+        listing = self._in_node_netns(lambda: hostports.apply(self.bridge, mappings))
+        self._state.nft_refs[f"{hostports.FAMILY} {self.bridge}"] = listing
+
+    def _write_guard_locked(self) -> None:
+        cluster = self._state.cluster_cidr
+        assert cluster is not None
+        listing = self._in_node_netns(lambda: firewall.apply(self.bridge, cluster))
+        self._state.nft_refs[f"{firewall.FAMILY} {firewall.table_name(self.bridge)}"] = listing
+
+    # -- drift ------------------------------------------------------------------------
+
+    def repair(self, attachments: Mapping[str, Attachment]) -> list[Repair]:
+        """Puts back what differs from what the node network should be; returns what it did.
+
+        Checked, with one dump each of links, IPv4 addresses and mctl's
+        routes: the bridge (exists, up, has the gateway address), the
+        routes to other nodes' subnets as last synced, forwarding, and the
+        veth of each container of `attachments` (container id -> its
+        attachment; containers being torn down must not be in it): it
+        exists, is a port of the bridge and is up. A repair that fails
+        (say, a route while the link to its gateway is down) is returned
+        with outcome FAILED and tried again on the next call.
+        """
+        if not self._ready.is_set() or self._disabled:
+            return []
+        repairs: list[Repair] = []
+        remake: list[tuple[str, Attachment]] = []
+        with self._lock:
+            subnet = self._state.subnet
+            if subnet is None:
+                return []
+            with self._nl_lock:
+                rt = self._kept_rtnl()
+                links = {link.name: link for link in rt.links()}
+                index = self._repair_bridge(rt, links.get(self.bridge), repairs)
+                if index:
+                    self._repair_address(rt, index, subnet, repairs)
+                    self._repair_veths(rt, index, links, attachments, repairs, remake)
+                if self._state.routes is not None:
+                    self._repair_routes(rt, self._state.routes, repairs)
+            self._repair_forwarding(repairs)
+        for cid, att in remake:
+            # A deleted veth takes the container's eth0 along: both are made
+            # again, with the same address, as attach() made them.
+            what = f"veth {att.veth} of container {cid}"
+            try:
+                self._make_veth(att.veth, att.netns)
+                self._configure_inside(att.netns, att.ip, parse_subnet(att.subnet))
+                repairs.append(Repair(what, "missing", f"re-made with {att.ip}"))
+            except (OSError, IpamError, NetworkError) as e:
+                repairs.append(Repair(what, "missing", f"not re-made: {e}", outcome=FAILED))
+        return repairs
+
+    def _kept_rtnl(self) -> RtNetlink:
+        """The kept netlink socket (callers hold _nl_lock)."""
+        if self._nl is None:
+            self._nl = netns.rtnl(self.node_netns)
+        return self._nl
+
+    def _repair_bridge(self, rt: RtNetlink, bridge: Link | None, repairs: list[Repair]) -> int:
+        what = f"bridge {self.bridge}"
+        try:
+            if bridge is None:
+                rt.add_bridge(self.bridge, up=True)
+                self._bridge_index = rt.index(self.bridge)
+                repairs.append(Repair(what, "missing", "re-made, up"))
+                return self._bridge_index
+            self._bridge_index = bridge.ifindex
+            if not bridge.up:
+                rt.set_link(bridge.ifindex, up=True)
+                repairs.append(Repair(what, "down", "set up"))
+            return bridge.ifindex
+        except OSError as e:
+            repairs.append(Repair(what, "missing" if bridge is None else "down", str(e),
+                                  outcome=FAILED))
+            return 0
+
+    def _repair_address(self, rt: RtNetlink, index: int, subnet: IPv4Network,
+                        repairs: list[Repair]) -> None:
+        gateway = str(gateway_of(subnet))
+        have = {(a.address, a.prefixlen) for a in rt.addresses(index, socket.AF_INET)}
+        if (gateway, subnet.prefixlen) in have:
+            return
+        what = f"bridge {self.bridge} address {gateway}/{subnet.prefixlen}"
+        try:
+            rt.add_address(index, gateway, subnet.prefixlen)
+            repairs.append(Repair(what, "missing", "re-added"))
+        except OSError as e:
+            repairs.append(Repair(what, "missing", str(e), outcome=FAILED))
+
+    def _repair_veths(self, rt: RtNetlink, bridge: int, links: Mapping[str, Link],
+                      attachments: Mapping[str, Attachment], repairs: list[Repair],
+                      remake: list[tuple[str, Attachment]]) -> None:
+        for cid, att in sorted(attachments.items()):
+            link = links.get(att.veth)
+            if link is None:
+                if os.path.exists(att.netns):
+                    remake.append((cid, att))
+                continue
+            if link.master == bridge and link.up:
+                continue
+            found = ", ".join(f for f, bad in (("not in the bridge", link.master != bridge),
+                                                ("down", not link.up)) if bad)
+            what = f"veth {att.veth} of container {cid}"
+            try:
+                rt.set_link(link.ifindex, up=True, master=bridge)
+                repairs.append(Repair(what, found, f"put in {self.bridge}, up"))
+            except OSError as e:
+                repairs.append(Repair(what, found, str(e), outcome=FAILED))
+
+    @staticmethod
+    def _repair_routes(rt: RtNetlink, want: Mapping[str, str], repairs: list[Repair]) -> None:
+        have = {r.destination: r.gateway for r in rt.routes(socket.AF_INET, protocol=MCTL_RTPROT)}
+        for dst, gateway in sorted(want.items()):
+            if have.get(dst) == gateway:
+                continue
+            found = "missing" if dst not in have else f"via {have[dst]}"
+            what = f"route {dst} via {gateway}"
+            try:
+                rt.add_route(dst, gateway=gateway, protocol=MCTL_RTPROT, replace=True)
+                repairs.append(Repair(what, found, "re-added"))
+            except OSError as e:
+                repairs.append(Repair(what, found, str(e), outcome=FAILED))
+        for dst in sorted(set(have) - set(want)):
+            what = f"route {dst} via {have[dst]}"
+            try:
+                rt.delete_route(dst, protocol=MCTL_RTPROT)
+                repairs.append(Repair(what, "not ours to have", "removed"))
+            except OSError as e:
+                if e.errno != errno.ESRCH:
+                    repairs.append(Repair(what, "not ours to have", str(e), FAILED))
+
+    def _repair_forwarding(self, repairs: list[Repair]) -> None:
+        path = "/proc/sys/" + FORWARD_SYSCTL.replace(".", "/")
+
+        def read() -> str:
+            with open(path) as f:
+                return f.read().strip()
+
+        try:
+            if self._in_node_netns(read) == "1":
+                return
+            netns.write_sysctl(self.node_netns, FORWARD_SYSCTL, "1")
+            repairs.append(Repair(FORWARD_SYSCTL, "0", "set to 1"))
+        except OSError as e:
+            repairs.append(Repair(FORWARD_SYSCTL, "unknown", str(e), outcome=FAILED))
+
+    def repair_nft(self) -> list[Repair]:
+        """Rewrites each nft table of the node's that differs from what was last written.
+
+        One `nft list ruleset`; a table compares equal to the listing the
+        kernel gave right after our own last write of it (stateless, so
+        packet counters do not count as a change).
+        """
+        repairs: list[Repair] = []
+        with self._lock:
+            if not self._ready.is_set() or not self._state.nft_refs:
+                return []
+            try:
+                live = self._in_node_netns(nft.tables)
+            except nft.NftError as e:
+                return [Repair("nftables", "not readable", str(e), outcome=FAILED)]
+            for key, reference in sorted(self._state.nft_refs.items()):
+                have = live.get(key, "")
+                if have == reference:
+                    continue
+                found = "missing" if not have else "changed"
+                what = f"nft table {key}"
+                try:
+                    if key.startswith(hostports.FAMILY + " "):
+                        self._write_hostports_locked()
+                    else:
+                        self._write_guard_locked()
+                    repairs.append(Repair(what, found, "rewritten"))
+                except (hostports.HostPortError, firewall.FirewallError) as e:
+                    repairs.append(Repair(what, found, str(e), outcome=FAILED))
+        return repairs
 
     # -- everything ------------------------------------------------------------------
 

@@ -6,6 +6,10 @@ container takes milliseconds and happens on the loop; stopping can take a
 grace period, so each stop runs on its own thread while the container is
 marked busy and the loop leaves it alone. After every pass the loop builds
 the node's status report and hands it to the reporter when it changed.
+Every pass also starts with the self-check (selfcheck.py): what the agent
+owns in the kernel (routes, bridge, nft tables, veths, cgroups, mounts) is
+compared with what it should be and repaired, so drift made by anyone
+else is undone within a resync, or at once after a kernel notification.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from . import reconcile
 from .containers import Container, ContainerError, ContainerManager, container_id
 from .network import PeerNode
 from .runtime.state import Exit
+from .selfcheck import SelfCheck
+from .services_sync import NodeServices
 from .usage import UsageSampler
 
 log = logging.getLogger(__name__)
@@ -33,9 +39,17 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def policy_code(ex: Exit) -> int:
+    """The exit code the restart policy reads: its own, unless the agent stopped it for its
+    disk use, which is a failure even if it exited 0 on the TERM (as an evicted pod fails)."""
+    return ex.exit_code or (1 if ex.disk_limit else 0)
+
+
 def exit_reason(ex: Exit) -> tuple[types_pb2.ReplicaReason, str]:
     """Why a container ended, as (reason, detail), from what its monitor recorded."""
     code = ex.exit_code
+    if ex.disk_limit:
+        return types_pb2.REPLICA_REASON_DISK_LIMIT, ex.disk_limit
     if ex.unhealthy:
         return types_pb2.REPLICA_REASON_UNHEALTHY, f"{ex.unhealthy} (exit code {code})"
     reason = (types_pb2.REPLICA_REASON_OOM_KILLED if ex.oom_killed else
@@ -69,6 +83,11 @@ class NodeLoop:
         # (namespace, workload) -> its peer list as last written to /etc/hosts files.
         self._hosts_lists: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
         self._peers: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self.selfcheck = SelfCheck(manager, self.wake)
+        # Services (the nft table, the DNS responder) as the desired set says.
+        self.services = NodeServices(manager)
+        # Whether a container passes its readiness check (health.py sets it).
+        self.ready_of: Callable[[Container], bool] = lambda _c: True
 
     # -- input ---------------------------------------------------------------
 
@@ -95,6 +114,11 @@ class NodeLoop:
         self._peers = by_workload
         self._wake.set()
 
+    def set_services(self, services: list[agent_pb2.Service]) -> None:
+        """Takes every service of the cluster with its endpoints (from the desired set)."""
+        self.services.set(services)
+        self._wake.set()
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -103,12 +127,15 @@ class NodeLoop:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="node-loop", daemon=True)
         self._thread.start()
+        self.selfcheck.start()
 
     def close(self) -> None:
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.selfcheck.close()
+        self.services.close()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -126,14 +153,17 @@ class NodeLoop:
             ex = c.exit
             out[c.id] = reconcile.Have(
                 uid=c.replica.metadata.uid, spec_hash=c.replica.spec_hash,
-                busy=c.busy or bool(c.unhealthy),
-                exited=ex is not None, exit_code=ex.exit_code if ex is not None else 0,
+                busy=c.busy or bool(c.unhealthy) or bool(c.disk_limit),
+                exited=ex is not None, exit_code=policy_code(ex) if ex is not None else 0,
                 finished_ms=ex.finished_unix_ms if ex is not None else 0,
                 started_ms=c.started_ms,
                 restarts=c.restarts)
         return out
 
     def reconcile_once(self) -> None:
+        # Containers being stopped are left out: their teardown removes
+        # their veth, which must not be mistaken for drift.
+        self.selfcheck.run(c for c in self.manager.snapshot() if not c.busy)
         # Until the scheduler has told us what to run, adopted containers are
         # kept: removing them on a restart before the first desired set would
         # restart every replica of the node.
@@ -154,6 +184,7 @@ class NodeLoop:
                 self._stop_in_background(container)
         self._create_errors = {k: v for k, v in self._create_errors.items() if k in desired}
         self._sync_network()
+        self.services.sync()
         self._send_report()
 
     def _sync_network(self) -> None:
@@ -254,13 +285,20 @@ class NodeLoop:
             st.phase = types_pb2.REPLICA_PHASE_RUNNING
             st.reason = types_pb2.REPLICA_REASON_UNHEALTHY
             st.message = f"stopping to restart: {c.unhealthy}"
+        elif c.disk_limit:
+            st.phase = types_pb2.REPLICA_PHASE_RUNNING
+            st.reason = types_pb2.REPLICA_REASON_DISK_LIMIT
+            st.message = f"stopping: {c.disk_limit}"
         elif c.exit is None:
             st.phase = (types_pb2.REPLICA_PHASE_RUNNING if c.monitor_pid
                         else types_pb2.REPLICA_PHASE_STARTING)
+            # Only a running container that is not being stopped may take
+            # service traffic, and only while it passes its readiness check.
+            st.ready = st.phase == types_pb2.REPLICA_PHASE_RUNNING and self.ready_of(c)
         else:
             ex = c.exit
-            code = ex.exit_code
-            st.exit_code = code
+            code = policy_code(ex)
+            st.exit_code = ex.exit_code
             st.finished_unix_ms = ex.finished_unix_ms
             reason, detail = exit_reason(ex)
             policy = c.replica.spec.restart_policy

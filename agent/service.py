@@ -42,6 +42,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         accepted = self.loop.set_desired(request.revision, list(request.replicas))
         if accepted:
             self.loop.set_network(list(request.nodes), list(request.peers))
+            self.loop.set_services(list(request.services))
         return agent_pb2.DesiredAck(accepted=accepted, revision=request.revision)
 
     def ListContainers(self, request: agent_pb2.ListContainersRequest,
@@ -86,7 +87,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def Inspect(self, request: agent_pb2.InspectRequest,
                 context: grpc.ServicerContext) -> agent_pb2.InspectReply:
         try:
-            lines = debug.inspect(request.topic, self.manager, self.recent, request.limit)
+            lines = debug.inspect(request.topic, self.manager, self.recent, request.limit,
+                                  drift=self.loop.selfcheck.record,
+                                  services=self.loop.services.view)
         except ValueError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         return agent_pb2.InspectReply(lines=lines)

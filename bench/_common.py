@@ -415,6 +415,12 @@ class LocalCluster:
         self.id = str(self.state["id"])
         self.server = str(self.state["server"])
         self.etcd = str(self.state["etcd"])
+        # A secured cluster's etcd admits only certificates of its own CA:
+        # the bench watches it as a scheduler does.
+        etcd_pki = self.dir / "pki" / "etcd"
+        self.etcd_tls = ((str(etcd_pki / "ca.crt"), str(etcd_pki / "scheduler.crt"),
+                          str(etcd_pki / "scheduler.key"))
+                         if "tls" in self.state and etcd_pki.is_dir() else None)
 
     def mctl(self, *args: str, timeout: float = 60,
              check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -599,7 +605,9 @@ class ReplicaWatch:
 
     TRACKED = ("leader", "heartbeats/")
 
-    def __init__(self, endpoint: str, prefix: str = "/mctl/") -> None:
+    def __init__(self, endpoint: str, prefix: str = "/mctl/",
+                 tls: tuple[str, str, str] | None = None) -> None:
+        """`tls`: etcd's CA, a client certificate of it and its key (None: plain text)."""
         # Imported here: start.py and the others that never watch etcd skip their cost.
         import pyetcd
         from pyetcd.events import DeleteEvent
@@ -611,7 +619,10 @@ class ReplicaWatch:
         self._running = types_pb2.REPLICA_PHASE_RUNNING
         host, _, port = endpoint.rpartition(":")
         self.prefix = prefix
-        self.client = pyetcd.client(host=host, port=int(port), timeout=10)
+        self.client = pyetcd.client(host=host, port=int(port), timeout=10,
+                                    ca_cert=tls[0] if tls else None,
+                                    cert_cert=tls[1] if tls else None,
+                                    cert_key=tls[2] if tls else None)
         self.cond = threading.Condition()
         self.replicas: dict[str, ReplicaProgress] = {}
         self.gone: dict[str, float] = {}          # replica key -> when it was deleted

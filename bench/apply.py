@@ -145,7 +145,7 @@ def main() -> None:
         cluster = LocalCluster(stack, base, args.nodes)
         print(f"  cluster up: {cluster.up_seconds:.1f} s (etcd, scheduler, {args.nodes} agents, "
               "nodes Ready)")
-        watch = ReplicaWatch(cluster.etcd)
+        watch = ReplicaWatch(cluster.etcd, tls=cluster.etcd_tls)
         stack.callback(watch.close)
         runs = Runs(cluster, watch, base)
         runs.one("warmup", args.replicas, record=False)

@@ -147,7 +147,7 @@ def main() -> None:
         argv = cluster.process("scheduler")["argv"]
         grace = argv[argv.index("--node-grace") + 1] if "--node-grace" in argv else "none"
         print(f"  cluster: 3 nodes, {2 if ha else 1} scheduler(s), node grace {grace} s")
-        watch = ReplicaWatch(cluster.etcd)
+        watch = ReplicaWatch(cluster.etcd, tls=cluster.etcd_tls)
         stack.callback(watch.close)
         for run in range(args.runs):
             result = node_failure(cluster, watch, run, f"node{run % 3 + 1}", args.deadline)

@@ -186,7 +186,7 @@ def main() -> None:
     with Cleanup() as stack:
         base = temp_dir(stack, "footprint")
         cluster = LocalCluster(stack, base, 1)
-        watch = ReplicaWatch(cluster.etcd)
+        watch = ReplicaWatch(cluster.etcd, tls=cluster.etcd_tls)
         stack.callback(watch.close)
         time.sleep(SETTLE)
         idle: dict[str, list[tuple[int, int]]] = {}

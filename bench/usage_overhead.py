@@ -74,7 +74,7 @@ def main() -> None:
     with Cleanup() as stack:
         base = temp_dir(stack, "usage")
         cluster = LocalCluster(stack, base, 1)
-        watch = ReplicaWatch(cluster.etcd)
+        watch = ReplicaWatch(cluster.etcd, tls=cluster.etcd_tls)
         stack.callback(watch.close)
         agent = cluster.pid("node1")
         time.sleep(SETTLE)

@@ -13,27 +13,47 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from mctl.common import pki, reasons, rpc, tls
+from mctl.common import names, pki, reasons, rpc, tls
 from mctl.v1 import control_pb2_grpc
 
 from . import config
 
+# The replies of the paged lists (WorkloadList, ReplicaList, NodeList, EventList).
+Page = TypeVar("Page", bound=Message)
+# A list that keeps handing out pages is a broken server, not a big cluster:
+# 1,000 pages are at least a million objects.
+MAX_PAGES = 1000
+
 
 class CliError(Exception):
-    """A failure to report in one line and exit 1."""
+    """A failure to report in one line and exit 1.
+
+    `transient`: the server was unreachable or slow, not wrong; a command
+    polling for a state may try again.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class UsageError(CliError):
     """A command line that says too little to act on: exit 2, as argparse does."""
 
     exit_code = 2
+
+
+def check_name(what: str, value: str) -> None:
+    """Refuses a name no object can have, before it is sent (and quoted back whole)."""
+    if problem := names.validate_dns_label(value):
+        raise UsageError(f"{what}: {problem}")
 
 
 def one_line(text: str) -> str:
@@ -63,6 +83,33 @@ def call(args: argparse.Namespace, fn: Callable[..., Any], request: Message,
         return fn(request, timeout=timeout)
     except grpc.RpcError as e:
         raise rpc_error(args, e) from None
+
+
+def list_all(args: argparse.Namespace, fn: Callable[..., Page], request: Message,
+             timeout: float = 15.0) -> Page:
+    """Every page of a List* call, joined into one reply (the server pages: paging.py).
+
+    Each page is one call with its own deadline, so a long list is not cut
+    short by one deadline for all of it.
+    """
+    # The generated messages are untyped to mypy: their fields are reached through Any.
+    page_request: Any = type(request)()
+    page_request.CopyFrom(request)
+    result: Any = None
+    for _ in range(MAX_PAGES):
+        page: Any = call(args, fn, page_request, timeout)
+        token = page.next_page_token
+        if result is None:
+            result = page
+        else:
+            result.MergeFrom(page)      # repeated fields: appended, in order
+        if not token:
+            result.next_page_token = ""
+            joined: Page = result
+            return joined
+        page_request.page_token = token
+    raise CliError(f"the mctl server at {getattr(args, 'server_address', '?')} kept sending"
+                   f" pages: more than {MAX_PAGES}")
 
 
 # The server's message says it all: the caller's request was wrong, or does
@@ -96,9 +143,9 @@ def rpc_error(args: argparse.Namespace, e: grpc.RpcError) -> CliError:
         tls_problem = tls.explain_failure(details, getattr(args, "tls_on", True))
         if tls_problem:
             return CliError(f"TLS handshake with {server} failed: {tls_problem}")
-        return CliError(f"cannot reach the mctl server at {server}")
+        return CliError(f"cannot reach the mctl server at {server}", transient=True)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return CliError(f"the mctl server at {server} did not answer in time")
+        return CliError(f"the mctl server at {server} did not answer in time", transient=True)
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return CliError(f"the mctl server at {server} did not accept this client's credentials"
                         + (f": {details}" if details else ""))

@@ -1,18 +1,33 @@
-"""`mctl cluster up|down|status`: a whole cluster on this machine.
+"""`mctl cluster up|down|status|stop-node|restart-node|backup|restore`: a cluster on this machine.
 
 `up` starts etcd (Debian's etcd-server) on free loopback ports with its own
 data dir, one scheduler and N agents, each a detached process with its own
 log in the cluster dir (default /var/lib/mctl/cluster), and points the CLI
-at the scheduler. Every process is recorded with its pid and start time, so
-`down` ends exactly the processes `up` started, never another that reused a
-pid. `down` stops the agents first (they remove their containers), then
-the scheduler and etcd, sweeps whatever a crashed agent left (containers,
-mounts, cgroups), and removes the data. `up` on a dir a crashed cluster left
-behind cleans it up first.
+at the scheduler. Every process is recorded with its pid, start time and
+command line, so `down` ends exactly the processes `up` started, never
+another that reused a pid, and a dead one can be started again as it was.
+
+Only `down` destroys state: it stops the agents first (they remove their
+containers), then the scheduler and etcd, sweeps whatever a crashed agent
+left (containers, mounts, cgroups), and removes the data. `up` on a cluster
+whose etcd was started restarts exactly the processes that are dead (a
+zombie is dead), with their recorded command lines, and keeps every
+workload; with all alive it only grows the cluster to `--nodes`. Only a dir
+whose `up` crashed before etcd started (so it holds no data) is cleaned up
+and made anew. `stop-node` kills a node's agent the way a machine loses it
+(its containers keep running) and `restart-node` starts it again; the new
+agent adopts its containers. `up --etcd-members 3` runs etcd as three
+members on loopback ports of their own, and the schedulers are given all
+three. `backup FILE` saves an etcd snapshot (Debian's etcdctl) and `restore
+FILE` rebuilds every member from one.
 
 Every connection is mutual TLS unless `up --insecure`: `up` makes a CA and
 certificates in DIR/pki (scheduler.crt, admin.crt for the CLI, one per node)
-and they go with the dir on `down`.
+and they go with the dir on `down`. etcd, which holds every workload with its
+env, has a CA of its own in DIR/pki/etcd: it serves and peers with a
+certificate of that CA, listens on loopback only and accepts only client
+certificates of that CA, which only the schedulers hold. The cluster CA
+would not do: every agent and admin certificate would then open etcd too.
 
 The cluster talks to the CLI and processes only; it imports neither the
 scheduler nor the agent (they are started as commands).
@@ -44,6 +59,8 @@ from . import cluster_network, config
 
 STATE_FILE = "cluster.json"
 PKI_DIR = "pki"
+ETCD_PKI_DIR = "etcd"        # under PKI_DIR: etcd's own CA, its certificate, the schedulers'
+ETCD_NAME = "etcd"
 
 
 class ClusterError(Exception):
@@ -97,9 +114,43 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def alive(proc: ProcessRecord) -> bool:
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free ports: all held open until all are chosen."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# Field 3 of /proc/PID/stat: a zombie (Z) or a dying process (X) has exited;
+# a zombie only waits for its parent to collect its status.
+DEAD_STATES = ("Z", "X")
+
+
+def process_state(pid: int, procfs: str = "/proc") -> str:
+    """The state letter of /proc/PID/stat (R, S, D, Z...); "" if there is no such process."""
+    try:
+        with open(f"{procfs}/{pid}/stat", "rb") as f:
+            stat = f.read()
+        # The command name (field 2) may hold spaces or ")": split after the last ")".
+        return stat.rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return ""
+
+
+def alive(proc: ProcessRecord, procfs: str = "/proc") -> bool:
+    """Whether the recorded process runs: same pid, same start time, and not a zombie."""
     pid = proc["pid"]
-    return pid > 0 and start_time(pid) == proc["start_time"] != 0
+    if pid <= 0 or proc["start_time"] == 0 or start_time(pid) != proc["start_time"]:
+        return False
+    if process_state(pid, procfs) in DEAD_STATES:
+        _reap([proc])   # ours (started by this very CLI): collect it; else its parent will
+        return False
+    return True
 
 
 def load_state(directory: str) -> ClusterState | None:
@@ -152,9 +203,10 @@ def wait_port(port: int, timeout: float, what: str, proc: ProcessRecord,
 
 
 def make_pki(directory: str) -> TLSRecord:
-    """A fresh cluster CA in DIR/pki; returns what cluster.json records of it."""
+    """Fresh CAs: the cluster's in DIR/pki, etcd's in DIR/pki/etcd; returns what is recorded."""
     pki_dir = os.path.join(directory, PKI_DIR)
     pki.init_ca_dir(pki_dir, force=True)
+    pki.init_ca_dir(os.path.join(pki_dir, ETCD_PKI_DIR), force=True)
     cert, key = pki.issue_to_dir(pki_dir, "admin", force=True)
     return {"dir": pki_dir, "ca": pki.ca_paths(pki_dir)[0], "admin_cert": cert, "admin_key": key}
 
@@ -167,6 +219,61 @@ def tls_flags(state: ClusterState, role: str, name: str,
         return ["--insecure"]
     cert, key = pki.issue_to_dir(info["dir"], role, name, sans, force=True)
     return ["--tls-ca", info["ca"], "--tls-cert", cert, "--tls-key", key]
+
+
+def etcd_member(i: int) -> str:
+    """Member i's (1-based) process name, also its etcd name, data dir and certificate."""
+    return ETCD_NAME if i == 1 else f"{ETCD_NAME}{i}"
+
+
+def is_etcd(proc: ProcessRecord) -> bool:
+    name = proc["name"]
+    return name == ETCD_NAME or (name.startswith(ETCD_NAME) and name[len(ETCD_NAME):].isdigit())
+
+
+def etcd_command(etcd: str, directory: str, state: ClusterState, i: int,
+                 client_ports: list[int], peer_ports: list[int]) -> list[str]:
+    """Member i's command line: loopback only; with TLS, it serves, peers and trusts etcd's CA only.
+
+    Members are distinct processes on distinct loopback ports, each with its
+    own data dir, as if on machines of their own.
+    """
+    name = etcd_member(i)
+    data_dir = os.path.join(directory, name)
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    os.chmod(data_dir, 0o700)    # whatever the umask: it holds every workload's env
+    info = state.get("tls")
+    scheme = "https" if info is not None else "http"
+    peers = [f"{scheme}://127.0.0.1:{port}" for port in peer_ports]
+    client = f"{scheme}://127.0.0.1:{client_ports[i - 1]}"
+    argv = [etcd, "--name", name, "--data-dir", data_dir,
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peers[i - 1], "--initial-advertise-peer-urls", peers[i - 1],
+            "--initial-cluster", ",".join(f"{etcd_member(j)}={peer}"
+                                          for j, peer in enumerate(peers, start=1)),
+            # Another cluster's member dialling one of ours by mistake is refused.
+            "--initial-cluster-token", f"mctl-{state['id']}"]
+    if info is None:
+        return argv
+    etcd_pki = os.path.join(info["dir"], ETCD_PKI_DIR)
+    ca = pki.ca_paths(etcd_pki)[0]
+    # One certificate serves clients and peers: the "scheduler" role gives it
+    # both server and client use, which etcd wants of a peer certificate.
+    cert, key = pki.issue_to_dir(etcd_pki, "scheduler", name, ("127.0.0.1",), force=True)
+    return argv + ["--client-cert-auth", "--trusted-ca-file", ca,
+                   "--cert-file", cert, "--key-file", key,
+                   "--peer-client-cert-auth", "--peer-trusted-ca-file", ca,
+                   "--peer-cert-file", cert, "--peer-key-file", key]
+
+
+def etcd_client_flags(state: ClusterState, name: str) -> list[str]:
+    """The scheduler `name`'s flags for etcd: its client certificate of etcd's CA (none: plain)."""
+    info = state.get("tls")
+    if info is None:
+        return []
+    etcd_pki = os.path.join(info["dir"], ETCD_PKI_DIR)
+    cert, key = pki.issue_to_dir(etcd_pki, "scheduler", name, force=True)
+    return ["--etcd-ca", pki.ca_paths(etcd_pki)[0], "--etcd-cert", cert, "--etcd-key", key]
 
 
 def admin_credentials(state: ClusterState) -> tls.TLSConfig | None:
@@ -197,7 +304,8 @@ def control_stub(state: ClusterState) -> control_pb2_grpc.ControlPlaneStub:
 
 
 def wait_nodes(state: ClusterState, count: int, timeout: float,
-               procs: list[ProcessRecord]) -> None:
+               procs: list[ProcessRecord], names: set[str] | None = None) -> None:
+    """Waits until `count` nodes (of `names`, if given) are Ready."""
     stub = control_stub(state)
     deadline = time.monotonic() + timeout
     ready = 0
@@ -207,7 +315,7 @@ def wait_nodes(state: ClusterState, count: int, timeout: float,
                 raise ClusterError(f"{p['name']} exited during start-up; see {p['log']}")
         try:
             nodes = stub.ListNodes(control_pb2.ListRequest(), timeout=2).items
-            ready = sum(n.ready for n in nodes)
+            ready = sum(n.ready for n in nodes if names is None or n.name in names)
             if ready >= count:
                 return
         except grpc.RpcError:
@@ -221,21 +329,18 @@ def up(args: argparse.Namespace) -> int:
         raise ClusterError(f"--nodes {args.nodes}: a local cluster has at most "
                            f"{USERNS_MAX_NODES} nodes (each gets its own window of "
                            "user-namespace host ids)")
+    if args.etcd_members not in (1, 3, 5, 7):
+        raise ClusterError(f"--etcd-members {args.etcd_members}: 1, 3, 5 or 7 (a quorum is a "
+                           "majority: an even count tolerates no more failures than one less)")
     directory = os.path.abspath(args.dir)
     # `mctl --insecure cluster up` means the same as `mctl cluster up --insecure`.
     insecure = args.cluster_insecure or getattr(args, "insecure", False)
     state = load_state(directory)
     if state is not None:
-        procs = state["processes"]
-        if all(alive(p) for p in procs):
-            config.save(client_config(state))
-            have = len(state["nodes"])
-            if args.nodes > have:
-                return grow(directory, state, have, args)
-            print(f"cluster already running: {have} nodes, server {state['server']}")
-            return 0
-        print("a previous cluster in this dir did not stop cleanly; cleaning it up",
-              file=sys.stderr)
+        if holds_data(directory, state):
+            return resume(directory, state, args)
+        print("a previous `cluster up` in this dir stopped before etcd started; cleaning up "
+              "what it made", file=sys.stderr)
         teardown(directory, state)
     etcd = shutil.which("etcd") or ("/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else "")
     if not etcd:
@@ -246,41 +351,43 @@ def up(args: argparse.Namespace) -> int:
     cluster_id = hashlib.sha256(directory.encode()).hexdigest()[:6]
     network = plan_network(cluster_id, args)
     host = network["host_ip"]
-    client_port, peer_port = free_port(), free_port()
+    members = args.etcd_members
+    client_ports, peer_ports = free_ports(members), free_ports(members)
+    etcd_endpoints = ",".join(f"127.0.0.1:{port}" for port in client_ports)
     # Several schedulers (--schedulers, for HA) share etcd; agents and the
     # CLI are given all of them and use whichever answers. They listen on
     # the cluster bridge, where agents in their node namespaces reach them.
     scheduler_addresses = [f"{host}:{free_port()}" for _ in range(max(1, args.schedulers))]
     server = ",".join(scheduler_addresses)
     state = {"dir": directory, "id": cluster_id, "server": server,
-             "etcd": f"127.0.0.1:{client_port}", "processes": [], "nodes": [],
+             "etcd": etcd_endpoints, "processes": [], "nodes": [],
              "network": network}
     procs = state["processes"]
     try:
         start_network(directory, state)
         if not insecure:
             state["tls"] = make_pki(directory)
-        print(f"starting etcd on 127.0.0.1:{client_port}", file=sys.stderr)
-        peer = f"http://127.0.0.1:{peer_port}"
-        client = f"http://127.0.0.1:{client_port}"
-        p = spawn("etcd", [etcd, "--name", "mctl", "--data-dir", os.path.join(directory, "etcd"),
-                   "--listen-client-urls", client, "--advertise-client-urls", client,
-                   "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                   "--initial-cluster", f"mctl={peer}"],
-                  os.path.join(directory, "etcd.log"))
-        procs.append(p)
-        save_state(directory, state)
-        wait_port(client_port, 20, "etcd", p)
+        # Every member first: each waits for the others to form a quorum.
+        for i in range(1, members + 1):
+            name = etcd_member(i)
+            print(f"starting {name} on 127.0.0.1:{client_ports[i - 1]}", file=sys.stderr)
+            procs.append(spawn(name, etcd_command(etcd, directory, state, i, client_ports,
+                                                  peer_ports),
+                               os.path.join(directory, f"{name}.log")))
+            save_state(directory, state)
+        for p in procs:
+            wait_port(etcd_client_port(p), 20, p["name"], p)
 
         for i, address in enumerate(scheduler_addresses, start=1):
             name = "scheduler" if i == 1 else f"scheduler{i}"
             print(f"starting {name} on {address}", file=sys.stderr)
             log_name = "scheduler" if i == 1 else name
             p = spawn(name, [sys.executable, "-m", "mctl.scheduler.main", "--etcd",
-                       f"127.0.0.1:{client_port}", "--listen", address, "--id", name,
+                       etcd_endpoints, "--listen", address, "--id", name,
                        "--node-grace", str(args.node_grace),
                        "--cluster-cidr", network["cluster_cidr"],
                        "--log-file", os.path.join(directory, f"{log_name}.log")]
+                      + etcd_client_flags(state, name)
                       + tls_flags(state, "scheduler", name, (rpc.host_of(address),)),
                       os.path.join(directory, f"{log_name}.out"))
             procs.append(p)
@@ -296,7 +403,7 @@ def up(args: argparse.Namespace) -> int:
         raise ClusterError(str(e)) from None
     config.save(client_config(state))
     print(f"cluster up: {args.nodes} node{'s' if args.nodes != 1 else ''}, server {server}, "
-          f"{'INSECURE' if insecure else 'mutual TLS'} "
+          f"{'INSECURE' if insecure else 'mutual TLS, etcd too'} "
           f"(saved in {config.config_path()})")
     return 0
 
@@ -399,6 +506,253 @@ def grow(directory: str, state: ClusterState, have: int, args: argparse.Namespac
     return 0
 
 
+def holds_data(directory: str, state: ClusterState) -> bool:
+    """Whether the cluster may hold workloads: its etcd was started (or left a data dir)."""
+    return (any(is_etcd(p) for p in state["processes"])
+            or os.path.isdir(os.path.join(directory, ETCD_NAME)))
+
+
+def resume(directory: str, state: ClusterState, args: argparse.Namespace) -> int:
+    """`up` on a cluster that holds data: restart the dead, grow to --nodes, never wipe."""
+    dead = [p for p in state["processes"] if not alive(p)]
+    config.save(client_config(state))
+    if dead:
+        restart(directory, state, dead, args.timeout)
+    have = len(state["nodes"])
+    if args.nodes > have:
+        return grow(directory, state, have, args)
+    if dead:
+        print(f"cluster running again: restarted {', '.join(p['name'] for p in dead)}; "
+              f"{have} nodes, server {state['server']}")
+    else:
+        print(f"cluster already running: {have} nodes, server {state['server']}")
+    return 0
+
+
+def _start_order(proc: ProcessRecord) -> int:
+    # etcd before the schedulers that need it, schedulers before the agents
+    # that register with them.
+    name = proc["name"]
+    return 0 if is_etcd(proc) else 1 if name.startswith("scheduler") else 2
+
+
+def _flag(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1] if flag in argv[:-1] else ""
+
+
+def etcd_client_port(proc: ProcessRecord) -> int:
+    """The port of an etcd member's recorded --listen-client-urls (one URL)."""
+    return int(_flag(proc["argv"], "--listen-client-urls").rsplit(":", 1)[1])
+
+
+def restart(directory: str, state: ClusterState, dead: list[ProcessRecord],
+            timeout: float) -> None:
+    """Starts each dead process again with its recorded command line and waits until it serves.
+
+    The data stays whatever fails: the error says what, and `up` may be run again.
+    """
+    network = state.get("network")
+    agents: set[str] = set()
+    for p in sorted(dead, key=_start_order):
+        print(f"{p['name']} is not running (pid {p['pid']}); restarting it with its recorded "
+              "command line", file=sys.stderr)
+        try:
+            if network and p["name"] in network["nodes"]:
+                with cluster_network.lock():
+                    for made in cluster_network.ensure_node(network, p["name"]):
+                        print(f"made again {made}", file=sys.stderr)
+            new = spawn(p["name"], p["argv"], p["log"])
+            p["pid"], p["start_time"] = new["pid"], new["start_time"]
+            save_state(directory, state)
+            if is_etcd(p):
+                wait_port(etcd_client_port(p), 20, p["name"], p)
+            elif p["name"].startswith("scheduler"):
+                host, _, port = _flag(p["argv"], "--listen").rpartition(":")
+                wait_port(int(port), 20, p["name"], p, host=host)
+            else:
+                agents.add(p["name"])
+        except (OSError, ValueError, cluster_network.NetworkSetupError) as e:
+            raise ClusterError(f"{p['name']} did not restart: {e}; see {p['log']} (the "
+                               "cluster's data is kept: run `mctl cluster up` again)") from None
+    if agents:
+        try:
+            wait_nodes(state, len(agents), timeout, state["processes"], agents)
+        except ClusterError as e:
+            raise ClusterError(f"{e} (the cluster's data is kept)") from None
+
+
+def _node_process(state: ClusterState, node: str) -> ProcessRecord:
+    names = [n["name"] for n in state["nodes"]]
+    if node not in names:
+        raise ClusterError(f"no node {node!r} in this cluster (nodes: {', '.join(names)})")
+    return next(p for p in state["processes"] if p["name"] == node)
+
+
+def _kill_agent(proc: ProcessRecord) -> None:
+    """SIGKILL, as a machine loses its agent: with the local cluster's --cleanup-on-exit
+    a SIGTERM would remove every container; a killed agent leaves them running."""
+    try:
+        os.kill(proc["pid"], signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while alive(proc):
+        if time.monotonic() > deadline:
+            raise ClusterError(f"{proc['name']}'s agent (pid {proc['pid']}) did not die "
+                               "within 10s of SIGKILL")
+        time.sleep(0.05)
+
+
+def _load(args: argparse.Namespace, what: str = "NODE") -> tuple[str, ClusterState]:
+    """The cluster of --dir, for a verb that takes an argument (`what`, e.g. NODE)."""
+    directory = os.path.abspath(args.dir)
+    state = load_state(directory)
+    if state is None:
+        raise ClusterError(f"no cluster in {directory}")
+    if not args.target:
+        raise ClusterError(f"cluster {args.action} needs {what}, e.g. `mctl cluster "
+                           f"{args.action} {'node1' if what == 'NODE' else 'backup.db'}`")
+    return directory, state
+
+
+def stop_node(args: argparse.Namespace) -> int:
+    _, state = _load(args)
+    proc = _node_process(state, args.target)
+    if not alive(proc):
+        print(f"{args.target}: agent already stopped")
+        return 0
+    _kill_agent(proc)
+    print(f"{args.target}: agent stopped (SIGKILL); its containers keep running, as on a "
+          f"machine whose agent died. The node turns NotReady; after --node-grace its "
+          f"replicas move. `mctl cluster restart-node {args.target}` starts it again.")
+    return 0
+
+
+def restart_node(args: argparse.Namespace) -> int:
+    directory, state = _load(args)
+    proc = _node_process(state, args.target)
+    if alive(proc):
+        _kill_agent(proc)
+    restart(directory, state, [proc], args.timeout)
+    print(f"{args.target}: agent restarted (pid {proc['pid']}); it adopted the containers "
+          "it had left running")
+    return 0
+
+
+# -- backup and restore: etcd snapshots, with Debian's etcdctl (etcd-client) ------
+
+
+def _etcdctl() -> str:
+    path = shutil.which("etcdctl")
+    if not path:
+        raise ClusterError("etcdctl not found: install Debian's etcd-client package")
+    return path
+
+
+def _etcdctl_run(argv: list[str], what: str) -> None:
+    # ETCDCTL_API=3: Debian's 3.4 etcdctl defaults to it, older ones do not.
+    # umask 077: a snapshot holds every workload's env.
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          env={**os.environ, "ETCDCTL_API": "3"}, umask=0o077, timeout=120)
+    if done.returncode != 0:
+        last = (done.stderr.strip() or done.stdout.strip()).splitlines()
+        raise ClusterError(f"{what}: {last[-1] if last else f'etcdctl exited {done.returncode}'}")
+
+
+def _etcdctl_tls(state: ClusterState, proc: ProcessRecord) -> list[str]:
+    """The client flags etcd wants of a caller: a scheduler's etcd certificate."""
+    if "--client-cert-auth" not in proc["argv"]:
+        return []
+    info = state.get("tls")
+    if info is None:
+        raise ClusterError("etcd wants client certificates but the cluster records no pki")
+    etcd_pki = os.path.join(info["dir"], ETCD_PKI_DIR)
+    cert, key = pki.leaf_paths(etcd_pki, "scheduler")
+    return ["--cacert", pki.ca_paths(etcd_pki)[0], "--cert", cert, "--key", key]
+
+
+def backup(args: argparse.Namespace) -> int:
+    """An etcd snapshot of the whole cluster state into FILE (mode 0600)."""
+    directory, state = _load(args, "FILE")
+    target = os.path.abspath(args.target)
+    etcdctl = _etcdctl()
+    members = [p for p in state["processes"] if is_etcd(p) and alive(p)]
+    if not members:
+        raise ClusterError("no etcd member is running: `mctl cluster up` first")
+    errors = []
+    for p in members:      # any one member holds the whole state
+        url = _flag(p["argv"], "--listen-client-urls")
+        try:
+            _etcdctl_run([etcdctl, "--endpoints", url, *_etcdctl_tls(state, p),
+                          "snapshot", "save", target], f"snapshot from {p['name']}")
+        except ClusterError as e:
+            errors.append(str(e))
+            continue
+        os.chmod(target, 0o600)
+        print(f"backed up the cluster state to {target} ({os.path.getsize(target)} bytes, "
+              f"from {p['name']}); restore it with `mctl cluster restore {args.target}`")
+        return 0
+    raise ClusterError("; ".join(errors))
+
+
+def restore(args: argparse.Namespace) -> int:
+    """Replaces etcd's data with a snapshot, then restarts etcd, schedulers and agents.
+
+    Every member is rebuilt from the snapshot with its recorded name and peer
+    URLs (etcdctl snapshot restore), the data it had kept aside until the
+    new one serves. Agents are restarted too (their containers keep running
+    and are adopted): they refuse desired sets older than the last they saw,
+    and a restored etcd counts revisions from the snapshot's again.
+    """
+    directory, state = _load(args, "FILE")
+    source = os.path.abspath(args.target)
+    if not os.path.isfile(source):
+        raise ClusterError(f"{args.target}: no such snapshot file")
+    etcdctl = _etcdctl()
+    procs = state["processes"]
+    members = [p for p in procs if is_etcd(p)]
+    schedulers = [p for p in procs if p["name"].startswith("scheduler")]
+    agents = [p for p in procs if p["name"] in {n["name"] for n in state["nodes"]}]
+    # Nothing may write while etcd is replaced: schedulers first, then etcd.
+    print("stopping the schedulers and etcd", file=sys.stderr)
+    _signal_and_wait(schedulers, 10)
+    _signal_and_wait(members, 10)
+    restored: list[tuple[str, str]] = []       # (data dir, its new data)
+    try:
+        for p in members:
+            data_dir = _flag(p["argv"], "--data-dir")
+            fresh = f"{data_dir}.restore"
+            shutil.rmtree(fresh, ignore_errors=True)
+            _etcdctl_run([etcdctl, "snapshot", "restore", source, "--name",
+                          _flag(p["argv"], "--name"), "--data-dir", fresh,
+                          "--initial-cluster", _flag(p["argv"], "--initial-cluster"),
+                          "--initial-cluster-token",
+                          _flag(p["argv"], "--initial-cluster-token") or "etcd-cluster",
+                          "--initial-advertise-peer-urls",
+                          _flag(p["argv"], "--initial-advertise-peer-urls")],
+                         f"restoring {p['name']}'s data from {args.target}")
+            restored.append((data_dir, fresh))
+    except ClusterError:
+        for _, fresh in restored:
+            shutil.rmtree(fresh, ignore_errors=True)
+        # The old data is untouched: bring the cluster back as it was.
+        restart(directory, state, [p for p in procs if not alive(p)], args.timeout)
+        raise
+    for data_dir, fresh in restored:
+        os.chmod(fresh, 0o700)
+        os.rename(data_dir, f"{data_dir}.before-restore")
+        os.rename(fresh, data_dir)
+    for p in agents:
+        if alive(p):
+            _kill_agent(p)
+    restart(directory, state, [p for p in procs if not alive(p)], args.timeout)
+    for data_dir, _ in restored:
+        shutil.rmtree(f"{data_dir}.before-restore", ignore_errors=True)
+    print(f"restored the cluster state from {args.target}: etcd, schedulers and agents "
+          "restarted; the nodes now converge to it")
+    return 0
+
+
 def _signal_and_wait(procs: list[ProcessRecord], timeout: float) -> None:
     for p in procs:
         if alive(p):
@@ -471,7 +825,7 @@ def teardown(directory: str, state: ClusterState) -> None:
     _signal_and_wait(agents, 60)
     # The scheduler before etcd, so it does not log a storm of etcd errors.
     _signal_and_wait([p for p in others if p["name"].startswith("scheduler")], 10)
-    _signal_and_wait([p for p in others if p["name"] == "etcd"], 10)
+    _signal_and_wait([p for p in others if is_etcd(p)], 10)
     sweeps = []
     for node in state.get("nodes", []):
         # Sweep what a crashed agent may have left: containers, mounts,
@@ -518,7 +872,9 @@ def status(args: argparse.Namespace) -> int:
     if state is None:
         print(f"no cluster in {directory}")
         return 1
-    print(f"cluster in {directory}, server {state['server']}, etcd {state['etcd']}")
+    etcd_tls = any("--client-cert-auth" in p["argv"] for p in state["processes"] if is_etcd(p))
+    print(f"cluster in {directory}, server {state['server']}, etcd {state['etcd']} "
+          f"({'mutual TLS, its own CA' if etcd_tls else 'plain text'})")
     info = state.get("tls")
     print(f"transport: mutual TLS, certificates in {info['dir']}" if info is not None
           else "transport: INSECURE (plain text, no authentication)")
@@ -543,17 +899,29 @@ def status(args: argparse.Namespace) -> int:
 
 def cmd_cluster(args: argparse.Namespace) -> int:
     from .client import CliError
-    if os.geteuid() != 0 and args.action in ("up", "down"):
-        raise CliError("cluster up/down must run as root (namespaces, cgroups, mounts)")
+    if os.geteuid() != 0 and args.action != "status":
+        raise CliError(f"cluster {args.action} must run as root (namespaces, cgroups, mounts)")
     try:
-        return {"up": up, "down": down, "status": status}[args.action](args)
+        return {"up": up, "down": down, "status": status, "stop-node": stop_node,
+                "restart-node": restart_node, "backup": backup,
+                "restore": restore}[args.action](args)
     except ClusterError as e:
         raise CliError(str(e)) from None
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    c = sub.add_parser("cluster", help="a local cluster on this machine: up, down, status")
-    c.add_argument("action", choices=["up", "down", "status"])
+    c = sub.add_parser("cluster", help="a local cluster on this machine: up, down, status, "
+                                       "stop-node, restart-node, backup, restore")
+    c.add_argument("action", choices=["up", "down", "status", "stop-node", "restart-node",
+                                      "backup", "restore"],
+                   help="up: start the cluster, or restart its dead processes and add "
+                        "missing nodes (keeps every workload); down: stop everything and "
+                        "remove all state; stop-node NODE: kill the node's agent (its "
+                        "containers keep running); restart-node NODE: start it again; "
+                        "backup FILE: an etcd snapshot of the whole state; restore FILE: "
+                        "replace the state with a snapshot")
+    c.add_argument("target", nargs="?", default="", metavar="NODE|FILE",
+                   help="stop-node, restart-node: the node; backup, restore: the snapshot")
     c.add_argument("--nodes", type=int, default=1)
     c.add_argument("--dir", default=default_dir(), help="where the cluster keeps its state")
     c.add_argument("--stop-grace", type=float, default=3.0,
@@ -571,6 +939,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         f"of {cluster_network.NODE_CIDR_POOL})")
     c.add_argument("--cluster-cidr", default=cluster_network.DEFAULT_CLUSTER_CIDR,
                    help="up: containers' addresses; each node gets a /24 of it")
+    c.add_argument("--etcd-members", type=int, default=1, metavar="N",
+                   help="up: etcd members (1, 3, 5 or 7), each its own process on its own "
+                        "loopback ports; the schedulers take every one and fail over")
     c.add_argument("--insecure", dest="cluster_insecure", action="store_true",
-                   help="up: plain-text gRPC, no certificates (anyone on the host may call agents)")
+                   help="up: plain-text gRPC and etcd, no certificates (anyone on the host "
+                        "may call agents and read or change etcd)")
     c.set_defaults(fn=cmd_cluster)

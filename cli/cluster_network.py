@@ -260,3 +260,21 @@ def describe(plan: NetworkPlan) -> list[str]:
         state = "" if info["netns"] in present else "  (namespace MISSING)"
         lines.append(f"  {name:<10} {info['ip']:<15} netns {info['netns']}{state}")
     return lines
+
+
+def ensure_node(plan: NetworkPlan, node: str) -> list[str]:
+    """Makes again the bridge and the node's namespace if they are gone (a reboot, a hand).
+
+    For restarting an agent: it enters its node's namespace and fails
+    without it. Returns what was made, for the log.
+    """
+    made = []
+    with RtNetlink() as rt:
+        has_bridge = any(link.name == plan["bridge"] for link in rt.links())
+    if not has_bridge:
+        create_bridge(plan)
+        made.append(f"bridge {plan['bridge']}")
+    if not netns.exists(plan["nodes"][node]["netns"]):
+        create_node(plan, node)
+        made.append(f"netns {plan['nodes'][node]['netns']}")
+    return made

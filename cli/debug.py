@@ -3,7 +3,9 @@
 The CLI dials the agent itself (with the admin certificate; agents accept
 no other callers but the scheduler), so it works while the scheduler is
 busy or down when given --address. TOPIC is containers (default), cgroups,
-mounts, network, events, or all.
+mounts, network, events, drift (what the agent found changed in the kernel
+behind its back and repaired: counts, last time, the latest repairs), services
+(the virtual IPs the node balances, their endpoints ready or not, DNS names), or all.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from mctl.v1 import agent_pb2, agent_pb2_grpc, control_pb2
 from . import config
 from .client import CliError, call, rpc_error, stub
 
-TOPICS = ("containers", "cgroups", "mounts", "network", "events")
+TOPICS = ("containers", "cgroups", "mounts", "network", "events", "drift", "services")
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
@@ -59,7 +61,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     n.add_argument("node")
     n.add_argument("topic", nargs="?", default="containers",
                    help=f"{' | '.join(TOPICS)} | all (default: containers)")
-    n.add_argument("--limit", type=int, default=50, help="events: how many recent lines")
+    n.add_argument("--limit", type=int, default=50,
+                   help="events, drift: how many recent lines")
     n.add_argument("--address", default="",
                    help="the agent's host:port (default: asked from the scheduler)")
     n.set_defaults(fn=cmd_debug)

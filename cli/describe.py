@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import time
 
+from mctl.common.endpoints import is_endpoint, is_ready
+from mctl.common.names import quote
 from mctl.common.quantity import format_bytes_short, format_cpu
 from mctl.v1 import control_pb2, types_pb2
 
 from . import output
+
+MAX_ENDPOINTS_SHOWN = 8
 
 KINDS = {"workload": "Workload", "workloads": "Workload", "wl": "Workload",
          "replica": "Replica", "replicas": "Replica", "rep": "Replica",
@@ -54,10 +58,28 @@ def replicas_section(reps: control_pb2.ReplicaList, all_ns: bool) -> str:
     return "Replicas:\n" + indent(output.replicas(reps, wide=False, all_ns=all_ns))
 
 
+def endpoints(reps: control_pb2.ReplicaList) -> str:
+    """The service's endpoints as the nodes balance them (common/endpoints.py)."""
+    shown = []
+    for r in sorted(reps.items, key=lambda r: r.metadata.name):
+        if not is_endpoint(r):
+            continue
+        # The list marks a replica whose node stopped heartbeating; the
+        # scheduler takes it out of the rotation.
+        ready = is_ready(r) and r.status.reason != types_pb2.REPLICA_REASON_NODE_NOT_READY
+        shown.append(f"{r.status.ip} ({r.metadata.name}, {'ready' if ready else 'not ready'})")
+    if len(shown) > MAX_ENDPOINTS_SHOWN:
+        # One line stays readable; `get replicas -o wide` lists them all.
+        more = len(shown) - MAX_ENDPOINTS_SHOWN
+        shown = shown[:MAX_ENDPOINTS_SHOWN] + [f"and {more} more"]
+    return ", ".join(shown) or "<none>"
+
+
 def describe_workload(w: types_pb2.Workload, summary: control_pb2.WorkloadSummary,
                       reps: control_pb2.ReplicaList) -> str:
     spec = w.spec
-    ports = ", ".join(f"{p.container_port}/{p.protocol or 'TCP'}"
+    ports = ", ".join((f"{p.name} " if p.name else "") + f"{p.container_port}/"
+                      f"{p.protocol or 'TCP'}"
                       + (f" -> host {p.host_port}" if p.host_port else "")
                       for p in spec.ports)
     pairs = [
@@ -73,6 +95,16 @@ def describe_workload(w: types_pb2.Workload, summary: control_pb2.WorkloadSummar
         ("Command", " ".join([*spec.command, *spec.args]) or "<image default>"),
         ("Resources", resources(spec.resources) + " per replica"),
         ("Ports", ports or "<none>"),
+    ]
+    if spec.ports:
+        pairs += [("Virtual IP", w.status.virtual_ip or "<pending>"),
+                  ("Endpoints", endpoints(reps))]
+    if spec.HasField("readiness"):
+        check = spec.readiness
+        probe = (f"exec {' '.join(check.exec)}" if check.exec else f"tcp port {check.tcp_port}")
+        pairs.append(("Readiness", f"{probe} every {check.period_seconds}s, not ready after "
+                                   f"{check.failure_threshold} failures"))
+    pairs += [
         ("Restart policy", spec.restart_policy or "Always"),
         ("Update", f"maxSurge {spec.update.max_surge}, "
                    f"maxUnavailable {spec.update.max_unavailable}"),
@@ -137,51 +169,53 @@ def describe_node(n: types_pb2.Node, allocated: types_pb2.Resources, usage: type
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from .client import CliError, call, stub
+    from .client import CliError, check_name, list_all, stub
     kind = KINDS.get(args.kind)
     if kind is None:
-        raise CliError(f"unknown kind {args.kind!r}: use workload, replica or node")
+        raise CliError(f"unknown kind {quote(args.kind)}: use workload, replica or node")
+    check_name(f"{kind.lower()} name", args.name)
     s = stub(args)
     ns = "" if kind == "Node" else args.namespace
     where = f" in namespace {ns}" if ns else ""
     if kind == "Workload":
-        resp = call(args, s.ListWorkloads, control_pb2.ListRequest(namespace=ns, name=args.name))
+        resp = list_all(args, s.ListWorkloads,
+                        control_pb2.ListRequest(namespace=ns, name=args.name))
         if not resp.items:
             raise CliError(f"workload {args.name} not found{where}")
-        reps = call(args, s.ListReplicas,
+        reps = list_all(args, s.ListReplicas,
                     control_pb2.ListRequest(namespace=ns, workload=args.name))
         text = describe_workload(resp.items[0], resp.summaries[0], reps)
     elif kind == "Replica":
-        resp = call(args, s.ListReplicas, control_pb2.ListRequest(namespace=ns, name=args.name))
+        resp = list_all(args, s.ListReplicas, control_pb2.ListRequest(namespace=ns, name=args.name))
         if not resp.items:
             raise CliError(f"replica {args.name} not found{where}")
         text = describe_replica(resp.items[0], resp.usage[0])
     else:
-        resp = call(args, s.ListNodes, control_pb2.ListRequest(name=args.name))
+        resp = list_all(args, s.ListNodes, control_pb2.ListRequest(name=args.name))
         if not resp.items:
             raise CliError(f"node {args.name} not found")
-        reps = call(args, s.ListReplicas, control_pb2.ListRequest())
+        reps = list_all(args, s.ListReplicas, control_pb2.ListRequest())
         on_node = control_pb2.ReplicaList()
         for r, u in zip(reps.items, reps.usage, strict=True):
             if r.node == args.name:
                 on_node.items.append(r)
                 on_node.usage.append(u)
         text = describe_node(resp.items[0], resp.allocated[0], resp.usage[0], on_node)
-    events = call(args, s.ListEvents,
+    events = list_all(args, s.ListEvents,
                   control_pb2.EventsRequest(kind=kind, namespace=ns, name=args.name))
     print(text + "\n" + events_section(events))
     return 0
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    from .client import CliError, call, stub
+    from .client import CliError, list_all, stub
     kind = {"replica": "replicas", "replicas": "replicas", "node": "nodes",
             "nodes": "nodes"}.get(args.kind)
     if kind is None:
-        raise CliError(f"unknown kind {args.kind!r}: use replicas or nodes")
+        raise CliError(f"unknown kind {quote(args.kind)}: use replicas or nodes")
     s = stub(args)
     if kind == "nodes":
-        resp = call(args, s.ListNodes, control_pb2.ListRequest())
+        resp = list_all(args, s.ListNodes, control_pb2.ListRequest())
         rows = []
         for n, u in zip(resp.items, resp.usage, strict=True):
             cap_mem = n.capacity.memory_bytes or 1
@@ -194,7 +228,7 @@ def cmd_top(args: argparse.Namespace) -> int:
               if rows else "No nodes found.")
         return 0
     ns = "" if args.all_namespaces else args.namespace
-    resp = call(args, s.ListReplicas, control_pb2.ListRequest(namespace=ns))
+    resp = list_all(args, s.ListReplicas, control_pb2.ListRequest(namespace=ns))
     rows = []
     for r, u in zip(resp.items, resp.usage, strict=True):
         if r.status.phase != types_pb2.REPLICA_PHASE_RUNNING:

@@ -5,8 +5,15 @@ Each node keeps its own image store, so an import goes to every Ready node
 dials each agent directly, as `mctl debug node` does, with the admin
 certificate, and streams the archive to all of them in parallel. A directory
 (an OCI image layout, or an unpacked `docker save`) is tarred on the fly.
-Progress goes to stderr, one result line per node to stdout; a node that
-fails does not stop the others, and the command then exits 1.
+Progress goes to stderr (on a terminal, or with --progress), one result
+line per node to stdout; a node that fails does not stop the others, and the
+command then exits 1.
+
+What is not an archive is refused before anything is sent: a file that is
+not a regular file (/dev/zero, a FIFO: it could not be read once per node
+anyway), or whose first bytes are no tar or compressed tar
+(common/archivehead.py); and so is an archive over --max-size, also when
+it grows while it is sent.
 
 Nodes that join the cluster later do not get earlier imports: import again.
 """
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import tarfile
 import threading
@@ -26,14 +34,17 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import json_format
 
-from mctl.common import imageref, pki, rpc, tls
-from mctl.common.quantity import format_bytes_short
+from mctl.common import archivehead, imageref, pki, rpc, tls
+from mctl.common.quantity import QuantityError, format_bytes_short, parse_memory
 from mctl.v1 import agent_pb2, agent_pb2_grpc, control_pb2, types_pb2
 
 from . import config, output
-from .client import CliError, call, stub
+from .client import CliError, list_all, stub
 
 CHUNK = 1 << 20
+# Large enough for the images a small cluster runs, small enough that a
+# wrong file is not streamed for long; the nodes have their own limit too.
+DEFAULT_MAX_SIZE = "4Gi"
 
 
 # -- which nodes, and how to reach them ------------------------------------------------------
@@ -41,7 +52,7 @@ CHUNK = 1 << 20
 
 def target_nodes(args: argparse.Namespace) -> list[types_pb2.Node]:
     """Ready nodes, or those --node names (tried even when NotReady: the user asked)."""
-    nodes = call(args, stub(args).ListNodes, control_pb2.ListRequest()).items
+    nodes = list_all(args, stub(args).ListNodes, control_pb2.ListRequest()).items
     if args.node:
         by_name = {n.name: n for n in nodes}
         missing = [n for n in args.node if n not in by_name]
@@ -111,7 +122,8 @@ class Archive:
         return os.path.basename(os.path.normpath(self.path))
 
 
-def open_archive(path: str) -> Archive:
+def open_archive(path: str, max_size: int) -> Archive:
+    """The archive at `path`, refused now if it is none or too big."""
     if os.path.isdir(path):
         if not any(os.path.isfile(os.path.join(path, f)) for f in ("oci-layout",
                                                                      "manifest.json")):
@@ -119,13 +131,27 @@ def open_archive(path: str) -> Archive:
                            "unpacked docker save (no manifest.json)")
         size = sum(os.path.getsize(os.path.join(d, f))
                    for d, _, files in os.walk(path) for f in files)
-        return Archive(path, True, size)
-    try:
-        with open(path, "rb"):
-            pass
-        return Archive(path, False, os.path.getsize(path))
-    except OSError as e:
-        raise CliError(f"{path}: {e.strerror or e}") from None
+        archive = Archive(path, True, size)
+    else:
+        try:
+            with open(path, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise CliError(f"{path}: not a regular file (it is read once per node:"
+                                   " save the archive to a file first)")
+                head = f.read(archivehead.HEAD_BYTES)
+                archive = Archive(path, False, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            raise CliError(f"{path}: {e.strerror or e}") from None
+        if problem := archivehead.problem(head):
+            raise CliError(f"{path}: {problem}")
+    if archive.size > max_size:
+        raise CliError(too_big(path, archive.size, max_size))
+    return archive
+
+
+def too_big(path: str, size: int, max_size: int) -> str:
+    return (f"{path}: {format_bytes_short(size)} is over the limit of"
+            f" {format_bytes_short(max_size)} (--max-size)")
 
 
 def read_error(e: CliError | OSError) -> str:
@@ -169,12 +195,14 @@ def dir_chunks(path: str) -> Iterator[bytes]:
 
 
 class Progress:
-    """Bytes sent per node, shown on one rewritten stderr line on a terminal."""
+    """Bytes sent per node: one rewritten stderr line on a terminal; with
+    `always` and no terminal, a line every few seconds (for logs)."""
 
-    def __init__(self, nodes: list[str], total: int) -> None:
+    def __init__(self, nodes: list[str], total: int, always: bool = False) -> None:
         self.sent = dict.fromkeys(nodes, 0)
         self.total = total
         self.tty = sys.stderr.isatty()
+        self.lines = always and not self.tty
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._show, daemon=True)
 
@@ -194,19 +222,23 @@ class Progress:
         return "sending: " + ", ".join(parts)
 
     def _show(self) -> None:
-        while not self._stop.wait(0.2):
-            print(f"\r{self._line()}\x1b[K", end="", file=sys.stderr, flush=True)
+        while not self._stop.wait(2.0 if self.lines else 0.2):
+            if self.lines:
+                print(self._line(), file=sys.stderr, flush=True)
+            else:
+                print(f"\r{self._line()}\x1b[K", end="", file=sys.stderr, flush=True)
 
     def __enter__(self) -> Progress:
-        if self.tty:
+        if self.tty or self.lines:
             self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        if self.tty:
+        if self.tty or self.lines:
             self._thread.join()
-            print(f"\r{self._line()}\x1b[K", file=sys.stderr, flush=True)
+            print(f"\r{self._line()}\x1b[K" if self.tty else self._line(), file=sys.stderr,
+                  flush=True)
 
 
 # -- the commands -----------------------------------------------------------------------------
@@ -217,7 +249,13 @@ def cmd_import(args: argparse.Namespace) -> int:
         problem = imageref.problem(args.name)
         if problem:
             raise CliError(f"--name: {problem}")
-    archive = open_archive(args.archive)
+    try:
+        max_size = parse_memory(args.max_size)
+    except QuantityError as e:
+        raise CliError(f"--max-size: {e}") from None
+    if max_size <= 0:
+        raise CliError(f"--max-size: must be more than 0, not {args.max_size}")
+    archive = open_archive(args.archive, max_size)
     nodes = target_nodes(args)
     stubs = {n.name: agent_stub(args, n) for n in nodes}
 
@@ -230,8 +268,12 @@ def cmd_import(args: argparse.Namespace) -> int:
             yield agent_pb2.ImageChunk(name=args.name or "", filename=archive.filename,
                                        size=0 if archive.is_dir else archive.size)
             chunks = dir_chunks(archive.path) if archive.is_dir else file_chunks(archive.path)
+            sent = 0
             try:
                 for chunk in chunks:
+                    sent += len(chunk)
+                    if sent > max_size:     # grew while sent, or a directory's tar
+                        raise CliError(too_big(archive.path, sent, max_size))
                     progress.add(node.name, len(chunk))
                     yield agent_pb2.ImageChunk(data=chunk)
             except (CliError, OSError) as e:
@@ -248,7 +290,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             raise
 
     t0 = time.monotonic()
-    with Progress([n.name for n in nodes], archive.size) as progress:
+    with Progress([n.name for n in nodes], archive.size, args.progress) as progress:
         results = each_node(nodes, lambda n: send(n, progress))
     failed = 0
     for node in nodes:
@@ -314,6 +356,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="only this node (repeatable)")
     i.add_argument("--timeout", type=float, default=None,
                    help="seconds each node may take (default: no limit)")
+    i.add_argument("--max-size", default=DEFAULT_MAX_SIZE, metavar="SIZE",
+                   help=f"refuse a bigger archive (default {DEFAULT_MAX_SIZE}; nodes have "
+                        "their own limit)")
+    i.add_argument("--progress", action="store_true",
+                   help="show bytes sent on stderr also when it is not a terminal")
     i.set_defaults(fn=cmd_import)
     ls = what.add_parser("ls", help="list the images on each node")
     ls.add_argument("--node", action="append", default=[], metavar="NODE",

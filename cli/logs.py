@@ -16,9 +16,10 @@ from collections.abc import Iterator
 
 import grpc
 
+from mctl.common.names import quote
 from mctl.v1 import control_pb2, control_pb2_grpc
 
-from .client import CliError, call, rpc_error, stub
+from .client import CliError, check_name, list_all, rpc_error, stub
 
 
 def stream(s: control_pb2_grpc.ControlPlaneStub, args: argparse.Namespace,
@@ -34,7 +35,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     kind, _, name = args.target.rpartition("/")
     if kind and kind not in ("workload", "workloads", "wl", "replica", "rep"):
-        raise CliError(f"logs of {kind!r}: give a replica name or workload/NAME")
+        raise CliError(f"logs of {quote(kind)}: give a replica name or workload/NAME")
+    check_name("workload name" if kind else "replica name", name)
     if kind in ("", "replica", "rep"):
         try:
             for line in stream(s, args, name):
@@ -45,7 +47,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             raise rpc_error(args, e) from None
         out.flush()
         return 0
-    reps = call(args, s.ListReplicas,
+    reps = list_all(args, s.ListReplicas,
                 control_pb2.ListRequest(namespace=args.namespace, workload=name))
     names = [r.metadata.name for r in reps.items if r.node]
     if not names:
@@ -89,9 +91,18 @@ def follow_all(s: control_pb2_grpc.ControlPlaneStub, args: argparse.Namespace,
     return 0
 
 
+def tail_lines(text: str) -> int:
+    """--tail: -1 (all), or a count that fits the request's int32."""
+    value = int(text)
+    if not -1 <= value < 1 << 31:
+        raise argparse.ArgumentTypeError(f"must be -1 (all) or 0 to {(1 << 31) - 1},"
+                                         f" not {value}")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lg = sub.add_parser("logs", help="a replica's stdout and stderr, or a workload's merged")
     lg.add_argument("target", metavar="REPLICA|workload/NAME")
     lg.add_argument("-f", "--follow", action="store_true")
-    lg.add_argument("--tail", type=int, default=-1, help="lines per replica (-1: all)")
+    lg.add_argument("--tail", type=tail_lines, default=-1, help="lines per replica (-1: all)")
     lg.set_defaults(fn=cmd_logs)

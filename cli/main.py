@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+from typing import NoReturn, cast
 
 import grpc
 
@@ -18,7 +19,16 @@ from mctl.common.spec import SpecError, load_path
 from mctl.v1 import control_pb2, control_pb2_grpc, types_pb2
 
 from . import config, output
-from .client import CliError, UsageError, call, one_line, rpc_error, stub
+from .client import (
+    CliError,
+    UsageError,
+    call,
+    check_name,
+    list_all,
+    one_line,
+    rpc_error,
+    stub,
+)
 
 Listing = control_pb2.WorkloadList | control_pb2.ReplicaList | control_pb2.NodeList
 
@@ -61,12 +71,12 @@ def wait_running(args: argparse.Namespace, s: control_pb2_grpc.ControlPlaneStub,
     while True:
         pending = []
         for ns, name in keys:
-            resp: control_pb2.WorkloadList = call(
+            resp: control_pb2.WorkloadList = list_all(
                 args, s.ListWorkloads, control_pb2.ListRequest(namespace=ns, name=name))
             for w, summ in zip(resp.items, resp.summaries, strict=True):
                 done = summ.running == w.spec.replicas == summ.up_to_date
                 if not done:
-                    reps: control_pb2.ReplicaList = call(
+                    reps: control_pb2.ReplicaList = list_all(
                         args, s.ListReplicas, control_pb2.ListRequest(namespace=ns, workload=name))
                     finished = [r for r in reps.items if r.status.phase in _SETTLED
                                 and not r.metadata.deletion_requested]
@@ -95,6 +105,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
         refs = [(args.namespace if args.namespace_set else w.metadata.namespace, w.metadata.name)
                 for _, w in loaded]
     elif args.kind in ("workload", "workloads") and args.names:
+        for name in args.names:
+            check_name("workload name", name)
         refs = [(args.namespace, name) for name in args.names]
     else:
         raise UsageError("say what to delete: -f FILE, or workload NAME...")
@@ -118,20 +130,41 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def wait_gone(args: argparse.Namespace, s: control_pb2_grpc.ControlPlaneStub,
               keys: list[tuple[str, str]]) -> None:
+    """Waits until the workloads and all their replicas are gone.
+
+    The delete itself is done when this starts; what is left is the
+    controller stopping replicas, thousands of them for a big workload. So
+    --timeout counts from the last progress (a replica fewer), not from the
+    start, and a poll the server could not answer in time (busy removing
+    them) is retried rather than reported as a failed delete.
+    """
     deadline = time.monotonic() + args.timeout
+    before: dict[str, int] | None = None
     while True:
-        left = []
-        for ns, name in keys:
-            resp: control_pb2.WorkloadList = call(
-                args, s.ListWorkloads, control_pb2.ListRequest(namespace=ns, name=name))
-            if resp.items:
-                left.append(name)
-        if not left:
-            return
+        left: dict[str, int] = {}
+        try:
+            for ns, name in keys:
+                resp: control_pb2.WorkloadList = list_all(
+                    args, s.ListWorkloads, control_pb2.ListRequest(namespace=ns, name=name))
+                for w, summary in zip(resp.items, resp.summaries, strict=True):
+                    left[w.metadata.name] = summary.present
+        except CliError as e:
+            if not e.transient:
+                raise
+            left = before or {}
+        else:
+            if not left:
+                return
+            if left != before:
+                deadline = time.monotonic() + args.timeout
+                before = left
         if time.monotonic() > deadline:
-            raise CliError(f"timed out after {args.timeout:.0f}s waiting for "
-                           f"{', '.join(left)} to be removed")
-        time.sleep(0.1)
+            stopping = sum(left.values())
+            raise CliError(f"deletion of {', '.join(left) or 'the workloads'} was requested,"
+                           f" but {stopping} replicas were still stopping after"
+                           f" {args.timeout:g}s without progress (they are removed in the"
+                           " background: mctl get replicas)")
+        time.sleep(0.1 if sum(left.values()) < 100 else 1.0)
 
 
 # -- get ---------------------------------------------------------------------------------
@@ -144,14 +177,17 @@ KINDS = {"workload": "workloads", "workloads": "workloads", "wl": "workloads",
 def cmd_get(args: argparse.Namespace) -> int:
     kind = KINDS.get(args.kind)
     if kind is None:
-        raise CliError(f"unknown kind {args.kind!r}: use workloads, replicas or nodes")
+        raise CliError(f"unknown kind {names.quote(args.kind)}: use workloads, replicas or"
+                       " nodes")
+    if args.name:
+        check_name(f"{kind[:-1]} name", args.name)
     s = stub(args)
     namespace = "" if args.all_namespaces or kind == "nodes" else args.namespace
     request = control_pb2.ListRequest(namespace=namespace, name=args.name or "")
     fetch = {"workloads": s.ListWorkloads, "replicas": s.ListReplicas, "nodes": s.ListNodes}[kind]
     previous = None
     while True:
-        resp: Listing = call(args, fetch, request)
+        resp: Listing = list_all(args, fetch, request)
         if args.name and not resp.items:
             raise CliError(f"{kind[:-1]} {args.name} not found"
                            + (f" in namespace {namespace}" if namespace else ""))
@@ -183,8 +219,18 @@ def render(kind: str, resp: Listing, args: argparse.Namespace) -> str:
 # -- parser ---------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line like every other mctl error.
+
+    (Subcommands' parsers are of the class of their parent.)
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mctl", description="mctl: a small container orchestrator")
+    p = _Parser(prog="mctl", description="mctl: a small container orchestrator")
     p.add_argument("--server", default=None, help="scheduler address (or MCTL_SERVER)")
     p.add_argument("--tls-ca", default=None, help="cluster CA certificate (or MCTL_TLS_CA)")
     p.add_argument("--tls-cert", default=None, help="your certificate (or MCTL_TLS_CERT)")
@@ -192,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true",
                    help="plain-text gRPC to a cluster started with --insecure (or MCTL_INSECURE=1)")
     p.add_argument("-n", "--namespace", default=None)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    # Typed as the base class, which every verb module's add_parser takes.
+    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
+               p.add_subparsers(dest="command", metavar="COMMAND"))
     sub.required = True
 
     a = sub.add_parser("apply", help="create or update workloads from a file")

@@ -11,7 +11,8 @@ from mctl.v1 import control_pb2
 
 
 def cmd_cordon(args: argparse.Namespace) -> int:
-    from .client import call, stub
+    from .client import call, check_name, stub
+    check_name("node name", args.node)
     cordoned = args.command == "cordon"
     resp = call(args, stub(args).Cordon,
                 control_pb2.CordonRequest(node=args.node, cordoned=cordoned))
@@ -21,7 +22,8 @@ def cmd_cordon(args: argparse.Namespace) -> int:
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
-    from .client import CliError, call, stub
+    from .client import CliError, call, check_name, list_all, stub
+    check_name("node name", args.node)
     s = stub(args)
     resp = call(args, s.Drain, control_pb2.DrainRequest(node=args.node))
     print(f"node/{args.node} cordoned")
@@ -33,7 +35,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     shown = -1
     while True:
-        reps = call(args, s.ListReplicas, control_pb2.ListRequest())
+        reps = list_all(args, s.ListReplicas, control_pb2.ListRequest())
         left = [r.metadata.name for r in reps.items
                 if r.node == args.node and not is_terminal(r.status.phase)]
         if not left:

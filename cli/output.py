@@ -52,14 +52,17 @@ def cores(value: float) -> str:
 def workloads(resp: control_pb2.WorkloadList, wide: bool, all_ns: bool) -> str:
     headers = (["NAMESPACE"] if all_ns else []) + ["NAME", "READY", "UP-TO-DATE", "AGE"]
     if wide:
-        headers += ["IMAGE", "CPU", "MEMORY"]
+        headers += ["VIP", "IMAGE", "CPU", "MEMORY"]
     rows = []
     for w, s in zip(resp.items, resp.summaries, strict=True):
         row = ([w.metadata.namespace] if all_ns else []) + [
             w.metadata.name + (" (deleting)" if w.metadata.deletion_requested else ""),
             f"{s.running}/{s.desired}", str(s.up_to_date), age(w.metadata.created_unix_ms)]
         if wide:
-            row += [w.spec.image, format_cpu(w.spec.resources.cpu_millis),
+            # A workload with ports gets its virtual IP within a pass of the
+            # scheduler; one without has none.
+            vip = w.status.virtual_ip or ("<pending>" if w.spec.ports else "<none>")
+            row += [vip, w.spec.image, format_cpu(w.spec.resources.cpu_millis),
                     format_bytes_short(w.spec.resources.memory_bytes)]
         rows.append(row)
     return table(headers, rows)

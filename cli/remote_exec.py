@@ -30,7 +30,8 @@ def terminal_size() -> control_pb2.TerminalSize:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from .client import UsageError, rpc_error, stub
+    from .client import UsageError, check_name, rpc_error, stub
+    check_name("replica name", args.replica)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise UsageError("say what to run: mctl exec REPLICA -- COMMAND [ARGS...]")

@@ -16,6 +16,14 @@ or a negative errno. A dump (NLM_F_DUMP) answers with multi-part messages
 ended by NLMSG_DONE. With NETLINK_EXT_ACK set, an error may carry the
 kernel's own explanation ("Error: ...") as an NLMSGERR_ATTR_MSG attribute.
 
+A socket bound to multicast groups (`groups`, a bit mask of the protocol's
+groups, e.g. RTMGRP_LINK) also receives the kernel's notifications of
+changes made by anyone: `notifications()` reads them. When the reader lags,
+the kernel drops what does not fit in the socket's buffer and the next read
+fails with ENOBUFS; that is reported as an overrun, after which the reader
+must look at the whole state again (a notification is a hint, never the
+state itself).
+
 Here only struct and socket are used: nothing to import but the standard
 library, and no thread, so a socket opened inside another network namespace
 (netns.netlink_socket) keeps talking to that namespace (man 7
@@ -29,7 +37,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +145,30 @@ def iter_attrs(data: bytes, offset: int = 0, end: int | None = None) -> Iterator
         offset += align(length)
 
 
-def parse_attrs(data: bytes, offset: int = 0, end: int | None = None) -> dict[int, bytes]:
-    """The attributes in data[offset:end] by type; when a type repeats, the last one counts."""
-    return dict(iter_attrs(data, offset, end))
+def parse_attrs(data: bytes, offset: int = 0, end: int | None = None,
+                only: Container[int] | None = None) -> dict[int, bytes]:
+    """The attributes in data[offset:end] by type; when a type repeats, the last one counts.
+
+    With `only`, the other types are skipped without copying their payload:
+    a link carries some forty attributes (statistics among them) of which a
+    dump's reader may want four, and a periodic dump of every link is the
+    agent's self-check's main cost (agent/selfcheck.py).
+    """
+    if only is None:
+        return dict(iter_attrs(data, offset, end))
+    end = len(data) if end is None else end
+    out = {}
+    unpack = ATTR_HEADER.unpack_from
+    while offset + ATTR_HEADER.size <= end:
+        length, kind = unpack(data, offset)
+        if length < ATTR_HEADER.size or offset + length > end:
+            raise ProtocolError(f"attribute of type {kind & NLA_TYPE_MASK} at offset {offset} "
+                                f"has length {length}, {end - offset} bytes left")
+        kind &= NLA_TYPE_MASK
+        if kind in only:
+            out[kind] = data[offset + ATTR_HEADER.size:offset + length]
+        offset += align(length)
+    return out
 
 
 def get_u32(attrs: dict[int, bytes], kind: int, default: int = 0) -> int:
@@ -226,7 +255,8 @@ class NetlinkSocket:
     namespace); it is owned, and closed, from then on.
     """
 
-    def __init__(self, protocol: int = NETLINK_ROUTE, sock: socket.socket | None = None) -> None:
+    def __init__(self, protocol: int = NETLINK_ROUTE, sock: socket.socket | None = None,
+                 groups: int = 0) -> None:
         if sock is None:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
         self.sock = sock
@@ -238,7 +268,7 @@ class NetlinkSocket:
                     sock.setsockopt(SOL_NETLINK, option, 1)
                 except OSError:
                     pass                 # older kernels: plain errno only
-            sock.bind((0, 0))            # the kernel picks the port id
+            sock.bind((0, groups))       # the kernel picks the port id
         except BaseException:
             sock.close()
             raise
@@ -304,6 +334,27 @@ class NetlinkSocket:
             # so the dump may have missed or repeated an entry.
             log.debug("netlink dump of %s interrupted by a change, repeating", what)
         raise error_for(errno_codes.EAGAIN, what, "dump kept changing")
+
+    def notifications(self) -> list[Message] | None:
+        """The notifications waiting on a socket bound to groups; None after an overrun.
+
+        Never blocks (select() or poll() on `sock` to wait): [] when nothing
+        is waiting. None says the kernel dropped some (ENOBUFS): what they
+        said is lost, so the caller re-reads the state it cares about.
+        """
+        out: list[Message] = []
+        while True:
+            try:
+                data = self.sock.recv(RECV_BUFFER, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return out
+            except OSError as e:
+                if e.errno == errno_codes.ENOBUFS:
+                    return None
+                raise
+            # Notifications carry sequence number 0 and port 0 (the kernel).
+            out.extend(m for m in parse_messages(data)
+                       if m.kind not in (NLMSG_NOOP, NLMSG_DONE, NLMSG_ERROR))
 
     def _send(self, kind: int, flags: int, body: bytes) -> int:
         self._seq = (self._seq + 1) & 0xFFFFFFFF or 1

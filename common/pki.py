@@ -35,7 +35,7 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import certname
+from . import boundedread, certname
 from .names import validate_dns_label
 
 if TYPE_CHECKING:
@@ -338,12 +338,20 @@ def leaf_paths(directory: str, name: str) -> tuple[str, str]:
     return os.path.join(directory, f"{name}.crt"), os.path.join(directory, f"{name}.key")
 
 
+# A PEM certificate or key is a few KiB; a bundle of CAs some hundreds.
+MAX_PEM_BYTES = 1 << 20
+
+
 def read_file(path: str, what: str) -> bytes:
+    """The file's bytes, bounded (boundedread.py: /dev/zero or a FIFO as --tls-ca)."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return boundedread.read_path(path, MAX_PEM_BYTES)
+    except boundedread.TooLarge as e:
+        raise PKIError(f"{path}: cannot read {what}: {e}") from None
+    except boundedread.Stalled as e:
+        raise PKIError(f"{path}: cannot read {what}: {e}") from None
     except OSError as e:
-        raise PKIError(f"{path}: cannot read {what}: {e.strerror}") from None
+        raise PKIError(f"{path}: cannot read {what}: {e.strerror or e}") from None
 
 
 def init_ca_dir(directory: str, force: bool = False, days: int = CA_DAYS) -> Issued:

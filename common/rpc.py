@@ -20,11 +20,15 @@ import grpc
 
 from .tls import TLSConfig
 
-# Keepalives let a long `logs -f` stream notice a dead peer; message size
-# covers a node's full desired set with thousands of replicas.
+# Keepalives let a long `logs -f` stream notice a dead peer. The message
+# size is raised from gRPC's 4 MiB and bounded the same on both sides, send
+# and receive, so neither end can be made to buffer more: it covers a node's
+# full desired set with thousands of replicas, and many times a page of a
+# list (scheduler/paging.py keeps a page under 4 MiB, so lists never reach it).
+MAX_MESSAGE_BYTES = 64 << 20
 _OPTIONS = [
-    ("grpc.max_send_message_length", 64 << 20),
-    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),

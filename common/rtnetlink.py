@@ -6,6 +6,8 @@ up or down, into a bridge (master), its MTU, moved to another namespace,
 looked up by name, listed, deleted; IPv4/IPv6 addresses on a link; routes
 in a table, marked with a protocol number so mctl's own can be told apart.
 `ip link`, `ip addr` and `ip route` (iproute2) send the same messages.
+RtMonitor receives the kernel's notifications of link, IPv4 address and
+route changes (multicast groups RTMGRP_*), as `ip monitor` does.
 
 A request is a message type (RTM_NEWLINK, RTM_DELADDR...), a fixed header
 (struct ifinfomsg, ifaddrmsg or rtmsg) and attributes (IFLA_*, IFA_*,
@@ -43,18 +45,25 @@ from .netlink import (
     parse_attrs,
 )
 
-__all__ = ["Address", "Link", "NetlinkError", "Route", "RtNetlink"]
+__all__ = ["Address", "Change", "Link", "NetlinkError", "Route", "RtMonitor", "RtNetlink"]
 
 # linux/rtnetlink.h: message types
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 
+# linux/rtnetlink.h: multicast groups, as bit masks for bind() (RTNLGRP_* is 1 + the bit)
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV4_ROUTE = 0x40
+
 # linux/if_link.h
 IFLA_ADDRESS = 1
 IFLA_IFNAME = 3
 IFLA_MTU = 4
 IFLA_MASTER = 10
+IFLA_PROTINFO = 12
+IFLA_BRPORT_MODE = 4          # the port's hairpin mode (linux/if_link.h)
 IFLA_LINKINFO = 18
 IFLA_NET_NS_FD = 28
 IFLA_INFO_KIND = 1
@@ -127,6 +136,15 @@ class Route(NamedTuple):
         return f"{self.dst}/{self.dst_len}" if self.dst else "default"
 
 
+class Change(NamedTuple):
+    """One notification: what happened (RTM_NEWLINK, RTM_DELROUTE...) and to what."""
+
+    kind: int
+    link: Link | None = None
+    address: Address | None = None
+    route: Route | None = None
+
+
 def _family_of(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
@@ -166,9 +184,13 @@ def _ifinfo(index: int = 0, up: bool | None = None) -> bytes:
     return IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, flags, change)
 
 
+# What parse_link reads of a link's attributes (see parse_attrs).
+LINK_ATTRS = frozenset({IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO})
+
+
 def parse_link(msg: Message) -> Link:
     _, _, index, flags, _ = IFINFOMSG.unpack_from(msg.body)
-    attrs = parse_attrs(msg.body, IFINFOMSG.size)
+    attrs = parse_attrs(msg.body, IFINFOMSG.size, only=LINK_ATTRS)
     kind = ""
     if IFLA_LINKINFO in attrs:
         kind = get_str(parse_attrs(attrs[IFLA_LINKINFO]), IFLA_INFO_KIND)
@@ -278,6 +300,19 @@ class RtNetlink:
                 + (attr_u32(IFLA_NET_NS_FD, netns_fd) if netns_fd is not None else b""))
         self.nl.request(RTM_SETLINK, 0, body, _link_what(link))
 
+    def set_hairpin(self, link: int | str, on: bool = True) -> None:
+        """Lets the bridge send a frame back out the port `link` it came in on.
+
+        What `bridge link set dev LINK hairpin on` asks: an AF_BRIDGE
+        RTM_SETLINK with the port's IFLA_BRPORT_MODE in IFLA_PROTINFO (by
+        index: the bridge's handler does not look names up).
+        """
+        index = link if isinstance(link, int) else self.index(link)
+        body = (IFINFOMSG.pack(socket.AF_BRIDGE, 0, index, 0, 0)
+                + nested(IFLA_PROTINFO, attr(IFLA_BRPORT_MODE, bytes([1 if on else 0])),
+                         flag=True))
+        self.nl.request(RTM_SETLINK, 0, body, _link_what(link))
+
     def delete_link(self, link: int | str) -> None:
         """Deletes `link` (a veth takes its peer along); NetlinkError ENODEV if absent."""
         index, by_name = (link, b"") if isinstance(link, int) else (0, attr_str(IFLA_IFNAME, link))
@@ -359,3 +394,47 @@ class RtNetlink:
 def _link_what(link: int | str) -> str:
     return f"link {link}" if isinstance(link, str) else f"link #{link}"
 
+
+def parse_change(msg: Message) -> Change | None:
+    """The Change a notification says, None for a message of another kind."""
+    if msg.kind in (RTM_NEWLINK, RTM_DELLINK):
+        return Change(msg.kind, link=parse_link(msg))
+    if msg.kind in (RTM_NEWADDR, RTM_DELADDR):
+        return Change(msg.kind, address=parse_address(msg))
+    if msg.kind in (RTM_NEWROUTE, RTM_DELROUTE):
+        return Change(msg.kind, route=parse_route(msg))
+    return None
+
+
+class RtMonitor:
+    """The kernel's notifications of changes to links, IPv4 addresses and routes.
+
+    Subscribes to `groups` (RTMGRP_* bits) of the namespace the socket was
+    opened in (`sock`, as for RtNetlink; default the caller's). Wait for
+    fileno() to be readable, then read(). A notification says something
+    changed, not the whole state: after an overrun (read() returns None)
+    some were lost, and the reader looks at everything again.
+    """
+
+    def __init__(self, groups: int = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE,
+                 sock: socket.socket | None = None) -> None:
+        self.nl = NetlinkSocket(sock=sock, groups=groups)
+
+    def fileno(self) -> int:
+        return self.nl.sock.fileno()
+
+    def read(self) -> list[Change] | None:
+        """The changes notified since the last read ([] if none); None after an overrun."""
+        messages = self.nl.notifications()
+        if messages is None:
+            return None
+        return [c for c in map(parse_change, messages) if c is not None]
+
+    def close(self) -> None:
+        self.nl.close()
+
+    def __enter__(self) -> RtMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -25,12 +25,20 @@ spells a default out. A null value means the field was left out. Defaults:
     spec.resources.cpu                 250m  (resources are limits and also the
     spec.resources.memory              64Mi   placement request; each missing
     spec.resources.pids                256    key takes its own default)
+    spec.resources.disk                none: 0 in the message, the node's default
+                                       (mctl's extension; writable layer, /etc
+                                       files and logs; not a placement request)
     spec.ports[].hostPort              0 (not published)
     spec.ports[].protocol              TCP
+    spec.ports[].name                  none ("": the port has no name)
     spec.restartPolicy                 Always
     spec.healthCheck                   none: `health_check` stays unset (HasField)
     spec.healthCheck.periodSeconds     10
     spec.healthCheck.failureThreshold  3
+    spec.readiness                     none: `readiness` stays unset, and a replica
+                                       is ready whenever it is Running
+    spec.readiness.periodSeconds       10 (as healthCheck)
+    spec.readiness.failureThreshold    3
     spec.spread                        true
     spec.replaceFailed                 false (mctl's extension: replace replicas that
                                        ended Failed under restartPolicy Never)
@@ -45,13 +53,15 @@ spells a default out. A null value means the field was left out. Defaults:
 hostname, the replica's name). `spec.image` has no default.
 
 `metadata.uid`, `generation`, `createdUnixMs` and `deletionRequested` are
-written by the server. `workload_to_dict` shows them, so they are accepted
-in a file (type-checked, then dropped) to let `mctl get -o yaml` output be
+written by the server, as is `status.virtualIP` (the scheduler's, from its
+--service-cidr). `workload_to_dict` shows them, so they are accepted in a
+file (type-checked, then dropped) to let `mctl get -o yaml` output be
 applied again, as with kubectl.
 """
 
 import datetime
 import hashlib
+import io
 import json
 import os
 import re
@@ -62,7 +72,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError
 
-from mctl.common import validation
+from mctl.common import boundedread, validation
 from mctl.common.quantity import (
     QuantityError,
     format_cpu,
@@ -76,6 +86,9 @@ API_VERSION = "mctl/v1"
 KIND = "Workload"
 
 DEFAULT_NAMESPACE = "default"
+# What `-f` reads at most, all files together: far more than any apply may
+# send (validation.MAX_APPLY_BYTES), far less than would hurt the CLI.
+MAX_INPUT_BYTES = 4 << 20
 DEFAULT_REPLICAS = 1
 DEFAULT_CPU_MILLIS = 250
 DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024
@@ -98,7 +111,7 @@ _INT64_MAX = 2**63 - 1
 _ENV_ENTRY = re.compile(r"\Aspec\.env\[(\d+)\]\.(name|value)\Z")
 _SPEC_FIELDS = (
     "replicas image command args env workingDir hostname resources ports restartPolicy"
-    " healthCheck nodeSelector spread update securityContext replaceFailed"
+    " healthCheck readiness nodeSelector spread update securityContext replaceFailed"
 ).split()
 
 
@@ -311,42 +324,51 @@ def _read_env(spec: _Mapping, out: types_pb2.WorkloadSpec) -> None:
 
 
 def _read_resources(spec: _Mapping, out: types_pb2.Resources) -> None:
-    resources = spec.mapping("resources", ["cpu", "memory", "pids"])
+    resources = spec.mapping("resources", ["cpu", "memory", "pids", "disk"])
     out.cpu_millis = resources.quantity("cpu", parse_cpu, DEFAULT_CPU_MILLIS)
     out.memory_bytes = resources.quantity("memory", parse_memory, DEFAULT_MEMORY_BYTES)
     out.pids = resources.integer("pids", DEFAULT_PIDS, maximum=_INT64_MAX)
+    # The default is the node's, so it stays 0 here: left out, the field keeps
+    # every older workload's spec hash (no rollout on upgrade).
+    out.disk_bytes = resources.quantity("disk", parse_memory, 0)
+    if out.disk_bytes == 0 and resources.value.get("disk") is not None:
+        # In the message 0 is "not given"; a written 0 is no limit the node could keep.
+        raise _Invalid("spec.resources.disk",
+                       "must be more than 0 (leave it out for the node's default)")
 
 
 def _read_ports(spec: _Mapping, out: types_pb2.WorkloadSpec) -> None:
     for i, item in enumerate(spec.items("ports")):
-        port = _Mapping(item, f"spec.ports[{i}]", ["containerPort", "hostPort", "protocol"])
+        port = _Mapping(item, f"spec.ports[{i}]",
+                        ["containerPort", "hostPort", "protocol", "name"])
         out.ports.add(container_port=port.integer("containerPort", None),
                       host_port=port.integer("hostPort", 0),
-                      protocol=port.string("protocol", DEFAULT_PROTOCOL))
+                      protocol=port.string("protocol", DEFAULT_PROTOCOL),
+                      name=port.string("name", ""))
 
 
-def _read_health_check(spec: _Mapping, out: types_pb2.WorkloadSpec) -> None:
-    if spec.value.get("healthCheck") is None:
-        return  # no check: health_check stays unset
-    check = spec.mapping("healthCheck", ["exec", "tcpPort", "periodSeconds", "failureThreshold"])
+def _read_probe(spec: _Mapping, key: str, out: types_pb2.HealthCheck) -> None:
+    """spec.healthCheck or spec.readiness into `out`; left unset when the file has none."""
+    if spec.value.get(key) is None:
+        return  # no check: the field stays unset (HasField)
+    path = f"spec.{key}"
+    check = spec.mapping(key, ["exec", "tcpPort", "periodSeconds", "failureThreshold"])
     has_exec = check.value.get("exec") is not None
     has_tcp = check.value.get("tcpPort") is not None
     if has_exec == has_tcp:
         which = "both" if has_exec else "neither"
-        raise _Invalid("spec.healthCheck", f"needs exactly one of exec or tcpPort, not {which}")
-    out.health_check.SetInParent()
+        raise _Invalid(path, f"needs exactly one of exec or tcpPort, not {which}")
+    out.SetInParent()
     # An empty exec or a tcpPort of 0 would read as "not given" in the message.
     if has_exec:
         command = check.string_list("exec")
         if not command:
-            raise _Invalid("spec.healthCheck.exec", "must not be empty")
-        out.health_check.exec.extend(command)
+            raise _Invalid(f"{path}.exec", "must not be empty")
+        out.exec.extend(command)
     else:
-        out.health_check.tcp_port = check.integer("tcpPort", None, minimum=1)
-    out.health_check.period_seconds = check.integer("periodSeconds", DEFAULT_PERIOD_SECONDS)
-    out.health_check.failure_threshold = check.integer(
-        "failureThreshold", DEFAULT_FAILURE_THRESHOLD
-    )
+        out.tcp_port = check.integer("tcpPort", None, minimum=1)
+    out.period_seconds = check.integer("periodSeconds", DEFAULT_PERIOD_SECONDS)
+    out.failure_threshold = check.integer("failureThreshold", DEFAULT_FAILURE_THRESHOLD)
 
 
 def _read_spec(top: _Mapping, out: types_pb2.WorkloadSpec) -> None:
@@ -361,7 +383,8 @@ def _read_spec(top: _Mapping, out: types_pb2.WorkloadSpec) -> None:
     _read_resources(spec, out.resources)
     _read_ports(spec, out)
     out.restart_policy = spec.string("restartPolicy", DEFAULT_RESTART_POLICY)
-    _read_health_check(spec, out)
+    _read_probe(spec, "healthCheck", out.health_check)
+    _read_probe(spec, "readiness", out.readiness)
     out.node_selector.update(spec.string_map("nodeSelector"))
     out.spread = spec.boolean("spread", True)
     out.replace_failed = spec.boolean("replaceFailed", False)
@@ -379,7 +402,7 @@ def _read_spec(top: _Mapping, out: types_pb2.WorkloadSpec) -> None:
 
 
 def _read_workload(document: object, default_namespace: str) -> types_pb2.Workload:
-    top = _Mapping(document, "", ["apiVersion", "kind", "metadata", "spec"])
+    top = _Mapping(document, "", ["apiVersion", "kind", "metadata", "spec", "status"])
     for key, expected in [("apiVersion", API_VERSION), ("kind", KIND)]:
         value, path = top.get(key, None)
         if value != expected:
@@ -387,6 +410,8 @@ def _read_workload(document: object, default_namespace: str) -> types_pb2.Worklo
     workload = types_pb2.Workload()
     _read_metadata(top, workload.metadata, default_namespace)
     _read_spec(top, workload.spec)
+    # Written by the scheduler: checked, then dropped (see the module docstring).
+    top.mapping("status", ["virtualIP"]).string("virtualIP", "")
     found = validation.workload_problem(workload, validation.CLIENT_LIMITS)
     if found is not None:
         raise _Invalid(_file_field(found.field, top.value, workload), found.problem)
@@ -485,27 +510,57 @@ def parse_documents(
     return [workload for _, workload in _parse_inputs([(source, text)], default_namespace)]
 
 
+def _read_stdin(limit: int) -> bytes:
+    """At most `limit` bytes of stdin (waiting as long as it takes: a person may type)."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        # Not a file (a test's StringIO, an embedding's stream): read it as text.
+        data = sys.stdin.read(limit + 1).encode()
+        if len(data) > limit:
+            raise boundedread.TooLarge(f"larger than {boundedread.describe(limit)}") from None
+        return data
+    return boundedread.read_fd(fd, limit, idle_seconds=None)
+
+
 def _read_inputs(path: str) -> Iterator[tuple[str, str]]:
-    """(source, text) for a file, each YAML file of a directory, or "-" (stdin)."""
+    """(source, text) for a file, each YAML file of a directory, or "-" (stdin).
+
+    At most MAX_INPUT_BYTES in all are read (boundedread.py: /dev/zero, a
+    FIFO that never ends or a directory of huge files cost no more).
+    """
     if path == "-":
         sources = ["<stdin>"]
     elif os.path.isdir(path):
+        try:
+            entries = sorted(os.listdir(path))
+        except OSError as e:
+            raise SpecError(f"cannot read: {(e.strerror or str(e)).lower()}",
+                            source=path) from None
         sources = [
             os.path.join(path, name)
-            for name in sorted(os.listdir(path))
+            for name in entries
             if name.endswith((".yaml", ".yml")) and os.path.isfile(os.path.join(path, name))
         ]
         if not sources:
             raise SpecError("directory has no *.yaml or *.yml files", source=path)
     else:
         sources = [path]
+    left = MAX_INPUT_BYTES
     for source in sources:
         try:
             if source == "<stdin>":
-                yield source, sys.stdin.read()
+                data = _read_stdin(left)
             else:
-                with open(source, encoding="utf-8") as f:
-                    yield source, f.read()
+                data = boundedread.read_path(source, left)
+            left -= len(data)
+            yield source, data.decode("utf-8")
+        except boundedread.TooLarge:
+            limit = boundedread.describe(MAX_INPUT_BYTES)
+            raise SpecError(f"larger than {limit}" if len(sources) == 1 else
+                            f"more than {limit} of YAML in all", source=source) from None
+        except boundedread.Stalled as e:
+            raise SpecError(f"cannot read: {e}", source=source) from None
         except OSError as e:
             problem = (e.strerror or str(e)).lower()
             raise SpecError(f"cannot read: {problem}", source=source) from None
@@ -581,22 +636,26 @@ def workload_to_dict(workload: types_pb2.Workload) -> dict[str, Any]:
         "memory": format_memory(s.resources.memory_bytes),
         "pids": s.resources.pids,
     }
+    if s.resources.disk_bytes:
+        spec["resources"]["disk"] = format_memory(s.resources.disk_bytes)
     if s.ports:
         spec["ports"] = []
         for p in s.ports:
-            port: dict[str, Any] = {"containerPort": p.container_port}
+            port: dict[str, Any] = {"name": p.name} if p.name else {}
+            port["containerPort"] = p.container_port
             if p.host_port:
                 port["hostPort"] = p.host_port
             port["protocol"] = p.protocol
             spec["ports"].append(port)
     spec["restartPolicy"] = s.restart_policy
-    if s.HasField("health_check"):
-        check = s.health_check
-        probe = {"exec": list(check.exec)} if check.exec else {"tcpPort": check.tcp_port}
-        spec["healthCheck"] = probe | {
-            "periodSeconds": check.period_seconds,
-            "failureThreshold": check.failure_threshold,
-        }
+    for key, field in (("healthCheck", "health_check"), ("readiness", "readiness")):
+        if s.HasField(field):
+            check = getattr(s, field)
+            probe = {"exec": list(check.exec)} if check.exec else {"tcpPort": check.tcp_port}
+            spec[key] = probe | {
+                "periodSeconds": check.period_seconds,
+                "failureThreshold": check.failure_threshold,
+            }
     if s.node_selector:
         spec["nodeSelector"] = dict(sorted(s.node_selector.items()))
     spec["spread"] = s.spread
@@ -608,4 +667,7 @@ def workload_to_dict(workload: types_pb2.Workload) -> dict[str, Any]:
         "readOnlyRootfs": s.security_context.read_only_rootfs,
         "seccompProfile": s.security_context.seccomp_profile or DEFAULT_SECCOMP_PROFILE,
     }
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
+    doc = {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
+    if workload.status.virtual_ip:
+        doc["status"] = {"virtualIP": workload.status.virtual_ip}
+    return doc

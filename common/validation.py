@@ -16,8 +16,11 @@ here: names, ranges, choices, duplicates, references, and sizes.
 The sizes are bounded so that one apply fits etcd's request limit (1.5 MiB
 by default, and the apply is one transaction of at most 128 operations) and
 every replica record, which carries a copy of its spec, stays small. The
-replica cap is the scheduler's `--max-replicas`; the CLI cannot know it and
-leaves it to the server.
+replica cap is the scheduler's `--max-replicas`, the lowest host port its
+`--host-port-min` (ports below it are the node's own: ssh on 22, DNS on 53);
+the CLI cannot know them and leaves them to the server. The scheduler's
+`--max-cluster-replicas` bounds the sum over every workload: that one needs
+the cluster's state, which the caller gives (`cluster_replicas_problem`).
 
 Pure: no gRPC, no store, nothing but the messages.
 """
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 
 from mctl.common import imageref, names
 from mctl.common.names import quote
+from mctl.common.quantity import format_memory
 from mctl.v1 import types_pb2
 
 PROTOCOLS = ("TCP", "UDP")
@@ -38,12 +42,21 @@ RESTART_POLICIES = ("Always", "OnFailure", "Never")
 STORED_SECCOMP_PROFILES = ("", "Unconfined")
 
 DEFAULT_MAX_REPLICAS = 1000
+# What a small cluster can hold without its lists and its controller's
+# passes slowing to a crawl (bench/README.md has the measured figures).
+DEFAULT_MAX_CLUSTER_REPLICAS = 10_000
+# Ports below this are privileged, and where a node's own services listen.
+DEFAULT_HOST_PORT_MIN = 1024
 MAX_WORKLOADS_PER_APPLY = 100        # etcd allows 128 operations in one transaction
 MAX_APPLY_BYTES = 1 << 20            # etcd's default request limit is 1.5 MiB
 MAX_WORKLOAD_BYTES = 64 << 10        # copied into each of up to --max-replicas records
 MAX_LIST_ITEMS = 256                 # command, args, env, ports, exec, labels, nodeSelector
 MAX_STRING_BYTES = 16 << 10          # one argv element or env value
 MAX_PATH_BYTES = 4096                # PATH_MAX
+# resources.disk (0: the node's default). Below 1Mi a container's own /etc
+# files and first log lines would get it stopped; above 64Ti no node has the disk.
+MIN_DISK_BYTES = 1 << 20
+MAX_DISK_BYTES = 64 << 40
 
 _ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 # A key that reads unambiguously after a "." in a field path; others are quoted.
@@ -55,11 +68,12 @@ class Limits:
     """The limits that are the scheduler's to set; None leaves a check to the server."""
 
     max_replicas: int | None = DEFAULT_MAX_REPLICAS
+    host_port_min: int | None = DEFAULT_HOST_PORT_MIN
 
 
 SERVER_LIMITS = Limits()
-# The CLI's: it cannot know the scheduler's --max-replicas.
-CLIENT_LIMITS = Limits(max_replicas=None)
+# The CLI's: it cannot know the scheduler's --max-replicas or --host-port-min.
+CLIENT_LIMITS = Limits(max_replicas=None, host_port_min=None)
 
 
 @dataclass(frozen=True)
@@ -163,6 +177,10 @@ def _program(argv: Sequence[str], field: str) -> None:
 
 
 def _check_metadata(meta: types_pb2.ObjectMeta) -> None:
+    # As DNS labels, a replica (at most 63 characters, reconcile.py cuts its
+    # workload part), its workload and namespace always make a service name
+    # `<replica>.<workload>.<namespace>.mctl` of at most 63*3 + 4 + 3 = 196
+    # characters: within DNS's 253, so no combined length needs a check.
     _dns_label(meta.name, "metadata.name")
     _dns_label(meta.namespace, "metadata.namespace")
     _labels(meta.labels, "metadata.labels")
@@ -198,16 +216,27 @@ def _check_resources(r: types_pb2.Resources) -> None:
     _check(r.memory_bytes > 0, "spec.resources.memory",
            f"must be more than 0, not {r.memory_bytes}")
     _in_range(r.pids, "spec.resources.pids", 1)
+    if r.disk_bytes and not MIN_DISK_BYTES <= r.disk_bytes <= MAX_DISK_BYTES:
+        raise _Invalid("spec.resources.disk",
+                       f"must be between {format_memory(MIN_DISK_BYTES)} and"
+                       f" {format_memory(MAX_DISK_BYTES)}, not {format_memory(r.disk_bytes)}")
 
 
-def _check_ports(ports: Sequence[types_pb2.Port]) -> None:
+def _check_ports(ports: Sequence[types_pb2.Port], host_port_min: int | None) -> None:
     _count(ports, "spec.ports")
     published: dict[tuple[int, str], str] = {}
     declared: dict[tuple[int, str], str] = {}
+    named: dict[str, str] = {}                      # name -> the entry that has it
+    port_names: dict[tuple[int, str], tuple[str, str]] = {}   # port -> (name, entry)
     for i, port in enumerate(ports):
         path = f"spec.ports[{i}]"
         _in_range(port.container_port, f"{path}.containerPort", 1, 65535)
         _in_range(port.host_port, f"{path}.hostPort", 0, 65535)
+        if port.host_port and host_port_min is not None and port.host_port < host_port_min:
+            # 0 is "not published"; a low port is the node's own (ssh, DNS).
+            raise _Invalid(f"{path}.hostPort", f"must be at least {host_port_min}, not"
+                                               f" {port.host_port} (the scheduler's"
+                                               " --host-port-min)")
         _one_of(port.protocol, f"{path}.protocol", PROTOCOLS)
         key = (port.host_port, port.protocol)
         if port.host_port:
@@ -224,10 +253,29 @@ def _check_ports(ports: Sequence[types_pb2.Port]) -> None:
                 raise _Invalid(f"{path}.containerPort", f"{port.container_port}/{port.protocol}"
                                                         f" is already declared by {declared[key]}")
             declared[key] = path
+        if port.name:
+            _port_name(port, path, named, port_names)
 
 
-def _check_health_check(check: types_pb2.HealthCheck) -> None:
-    path = "spec.healthCheck"
+def _port_name(port: types_pb2.Port, path: str, named: dict[str, str],
+               port_names: dict[tuple[int, str], tuple[str, str]]) -> None:
+    """A port's optional name: a DNS label, naming one service port of the workload."""
+    _dns_label(port.name, f"{path}.name")
+    if port.name in named:
+        raise _Invalid(f"{path}.name", f"{quote(port.name)} already names {named[port.name]}")
+    named[port.name] = path
+    # Entries of one port published on two host ports are one service port:
+    # it may not answer to two names.
+    key = (port.container_port, port.protocol)
+    if key in port_names:
+        other, where = port_names[key]
+        raise _Invalid(f"{path}.name", f"{port.container_port}/{port.protocol} is already"
+                                       f" named {quote(other)} by {where}")
+    port_names[key] = (port.name, path)
+
+
+def _check_probe(check: types_pb2.HealthCheck, path: str) -> None:
+    """A healthCheck or a readiness check: exec or tcpPort, a period and a threshold."""
     has_exec, has_tcp = bool(check.exec), check.tcp_port != 0
     if has_exec == has_tcp:
         raise _Invalid(path, "needs exactly one of exec or tcpPort, not "
@@ -257,10 +305,12 @@ def _check_spec(s: types_pb2.WorkloadSpec, limits: Limits) -> None:
     if s.hostname:
         _dns_label(s.hostname, "spec.hostname")
     _check_resources(s.resources)
-    _check_ports(s.ports)
+    _check_ports(s.ports, limits.host_port_min)
     _one_of(s.restart_policy, "spec.restartPolicy", RESTART_POLICIES)
     if s.HasField("health_check"):
-        _check_health_check(s.health_check)
+        _check_probe(s.health_check, "spec.healthCheck")
+    if s.HasField("readiness"):
+        _check_probe(s.readiness, "spec.readiness")
     _labels(s.node_selector, "spec.nodeSelector")
     _in_range(s.update.max_unavailable, "spec.update.maxUnavailable", 0)
     _in_range(s.update.max_surge, "spec.update.maxSurge", 0)
@@ -285,6 +335,10 @@ def workload_problem(workload: types_pb2.Workload,
         _check(size <= MAX_WORKLOAD_BYTES, "",
                f"is {size} bytes encoded; a workload may have at most {MAX_WORKLOAD_BYTES}")
         _check_metadata(workload.metadata)
+        # The virtual IP is the scheduler's to give (from its --service-cidr,
+        # claimed in etcd): a client that sends one is told, not ignored.
+        _check(not workload.HasField("status"), "status",
+               "is written by the scheduler (the virtual IP); leave it out")
         _check_spec(workload.spec, limits)
     except _Invalid as e:
         return e.found
@@ -323,3 +377,21 @@ def apply_problem(workloads: Sequence[types_pb2.Workload],
         first[key] = i
     return None
 
+
+def cluster_replicas_problem(desired: Mapping[tuple[str, str], int],
+                             workloads: Sequence[types_pb2.Workload], cap: int) -> str | None:
+    """Whether an apply of `workloads` keeps the cluster within `cap` replicas, in one line.
+
+    `desired` is what every stored workload (less those being deleted) asks
+    for now. An apply that does not add to the total always passes, so a
+    cluster over a lowered cap can still be scaled down.
+    """
+    before = sum(desired.values())
+    after = dict(desired)
+    for w in workloads:
+        after[(w.metadata.namespace, w.metadata.name)] = w.spec.replicas
+    total = sum(after.values())
+    if total <= cap or total <= before:
+        return None
+    return (f"the cluster may have at most {cap} replicas (the scheduler's"
+            f" --max-cluster-replicas); this apply would make it {total}")

@@ -59,7 +59,7 @@ fi
 if [ -z "$root" ]; then
     packages=(busybox-static iproute2 nftables runc crun python3 python3-venv python3-dev gcc
               ca-certificates)
-    [ "$control_plane" = 1 ] && packages+=(etcd-server)
+    [ "$control_plane" = 1 ] && packages+=(etcd-server etcd-client)
     missing=()
     for p in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-packages=(etcd-server busybox-static iproute2 nftables runc crun libseccomp2 python3 python3-venv python3-dev
+packages=(etcd-server etcd-client busybox-static iproute2 nftables runc crun libseccomp2 python3 python3-venv python3-dev
           gcc)
 missing=()
 for p in "${packages[@]}"; do

@@ -24,7 +24,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 import grpc
@@ -41,6 +41,7 @@ from mctl.v1 import (
     types_pb2,
 )
 
+from . import paging
 from .events import event
 from .nodes import NodeLeases, NodeNotFound, set_cordoned
 from .retry import TooManyConflicts, retry_conflicts
@@ -119,7 +120,8 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
     def __init__(self, store: Store, reads: StateReader, replicas: ReplicaWriter,
                  usage: UsageCache, dial: Dial, events: EventLog | None = None,
                  leadership: Leadership | None = None,
-                 limits: validation.Limits = validation.SERVER_LIMITS) -> None:
+                 limits: validation.Limits = validation.SERVER_LIMITS,
+                 max_cluster_replicas: int = validation.DEFAULT_MAX_CLUSTER_REPLICAS) -> None:
         self.store = store
         self.reads = reads
         self.replicas = replicas
@@ -128,6 +130,7 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
         self.events = events
         self.leadership = leadership
         self.limits = limits
+        self.max_cluster_replicas = max_cluster_replicas
 
     def Apply(self, request: control_pb2.ApplyRequest,
               context: grpc.ServicerContext) -> control_pb2.ApplyResponse:
@@ -136,6 +139,17 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
         problem = validation.apply_problem(request.workloads, self.limits)
         if problem is not None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        # The cluster's cap depends on what is stored, not on the request:
+        # a precondition. Checked on the cache (every write before this call
+        # is in it); two applies racing may both pass, by at most their own
+        # sizes, each of which --max-replicas bounds.
+        snap = self._latest(context)
+        desired = {key: w.spec.replicas for key, w in snap.workloads.items()
+                   if not w.metadata.deletion_requested}
+        problem = validation.cluster_replicas_problem(desired, request.workloads,
+                                                      self.max_cluster_replicas)
+        if problem is not None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, problem)
         return _guarded(context, lambda: retry_conflicts(
             lambda _: self._apply_once(request), what="apply"))
 
@@ -152,6 +166,11 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
             action = "created"
             if raw is not None:
                 old = types_pb2.Workload.FromString(raw)
+                # The status is the controller's (the virtual IP, vips.py):
+                # kept across updates, and across a re-apply of a workload
+                # still being deleted, whose address it still holds.
+                if old.HasField("status"):
+                    new.status.CopyFrom(old.status)
                 if not old.metadata.deletion_requested:
                     if (old.spec == w.spec and
                             dict(old.metadata.labels) == dict(w.metadata.labels)):
@@ -207,48 +226,60 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
     def ListWorkloads(self, request: control_pb2.ListRequest,
                       context: grpc.ServicerContext) -> control_pb2.WorkloadList:
         snap = self._latest(context)
-        out = control_pb2.WorkloadList()
         by_workload: dict[tuple[str, str], list[types_pb2.Replica]] = {}
         for r in snap.replicas.values():
-            if not r.metadata.deletion_requested:
-                by_workload.setdefault((r.metadata.namespace, r.workload), []).append(r)
-        for key in sorted(snap.workloads):
-            w = snap.workloads[key]
-            if not _matches(request, w.metadata.namespace, w.metadata.name):
-                continue
-            mine = by_workload.get(key, [])
-            current = spec_hash(w.spec)
+            by_workload.setdefault((r.metadata.namespace, r.workload), []).append(r)
+        keys = sorted(snap.workloads)
+        start = _page_start(context, keys, request.page_token, _NAME_KEY)
+
+        def entries() -> Iterator[tuple[paging.Key, tuple[types_pb2.Workload,
+                                                            control_pb2.WorkloadSummary]]]:
+            for key in keys[start:]:
+                w = snap.workloads[key]
+                if not _matches(request, w.metadata.namespace, w.metadata.name):
+                    continue
+                yield key, (w, _summary(w, by_workload.get(key, [])))
+        page, token = paging.take(entries(), request.page_size,
+                                  lambda e: e[0].ByteSize() + e[1].ByteSize())
+        out = control_pb2.WorkloadList(next_page_token=token)
+        for w, summary in page:
             out.items.append(w)
-            out.summaries.add(
-                desired=w.spec.replicas,
-                running=sum(r.status.phase == types_pb2.REPLICA_PHASE_RUNNING for r in mine),
-                up_to_date=sum(r.spec_hash == current for r in mine))
+            out.summaries.append(summary)
         return out
 
     def ListReplicas(self, request: control_pb2.ListRequest,
                      context: grpc.ServicerContext) -> control_pb2.ReplicaList:
         snap = self._latest(context)
-        out = control_pb2.ReplicaList()
-        for key in sorted(snap.replicas):
-            r = snap.replicas[key]
-            if not _matches(request, r.metadata.namespace, r.metadata.name):
-                continue
-            if request.workload and r.workload != request.workload:
-                continue
-            if r.node and r.node not in snap.heartbeats and not is_terminal(r.status.phase):
-                # What the node last said may no longer be true: say so, as
-                # Kubernetes' NodeLost does, without writing it anywhere.
-                r = _copy(r)
-                r.status.reason = types_pb2.REPLICA_REASON_NODE_NOT_READY
-                r.status.message = f"node {r.node} is not heartbeating; last known state shown"
+        keys = sorted(snap.replicas)
+        start = _page_start(context, keys, request.page_token, _NAME_KEY)
+
+        def entries() -> Iterator[tuple[paging.Key, tuple[types_pb2.Replica, types_pb2.Usage]]]:
+            for key in keys[start:]:
+                r = snap.replicas[key]
+                if not _matches(request, r.metadata.namespace, r.metadata.name):
+                    continue
+                if request.workload and r.workload != request.workload:
+                    continue
+                if (r.node and r.node not in snap.heartbeats
+                        and not is_terminal(r.status.phase)):
+                    # What the node last said may no longer be true: say so, as
+                    # Kubernetes' NodeLost does, without writing it anywhere.
+                    r = _copy(r)
+                    r.status.reason = types_pb2.REPLICA_REASON_NODE_NOT_READY
+                    r.status.message = (f"node {r.node} is not heartbeating;"
+                                        " last known state shown")
+                yield key, (r, self.usage.replica(key) or types_pb2.Usage())
+        page, token = paging.take(entries(), request.page_size,
+                                  lambda e: e[0].ByteSize() + e[1].ByteSize())
+        out = control_pb2.ReplicaList(next_page_token=token)
+        for r, usage in page:
             out.items.append(r)
-            out.usage.append(self.usage.replica(key) or types_pb2.Usage())
+            out.usage.append(usage)
         return out
 
     def ListNodes(self, request: control_pb2.ListRequest,
                   context: grpc.ServicerContext) -> control_pb2.NodeList:
         snap = self._latest(context)
-        out = control_pb2.NodeList()
         allocated: dict[str, tuple[types_pb2.Resources, int]] = {}
         for r in snap.replicas.values():
             if r.node and not is_terminal(r.status.phase):
@@ -257,16 +288,27 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
                 alloc.memory_bytes += r.spec.resources.memory_bytes
                 alloc.pids += r.spec.resources.pids
                 allocated[r.node] = (alloc, count + 1)
-        for name in sorted(snap.nodes):
-            if request.name and name != request.name:
-                continue
-            node = types_pb2.Node()
-            node.CopyFrom(snap.nodes[name])
-            node.ready = name in snap.heartbeats
-            alloc, count = allocated.get(name, (types_pb2.Resources(), 0))
+        keys = [(name,) for name in sorted(snap.nodes)]
+        start = _page_start(context, keys, request.page_token, (str,))
+
+        def entries() -> Iterator[tuple[paging.Key, tuple[types_pb2.Node, types_pb2.Resources,
+                                                            types_pb2.Usage, int]]]:
+            for key in keys[start:]:
+                name = key[0]
+                if request.name and name != request.name:
+                    continue
+                node = types_pb2.Node()
+                node.CopyFrom(snap.nodes[name])
+                node.ready = name in snap.heartbeats
+                alloc, count = allocated.get(name, (types_pb2.Resources(), 0))
+                yield key, (node, alloc, self.usage.node(name) or types_pb2.Usage(), count)
+        page, token = paging.take(entries(), request.page_size,
+                                  lambda e: e[0].ByteSize() + e[1].ByteSize() + e[2].ByteSize())
+        out = control_pb2.NodeList(next_page_token=token)
+        for node, alloc, usage, count in page:
             out.items.append(node)
             out.allocated.append(alloc)
-            out.usage.append(self.usage.node(name) or types_pb2.Usage())
+            out.usage.append(usage)
             out.replicas.append(count)
         return out
 
@@ -307,7 +349,17 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
         # History is not in the cache (it is not state): read etcd.
         items = _guarded(context, lambda: events.list(request.kind, request.namespace,
                                                       request.name))
-        return control_pb2.EventList(items=items)
+        # Oldest first; events of one millisecond keep the store's order, so
+        # (time, position within that millisecond) is a stable key while
+        # new events are appended and old ones expire.
+        keys: list[paging.Key] = []
+        for i, e in enumerate(items):
+            same_ms = i > 0 and items[i - 1].unix_ms == e.unix_ms
+            keys.append((e.unix_ms, int(keys[-1][1]) + 1 if same_ms else 0))
+        start = _page_start(context, keys, request.page_token, (int, int))
+        page, token = paging.take(zip(keys[start:], items[start:], strict=True),
+                                  request.page_size, lambda e: e.ByteSize())
+        return control_pb2.EventList(items=page, next_page_token=token)
 
     def ClusterInfo(self, request: control_pb2.ClusterInfoRequest,
                     context: grpc.ServicerContext) -> control_pb2.ClusterInfoResponse:
@@ -376,6 +428,29 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
             context.abort(code, f"node {node.name}: {details}")
         finally:
             channel.close()
+
+
+# The key of workloads and replicas in their pages: (namespace, name).
+_NAME_KEY = (str, str)
+
+
+def _page_start(context: grpc.ServicerContext, keys: Sequence[paging.Key], token: str,
+                shape: Sequence[type]) -> int:
+    try:
+        return paging.after(keys, token, shape)
+    except paging.BadPageToken as e:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+
+
+def _summary(w: types_pb2.Workload,
+             replicas: list[types_pb2.Replica]) -> control_pb2.WorkloadSummary:
+    current = spec_hash(w.spec)
+    live = [r for r in replicas if not r.metadata.deletion_requested]
+    return control_pb2.WorkloadSummary(
+        desired=w.spec.replicas,
+        running=sum(r.status.phase == types_pb2.REPLICA_PHASE_RUNNING for r in live),
+        up_to_date=sum(r.spec_hash == current for r in live),
+        present=len(replicas))
 
 
 def _matches(request: control_pb2.ListRequest, namespace: str, name: str) -> bool:

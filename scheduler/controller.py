@@ -13,6 +13,11 @@ One pass:
 4. each node whose desired set changed (or every node, on the periodic
    resync) is sent its whole set over gRPC.
 
+Services are part of the same pass: workloads with ports get their virtual
+IP claimed (and freed when they lose their ports or go) by the pure plan of
+vips.py, committed with the rest; every node's set carries every service
+with its endpoints (services.py), sent when they changed.
+
 Passes run on changes (API writes, status reports, etcd watch events) and at
 least every RESYNC_SECONDS: level-triggered, so a lost event only delays.
 
@@ -53,7 +58,7 @@ from mctl.common.spec import spec_hash
 from mctl.common.tls import TLSConfig
 from mctl.v1 import agent_pb2, agent_pb2_grpc, node_pb2, types_pb2
 
-from . import placement, reconcile, routes
+from . import placement, reconcile, routes, services, vips
 from .cache import StateCache
 from .converters import node_view, replica_view, workload_view
 from .events import NORMAL, WARNING, EventRecorder, event
@@ -75,6 +80,11 @@ NETWORK_PUSH_SECONDS = 1.0
 # name): beyond that, pushing every address to every node costs more than
 # it helps, and a real cluster wants a DNS server instead.
 MAX_PEERS_PER_WORKLOAD = 128
+# A node is sent changed services at most this often: endpoints must reach
+# every node promptly (a replica that stops leaves the rotation within a
+# second; the aim is 200 ms), while a thousand replicas coming up at once
+# still cost each node at most ten sets a second.
+SERVICE_PUSH_SECONDS = 0.1
 
 
 def _digest(messages: Sequence[Message]) -> bytes:
@@ -91,8 +101,15 @@ class Controller:
                  elector: LeaderElector | None = None, events: EventRecorder | None = None,
                  node_grace_seconds: float = DEFAULT_NODE_GRACE_SECONDS,
                  cache: StateCache | None = None,
-                 tls: TLSConfig | None = None) -> None:
+                 tls: TLSConfig | None = None,
+                 service_cidr: str = vips.DEFAULT_SERVICE_CIDR) -> None:
         self.store = store
+        # "" turns services off: no virtual IP is claimed or kept.
+        self.service_cidr = vips.parse_service_cidr(service_cidr) if service_cidr else None
+        # Its own generator, so that claiming addresses leaves the placement
+        # seeds of a pass as they were.
+        self._vip_rng = random.Random(seed)
+        self._vip_exhausted: set[tuple[str, str]] = set()   # warned about already
         self.tls = tls                   # this scheduler's credentials towards agents
         self.rng = random.Random(seed)
         self.elector = elector           # None: this process always leads (tests, one scheduler)
@@ -106,8 +123,11 @@ class Controller:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # node -> (digest of its set, digest of its network, when it was sent)
-        self._pushed: dict[str, tuple[bytes, bytes, float]] = {}
+        # node -> (digests of its set, of its network, of the services; when it was sent)
+        self._pushed: dict[str, tuple[bytes, bytes, bytes, float]] = {}
+        # When a push held back by a throttle is due (time.monotonic()); the
+        # loop runs a pass then rather than at the next resync.
+        self._push_due: float | None = None
         self._channels: dict[str, tuple[str, grpc.Channel]] = {}
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="push")
         self._unwatch: Callable[[], None] | None = None
@@ -165,7 +185,11 @@ class Controller:
                 continue
             except Exception:  # noqa: BLE001 - the loop must outlive one bad pass
                 log.exception("reconcile pass failed")
-            self._wake.wait(RESYNC_SECONDS)
+            timeout = RESYNC_SECONDS
+            due = self._push_due
+            if due is not None:
+                timeout = max(0.0, min(timeout, due - time.monotonic()))
+            self._wake.wait(timeout)
             self._wake.clear()
 
     # -- one pass ---------------------------------------------------------------
@@ -177,6 +201,7 @@ class Controller:
         self.wake()
 
     def reconcile_once(self) -> None:
+        self._push_due = None     # push() sets it again if it holds anything back
         fence = None
         if self.elector is not None:
             fence = self.elector.fence
@@ -346,7 +371,53 @@ class Controller:
             store_key = keys.workload(w.metadata.namespace, w.metadata.name)
             writes.append(Write(store_key, None, snap.mod_revisions[store_key]))
             log.info("workload=%s/%s deleted", w.metadata.namespace, w.metadata.name)
-        return writes
+        finished = {(w.metadata.namespace, w.metadata.name) for w in finished_workloads}
+        first, last = self._plan_vips(snap, finished)
+        # Claims before the statuses that name them, and released only after
+        # the status is cleared or the record deleted (vips.py): a pass that
+        # stops half-way never shows an address that is not held.
+        return first + writes + last
+
+    def _plan_vips(self, snap: Snapshot,
+                   finished: set[tuple[str, str]]) -> tuple[list[Write], list[Write]]:
+        """The VIP writes of a pass: (claims and statuses, releases)."""
+        cidr = self.service_cidr
+        if cidr is None:
+            return [], []
+        keys = self.store.keys
+        holders = {}
+        for key, w in snap.workloads.items():
+            if key in finished:
+                continue        # its record goes in this pass: its claim goes too
+            need = (vips.Need.KEEP if w.metadata.deletion_requested
+                    else vips.Need.WANT if w.spec.ports else vips.Need.NONE)
+            holders[key] = vips.Holder(need, w.status.virtual_ip)
+        plan = vips.plan(cidr, holders, snap.vip_claims,
+                         start=self._vip_rng.randrange(cidr.num_addresses))
+        for key in plan.exhausted:
+            if key not in self._vip_exhausted:
+                message = f"no free virtual IP left in the service CIDR {cidr}"
+                log.warning("workload=%s/%s %s", *key, message)
+                self._event("Workload", *key, "NoVirtualIP", message, WARNING)
+        self._vip_exhausted = set(plan.exhausted)
+        first = [Write(keys.vip(ip), vips.owner_text(owner).encode(), 0)
+                 for ip, owner in plan.claims.items()]
+        for key, ip in plan.status.items():
+            w = types_pb2.Workload()
+            w.CopyFrom(snap.workloads[key])
+            w.status.virtual_ip = ip
+            store_key = keys.workload(*key)
+            first.append(Write(store_key, w.SerializeToString(), snap.mod_revisions[store_key]))
+            if ip:
+                log.info("workload=%s/%s virtual_ip=%s", *key, ip)
+                self._event("Workload", *key, "VirtualIP", f"virtual IP {ip}")
+            else:
+                log.info("workload=%s/%s virtual IP given back", *key)
+        last = [Write(keys.vip(ip), None, snap.mod_revisions[keys.vip(ip)])
+                for ip in plan.releases]
+        for ip in plan.releases:
+            log.info("virtual_ip=%s released (was %s's)", ip, snap.vip_claims.get(ip, "?"))
+        return first, last
 
     def _new_replica(self, w: types_pb2.Workload, name: str, now: int) -> types_pb2.Replica:
         r = types_pb2.Replica(workload=w.metadata.name, spec_hash=spec_hash(w.spec))
@@ -444,8 +515,11 @@ class Controller:
         replicas) is sent at most once per NETWORK_PUSH_SECONDS per node: a
         workload of a thousand replicas coming up changes its addresses a
         thousand times, and every node that runs one of them would
-        otherwise be sent the whole list each time. The digests are made
-        per pass for routes and per workload for addresses, so a pass costs
+        otherwise be sent the whole list each time. A change in the
+        services (every node's, services.py) is sent at most once per
+        SERVICE_PUSH_SECONDS. A held-back change is sent by a pass run when
+        its throttle ends (`_push_due`). The digests are made per pass for
+        routes and services and per workload for addresses, so a pass costs
         O(nodes + replicas), not O(nodes x replicas).
         """
         now = time.monotonic()
@@ -454,6 +528,12 @@ class Controller:
         routes_digest = _digest(node_routes)
         addresses = routes.addresses_by_workload(snap, MAX_PEERS_PER_WORKLOAD)
         peer_digests = {key: _digest(found) for key, found in addresses.items()}
+        # The same for every node: made and digested once per pass. Without
+        # a service CIDR there are none (addresses left from before are not
+        # held, so not balanced).
+        cluster_services = services.services(snap) if self.service_cidr is not None else []
+        services_digest = _digest(cluster_services)
+        due: float | None = None
         for node_name, replicas in self.desired_sets(snap).items():
             node = snap.nodes[node_name]
             if node_name not in snap.heartbeats:
@@ -471,16 +551,30 @@ class Controller:
             last = self._pushed.get(node_name)
             if last is not None:
                 same_set, same_net = last[0] == set_digest, last[1] == net_digest
-                age = now - last[2]
-                if same_set and same_net and age < PUSH_RESYNC_SECONDS:
+                same_services = last[2] == services_digest
+                age = now - last[3]
+                if same_set and same_net and same_services and age < PUSH_RESYNC_SECONDS:
                     continue
-                if same_set and age < NETWORK_PUSH_SECONDS:
-                    continue      # only addresses moved, and it was told very recently
-            self._pushed[node_name] = (set_digest, net_digest, now)
+                # Sent now when its replicas changed or the resync is due.
+                # When only the services or the network around it changed
+                # and it was told very recently, it is sent when the
+                # throttle ends, by a pass run then (`_push_due`); services
+                # have the shorter throttle, and a network change rides along.
+                wait = 0.0
+                if same_set and not same_services:
+                    wait = SERVICE_PUSH_SECONDS
+                elif same_set and not same_net:
+                    wait = NETWORK_PUSH_SECONDS
+                if age < wait:
+                    due = min(due, last[3] + wait) if due is not None else last[3] + wait
+                    continue
+            self._pushed[node_name] = (set_digest, net_digest, services_digest, now)
             desired = agent_pb2.DesiredSet(node=node_name, revision=snap.revision,
                                            replicas=replicas, nodes=node_routes,
-                                           peers=routes.peers_of(addresses, replicas))
+                                           peers=routes.peers_of(addresses, replicas),
+                                           services=cluster_services)
             self._pool.submit(self._send, node, desired)
+        self._push_due = due
 
     def _stub(self, node: types_pb2.Node) -> agent_pb2_grpc.AgentStub:
         cached = self._channels.get(node.name)

@@ -8,6 +8,7 @@ Every durable fact lives under one prefix (default `/mctl/`):
     heartbeats/<name>               lease-bound  (present while the node heartbeats)
     leader                          lease-bound  (the leading scheduler's id)
     subnets/<a.b.c.d>-<len>         node name    (the node's container subnet, subnets.py)
+    vips/<a.b.c.d>                  "<ns>/<name>" (the workload's virtual IP, vips.py)
     events/<kind>/<ns>/<name>/<ms>-<n>  Event    (kept for an hour; not in snapshots)
 
 The store (which reads whole ranges) and the cache (which follows a watch)
@@ -28,6 +29,7 @@ class Kind(enum.Enum):
     HEARTBEAT = "heartbeats"
     LEADER = "leader"
     SUBNET = "subnets"
+    VIP = "vips"
     EVENT = "events"
 
 
@@ -69,6 +71,9 @@ class KeyCodec:
     @property
     def subnets_prefix(self) -> str:
         return f"{self.prefix}subnets/"
+
+    def vip(self, ip: str) -> str:
+        return f"{self.prefix}vips/{ip}"
 
     def events_prefix(self, kind: str = "", namespace: str = "", name: str = "") -> str:
         """Where events live; narrowed to one kind, or one object when all are given."""

@@ -1,11 +1,15 @@
 """mctl-scheduler: the control plane. API server, placement and reconcile, on etcd.
 
     mctl-scheduler --etcd 127.0.0.1:2379 --listen 127.0.0.1:7070 \
-        --tls-ca ca.crt --tls-cert scheduler.crt --tls-key scheduler.key
+        --tls-ca ca.crt --tls-cert scheduler.crt --tls-key scheduler.key \
+        --etcd-ca etcd/ca.crt --etcd-cert etcd/scheduler.crt --etcd-key etcd/scheduler.key
 
 It keeps nothing a restart could lose: all state is in etcd under --prefix.
 With TLS, only admins may call the control plane and only agents the node
 API, each for its own node (access.py); --insecure turns that off.
+--etcd-ca/--etcd-cert/--etcd-key make it dial etcd over mutual TLS with its
+etcd client certificate (etcd trusts only its own CA); without them it dials
+etcd in plain text.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from mctl.common import logs, pki, rpc, tls, validation
 from mctl.common.authz import Authorizer
 from mctl.v1 import control_pb2_grpc, node_pb2_grpc
 
-from . import leader, subnets
+from . import leader, subnets, vips
 from .access import POLICY
 from .api import ControlPlane, NodeService
 from .cache import StateCache
@@ -30,7 +34,7 @@ from .controller import Controller
 from .events import EventRecorder
 from .leader import LeaderElector
 from .nodes import DEFAULT_NODE_GRACE_SECONDS, NODE_LEASE_TTL, NodeLeases
-from .store import Store
+from .store import EtcdTLS, Store
 from .usage import UsageCache
 
 log = logging.getLogger("mctl.scheduler")
@@ -39,7 +43,15 @@ log = logging.getLogger("mctl.scheduler")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mctl-scheduler", description=__doc__.split("\n")[0])
     p.add_argument("--etcd", default=os.environ.get("MCTL_ETCD", "127.0.0.1:2379"),
-                   help="etcd client endpoint host:port")
+                   help="etcd's client endpoint host:port, or every member's, comma-separated "
+                        "(calls fail over between them)")
+    p.add_argument("--etcd-ca", default=os.environ.get("MCTL_ETCD_CA", ""), metavar="FILE",
+                   help="the CA etcd's certificates are signed by; with --etcd-cert and "
+                        "--etcd-key: talk to etcd over mutual TLS (default: plain text)")
+    p.add_argument("--etcd-cert", default=os.environ.get("MCTL_ETCD_CERT", ""), metavar="FILE",
+                   help="this scheduler's client certificate for etcd")
+    p.add_argument("--etcd-key", default=os.environ.get("MCTL_ETCD_KEY", ""), metavar="FILE",
+                   help="the key of --etcd-cert")
     p.add_argument("--prefix", default="/mctl/", help="etcd key prefix for all state")
     p.add_argument("--listen", default="127.0.0.1:7070", help="address of the API")
     p.add_argument("--id", default=None,
@@ -57,13 +69,42 @@ def build_parser() -> argparse.ArgumentParser:
                         "container network")
     p.add_argument("--node-subnet-prefix", type=int, default=subnets.DEFAULT_NODE_PREFIX,
                    metavar="BITS", help="size of each node's subnet (default /24)")
+    p.add_argument("--service-cidr", default=vips.DEFAULT_SERVICE_CIDR,
+                   help="virtual IPs of workloads with ports (one each, balanced on every "
+                        "node); must not overlap --cluster-cidr or the nodes' network; "
+                        "'' = no services")
     p.add_argument("--max-replicas", type=int, default=validation.DEFAULT_MAX_REPLICAS,
                    metavar="N", help="the most replicas one workload may ask for (Apply "
                                      "refuses more)")
+    p.add_argument("--max-cluster-replicas", type=int,
+                   default=validation.DEFAULT_MAX_CLUSTER_REPLICAS, metavar="N",
+                   help="the most replicas all workloads together may ask for (Apply "
+                        "refuses an apply that would add past it)")
+    p.add_argument("--host-port-min", type=int, default=validation.DEFAULT_HOST_PORT_MIN,
+                   metavar="PORT", help="the lowest hostPort a workload may publish (lower "
+                                        "ones are the node's own: ssh, DNS)")
     p.add_argument("--log-file", default=None)
     p.add_argument("--log-level", default="INFO")
     tls.add_flags(p)
     return p
+
+
+def etcd_credentials(ca: str, cert: str, key: str) -> EtcdTLS | None:
+    """The --etcd-* files, all three or none, each readable; None: plain-text etcd."""
+    given = {"--etcd-ca": ca, "--etcd-cert": cert, "--etcd-key": key}
+    if not any(given.values()):
+        return None
+    missing = [flag for flag, path in given.items() if not path]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} missing: etcd over TLS needs --etcd-ca, "
+                         "--etcd-cert and --etcd-key")
+    for flag, path in given.items():
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise ValueError(f"{flag} {path}: {e.strerror}") from None
+    return EtcdTLS(ca, cert, key)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,8 +121,13 @@ def main(argv: list[str] | None = None) -> None:
         print("mctl-scheduler: --node-grace must be >= 0, --leader-ttl >= 1 and "
               "--node-lease-ttl >= 2", file=sys.stderr)
         sys.exit(2)
-    if args.max_replicas < 0:
-        print("mctl-scheduler: --max-replicas must be >= 0", file=sys.stderr)
+    if args.max_replicas < 0 or args.max_cluster_replicas < 0:
+        print("mctl-scheduler: --max-replicas and --max-cluster-replicas must be >= 0",
+              file=sys.stderr)
+        sys.exit(2)
+    if not 1 <= args.host_port_min <= 65536:
+        print("mctl-scheduler: --host-port-min must be between 1 and 65536 (no hostPort)",
+              file=sys.stderr)
         sys.exit(2)
     if args.cluster_cidr:
         try:
@@ -89,7 +135,18 @@ def main(argv: list[str] | None = None) -> None:
         except subnets.SubnetError as e:
             print(f"mctl-scheduler: {e}", file=sys.stderr)
             sys.exit(2)
-    store = Store(args.etcd, args.prefix)
+    if args.service_cidr:
+        try:
+            vips.parse_service_cidr(args.service_cidr, {"--cluster-cidr": args.cluster_cidr})
+        except vips.ServiceCIDRError as e:
+            print(f"mctl-scheduler: {e}", file=sys.stderr)
+            sys.exit(2)
+    try:
+        etcd_tls = etcd_credentials(args.etcd_ca, args.etcd_cert, args.etcd_key)
+        store = Store(args.etcd, args.prefix, tls=etcd_tls)
+    except ValueError as e:
+        print(f"mctl-scheduler: {e}", file=sys.stderr)
+        sys.exit(2)
     allocator = (subnets.SubnetAllocator(store, args.cluster_cidr, args.node_subnet_prefix)
                  if args.cluster_cidr else None)
     identity = args.id or f"{socket.gethostname()}/{args.listen}"
@@ -97,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     elector = LeaderElector(store, identity, ttl=args.leader_ttl)
     cache = StateCache(store)
     controller = Controller(store, tls=credentials, elector=elector, events=events,
-                            node_grace_seconds=args.node_grace, cache=cache)
+                            node_grace_seconds=args.node_grace, cache=cache,
+                            service_cidr=args.service_cidr)
     cache.on_change = controller.wake
     elector.on_change = controller.on_leadership
     usage = UsageCache()
@@ -108,7 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     control_pb2_grpc.add_ControlPlaneServicer_to_server(
         ControlPlane(store, cache, controller, usage, controller.dial, events=events,
                      leadership=elector,
-                     limits=validation.Limits(max_replicas=args.max_replicas)), server)
+                     limits=validation.Limits(max_replicas=args.max_replicas,
+                                              host_port_min=args.host_port_min),
+                     max_cluster_replicas=args.max_cluster_replicas), server)
     node_pb2_grpc.add_NodeServiceServicer_to_server(
         NodeService(NodeLeases(store, args.node_lease_ttl), controller, usage, allocator,
                     events=events), server)
@@ -118,8 +178,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"mctl-scheduler: {e}", file=sys.stderr)
         sys.exit(1)
     server.start()
-    log.info("scheduler serving address=%s:%d etcd=%s prefix=%s tls=%s", rpc.host_of(args.listen),
-             port, args.etcd, args.prefix,
+    log.info("scheduler serving address=%s:%d etcd=%s (%s) prefix=%s tls=%s",
+             rpc.host_of(args.listen), port, args.etcd,
+             "mutual TLS" if etcd_tls else "plain text", args.prefix,
              f"verified as {pki.SCHEDULER_SERVER_NAME}" if credentials else "off")
     if credentials is None:
         log.warning("serving without TLS (--insecure): any peer may call any method")

@@ -14,6 +14,16 @@ revision of the `leader` key with the one its election produced. A deposed
 leader (its lease lapsed while it was paused, say) holds an old revision, so
 every late write it makes fails, even when its snapshot still looks current:
 an etcd lock alone does not give mutual exclusion (Jepsen, etcd 3.4.3).
+
+etcd holds every workload with its env, so a secured cluster's etcd speaks
+mutual TLS only and accepts no certificate but those of its own CA
+(`EtcdTLS`: the CA that signed etcd's server certificate and the client
+certificate this scheduler presents).
+
+The endpoint may name several members of one etcd cluster, comma-separated:
+a call that finds its member unreachable fails (callers retry), and the
+next goes to another member; a member that failed is tried again after
+FAILOVER_RETRY_SECONDS.
 """
 
 from __future__ import annotations
@@ -38,6 +48,8 @@ log = logging.getLogger(__name__)
 
 # etcd's default --max-txn-ops is 128; stay below it.
 MAX_TXN_OPS = 120
+# How long a member that failed a call is passed over while others remain.
+FAILOVER_RETRY_SECONDS = 2.0
 
 
 class StoreUnavailable(Exception):
@@ -69,6 +81,8 @@ class Snapshot:
     heartbeats: set[str] = field(default_factory=set)
     leader: str = ""
     mod_revisions: dict[str, int] = field(default_factory=dict)   # key -> mod_revision
+    # Virtual IP claims (vips.py): ip -> owner "<namespace>/<name>".
+    vip_claims: dict[str, str] = field(default_factory=dict)
 
     def put(self, key: ParsedKey, value: bytes) -> None:
         """Takes in the stored value of one key (a whole read and a watch both do)."""
@@ -82,6 +96,8 @@ class Snapshot:
             self.heartbeats.add(key.name)
         elif key.kind is Kind.LEADER:
             self.leader = value.decode(errors="replace")
+        elif key.kind is Kind.VIP:
+            self.vip_claims[key.name] = value.decode(errors="replace")
 
     def remove(self, key: ParsedKey) -> None:
         """Forgets one deleted key."""
@@ -95,13 +111,16 @@ class Snapshot:
             self.heartbeats.discard(key.name)
         elif key.kind is Kind.LEADER:
             self.leader = ""
+        elif key.kind is Kind.VIP:
+            self.vip_claims.pop(key.name, None)
 
     def copy(self) -> Snapshot:
         """A shallow copy: new maps, the same (never mutated) records."""
         return Snapshot(revision=self.revision, workloads=dict(self.workloads),
                         replicas=dict(self.replicas), nodes=dict(self.nodes),
                         heartbeats=set(self.heartbeats), leader=self.leader,
-                        mod_revisions=dict(self.mod_revisions))
+                        mod_revisions=dict(self.mod_revisions),
+                        vip_claims=dict(self.vip_claims))
 
 
 @dataclass
@@ -118,34 +137,77 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _unreached(e: Exception) -> bool:
+    """Whether a call failed before reaching etcd: the member is down or refused us."""
+    if isinstance(e, pyetcd.exceptions.ConnectionFailedError | ValueError):
+        return True     # ValueError: pyetcd's "Trying to use a failed node"
+    return isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def _member_down(e: Exception) -> bool:
+    """Whether the member in use looks down or cut off (unreached, or no answer in time)."""
+    if _unreached(e) or isinstance(e, pyetcd.exceptions.ConnectionTimeoutError):
+        return True
+    return isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 def _translate(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turns the etcd client's many failure types into StoreUnavailable."""
+    """Turns the etcd client's many failure types into StoreUnavailable.
+
+    With several members, a call that did not reach its member is tried
+    once more on another one, so that one member down costs callers
+    nothing; a call that timed out is not (it may have been applied).
+    """
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except pyetcd.exceptions.Etcd3Exception as e:
-            raise StoreUnavailable(f"etcd unreachable: {e}") from None
-        except grpc.RpcError as e:
-            raise StoreUnavailable(f"etcd error: {e}") from None
-        except ValueError as e:  # pyetcd's "Trying to use a failed node"
-            raise StoreUnavailable(f"etcd unreachable: {e}") from None
+        store = args[0]
+        assert isinstance(store, Store)
+        attempts = 2 if store.members > 1 else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn(*args, **kwargs)
+            except (pyetcd.exceptions.Etcd3Exception, grpc.RpcError, ValueError) as e:
+                if _member_down(e):
+                    store.member_failed()
+                    if attempt < attempts and _unreached(e):
+                        continue
+                if isinstance(e, grpc.RpcError):
+                    raise StoreUnavailable(f"etcd error: {e}") from None
+                raise StoreUnavailable(f"etcd unreachable: {e}") from None
+        raise AssertionError("unreachable: the last attempt returns or raises")
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
     return wrapper
 
 
+@dataclass(frozen=True)
+class EtcdTLS:
+    """Files of the scheduler's etcd identity: the etcd CA, its client certificate and key."""
+
+    ca: str
+    cert: str
+    key: str
+
+
 class Store:
-    def __init__(self, endpoint: str, prefix: str = "/mctl/", timeout: float = 5.0) -> None:
-        host, _, port = endpoint.rpartition(":")
+    def __init__(self, endpoint: str, prefix: str = "/mctl/", timeout: float = 5.0,
+                 tls: EtcdTLS | None = None) -> None:
+        """`endpoint`: host:port of etcd, or of several members, comma-separated."""
         self.endpoint = endpoint
         self.keys = KeyCodec(prefix)
         self.prefix = self.keys.prefix
-        self.client = pyetcd.client(host=host or "127.0.0.1", port=int(port), timeout=timeout)
-        for ep in self.client.endpoints.values():
-            # pyetcd shuns an endpoint for 300 s after one failed call; with a
-            # single etcd that turns a blip into a five-minute outage. gRPC
-            # reconnects by itself, so never shun.
-            ep.time_retry = 0
+        members = parse_endpoints(endpoint)
+        creds = (pyetcd.MultiEndpointEtcd3Client.get_secure_creds(tls.ca, tls.key, tls.cert)
+                 if tls else None)
+        # pyetcd shuns an endpoint for 300 s after one failed call; with a
+        # single etcd that turns a blip into a five-minute outage. gRPC
+        # reconnects by itself, so a lone member is never shunned; one of
+        # several only briefly, so that the next call tries another.
+        retry = FAILOVER_RETRY_SECONDS if len(members) > 1 else 0
+        self.members = len(members)
+        self.client = pyetcd.MultiEndpointEtcd3Client(
+            endpoints=[pyetcd.Endpoint(host, port, secure=tls is not None, creds=creds,
+                                       time_retry=retry) for host, port in members],
+            timeout=timeout, failover=len(members) > 1)
         self._lock = threading.Lock()
         self._keeper = LeaseKeeper(self.client, timeout)
 
@@ -333,6 +395,15 @@ class Store:
     def ping(self) -> None:
         self.client.status()
 
+    def member_failed(self) -> None:
+        """The member in use is down: the next call goes to another (with several)."""
+        if self.members > 1:
+            self.client.endpoint_in_use.fail()
+            # Stubs (the watcher too) are bound to the member's channel: the
+            # next call makes new ones on another member's. pyetcd does the
+            # same for the calls it wraps; transactions and watches it does not.
+            self.client._clear_old_stubs()
+
     def watch_events(self, callback: Callable[[object], None],
                      start_revision: int) -> Callable[[], None]:
         """Calls `callback` with each watch response (or the error that ended the watch)."""
@@ -340,6 +411,7 @@ class Store:
             watch_id = self.client.add_watch_prefix_callback(
                 self.prefix, callback, start_revision=start_revision)
         except Exception as e:  # noqa: BLE001 - pyetcd raises several kinds here
+            self.member_failed()
             raise StoreUnavailable(f"cannot watch etcd: {e}") from None
         return lambda: self.client.cancel_watch(watch_id)
 
@@ -350,12 +422,25 @@ class Store:
         try:
             watch_id = self.client.add_watch_prefix_callback(self.prefix, on_event)
         except Exception as e:  # noqa: BLE001 - pyetcd raises several kinds here
+            self.member_failed()
             raise StoreUnavailable(f"cannot watch etcd: {e}") from None
         return lambda: self.client.cancel_watch(watch_id)
 
     def close(self) -> None:
         self._keeper.close()
         self.client.close()
+
+
+def parse_endpoints(endpoint: str) -> list[tuple[str, int]]:
+    """"h:p[,h:p...]" -> [(host, port)]; a missing host is loopback."""
+    out = []
+    for item in endpoint.split(","):
+        host, _, port = item.strip().rpartition(":")
+        try:
+            out.append((host or "127.0.0.1", int(port)))
+        except ValueError:
+            raise ValueError(f"etcd endpoint {item.strip()!r}: want host:port") from None
+    return out
 
 
 def _prefix_end(prefix: str) -> str:

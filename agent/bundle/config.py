@@ -98,8 +98,27 @@ def seccomp_profile(choice: str, caps: tuple[str, ...]) -> seccomp.Profile | Non
         raise BundleError(f"securityContext.seccompProfile RuntimeDefault: {e}") from None
 
 
+def resolv_conf(nameserver: str, namespace: str) -> str:
+    """The container's resolv.conf: its node's DNS responder (agent/dns.py), or none.
+
+    The search list makes `api` and `api.<namespace>` names of the
+    workload `api` of the container's own namespace, and `api.<other>` one
+    of another namespace. ndots:3 (Kubernetes uses 5, for its longer
+    `svc.cluster.local`): a name with fewer than three dots tries the
+    search list first, which covers our longest relative name,
+    `<replica>.<workload>.<namespace>`, while `www.example.com` costs
+    two quick local NXDOMAINs before it is asked as it is.
+    """
+    if not nameserver:
+        # No network, no DNS: nothing would answer.
+        return ""
+    return (f"nameserver {nameserver}\n"
+            f"search {namespace}.mctl mctl\n"
+            "options ndots:3\n")
+
+
 def write_etc(bundle: str, hostname: str, ip: str, replica_name: str,
-              ids: IdRange | None) -> list[oci.Mount]:
+              ids: IdRange | None, resolv: str = "") -> list[oci.Mount]:
     """Writes bundle/etc/{hostname,hosts,resolv.conf}; returns their bind mounts."""
     etc = os.path.join(bundle, "etc")
     os.makedirs(etc, exist_ok=True)
@@ -107,8 +126,9 @@ def write_etc(bundle: str, hostname: str, ip: str, replica_name: str,
         "hostname": f"{hostname}\n",
         # Peers are added by update_hosts once the scheduler tells them.
         "hosts": hosts.render(hostname, ip, (), replica_name),
-        # No DNS: names of peers come from hosts, nothing leaves the cluster.
-        "resolv.conf": "",
+        # Names of services, and the node's own resolvers for the rest;
+        # peers of its own workload are in hosts as well.
+        "resolv.conf": resolv,
     }
     mounts = []
     for name, text in files.items():
@@ -124,12 +144,13 @@ def write_etc(bundle: str, hostname: str, ip: str, replica_name: str,
 
 def build(replica: types_pb2.Replica, image: Image, layers: list[str], bundle: str, node: str,
           cgroups_path: str, rlimits: tuple[oci.Rlimit, ...], ip: str = "", netns: str = "",
-          ids: IdRange | None = None) -> oci.Config:
+          ids: IdRange | None = None, nameserver: str = "") -> oci.Config:
     """The container's config; writes its /etc files into `bundle` on the way.
 
     `layers` are the image's layer directories, top first (for its User);
     `netns` the path of the network namespace to join ("" for a new one with
-    loopback only); `ids` the host ids of its user namespace, if it has one.
+    loopback only); `ids` the host ids of its user namespace, if it has one;
+    `nameserver` its node's DNS responder ("" for none).
     """
     spec = replica.spec
     if spec.command:
@@ -150,7 +171,8 @@ def build(replica: types_pb2.Replica, image: Image, layers: list[str], bundle: s
     for var in spec.env:
         env[var.name] = var.value
     mounts = oci.default_mounts()
-    mounts += write_etc(bundle, hostname, ip, replica.metadata.name, ids)
+    mounts += write_etc(bundle, hostname, ip, replica.metadata.name, ids,
+                        resolv_conf(nameserver, replica.metadata.namespace or "default"))
     res = spec.resources
     memory = res.memory_bytes or None
     meta = replica.metadata

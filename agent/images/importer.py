@@ -3,7 +3,9 @@
 An import arrives as a client stream of chunks. They are written to a
 temporary file under the store (`<state>/images/tmp/`, on the same disk the
 layers go to), counted against the node's archive size limit as they come,
-and only then unpacked (archive.py). One import runs at a time
+and only then unpacked (archive.py). The first bytes must be those of an
+archive (common/archivehead.py), so /dev/zero sent by mistake is refused
+after one chunk, not after the size limit. One import runs at a time
 per node: they are rare, and serializing them is what lets a failed import
 remove exactly what it staged. Leftovers of an agent killed mid-import are
 removed when the agent starts.
@@ -21,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterable
 
+from mctl.common import archivehead
 from mctl.v1 import agent_pb2
 
 from .archive import ImportResult, Limits, import_archive
@@ -60,6 +63,8 @@ class ImageImporter:
         try:
             name = filename = ""
             received = 0
+            head = b""          # the first bytes, until they are judged
+            judged = False
             with os.fdopen(fd, "wb") as f:
                 for i, chunk in enumerate(chunks):
                     if i == 0:
@@ -70,9 +75,16 @@ class ImageImporter:
                     received += len(chunk.data)
                     if received > self.limits.max_archive_bytes:
                         raise ImportRefused(self._too_big(filename or "the archive", received))
+                    if not judged:
+                        head += chunk.data[:archivehead.HEAD_BYTES]
+                        if len(head) >= archivehead.HEAD_BYTES:
+                            self._judge(filename, head)
+                            judged = True
                     f.write(chunk.data)
             if received == 0:
                 raise ImportRefused(f"{filename or 'the archive'}: no data received")
+            if not judged:
+                self._judge(filename, head)
             t1 = time.monotonic()
             label = filename or "archive"
             log.info("image archive received file=%s bytes=%d ms=%.0f", label, received,
@@ -89,6 +101,11 @@ class ImageImporter:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+    def _judge(self, filename: str, head: bytes) -> None:
+        problem = archivehead.problem(head)
+        if problem is not None:
+            raise ImportRefused(f"{filename or 'the archive'}: {problem}")
 
     def _too_big(self, what: str, size: int) -> str:
         return (f"{what}: {size} bytes is over this node's limit of "

@@ -94,7 +94,17 @@ def main(argv: list[str] | None = None) -> NoReturn:
         fail(f"{step}: {e} (has the container stopped?)")
     except Exception as e:  # noqa: BLE001 - one line, never a traceback
         fail(f"{step}: {e}")
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except BlockingIOError:
+        # EAGAIN from fork(2) in the container's cgroup: pids.max is reached
+        # (joining did not count against it; a new process does).
+        limit = config.resources.pids_limit if config.resources is not None else None
+        fail("the container is at its pids limit"
+             + (f" ({limit})" if limit is not None else "")
+             + ": no process can be started in it until one exits")
+    except OSError as e:
+        fail(f"cannot start a process: {e}")
     if pid == 0:
         child(libc, config, args.command, args.tty)
     # Signals for the command (the agent kills us when the caller hangs up).

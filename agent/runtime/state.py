@@ -11,7 +11,8 @@ writer of the two files it keeps in the bundle:
 The agent reads them back as the typed records below, through
 `Runtime.state` (api.py). `Exit` has three more causes the agent itself
 records when no monitor wrote a file: a start that failed, a monitor that
-vanished, a container stopped by a failing health check. Those are made by
+vanished, a container stopped by a failing health check or for writing more
+than its disk limit. Those are made by
 the classmethods here, so every writer of an exit spells it the same way.
 
 Loaded by the zygote and every monitor: imports stay light (record.py).
@@ -89,15 +90,16 @@ class Exit(Record):
     """How a container ended: exit.json as its monitor wrote it, or a cause the agent saw.
 
     `start_error` says why it never ran, `lost` that its monitor vanished
-    without a record, `unhealthy` why a health check stopped it.
+    without a record, `unhealthy` why a health check stopped it, `disk_limit`
+    why the agent stopped it for its disk use (agent/disklimit.py).
     """
 
     __slots__ = ("exit_code", "signal", "oom_killed", "started_unix_ms", "finished_unix_ms",
-                 "start_error", "lost", "unhealthy")
+                 "start_error", "lost", "unhealthy", "disk_limit")
 
     def __init__(self, exit_code: int, signal: int = 0, oom_killed: bool = False,
                  started_unix_ms: int = 0, finished_unix_ms: int = 0, start_error: str = "",
-                 lost: bool = False, unhealthy: str = "") -> None:
+                 lost: bool = False, unhealthy: str = "", disk_limit: str = "") -> None:
         self.exit_code = exit_code
         self.signal = signal
         self.oom_killed = oom_killed
@@ -106,6 +108,7 @@ class Exit(Record):
         self.start_error = start_error
         self.lost = lost
         self.unhealthy = unhealthy
+        self.disk_limit = disk_limit
 
     @classmethod
     def of_wait_status(cls, status: int, oom_killed: bool, started_unix_ms: int) -> Exit:

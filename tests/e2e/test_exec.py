@@ -104,6 +104,41 @@ def test_exec_errors_are_one_line(cluster: Cluster, box: str):
     assert nocmd.stderr == "mctl exec: no-such-command: not found in the container\n"
 
 
+FULL = """\
+apiVersion: mctl/v1
+kind: Workload
+metadata:
+  name: full
+spec:
+  image: busybox
+  # The shell and 7 sleeps: exactly at the limit. (A shell whose fork fails
+  # exits, and the container would restart: it must not try one more.)
+  command: ["sh", "-c", "for i in 1 2 3 4 5 6 7; do sleep 3600 & done; wait"]
+  resources: {pids: 8}
+"""
+
+
+def test_exec_into_a_container_at_its_pids_limit_says_so(cluster: Cluster, tmp_path):
+    path = tmp_path / "full.yaml"
+    path.write_text(FULL)
+    cluster.mctl("apply", "-f", str(path), "--wait", "--timeout", "30")
+    try:
+        name = cluster.replicas("full")[0]["metadata"]["name"]
+
+        def refused() -> object:
+            # `true` runs until the loop has filled the container up.
+            proc = cluster.mctl("exec", name, "--", "true", check=False)
+            return proc if proc.returncode != 0 else None
+        proc = cluster.wait_for("the container to reach its pids limit", refused, timeout=20)
+        assert isinstance(proc, subprocess.CompletedProcess)
+        assert proc.returncode == 126
+        assert proc.stderr == ("mctl exec: the container is at its pids limit (8): no process"
+                               " can be started in it until one exits\n")
+        assert "Traceback" not in proc.stdout + proc.stderr
+    finally:
+        cluster.mctl("delete", "-f", str(path))
+
+
 def test_debug_node_asks_the_agent_directly(cluster: Cluster, box: str):
     containers = cluster.mctl("debug", "node", "node1").stdout
     assert f"default_{box}" in containers and "running" in containers

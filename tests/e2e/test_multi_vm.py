@@ -336,13 +336,33 @@ def make_certs(vms: FakeVMs) -> None:
         vms.mctl("certs", "issue", "--dir", str(pki), "--role", "agent", "--name", vms.node(vm),
                  "--san", vms.addr(vm))
     vms.mctl("certs", "issue", "--dir", str(pki), "--role", "admin", "--name", "alice")
+    # etcd's own CA: a certificate per member (server and peer), one per scheduler.
+    etcd_pki = pki / "etcd"
+    vms.mctl("certs", "init", "--dir", str(etcd_pki))
+    for vm in VMS:
+        vms.mctl("certs", "issue", "--dir", str(etcd_pki), "--role", "scheduler", "--name",
+                 f"etcd-{vms.node(vm)}", "--san", vms.addr(vm), "--san", "127.0.0.1")
+    for sched in ("sched1", "sched2"):
+        vms.mctl("certs", "issue", "--dir", str(etcd_pki), "--role", "scheduler",
+                 "--name", sched)
     copies = {"vm1": ["sched1", vms.node("vm1")], "vm2": ["sched2", vms.node("vm2")],
               "vm3": [vms.node("vm3")]}
+    etcd_user = pwd.getpwnam("etcd")
     for vm, names in copies.items():
         dest = vms.root(vm) / "etc" / "mctl" / "pki"
         dest.mkdir(parents=True, mode=0o700)
         for f in ["ca.crt"] + [f"{n}{ext}" for n in names for ext in (".crt", ".key")]:
             shutil.copy2(pki / f, dest / f)
+        # The doc's `install -d -m 0755 /etc/mctl/pki/etcd`, its member's
+        # files owned by etcd (which runs as that user) and the scheduler's.
+        (dest / "etcd").mkdir(mode=0o755)
+        dest.chmod(0o711)     # etcd may pass through to its own files, list nothing
+        member = f"etcd-{vms.node(vm)}"
+        for f in ["ca.crt", f"{member}.crt", f"{member}.key"]:
+            shutil.copy2(etcd_pki / f, dest / "etcd" / f)
+            os.chown(dest / "etcd" / f, etcd_user.pw_uid, etcd_user.pw_gid)
+        for f in [f"{n}{ext}" for n in names if n.startswith("sched") for ext in (".crt", ".key")]:
+            shutil.copy2(etcd_pki / f, dest / "etcd" / f)
     # The CLI's config: relative paths are relative to it.
     both = f"{vms.addr('vm1')}:7070,{vms.addr('vm2')}:7070"
     (vms.admin_home / "config.json").write_text(json.dumps({
@@ -351,17 +371,32 @@ def make_certs(vms: FakeVMs) -> None:
 
 
 def start_etcd(vms: FakeVMs) -> None:
-    # What StateDirectory=mctl/etcd with StateDirectoryMode=0700 and User=etcd makes.
-    data = vms.root("vm1") / "var" / "lib" / "mctl" / "etcd"
-    data.mkdir(parents=True, mode=0o700)
+    """One member on each VM (step 4's edits to the example for vm2 and vm3)."""
     user = pwd.getpwnam("etcd")
-    os.chown(data, user.pw_uid, user.pw_gid)
-    for d in (vms.base, vms.root("vm1"), data.parent.parent.parent, data.parent.parent,
-              data.parent):
-        d.chmod(0o755)
-    vms.write_env("vm1", "mctl-etcd", {})
-    proc = vms.start("vm1", "mctl-etcd")
-    vms.wait_port("vm1", 2379, proc)
+    procs = []
+    for vm in VMS:
+        # What StateDirectory=mctl/etcd with StateDirectoryMode=0700 and User=etcd makes.
+        data = vms.root(vm) / "var" / "lib" / "mctl" / "etcd"
+        data.mkdir(parents=True, mode=0o700)
+        os.chown(data, user.pw_uid, user.pw_gid)
+        for d in (vms.base, vms.root(vm), data.parent.parent.parent, data.parent.parent,
+                  data.parent, vms.root(vm) / "etc", vms.root(vm) / "etc" / "mctl"):
+            d.chmod(0o755)
+        n = vm[2:]
+        changes = {} if vm == "vm1" else {
+            "ETCD_NAME": vm,
+            "ETCD_LISTEN_CLIENT_URLS": f"https://127.0.0.1:2379,https://10.0.0.1{n}:2379",
+            "ETCD_ADVERTISE_CLIENT_URLS": f"https://10.0.0.1{n}:2379",
+            "ETCD_LISTEN_PEER_URLS": f"https://10.0.0.1{n}:2380",
+            "ETCD_INITIAL_ADVERTISE_PEER_URLS": f"https://10.0.0.1{n}:2380",
+            **{key: f"/etc/mctl/pki/etcd/etcd-{vm}.{ext}" for key, ext in (
+                ("ETCD_CERT_FILE", "crt"), ("ETCD_KEY_FILE", "key"),
+                ("ETCD_PEER_CERT_FILE", "crt"), ("ETCD_PEER_KEY_FILE", "key"))}}
+        vms.write_env(vm, "mctl-etcd", changes)
+        procs.append(vms.start(vm, "mctl-etcd"))
+    # Each member listens at once but serves only with a quorum: all first.
+    for vm, proc in zip(VMS, procs, strict=True):
+        vms.wait_port(vm, 2379, proc)
 
 
 @pytest.fixture(scope="module")
@@ -385,9 +420,11 @@ def vms() -> Iterator[FakeVMs]:
         v.write_env("vm1", "mctl-scheduler", {})
         v.wait_port("vm1", 7070, v.start("vm1", "mctl-scheduler"))
         v.write_env("vm2", "mctl-scheduler", {
-            "MCTL_ETCD": "10.0.0.11:2379", "MCTL_LISTEN": "10.0.0.12:7070",
+            "MCTL_LISTEN": "10.0.0.12:7070",
             "MCTL_SCHEDULER_ID": "sched2", "MCTL_TLS_CERT": "/etc/mctl/pki/sched2.crt",
-            "MCTL_TLS_KEY": "/etc/mctl/pki/sched2.key"})
+            "MCTL_TLS_KEY": "/etc/mctl/pki/sched2.key",
+            "MCTL_ETCD_CERT": "/etc/mctl/pki/etcd/sched2.crt",
+            "MCTL_ETCD_KEY": "/etc/mctl/pki/etcd/sched2.key"})
         v.wait_port("vm2", 7070, v.start("vm2", "mctl-scheduler"))
         for vm in VMS:
             n = vm[2:]
@@ -486,6 +523,48 @@ def test_agent_restart_leaves_containers_running_and_adopts_them(vms: FakeVMs):
     after = next(r for r in vms.replicas("web") if r["metadata"]["name"] == name)
     assert after["status"]["phase"] == "Running" and after["status"].get("restarts", 0) == 0
     assert json.loads(state.read_text())["init_pid"] == init
+
+
+def etcd_answers(vms: FakeVMs, vm: str, **tls: str) -> bool:
+    """Whether vm's etcd member serves a read to a client with these credentials."""
+    import grpc
+    import pyetcd
+    import pyetcd.exceptions
+
+    client = pyetcd.client(host=vms.addr(vm), port=2379, timeout=3, **tls)
+    try:
+        client.get_prefix("/mctl/")
+        return True
+    except (pyetcd.exceptions.Etcd3Exception, grpc.RpcError):
+        return False
+    finally:
+        client.close()
+
+
+def test_etcd_admits_only_the_schedulers_and_survives_a_member_down(vms: FakeVMs, tmp_path):
+    pki = vms.admin_home / "pki"
+    ca = str(pki / "etcd" / "ca.crt")
+    assert etcd_answers(vms, "vm2", ca_cert=ca, cert_cert=str(pki / "etcd" / "sched1.crt"),
+                        cert_key=str(pki / "etcd" / "sched1.key"))
+    assert not etcd_answers(vms, "vm2")                 # plain text
+    assert not etcd_answers(vms, "vm2", ca_cert=ca)     # no client certificate
+    # The cluster CA's certificates (the admin's) open the API, not etcd.
+    assert not etcd_answers(vms, "vm2", ca_cert=ca, cert_cert=str(pki / "alice.crt"),
+                            cert_key=str(pki / "alice.key"))
+    # One member of three down: the schedulers go on with the other two.
+    member = next(p for p in vms.procs if p.name == "mctl-etcd" and p.vm == "vm1")
+    vms.stop(member)
+    try:
+        # Reads and writes: a workload comes and goes; web stays as it was.
+        job = tmp_path / "pause.yaml"
+        job.write_text("apiVersion: mctl/v1\nkind: Workload\nmetadata: {name: pause}\n"
+                       "spec: {image: busybox, command: [sleep, '1000']}\n")
+        vms.mctl("apply", "-f", str(job), "--wait", "--timeout", "60")
+        vms.mctl("delete", "-f", str(job), "--timeout", "60")
+        assert ready_count(vms) == 3 and len(vms.replicas("web")) == 3
+    finally:
+        vms.restart(member)
+        vms.wait_port("vm1", 2379, member)
 
 
 def test_second_scheduler_takes_over(vms: FakeVMs):

@@ -94,14 +94,22 @@ def test_cluster_up_secures_everything_by_default(secure: Cluster):
     d = state["tls"]["dir"]
     assert sorted(os.listdir(d)) == sorted(["ca.crt", "ca.key", "admin.crt", "admin.key",
                                             "scheduler.crt", "scheduler.key", "node1.crt",
-                                            "node1.key", "node2.crt", "node2.key"])
+                                            "node1.key", "node2.crt", "node2.key", "etcd"])
     assert all(os.stat(os.path.join(d, f)).st_mode & 0o077 == 0
                for f in os.listdir(d) if f.endswith(".key"))
+    # etcd's own CA: etcd's certificate and the scheduler's client certificate.
+    etcd_dir = os.path.join(d, "etcd")
+    assert sorted(os.listdir(etcd_dir)) == sorted(["ca.crt", "ca.key", "etcd.crt", "etcd.key",
+                                                   "scheduler.crt", "scheduler.key"])
+    assert all(os.stat(os.path.join(etcd_dir, f)).st_mode & 0o077 == 0
+               for f in os.listdir(etcd_dir) if f.endswith(".key"))
     config = json.loads((secure.home / "config.json").read_text())
     assert config["tls_cert"] == os.path.join(d, "admin.crt") and "insecure" not in config
     for p in state["processes"]:
         if p["name"] != "etcd":
             assert "--tls-cert" in p["argv"] and "--insecure" not in p["argv"]
+        else:
+            assert "--client-cert-auth" in p["argv"] and "--peer-client-cert-auth" in p["argv"]
     assert f"transport: mutual TLS, certificates in {d}" in secure.mctl("cluster", "status").stdout
     nodes = json.loads(secure.mctl("get", "nodes", "-o", "json").stdout)["items"]
     assert sorted(n["name"] for n in nodes if n.get("ready")) == ["node1", "node2"]

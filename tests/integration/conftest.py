@@ -1,4 +1,9 @@
-"""A real etcd per test module, on free loopback ports with a temporary data dir."""
+"""A real etcd per test module, on free loopback ports with a temporary data dir.
+
+`etcd` speaks plain text; `etcd_tls` speaks mutual TLS only, as a local
+cluster's does: a CA of its own, a server certificate for 127.0.0.1 and one
+client certificate (`Etcd.tls`) for the stores under test.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from mctl.common import pki
+from mctl.scheduler.store import EtcdTLS
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -19,17 +27,27 @@ def free_port() -> int:
 
 
 class Etcd:
-    def __init__(self) -> None:
+    def __init__(self, tls: bool = False) -> None:
         self.dir = tempfile.mkdtemp(prefix="mctl-test-etcd-")
         self.port = free_port()
-        peer = f"http://127.0.0.1:{free_port()}"
-        client = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            ["etcd", "--name", "t", "--data-dir", f"{self.dir}/data",
-             "--listen-client-urls", client, "--advertise-client-urls", client,
-             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", f"t={peer}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        scheme = "https" if tls else "http"
+        peer = f"{scheme}://127.0.0.1:{free_port()}"
+        client = f"{scheme}://127.0.0.1:{self.port}"
+        argv = ["etcd", "--name", "t", "--data-dir", f"{self.dir}/data",
+                "--listen-client-urls", client, "--advertise-client-urls", client,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"t={peer}"]
+        self.tls: EtcdTLS | None = None
+        if tls:
+            pki_dir = f"{self.dir}/pki"
+            pki.init_ca_dir(pki_dir)
+            ca = pki.ca_paths(pki_dir)[0]
+            cert, key = pki.issue_to_dir(pki_dir, "scheduler", "etcd", ("127.0.0.1",))
+            argv += ["--client-cert-auth", "--trusted-ca-file", ca, "--cert-file", cert,
+                     "--key-file", key, "--peer-client-cert-auth", "--peer-trusted-ca-file", ca,
+                     "--peer-cert-file", cert, "--peer-key-file", key]
+            self.tls = EtcdTLS(ca, *pki.issue_to_dir(pki_dir, "scheduler", "client"))
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with socket.socket() as s:
@@ -58,5 +76,14 @@ def etcd() -> Iterator[Etcd]:
     if shutil.which("etcd") is None:
         pytest.skip("etcd is not installed (Debian: etcd-server)")
     e = Etcd()
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def etcd_tls() -> Iterator[Etcd]:
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd is not installed (Debian: etcd-server)")
+    e = Etcd(tls=True)
     yield e
     e.close()

@@ -47,7 +47,7 @@ def checker(c, answers):
     woken = []
     results = iter(answers)
     h = HealthChecker(manager, 1.0, on_change=lambda: woken.append(1),
-                      probe=lambda _c: next(results), pool=Inline())
+                      probe=lambda _c, _check: next(results), pool=Inline())
     return h, manager, woken
 
 
@@ -55,7 +55,7 @@ def test_the_first_check_waits_one_period_then_runs_every_period():
     c = container(period=2)
     calls = []
     h = HealthChecker(FakeManager([c]), 1.0, on_change=lambda: None,
-                      probe=lambda _c: calls.append(1) or "", pool=Inline())
+                      probe=lambda _c, _check: calls.append(1) or "", pool=Inline())
     h.tick(2999)
     assert calls == []
     h.tick(3000)
@@ -104,6 +104,80 @@ def test_containers_without_a_check_or_not_running_are_left_alone():
     busy.busy = True
     calls = []
     h = HealthChecker(FakeManager([c, busy]), 1.0, on_change=lambda: None,
-                      probe=lambda _c: calls.append(1) or "", pool=Inline())
+                      probe=lambda _c, _check: calls.append(1) or "", pool=Inline())
     h.tick(10_000)
     assert calls == []
+
+
+# -- readiness -------------------------------------------------------------------------
+
+
+def ready_container(period=1, threshold=2, started=1000) -> Container:
+    c = container(period, threshold, started)
+    c.replica.spec.ClearField("health_check")
+    c.replica.spec.readiness.tcp_port = 8080
+    c.replica.spec.readiness.period_seconds = period
+    c.replica.spec.readiness.failure_threshold = threshold
+    return c
+
+
+def test_without_a_readiness_check_a_container_is_ready():
+    c = container()
+    h, _, _ = checker(c, [])
+    assert h.ready(c)
+
+
+def test_readiness_is_checked_at_once_and_ready_only_after_a_pass():
+    c = ready_container(period=2)
+    checks = []
+    h = HealthChecker(FakeManager([c]), 1.0, on_change=lambda: None,
+                      probe=lambda _c, check: checks.append(check.tcp_port) or "",
+                      pool=Inline())
+    assert not h.ready(c)                # not asked yet
+    h.tick(1000)                         # the start itself: no period to wait
+    assert checks == [8080] and h.ready(c)
+    h.tick(2999)
+    assert checks == [8080]
+    h.tick(3000)
+    assert checks == [8080, 8080]
+
+
+def test_threshold_readiness_failures_take_it_out_and_one_pass_brings_it_back():
+    c = ready_container(threshold=2)
+    h, manager, woken = checker(c, ["", "refused", "refused", "refused", ""])
+    h.tick(1000)
+    assert h.ready(c) and len(woken) == 1            # ready: the loop reports it
+    h.tick(2000)
+    assert h.ready(c)                                # one failure of two
+    h.tick(3000)
+    assert not h.ready(c) and len(woken) == 2
+    h.tick(4000)
+    assert not h.ready(c) and len(woken) == 2        # no change, no wake
+    h.tick(5000)
+    assert h.ready(c) and len(woken) == 3
+    assert manager.stopped == []                     # readiness never restarts it
+
+
+def test_readiness_starts_over_when_the_container_restarts():
+    c = ready_container()
+    h, _, _ = checker(c, ["", "refused"])
+    h.tick(1000)
+    assert h.ready(c)
+    c.started_ms = 1500
+    assert not h.ready(c)                            # a new start is not ready yet
+
+
+def test_liveness_and_readiness_run_side_by_side():
+    c = ready_container(threshold=1)
+    c.replica.spec.health_check.tcp_port = 9090
+    c.replica.spec.health_check.period_seconds = 1
+    c.replica.spec.health_check.failure_threshold = 5
+    asked = []
+    h = HealthChecker(FakeManager([c]), 1.0, on_change=lambda: None,
+                      probe=lambda _c, check: asked.append(check.tcp_port) or (
+                          "refused" if check.tcp_port == 8080 else ""),
+                      pool=Inline())
+    h.tick(1000)
+    h.tick(2000)
+    assert sorted(asked) == [8080, 8080, 9090]
+    assert not h.ready(c)

@@ -74,9 +74,34 @@ def test_an_empty_upload_is_refused(store):
 
 
 def test_a_bad_archive_names_the_file_the_user_gave(store, tmp_path):
-    with pytest.raises(ArchiveError, match="^evil.tar: not a tar archive"):
+    # Refused from its first bytes, before the archive is opened.
+    with pytest.raises(ImportRefused, match="^evil.tar: not a tar archive"):
         ImageImporter(store).receive(chunks(b"junk" * 300, filename="/home/me/evil.tar"))
     assert os.listdir(store.layers_dir) == []
+
+
+def test_what_is_no_archive_is_refused_after_its_first_chunk(store):
+    sent = []
+
+    def zeros():        # /dev/zero: endless, until the receiver stops reading
+        yield agent_pb2.ImageChunk(filename="zero")
+        while True:
+            sent.append(1)
+            yield agent_pb2.ImageChunk(data=bytes(1 << 20))
+    importer = ImageImporter(store)
+    with pytest.raises(ImportRefused, match="^zero: starts with an empty block"):
+        importer.receive(zeros())
+    assert len(sent) == 1
+    assert os.listdir(importer.tmp_dir) == []
+    # A tiny upload is judged at its end; a real tar's first block passes.
+    with pytest.raises(ImportRefused, match="too short for a tar archive"):
+        importer.receive(chunks(b"hi"))
+
+
+def test_a_truncated_but_real_tar_gets_past_the_first_bytes(store, tmp_path):
+    data = archive_bytes(tmp_path)
+    with pytest.raises(ArchiveError):
+        ImageImporter(store).receive(chunks(data[:2048]))
 
 
 def test_leftovers_of_a_killed_import_are_removed_at_start(store):

@@ -3,9 +3,10 @@
 - cli, scheduler and agent import the API (mctl.v1) and common code, never
   each other: they meet only through gRPC (proto/), so each can be
   deployed, restarted and understood alone; common imports none of them.
-- The pure cores (placement, both reconcilers, the scheduler's model) reach
-  no store, etcd, gRPC or protobuf, not even through the modules they
-  import: they are decisions on plain values, tested without any of those.
+- The pure cores (placement, both reconcilers, the scheduler's model, the
+  virtual IP allocator) reach no store, etcd, gRPC or protobuf, not even
+  through the modules they import: they are decisions on plain values,
+  tested without any of those.
 - agent/runtime/ is a library: it imports nothing of the agent outside it.
 - agent/images/ (the image store and import) does not depend on the
   runtime nor on bundle assembly (agent/bundle/), which is built on top of
@@ -45,7 +46,7 @@ ALLOWED = {
     "mctl.common": {"mctl.common", "mctl.v1"},
 }
 PURE_CORES = ["mctl.scheduler.placement", "mctl.scheduler.reconcile", "mctl.scheduler.model",
-              "mctl.agent.reconcile"]
+              "mctl.scheduler.vips", "mctl.agent.reconcile"]
 NOT_FOR_PURE_CORES = ["grpc", "google.protobuf", "mctl.v1", "mctl.scheduler.store",
                       "etcd3", "pyetcd"]
 

@@ -496,3 +496,54 @@ def test_routes_dump_parses_and_filters_table_and_protocol():
     assert [(r.destination, r.table) for r in rt.routes(table=None, protocol=109)] == [
         ("10.1.0.0/16", 254), ("10.5.0.0/16", 1000)]
     assert len(rt.routes(table=None)) == 4
+
+
+# -- notifications (multicast groups) ------------------------------------------------------
+
+
+def test_parse_attrs_can_keep_only_some_types():
+    data = netlink.attr_str(3, "eth0") + netlink.attr(7, b"x" * 200) + netlink.attr_u32(10, 4)
+    assert netlink.parse_attrs(data, only={3, 10}) == {3: b"eth0\0", 10: struct.pack("=I", 4)}
+    assert netlink.parse_attrs(data, only=()) == {}
+    with pytest.raises(ProtocolError):
+        netlink.parse_attrs(struct.pack("=HH", 12, 1) + b"abcd", only={1})
+
+
+class NotifySocket(FakeSocket):
+    """A socket bound to groups: recv() hands out queued datagrams, then EAGAIN."""
+
+    def __init__(self, datagrams: list[bytes | OSError]) -> None:
+        super().__init__()
+        self.datagrams = datagrams
+
+    def recv(self, size, flags):
+        assert flags & socket.MSG_DONTWAIT
+        if not self.datagrams:
+            raise BlockingIOError(errno.EAGAIN, "no more")
+        item = self.datagrams.pop(0)
+        if isinstance(item, OSError):
+            raise item
+        return item
+
+
+def test_socket_binds_to_groups_and_reads_notifications_without_blocking():
+    link_down = netlink.pack_message(rtnetlink.RTM_NEWLINK, 0, 0,
+                                     rtnetlink.IFINFOMSG.pack(0, 0, 7, 0, 0)
+                                     + netlink.attr_str(rtnetlink.IFLA_IFNAME, "eth0"))
+    fake = NotifySocket([link_down + netlink.pack_message(NLMSG_DONE, 0, 0, b""), link_down])
+    monitor = rtnetlink.RtMonitor(sock=fake)
+    assert fake.bound == (0, rtnetlink.RTMGRP_LINK | rtnetlink.RTMGRP_IPV4_IFADDR
+                          | rtnetlink.RTMGRP_IPV4_ROUTE)
+    changes = monitor.read()
+    assert changes is not None and len(changes) == 2
+    assert {(c.kind, c.link.name, c.link.up) for c in changes if c.link} == {
+        (rtnetlink.RTM_NEWLINK, "eth0", False)}
+    assert monitor.read() == []
+
+
+def test_an_overrun_is_said_as_none():
+    fake = NotifySocket([OSError(errno.ENOBUFS, "No buffer space available")])
+    assert NetlinkSocket(sock=fake, groups=1).notifications() is None
+    broken = NotifySocket([OSError(errno.EBADF, "Bad file descriptor")])
+    with pytest.raises(OSError):
+        NetlinkSocket(sock=broken, groups=1).notifications()

@@ -196,6 +196,23 @@ def test_health_check_tcp_defaults():
     )
 
 
+def test_readiness_and_port_names():
+    s = parse_one(spec_with("ports: [{name: http, containerPort: 8080}, {containerPort: 9090}]\n"
+                            "readiness: {tcpPort: 8080}\n")).spec
+    assert [(p.name, p.container_port) for p in s.ports] == [("http", 8080), ("", 9090)]
+    assert (s.readiness.tcp_port, s.readiness.period_seconds,
+            s.readiness.failure_threshold) == (8080, 10, 3)
+    assert not parse_one(MINIMAL).spec.HasField("readiness")
+    d = workload_to_dict(parse_one(spec_with(
+        "ports: [{name: http, containerPort: 8080}]\nreadiness: {exec: [cat, /ready]}\n")))
+    assert d["spec"]["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert d["spec"]["readiness"] == {"exec": ["cat", "/ready"], "periodSeconds": 10,
+                                      "failureThreshold": 3}
+    # Old workloads (no names, no readiness) keep their spec hash: no rollout on upgrade.
+    assert spec_hash(parse_one(MINIMAL).spec) == spec_hash(parse_one(
+        spec_with("readiness:\n")).spec)
+
+
 def test_same_host_port_on_different_protocols_is_fine():
     text = spec_with(
         """\
@@ -280,7 +297,10 @@ def test_empty_text_has_no_workloads():
         (MINIMAL.replace("mctl/v1", "1"), "apiVersion", 'must be "mctl/v1", not 1'),
         (MINIMAL.replace("kind: Workload\n", ""), "kind", "required"),
         (MINIMAL.replace("Workload", "Deployment"), "kind", 'must be "Workload", not "Deployment"'),
-        (MINIMAL + "status: {}\n", "status", "unknown field"),
+        # status is the scheduler's: `get -o yaml` shows it and apply drops it,
+        # but only what it can hold.
+        (MINIMAL + "status: {phase: Running}\n", "status.phase", "unknown field"),
+        (MINIMAL + "status: {virtualIP: 7}\n", "status.virtualIP", "must be a string"),
         (MINIMAL.replace("spec:\n  image: busybox\n", ""), "spec", "required"),
         (
             MINIMAL.replace("  image: busybox\n", "") + "  []\n",
@@ -441,6 +461,27 @@ def test_bad_top_level_and_metadata(text, field, problem):
             'must be one of TCP, UDP, not "tcp"',
         ),
         ("ports: [{containerPort: 80, proto: TCP}]", "spec.ports[0].proto", "unknown field"),
+        ("ports: [{containerPort: 80, name: 8}]", "spec.ports[0].name", "must be a string, not 8"),
+        (
+            "ports: [{containerPort: 80, name: http}, {containerPort: 81, name: http}]",
+            "spec.ports[1].name",
+            '"http" already names spec.ports[0]',
+        ),
+        ("ports: [{containerPort: 80, name: Web}]", "spec.ports[0].name", '"Web" is not a DNS'),
+        (
+            "readiness: {periodSeconds: 5}",
+            "spec.readiness",
+            "needs exactly one of exec or tcpPort, not neither",
+        ),
+        ("readiness: {exec: []}", "spec.readiness.exec", "must not be empty"),
+        ("readiness: {tcpPort: 0}", "spec.readiness.tcpPort", "must be at least 1, not 0"),
+        (
+            "readiness: {tcpPort: 80, failureThreshold: 0}",
+            "spec.readiness.failureThreshold",
+            "must be at least 1, not 0",
+        ),
+        ("readiness: {tcpPort: 80, initialDelay: 1}", "spec.readiness.initialDelay",
+         "unknown field"),
         (
             "ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 81, hostPort: 8080}]",
             "spec.ports[1].hostPort",
@@ -869,6 +910,18 @@ def test_to_dict_shows_server_metadata_and_it_can_be_applied_again():
     assert parse_one(yaml.safe_dump(d)) == parse_one(MINIMAL)
 
 
+def test_to_dict_shows_the_virtual_ip_and_apply_drops_it():
+    w = parse_one(spec_with("ports: [{containerPort: 80}]\n"))
+    w.status.virtual_ip = "10.96.0.12"
+    d = workload_to_dict(w)
+    assert d["status"] == {"virtualIP": "10.96.0.12"}
+    again = parse_one(yaml.safe_dump(d))
+    assert not again.HasField("status")
+    w.ClearField("status")
+    assert again == w
+    assert "status" not in workload_to_dict(parse_one(MINIMAL))
+
+
 @pytest.mark.parametrize("text", [MINIMAL, FULL])
 def test_round_trip_through_yaml_and_json(text):
     w = parse_one(text)
@@ -929,6 +982,10 @@ def workload_documents(draw: st.DrawFn) -> dict:
             st.fixed_dictionaries({"exec": _argv}),
             st.fixed_dictionaries({"tcpPort": _port, "periodSeconds": st.integers(1, 60)}),
         ),
+        "readiness": st.one_of(
+            st.fixed_dictionaries({"exec": _argv}),
+            st.fixed_dictionaries({"tcpPort": _port, "failureThreshold": st.integers(1, 9)}),
+        ),
         "nodeSelector": st.dictionaries(_label, _label, max_size=2),
         "spread": st.booleans(),
         "update": st.fixed_dictionaries(
@@ -942,6 +999,9 @@ def workload_documents(draw: st.DrawFn) -> dict:
     for key, strategy in optional.items():
         if draw(st.booleans()):
             spec[key] = draw(strategy)
+    for i, port in enumerate(spec.get("ports", [])):
+        if draw(st.booleans()):
+            port["name"] = f"port-{i}"      # names are unique (test_validation.py)
     metadata: dict = {"name": draw(_label)}
     if draw(st.booleans()):
         metadata["namespace"] = draw(_label)

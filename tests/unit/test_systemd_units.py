@@ -74,6 +74,11 @@ def test_scheduler_command_line_parses_with_the_example_env():
         env["MCTL_ETCD"], env["MCTL_LISTEN"], env["MCTL_SCHEDULER_ID"])
     assert args.cluster_cidr == "10.244.0.0/16" and args.node_grace == 30.0
     assert args.tls_key == f"/etc/mctl/pki/{args.id}.key"
+    # etcd: every member, and the scheduler's client certificate of etcd's own CA.
+    assert len(args.etcd.split(",")) == 3
+    assert (args.etcd_ca, args.etcd_cert, args.etcd_key) == (
+        "/etc/mctl/pki/etcd/ca.crt", f"/etc/mctl/pki/etcd/{args.id}.crt",
+        f"/etc/mctl/pki/etcd/{args.id}.key")
 
 
 def test_every_etcd_setting_is_a_flag_etcd_knows():
@@ -89,6 +94,12 @@ def test_every_etcd_setting_is_a_flag_etcd_knows():
         # etcd only warns about an unknown ETCD_ variable and goes on without it.
         assert f"  {flag} " in help_text or f"  {flag}\n" in help_text, f"{key}: no {flag}"
     assert env["ETCD_INITIAL_CLUSTER"].startswith(env["ETCD_NAME"] + "=")
+    # Mutual TLS only, for clients and peers.
+    for key in ("ETCD_LISTEN_CLIENT_URLS", "ETCD_ADVERTISE_CLIENT_URLS", "ETCD_LISTEN_PEER_URLS",
+                "ETCD_INITIAL_ADVERTISE_PEER_URLS", "ETCD_INITIAL_CLUSTER"):
+        assert "http://" not in env[key] and "https://" in env[key], key
+    assert env["ETCD_CLIENT_CERT_AUTH"] == env["ETCD_PEER_CLIENT_CERT_AUTH"] == "true"
+    assert len(env["ETCD_INITIAL_CLUSTER"].split(",")) == 3
 
 
 def test_unset_variable_in_exec_start_is_an_error():

@@ -90,16 +90,26 @@ def _ports(*ports: tuple[int, int, str]) -> Callable[[types_pb2.Workload], objec
     return change
 
 
-def _set_health(**fields: object) -> Callable[[types_pb2.Workload], object]:
+def _set_health(probe: str = "health_check", **fields: object
+                ) -> Callable[[types_pb2.Workload], object]:
     def change(w: types_pb2.Workload) -> None:
-        w.spec.health_check.SetInParent()
-        w.spec.health_check.period_seconds = 10
-        w.spec.health_check.failure_threshold = 3
+        check = getattr(w.spec, probe)
+        check.SetInParent()
+        check.period_seconds = 10
+        check.failure_threshold = 3
         for key, value in fields.items():
             if key == "exec":
-                w.spec.health_check.exec.extend(value)  # type: ignore[arg-type]
+                check.exec.extend(value)
             else:
-                setattr(w.spec.health_check, key, value)
+                setattr(check, key, value)
+    return change
+
+
+def _named_ports(*ports: tuple[int, int, str, str]) -> Callable[[types_pb2.Workload], object]:
+    def change(w: types_pb2.Workload) -> None:
+        for container, host, protocol, name in ports:
+            w.spec.ports.add(container_port=container, host_port=host, protocol=protocol,
+                             name=name)
     return change
 
 
@@ -184,6 +194,15 @@ def _set_health(**fields: object) -> Callable[[types_pb2.Workload], object]:
          "8080/TCP is already published by spec.ports[0]"),
         (_ports((53, 0, "UDP"), (80, 0, "TCP"), (53, 0, "UDP")), "spec.ports[2].containerPort",
          "53/UDP is already declared by spec.ports[0]"),
+        # port names: DNS labels, each naming one port
+        (_named_ports((80, 0, "TCP", "HTTP")), "spec.ports[0].name",
+         '"HTTP" is not a DNS label'),
+        (_named_ports((80, 0, "TCP", "h" * 64)), "spec.ports[0].name",
+         f'"{"h" * 64}" is longer than 63 characters'),
+        (_named_ports((80, 0, "TCP", "http"), (81, 0, "TCP", "http")), "spec.ports[1].name",
+         '"http" already names spec.ports[0]'),
+        (_named_ports((80, 8080, "TCP", "web"), (80, 8081, "TCP", "www")), "spec.ports[1].name",
+         '80/TCP is already named "web" by spec.ports[0]'),
         # restart policy
         (lambda w: setattr(w.spec, "restart_policy", "Sometimes"), "spec.restartPolicy",
          'must be one of Always, OnFailure, Never, not "Sometimes"'),
@@ -201,6 +220,22 @@ def _set_health(**fields: object) -> Callable[[types_pb2.Workload], object]:
          "must be at least 1, not 0"),
         (_set_health(tcp_port=80, failure_threshold=-3), "spec.healthCheck.failureThreshold",
          "must be at least 1, not -3"),
+        # readiness: the same rules, at its own field
+        (_set_health("readiness"), "spec.readiness",
+         "needs exactly one of exec or tcpPort, not neither"),
+        (_set_health("readiness", exec=["true"], tcp_port=80), "spec.readiness",
+         "needs exactly one of exec or tcpPort, not both"),
+        (_set_health("readiness", exec=[""]), "spec.readiness.exec[0]", "must not be empty"),
+        (_set_health("readiness", tcp_port=65536), "spec.readiness.tcpPort",
+         "must be at most 65535, not 65536"),
+        (_set_health("readiness", tcp_port=80, period_seconds=0), "spec.readiness.periodSeconds",
+         "must be at least 1, not 0"),
+        (_set_health("readiness", tcp_port=80, failure_threshold=0),
+         "spec.readiness.failureThreshold", "must be at least 1, not 0"),
+        # the status is the scheduler's (the virtual IP)
+        (lambda w: setattr(w.status, "virtual_ip", "10.96.0.1"), "status",
+         "is written by the scheduler (the virtual IP); leave it out"),
+        (lambda w: w.status.SetInParent(), "status", "is written by the scheduler"),
         # placement, update, security
         (lambda w: w.spec.node_selector.update({"disk type": "ssd"}), "spec.nodeSelector",
          'label key "disk type" is not valid'),
@@ -235,9 +270,13 @@ def test_each_rule_names_its_field(change, field, problem):
         lambda w: w.spec.args.append(""),                 # an empty argument is an argument
         lambda w: w.spec.command.extend(["sh", "-c", ""]),
         _ports((80, 8080, "TCP"), (80, 8081, "TCP")),     # one port published twice
-        _ports((53, 53, "TCP"), (53, 53, "UDP")),         # one host port, two protocols
+        _ports((53, 5353, "TCP"), (53, 5353, "UDP")),     # one host port, two protocols
         _ports((80, 0, "TCP"), (80, 0, "UDP")),
         _set_health(tcp_port=65535),
+        _set_health("readiness", exec=["cat", "/tmp/ready"]),
+        _named_ports((80, 0, "TCP", "http"), (53, 0, "UDP", "dns"), (53, 0, "TCP", "dns-tcp")),
+        # One port published twice: named once, or by both entries alike.
+        _named_ports((80, 8080, "TCP", "web"), (80, 8081, "TCP", "")),
         lambda w: setattr(w.spec, "replicas", 0),          # scale to zero
         lambda w: setattr(w.spec, "replicas", 1000),
         lambda w: setattr(w.spec.update, "max_unavailable", 0),
@@ -251,6 +290,47 @@ def test_each_rule_names_its_field(change, field, problem):
 )
 def test_what_is_fine(change):
     assert workload_problem(changed(change)) is None
+
+
+def test_host_ports_below_the_schedulers_minimum_are_refused_at_their_field():
+    ssh = changed(_ports((8080, 22, "TCP")))
+    assert workload_problem(ssh) == FieldProblem(
+        "spec.ports[0].hostPort",
+        "must be at least 1024, not 22 (the scheduler's --host-port-min)")
+    low = changed(_ports((8080, 18080, "TCP"), (53, 1023, "UDP")))
+    assert workload_problem(low) == FieldProblem(
+        "spec.ports[1].hostPort",
+        "must be at least 1024, not 1023 (the scheduler's --host-port-min)")
+    assert workload_problem(changed(_ports((8080, 1024, "TCP")))) is None
+    # A cluster that wants them lowers the flag; the CLI leaves it to the server.
+    assert workload_problem(ssh, Limits(host_port_min=22)) is None
+    assert workload_problem(ssh, validation.CLIENT_LIMITS) is None
+    # 0 is "not published", never "too low".
+    assert workload_problem(changed(_ports((8080, 0, "TCP")))) is None
+
+
+def _sized(name: str, replicas: int) -> types_pb2.Workload:
+    w = types_pb2.Workload()
+    w.metadata.namespace, w.metadata.name = "shop", name
+    w.spec.replicas = replicas
+    return w
+
+
+def test_the_cluster_replica_cap_counts_every_workload_after_the_apply():
+    stored = {("shop", "a"): 600, ("shop", "b"): 300}
+    assert validation.cluster_replicas_problem(stored, [_sized("c", 100)], 1000) is None
+    assert validation.cluster_replicas_problem(stored, [_sized("c", 101)], 1000) == (
+        "the cluster may have at most 1000 replicas (the scheduler's --max-cluster-replicas);"
+        " this apply would make it 1001")
+    # Replacing a workload counts its new size, not both.
+    assert validation.cluster_replicas_problem(stored, [_sized("a", 700)], 1000) is None
+    assert validation.cluster_replicas_problem(stored, [_sized("a", 701)], 1000) is not None
+
+
+def test_a_cluster_over_a_lowered_cap_can_still_shrink():
+    stored = {("shop", "a"): 800, ("shop", "b"): 800}
+    assert validation.cluster_replicas_problem(stored, [_sized("a", 700)], 1000) is None
+    assert validation.cluster_replicas_problem(stored, [_sized("a", 801)], 1000) is not None
 
 
 def test_the_replica_cap_is_the_schedulers_to_set():

@@ -83,18 +83,54 @@ class InspectReply(_message.Message):
     def __init__(self, lines: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DesiredSet(_message.Message):
-    __slots__ = ("node", "revision", "replicas", "nodes", "peers")
+    __slots__ = ("node", "revision", "replicas", "nodes", "peers", "services")
     NODE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
     node: str
     revision: int
     replicas: _containers.RepeatedCompositeFieldContainer[_types_pb2.Replica]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeRoute]
     peers: _containers.RepeatedCompositeFieldContainer[ReplicaAddress]
-    def __init__(self, node: _Optional[str] = ..., revision: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[_types_pb2.Replica, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeRoute, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[ReplicaAddress, _Mapping]]] = ...) -> None: ...
+    services: _containers.RepeatedCompositeFieldContainer[Service]
+    def __init__(self, node: _Optional[str] = ..., revision: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[_types_pb2.Replica, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeRoute, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[ReplicaAddress, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ...) -> None: ...
+
+class Service(_message.Message):
+    __slots__ = ("namespace", "workload", "virtual_ip", "ports", "endpoints")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    VIRTUAL_IP_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    workload: str
+    virtual_ip: str
+    ports: _containers.RepeatedCompositeFieldContainer[ServicePort]
+    endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
+    def __init__(self, namespace: _Optional[str] = ..., workload: _Optional[str] = ..., virtual_ip: _Optional[str] = ..., ports: _Optional[_Iterable[_Union[ServicePort, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ...) -> None: ...
+
+class ServicePort(_message.Message):
+    __slots__ = ("name", "port", "protocol")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    port: int
+    protocol: str
+    def __init__(self, name: _Optional[str] = ..., port: _Optional[int] = ..., protocol: _Optional[str] = ...) -> None: ...
+
+class Endpoint(_message.Message):
+    __slots__ = ("replica", "ip", "ready")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    ip: str
+    ready: bool
+    def __init__(self, replica: _Optional[str] = ..., ip: _Optional[str] = ..., ready: _Optional[bool] = ...) -> None: ...
 
 class NodeRoute(_message.Message):
     __slots__ = ("name", "address", "pod_subnet")

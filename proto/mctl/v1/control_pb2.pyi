@@ -60,52 +60,64 @@ class DeleteResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[DeleteResult, _Mapping]]] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ("namespace", "name", "workload")
+    __slots__ = ("namespace", "name", "workload", "page_size", "page_token")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     name: str
     workload: str
-    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., workload: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., workload: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class WorkloadList(_message.Message):
-    __slots__ = ("items", "summaries")
+    __slots__ = ("items", "summaries", "next_page_token")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     SUMMARIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[_types_pb2.Workload]
     summaries: _containers.RepeatedCompositeFieldContainer[WorkloadSummary]
-    def __init__(self, items: _Optional[_Iterable[_Union[_types_pb2.Workload, _Mapping]]] = ..., summaries: _Optional[_Iterable[_Union[WorkloadSummary, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, items: _Optional[_Iterable[_Union[_types_pb2.Workload, _Mapping]]] = ..., summaries: _Optional[_Iterable[_Union[WorkloadSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WorkloadSummary(_message.Message):
-    __slots__ = ("desired", "running", "up_to_date")
+    __slots__ = ("desired", "running", "up_to_date", "present")
     DESIRED_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     UP_TO_DATE_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
     desired: int
     running: int
     up_to_date: int
-    def __init__(self, desired: _Optional[int] = ..., running: _Optional[int] = ..., up_to_date: _Optional[int] = ...) -> None: ...
+    present: int
+    def __init__(self, desired: _Optional[int] = ..., running: _Optional[int] = ..., up_to_date: _Optional[int] = ..., present: _Optional[int] = ...) -> None: ...
 
 class ReplicaList(_message.Message):
-    __slots__ = ("items", "usage")
+    __slots__ = ("items", "usage", "next_page_token")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[_types_pb2.Replica]
     usage: _containers.RepeatedCompositeFieldContainer[_types_pb2.Usage]
-    def __init__(self, items: _Optional[_Iterable[_Union[_types_pb2.Replica, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[_types_pb2.Usage, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, items: _Optional[_Iterable[_Union[_types_pb2.Replica, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[_types_pb2.Usage, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class NodeList(_message.Message):
-    __slots__ = ("items", "allocated", "usage", "replicas")
+    __slots__ = ("items", "allocated", "usage", "replicas", "next_page_token")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     ALLOCATED_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[_types_pb2.Node]
     allocated: _containers.RepeatedCompositeFieldContainer[_types_pb2.Resources]
     usage: _containers.RepeatedCompositeFieldContainer[_types_pb2.Usage]
     replicas: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, items: _Optional[_Iterable[_Union[_types_pb2.Node, _Mapping]]] = ..., allocated: _Optional[_Iterable[_Union[_types_pb2.Resources, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[_types_pb2.Usage, _Mapping]]] = ..., replicas: _Optional[_Iterable[int]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, items: _Optional[_Iterable[_Union[_types_pb2.Node, _Mapping]]] = ..., allocated: _Optional[_Iterable[_Union[_types_pb2.Resources, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[_types_pb2.Usage, _Mapping]]] = ..., replicas: _Optional[_Iterable[int]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class LogsRequest(_message.Message):
     __slots__ = ("namespace", "replica", "follow", "tail")
@@ -162,20 +174,26 @@ class DrainResponse(_message.Message):
     def __init__(self, evicted: _Optional[_Iterable[_Union[ObjectRef, _Mapping]]] = ...) -> None: ...
 
 class EventsRequest(_message.Message):
-    __slots__ = ("kind", "namespace", "name")
+    __slots__ = ("kind", "namespace", "name", "page_size", "page_token")
     KIND_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     kind: str
     namespace: str
     name: str
-    def __init__(self, kind: _Optional[str] = ..., namespace: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, kind: _Optional[str] = ..., namespace: _Optional[str] = ..., name: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class EventList(_message.Message):
-    __slots__ = ("items",)
+    __slots__ = ("items", "next_page_token")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[_types_pb2.Event]
-    def __init__(self, items: _Optional[_Iterable[_Union[_types_pb2.Event, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, items: _Optional[_Iterable[_Union[_types_pb2.Event, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ClusterInfoRequest(_message.Message):
     __slots__ = ()

@@ -31,6 +31,7 @@ class ReplicaReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REPLICA_REASON_MONITOR_LOST: _ClassVar[ReplicaReason]
     REPLICA_REASON_CRASH_LOOP_BACK_OFF: _ClassVar[ReplicaReason]
     REPLICA_REASON_CREATE_ERROR: _ClassVar[ReplicaReason]
+    REPLICA_REASON_DISK_LIMIT: _ClassVar[ReplicaReason]
 REPLICA_PHASE_UNSPECIFIED: ReplicaPhase
 REPLICA_PHASE_PENDING: ReplicaPhase
 REPLICA_PHASE_STARTING: ReplicaPhase
@@ -50,16 +51,19 @@ REPLICA_REASON_START_ERROR: ReplicaReason
 REPLICA_REASON_MONITOR_LOST: ReplicaReason
 REPLICA_REASON_CRASH_LOOP_BACK_OFF: ReplicaReason
 REPLICA_REASON_CREATE_ERROR: ReplicaReason
+REPLICA_REASON_DISK_LIMIT: ReplicaReason
 
 class Resources(_message.Message):
-    __slots__ = ("cpu_millis", "memory_bytes", "pids")
+    __slots__ = ("cpu_millis", "memory_bytes", "pids", "disk_bytes")
     CPU_MILLIS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     PIDS_FIELD_NUMBER: _ClassVar[int]
+    DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
     cpu_millis: int
     memory_bytes: int
     pids: int
-    def __init__(self, cpu_millis: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., pids: _Optional[int] = ...) -> None: ...
+    disk_bytes: int
+    def __init__(self, cpu_millis: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., pids: _Optional[int] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
 
 class EnvVar(_message.Message):
     __slots__ = ("name", "value")
@@ -70,14 +74,16 @@ class EnvVar(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class Port(_message.Message):
-    __slots__ = ("container_port", "host_port", "protocol")
+    __slots__ = ("container_port", "host_port", "protocol", "name")
     CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
     HOST_PORT_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     container_port: int
     host_port: int
     protocol: str
-    def __init__(self, container_port: _Optional[int] = ..., host_port: _Optional[int] = ..., protocol: _Optional[str] = ...) -> None: ...
+    name: str
+    def __init__(self, container_port: _Optional[int] = ..., host_port: _Optional[int] = ..., protocol: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class HealthCheck(_message.Message):
     __slots__ = ("exec", "tcp_port", "period_seconds", "failure_threshold")
@@ -110,7 +116,7 @@ class SecurityContext(_message.Message):
     def __init__(self, user_namespace: _Optional[bool] = ..., read_only_rootfs: _Optional[bool] = ..., seccomp_profile: _Optional[str] = ...) -> None: ...
 
 class WorkloadSpec(_message.Message):
-    __slots__ = ("replicas", "image", "command", "args", "env", "working_dir", "hostname", "resources", "ports", "restart_policy", "health_check", "node_selector", "spread", "update", "security_context", "replace_failed")
+    __slots__ = ("replicas", "image", "command", "args", "env", "working_dir", "hostname", "resources", "ports", "restart_policy", "health_check", "node_selector", "spread", "update", "security_context", "replace_failed", "readiness")
     class NodeSelectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +140,7 @@ class WorkloadSpec(_message.Message):
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     SECURITY_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     REPLACE_FAILED_FIELD_NUMBER: _ClassVar[int]
+    READINESS_FIELD_NUMBER: _ClassVar[int]
     replicas: int
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -150,7 +157,8 @@ class WorkloadSpec(_message.Message):
     update: UpdateStrategy
     security_context: SecurityContext
     replace_failed: bool
-    def __init__(self, replicas: _Optional[int] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., working_dir: _Optional[str] = ..., hostname: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., restart_policy: _Optional[str] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., spread: _Optional[bool] = ..., update: _Optional[_Union[UpdateStrategy, _Mapping]] = ..., security_context: _Optional[_Union[SecurityContext, _Mapping]] = ..., replace_failed: _Optional[bool] = ...) -> None: ...
+    readiness: HealthCheck
+    def __init__(self, replicas: _Optional[int] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., working_dir: _Optional[str] = ..., hostname: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., restart_policy: _Optional[str] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., spread: _Optional[bool] = ..., update: _Optional[_Union[UpdateStrategy, _Mapping]] = ..., security_context: _Optional[_Union[SecurityContext, _Mapping]] = ..., replace_failed: _Optional[bool] = ..., readiness: _Optional[_Union[HealthCheck, _Mapping]] = ...) -> None: ...
 
 class ObjectMeta(_message.Message):
     __slots__ = ("name", "namespace", "labels", "uid", "generation", "created_unix_ms", "deletion_requested")
@@ -178,17 +186,26 @@ class ObjectMeta(_message.Message):
     def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., uid: _Optional[str] = ..., generation: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., deletion_requested: _Optional[bool] = ...) -> None: ...
 
 class Workload(_message.Message):
-    __slots__ = ("metadata", "spec")
+    __slots__ = ("metadata", "spec", "status")
     METADATA_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     metadata: ObjectMeta
     spec: WorkloadSpec
-    def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., spec: _Optional[_Union[WorkloadSpec, _Mapping]] = ...) -> None: ...
+    status: WorkloadStatus
+    def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., spec: _Optional[_Union[WorkloadSpec, _Mapping]] = ..., status: _Optional[_Union[WorkloadStatus, _Mapping]] = ...) -> None: ...
+
+class WorkloadStatus(_message.Message):
+    __slots__ = ("virtual_ip",)
+    VIRTUAL_IP_FIELD_NUMBER: _ClassVar[int]
+    virtual_ip: str
+    def __init__(self, virtual_ip: _Optional[str] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("phase", "reason", "message", "exit_code", "restarts", "ip", "started_unix_ms", "finished_unix_ms", "last_exit")
+    __slots__ = ("phase", "reason", "ready", "message", "exit_code", "restarts", "ip", "started_unix_ms", "finished_unix_ms", "last_exit")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +215,7 @@ class ReplicaStatus(_message.Message):
     LAST_EXIT_FIELD_NUMBER: _ClassVar[int]
     phase: ReplicaPhase
     reason: ReplicaReason
+    ready: bool
     message: str
     exit_code: int
     restarts: int
@@ -205,7 +223,7 @@ class ReplicaStatus(_message.Message):
     started_unix_ms: int
     finished_unix_ms: int
     last_exit: str
-    def __init__(self, phase: _Optional[_Union[ReplicaPhase, str]] = ..., reason: _Optional[_Union[ReplicaReason, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., restarts: _Optional[int] = ..., ip: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., last_exit: _Optional[str] = ...) -> None: ...
+    def __init__(self, phase: _Optional[_Union[ReplicaPhase, str]] = ..., reason: _Optional[_Union[ReplicaReason, str]] = ..., ready: _Optional[bool] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., restarts: _Optional[int] = ..., ip: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., last_exit: _Optional[str] = ...) -> None: ...
 
 class Replica(_message.Message):
     __slots__ = ("metadata", "workload", "spec_hash", "spec", "node", "status")
@@ -224,14 +242,16 @@ class Replica(_message.Message):
     def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., workload: _Optional[str] = ..., spec_hash: _Optional[str] = ..., spec: _Optional[_Union[WorkloadSpec, _Mapping]] = ..., node: _Optional[str] = ..., status: _Optional[_Union[ReplicaStatus, _Mapping]] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("cpu_cores", "memory_bytes", "pids")
+    __slots__ = ("cpu_cores", "memory_bytes", "pids", "disk_bytes")
     CPU_CORES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     PIDS_FIELD_NUMBER: _ClassVar[int]
+    DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
     cpu_cores: float
     memory_bytes: int
     pids: int
-    def __init__(self, cpu_cores: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., pids: _Optional[int] = ...) -> None: ...
+    disk_bytes: int
+    def __init__(self, cpu_cores: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., pids: _Optional[int] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
 
 class Node(_message.Message):
     __slots__ = ("name", "address", "capacity", "labels", "cordoned", "ready", "registered_unix_ms", "agent_version", "runtime", "cgroup_mode", "pod_subnet", "not_ready_since_unix_ms")
