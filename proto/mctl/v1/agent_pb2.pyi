@@ -83,20 +83,24 @@ class InspectReply(_message.Message):
     def __init__(self, lines: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DesiredSet(_message.Message):
-    __slots__ = ("node", "revision", "replicas", "nodes", "peers", "services")
+    __slots__ = ("node", "revision", "replicas", "nodes", "peers", "services", "configs", "secrets")
     NODE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
     SERVICES_FIELD_NUMBER: _ClassVar[int]
+    CONFIGS_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
     node: str
     revision: int
     replicas: _containers.RepeatedCompositeFieldContainer[_types_pb2.Replica]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeRoute]
     peers: _containers.RepeatedCompositeFieldContainer[ReplicaAddress]
     services: _containers.RepeatedCompositeFieldContainer[Service]
-    def __init__(self, node: _Optional[str] = ..., revision: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[_types_pb2.Replica, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeRoute, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[ReplicaAddress, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ...) -> None: ...
+    configs: _containers.RepeatedCompositeFieldContainer[_types_pb2.Config]
+    secrets: _containers.RepeatedCompositeFieldContainer[_types_pb2.Secret]
+    def __init__(self, node: _Optional[str] = ..., revision: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[_types_pb2.Replica, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeRoute, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[ReplicaAddress, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., configs: _Optional[_Iterable[_Union[_types_pb2.Config, _Mapping]]] = ..., secrets: _Optional[_Iterable[_Union[_types_pb2.Secret, _Mapping]]] = ...) -> None: ...
 
 class Service(_message.Message):
     __slots__ = ("namespace", "workload", "virtual_ip", "ports", "endpoints")

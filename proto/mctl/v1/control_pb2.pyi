@@ -8,10 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ApplyRequest(_message.Message):
-    __slots__ = ("workloads",)
+    __slots__ = ("workloads", "configs", "secrets")
     WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    CONFIGS_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
     workloads: _containers.RepeatedCompositeFieldContainer[_types_pb2.Workload]
-    def __init__(self, workloads: _Optional[_Iterable[_Union[_types_pb2.Workload, _Mapping]]] = ...) -> None: ...
+    configs: _containers.RepeatedCompositeFieldContainer[_types_pb2.Config]
+    secrets: _containers.RepeatedCompositeFieldContainer[_types_pb2.Secret]
+    def __init__(self, workloads: _Optional[_Iterable[_Union[_types_pb2.Workload, _Mapping]]] = ..., configs: _Optional[_Iterable[_Union[_types_pb2.Config, _Mapping]]] = ..., secrets: _Optional[_Iterable[_Union[_types_pb2.Secret, _Mapping]]] = ...) -> None: ...
 
 class ApplyResult(_message.Message):
     __slots__ = ("namespace", "name", "action")
@@ -38,20 +42,60 @@ class ObjectRef(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("workloads",)
+    __slots__ = ("workloads", "configs", "secrets", "volumes")
     WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    CONFIGS_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
     workloads: _containers.RepeatedCompositeFieldContainer[ObjectRef]
-    def __init__(self, workloads: _Optional[_Iterable[_Union[ObjectRef, _Mapping]]] = ...) -> None: ...
+    configs: _containers.RepeatedCompositeFieldContainer[ObjectRef]
+    secrets: _containers.RepeatedCompositeFieldContainer[ObjectRef]
+    volumes: _containers.RepeatedCompositeFieldContainer[ObjectRef]
+    def __init__(self, workloads: _Optional[_Iterable[_Union[ObjectRef, _Mapping]]] = ..., configs: _Optional[_Iterable[_Union[ObjectRef, _Mapping]]] = ..., secrets: _Optional[_Iterable[_Union[ObjectRef, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[ObjectRef, _Mapping]]] = ...) -> None: ...
 
 class DeleteResult(_message.Message):
-    __slots__ = ("namespace", "name", "found")
+    __slots__ = ("namespace", "name", "found", "kind")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     name: str
     found: bool
-    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., found: _Optional[bool] = ...) -> None: ...
+    kind: str
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., found: _Optional[bool] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class ConfigList(_message.Message):
+    __slots__ = ("items", "next_page_token")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[_types_pb2.Config]
+    next_page_token: str
+    def __init__(self, items: _Optional[_Iterable[_Union[_types_pb2.Config, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class SecretSummary(_message.Message):
+    __slots__ = ("metadata", "keys")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    metadata: _types_pb2.ObjectMeta
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, metadata: _Optional[_Union[_types_pb2.ObjectMeta, _Mapping]] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SecretList(_message.Message):
+    __slots__ = ("items", "next_page_token")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[SecretSummary]
+    next_page_token: str
+    def __init__(self, items: _Optional[_Iterable[_Union[SecretSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class VolumeList(_message.Message):
+    __slots__ = ("items", "next_page_token")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[_types_pb2.VolumeRecord]
+    next_page_token: str
+    def __init__(self, items: _Optional[_Iterable[_Union[_types_pb2.VolumeRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("results",)

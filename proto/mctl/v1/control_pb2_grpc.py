@@ -89,6 +89,21 @@ class ControlPlaneStub:
                 request_serializer=mctl_dot_v1_dot_control__pb2.ExecInput.SerializeToString,
                 response_deserializer=mctl_dot_v1_dot_control__pb2.ExecOutput.FromString,
                 _registered_method=True)
+        self.ListConfigs = channel.unary_unary(
+                '/mctl.v1.ControlPlane/ListConfigs',
+                request_serializer=mctl_dot_v1_dot_control__pb2.ListRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_control__pb2.ConfigList.FromString,
+                _registered_method=True)
+        self.ListSecrets = channel.unary_unary(
+                '/mctl.v1.ControlPlane/ListSecrets',
+                request_serializer=mctl_dot_v1_dot_control__pb2.ListRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_control__pb2.SecretList.FromString,
+                _registered_method=True)
+        self.ListVolumes = channel.unary_unary(
+                '/mctl.v1.ControlPlane/ListVolumes',
+                request_serializer=mctl_dot_v1_dot_control__pb2.ListRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_control__pb2.VolumeList.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServicer:
@@ -168,6 +183,26 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListConfigs(self, request, context):
+        """Configs with their data; Secrets by name and keys, never values;
+        named volumes with their node, size used and users.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecrets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVolumes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +260,21 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.Exec,
                     request_deserializer=mctl_dot_v1_dot_control__pb2.ExecInput.FromString,
                     response_serializer=mctl_dot_v1_dot_control__pb2.ExecOutput.SerializeToString,
+            ),
+            'ListConfigs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConfigs,
+                    request_deserializer=mctl_dot_v1_dot_control__pb2.ListRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_control__pb2.ConfigList.SerializeToString,
+            ),
+            'ListSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecrets,
+                    request_deserializer=mctl_dot_v1_dot_control__pb2.ListRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_control__pb2.SecretList.SerializeToString,
+            ),
+            'ListVolumes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVolumes,
+                    request_deserializer=mctl_dot_v1_dot_control__pb2.ListRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_control__pb2.VolumeList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -524,6 +574,87 @@ class ControlPlane:
             '/mctl.v1.ControlPlane/Exec',
             mctl_dot_v1_dot_control__pb2.ExecInput.SerializeToString,
             mctl_dot_v1_dot_control__pb2.ExecOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConfigs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mctl.v1.ControlPlane/ListConfigs',
+            mctl_dot_v1_dot_control__pb2.ListRequest.SerializeToString,
+            mctl_dot_v1_dot_control__pb2.ConfigList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mctl.v1.ControlPlane/ListSecrets',
+            mctl_dot_v1_dot_control__pb2.ListRequest.SerializeToString,
+            mctl_dot_v1_dot_control__pb2.SecretList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVolumes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mctl.v1.ControlPlane/ListVolumes',
+            mctl_dot_v1_dot_control__pb2.ListRequest.SerializeToString,
+            mctl_dot_v1_dot_control__pb2.VolumeList.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,12 +66,108 @@ class Resources(_message.Message):
     def __init__(self, cpu_millis: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., pids: _Optional[int] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
 
 class EnvVar(_message.Message):
-    __slots__ = ("name", "value")
+    __slots__ = ("name", "value", "value_from")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FROM_FIELD_NUMBER: _ClassVar[int]
     name: str
     value: str
-    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    value_from: EnvSource
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ..., value_from: _Optional[_Union[EnvSource, _Mapping]] = ...) -> None: ...
+
+class EnvSource(_message.Message):
+    __slots__ = ("config", "secret", "key")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    config: str
+    secret: str
+    key: str
+    def __init__(self, config: _Optional[str] = ..., secret: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+
+class Volume(_message.Message):
+    __slots__ = ("name", "volume", "empty_dir", "config", "secret", "host_path")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    EMPTY_DIR_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    HOST_PATH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    volume: str
+    empty_dir: EmptyDir
+    config: str
+    secret: str
+    host_path: HostPath
+    def __init__(self, name: _Optional[str] = ..., volume: _Optional[str] = ..., empty_dir: _Optional[_Union[EmptyDir, _Mapping]] = ..., config: _Optional[str] = ..., secret: _Optional[str] = ..., host_path: _Optional[_Union[HostPath, _Mapping]] = ...) -> None: ...
+
+class EmptyDir(_message.Message):
+    __slots__ = ("medium", "size_limit_bytes")
+    MEDIUM_FIELD_NUMBER: _ClassVar[int]
+    SIZE_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    medium: str
+    size_limit_bytes: int
+    def __init__(self, medium: _Optional[str] = ..., size_limit_bytes: _Optional[int] = ...) -> None: ...
+
+class HostPath(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class VolumeMount(_message.Message):
+    __slots__ = ("name", "mount_path", "read_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_PATH_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    mount_path: str
+    read_only: bool
+    def __init__(self, name: _Optional[str] = ..., mount_path: _Optional[str] = ..., read_only: _Optional[bool] = ...) -> None: ...
+
+class Config(_message.Message):
+    __slots__ = ("metadata", "data")
+    class DataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    metadata: ObjectMeta
+    data: _containers.ScalarMap[str, str]
+    def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., data: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Secret(_message.Message):
+    __slots__ = ("metadata", "data")
+    class DataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    metadata: ObjectMeta
+    data: _containers.ScalarMap[str, bytes]
+    def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., data: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+
+class VolumeRecord(_message.Message):
+    __slots__ = ("metadata", "node", "lost", "used_bytes", "users")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    metadata: ObjectMeta
+    node: str
+    lost: bool
+    used_bytes: int
+    users: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., node: _Optional[str] = ..., lost: _Optional[bool] = ..., used_bytes: _Optional[int] = ..., users: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Port(_message.Message):
     __slots__ = ("container_port", "host_port", "protocol", "name")
@@ -116,7 +212,7 @@ class SecurityContext(_message.Message):
     def __init__(self, user_namespace: _Optional[bool] = ..., read_only_rootfs: _Optional[bool] = ..., seccomp_profile: _Optional[str] = ...) -> None: ...
 
 class WorkloadSpec(_message.Message):
-    __slots__ = ("replicas", "image", "command", "args", "env", "working_dir", "hostname", "resources", "ports", "restart_policy", "health_check", "node_selector", "spread", "update", "security_context", "replace_failed", "readiness")
+    __slots__ = ("replicas", "image", "command", "args", "env", "working_dir", "hostname", "resources", "ports", "restart_policy", "health_check", "node_selector", "spread", "update", "security_context", "replace_failed", "readiness", "volumes", "volume_mounts")
     class NodeSelectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +237,8 @@ class WorkloadSpec(_message.Message):
     SECURITY_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     REPLACE_FAILED_FIELD_NUMBER: _ClassVar[int]
     READINESS_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_MOUNTS_FIELD_NUMBER: _ClassVar[int]
     replicas: int
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -158,7 +256,9 @@ class WorkloadSpec(_message.Message):
     security_context: SecurityContext
     replace_failed: bool
     readiness: HealthCheck
-    def __init__(self, replicas: _Optional[int] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., working_dir: _Optional[str] = ..., hostname: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., restart_policy: _Optional[str] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., spread: _Optional[bool] = ..., update: _Optional[_Union[UpdateStrategy, _Mapping]] = ..., security_context: _Optional[_Union[SecurityContext, _Mapping]] = ..., replace_failed: _Optional[bool] = ..., readiness: _Optional[_Union[HealthCheck, _Mapping]] = ...) -> None: ...
+    volumes: _containers.RepeatedCompositeFieldContainer[Volume]
+    volume_mounts: _containers.RepeatedCompositeFieldContainer[VolumeMount]
+    def __init__(self, replicas: _Optional[int] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., working_dir: _Optional[str] = ..., hostname: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., restart_policy: _Optional[str] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., spread: _Optional[bool] = ..., update: _Optional[_Union[UpdateStrategy, _Mapping]] = ..., security_context: _Optional[_Union[SecurityContext, _Mapping]] = ..., replace_failed: _Optional[bool] = ..., readiness: _Optional[_Union[HealthCheck, _Mapping]] = ..., volumes: _Optional[_Iterable[_Union[Volume, _Mapping]]] = ..., volume_mounts: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ...) -> None: ...
 
 class ObjectMeta(_message.Message):
     __slots__ = ("name", "namespace", "labels", "uid", "generation", "created_unix_ms", "deletion_requested")
