@@ -42,7 +42,6 @@ into a directory of mode 0700.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import struct
@@ -118,6 +117,10 @@ def parse(doc: object, where: str = "linux.seccomp", disk_cache: str | None = No
 
 
 def _disk_key(doc_json: str, arch: str) -> str:
+    # Imported here: hashlib maps OpenSSL's libcrypto (~3.4 MiB), which the
+    # zygote, which keeps no programs on disk, should not carry.
+    import hashlib
+
     me = os.stat(__file__)
     text = "\0".join((doc_json, arch, libseccomp.version(), str(me.st_mtime_ns), str(me.st_size)))
     return hashlib.sha256(text.encode()).hexdigest()
