@@ -7,10 +7,12 @@ compromised node must not reach into its neighbours.
 
 from __future__ import annotations
 
+from mctl.common import health
 from mctl.common.authz import Policy, Rule
 from mctl.v1 import agent_pb2
 
 POLICY: Policy = {
     agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name:
         Rule(roles=frozenset({"scheduler", "admin"})),
+    health.SERVICE_NAME: health.RULE,
 }

@@ -4,7 +4,8 @@ A replica becomes a container named `<namespace>_<replica>` (an underscore
 cannot occur in a DNS label, so the id is unambiguous) whose bundle lives in
 `<state>/containers/<id>/`:
 
-    config.json    what the runtime realizes (bundle/config.py)
+    config.json    what the runtime realizes (bundle/config.py); a symlink to
+                   secrets/config.json when the replica uses a Secret (volumes.py)
     replica.pb     the replica as the scheduler sent it (for adoption)
     meta.json      restarts so far; after a stop for its disk use, why
                    (and that the next start renews the writable layer)
@@ -12,6 +13,8 @@ cannot occur in a DNS label, so the id is unambiguous) whose bundle lives in
     lower/         with a user namespace: idmapped mounts of the layers,
                    0..N-1 top first, which the overlay stacks (bundle/rootfs.py)
     etc/           hostname, hosts, resolv.conf bound into the container
+    scratch/, volumes/, secrets/
+                   the sources of its volumes' mounts (volumes.py)
     network.json   its network namespace, veth, address, hostPorts (network.py)
                    (and, with a user namespace, a host id range: idranges.py)
     state.json     written by the monitor once the container runs
@@ -26,6 +29,7 @@ checks what exists and removes only that.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -35,13 +39,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from mctl.common import metrics
 from mctl.common.procfs import start_time as process_start_time
 from mctl.v1 import types_pb2
 
 from . import diskusage, hosts
+from . import volumes as vols
 from .bundle import config as bundle_config
 from .bundle import rootfs as bundle_rootfs
 from .idranges import IdRange, IdRangeError, IdRanges
+from .images.pull import image_of
 from .images.store import ImageError, ImageStore
 from .ipam import gateway_of, parse_subnet
 from .network import Attachment, NetworkError, NodeNetwork
@@ -159,6 +166,7 @@ class ContainerManager:
         network: NodeNetwork | None = None,
         id_ranges: IdRanges | None = None,
         default_disk_limit: int = diskusage.DEFAULT_LIMIT_BYTES,
+        host_path_allow: tuple[str, ...] = (),
     ) -> None:
         self.node = node
         self.root = os.path.join(state_dir, "containers")
@@ -175,6 +183,9 @@ class ContainerManager:
         self.rlimits = bundle_config.default_rlimits()
         # resources.disk of a workload that gives none (mctl-agent --default-disk-limit).
         self.default_disk_limit = default_disk_limit
+        self.volumes = vols.VolumeManager(state_dir, self.sys, host_path_allow)
+        # The Configs and Secrets of the latest desired set (node.py sets it).
+        self.sources = vols.Sources()
         self._lock = threading.Lock()
         self.containers: dict[str, Container] = {}
 
@@ -182,16 +193,24 @@ class ContainerManager:
 
     def _config(self, replica: types_pb2.Replica, bundle: str,
                 net: Attachment | None = None, ids: IdRange | None = None) -> oci.Config:
-        image = self.images.get(replica.spec.image)
+        image = self.images.get(image_of(replica))
         try:
-            return bundle_config.build(
+            config = bundle_config.build(
                 replica, image, self._layers(image.layers), bundle, self.node,
                 f"/{self.cgroup_parent}/{container_id(*self._key(replica))}", self.rlimits,
                 ip=net.ip if net is not None else "", netns=net.netns if net is not None else "",
                 ids=ids,
                 # The gateway is the node's DNS responder too (services_sync.py).
-                nameserver=str(gateway_of(parse_subnet(net.subnet))) if net is not None else "")
-        except bundle_config.BundleError as e:
+                nameserver=str(gateway_of(parse_subnet(net.subnet))) if net is not None else "",
+                env_from=vols.environment(replica, self.sources))
+            if not replica.spec.volume_mounts:
+                return config
+            # The container's user as the host sees it: the owner of its secrets.
+            shift = ids.start if ids is not None else 0
+            owner = vols.Owner(config.uid + shift, config.gid + shift, ids is not None)
+            mounts = self.volumes.prepare(replica, bundle, owner, self.sources)
+            return config.replace(mounts=config.mounts + tuple(mounts))
+        except (bundle_config.BundleError, vols.VolumeError) as e:
             raise ContainerError(str(e)) from None
 
     def _layers(self, digests: tuple[str, ...]) -> list[str]:
@@ -213,13 +232,15 @@ class ContainerManager:
         os.chmod(bundle, BUNDLE_MODE)
         container = Container(id=cid, bundle=bundle, replica=replica,
                               cgroup=f"{self.cgroup_parent}/{cid}", restarts=restarts)
-        fd = os.open(os.path.join(bundle, REPLICA_FILE),
-                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with open(fd, "wb") as f:
-            f.write(replica.SerializeToString())
-        _write_json(os.path.join(bundle, META_FILE), {"restarts": restarts})
         try:
-            image = self.images.get(replica.spec.image)
+            # Inside the try: a full disk (ENOSPC) is this replica's create
+            # error, retried later, not a failed pass of the whole node loop.
+            fd = os.open(os.path.join(bundle, REPLICA_FILE),
+                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with open(fd, "wb") as f:
+                f.write(replica.SerializeToString())
+            _write_json(os.path.join(bundle, META_FILE), {"restarts": restarts})
+            image = self.images.get(image_of(replica))
             container.network = self._attach(cid, replica)
             if container.network is not None:
                 container.network.save(bundle)
@@ -227,9 +248,12 @@ class ContainerManager:
                    if replica.spec.security_context.user_namespace else None)
             config = self._config(replica, bundle, container.network, ids)
             bundle_rootfs.assemble(self.sys, cid, self._layers(image.layers), bundle, config)
-            oci.write_config(bundle, config)
+            self.volumes.write_config(replica, bundle, config)
         except (ImageError, ContainerError, NetworkError, IdRangeError, OSError) as e:
             self.teardown(container)
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ContainerError(f"node disk full: cannot write the bundle in {self.root}"
+                                     f" ({e.strerror})") from e
             raise ContainerError(str(e)) from e
         with self._lock:
             self.containers[cid] = container
@@ -290,19 +314,22 @@ class ContainerManager:
         """
         bundle, replica = container.bundle, container.replica
         try:
+            # Its emptyDirs go too: what a kubelet's eviction would leave the
+            # pod's replacement, and maybe what put it over its limit.
+            self.volumes.teardown(bundle)
             left = bundle_rootfs.take_apart(self.sys, bundle)
             if left:
                 raise ContainerError(f"writable layer not renewed: still mounted: {left[0]}")
             for name in ("upper", "work", "etc"):
                 shutil.rmtree(os.path.join(bundle, name), ignore_errors=True)
             diskusage.trim_logs(bundle, self.disk_limit_of(container))
-            image = self.images.get(replica.spec.image)
+            image = self.images.get(image_of(replica))
             ids = (self.id_ranges.allocate(container.id)
                    if replica.spec.security_context.user_namespace else None)
             config = self._config(replica, bundle, container.network, ids)
             bundle_rootfs.assemble(self.sys, container.id, self._layers(image.layers), bundle,
                                    config)
-            oci.write_config(bundle, config)
+            self.volumes.write_config(replica, bundle, config)
         except (ImageError, IdRangeError, OSError) as e:
             raise ContainerError(f"writable layer not renewed: {e}") from e
         # etc/hosts was written anew: update_hosts must write its peers again.
@@ -321,7 +348,10 @@ class ContainerManager:
         try:
             result = self.runtime.start(container.id, container.bundle)
         except StartError as e:
+            metrics.inc("container_starts_total", result="error")
             raise ContainerError(str(e)) from e
+        metrics.inc("container_starts_total", result="started")
+        metrics.observe("container_start_seconds", time.perf_counter() - t0)
         container.monitor_pid = result.monitor_pid
         container.init_pid = result.init_pid
         container.monitor_identity = None
@@ -361,6 +391,8 @@ class ContainerManager:
         ended = self.runtime.exit(container.bundle)
         if ended is not None:
             container.exit = ended
+            if ended.oom_killed:     # counted once: exit stays set until a restart
+                metrics.inc("oom_kills_total")
             return
         monitor = container.monitor_identity
         if monitor is None:
@@ -435,6 +467,8 @@ class ContainerManager:
             # After every process is gone: nothing may still use the namespace.
             self.network.detach(container.id, container.network
                                 or Attachment.load(container.bundle))
+        # Before the rootfs: take_apart answers what is still mounted in the bundle.
+        self.volumes.teardown(container.bundle)
         left = bundle_rootfs.take_apart(self.sys, container.bundle)
         if left:
             # rmtree would go through them: an idmapped layer is the image's own files.
@@ -456,6 +490,11 @@ class ContainerManager:
         adopted = []
         for cid in sorted(os.listdir(self.root)):
             bundle = os.path.join(self.root, cid)
+            if not os.path.isdir(bundle) or os.path.islink(bundle):
+                # Not ours (a bundle is a directory): tearing it down as one
+                # failed on the first unmount and the agent never started.
+                log.warning("%s in the containers dir is no bundle; left alone", bundle)
+                continue
             try:
                 with open(os.path.join(bundle, REPLICA_FILE), "rb") as f:
                     replica = types_pb2.Replica.FromString(f.read())

@@ -7,7 +7,9 @@ network (links, addresses and routes of the node's namespace, and its nft
 rules), events (the agent's recent log records, kept in memory), drift
 (what the agent's self-check found changed in the kernel behind its back
 and what it did: selfcheck.py), services (the services this node balances:
-virtual IPs, ports, endpoints ready or not, DNS names; services_sync.py).
+virtual IPs, ports, endpoints ready or not, DNS names; services_sync.py),
+volumes (the named volumes kept on this node with their size, and each
+container's volume mounts: volumes.py).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from collections.abc import Callable
 
 from mctl.common.quantity import format_bytes_short
 
+from . import volumes as vols
 from .containers import ContainerManager
 from .drift import DriftLog
 
-TOPICS = ("containers", "cgroups", "mounts", "network", "events", "drift", "services")
+TOPICS = ("containers", "cgroups", "mounts", "network", "events", "drift", "services",
+          "volumes")
 KEPT_RECORDS = 500
 
 
@@ -68,6 +72,8 @@ def inspect(topic: str, manager: ContainerManager, recent: RecentLog | None,
         return drift.lines(limit) if drift is not None else ["no self-check runs here"]
     if topic == "services":
         return services() if services is not None else ["no services here"]
+    if topic == "volumes":
+        return volumes(manager)
     raise ValueError(f"unknown topic {topic!r}: use {', '.join(TOPICS)}")
 
 
@@ -128,6 +134,29 @@ def mounts(manager: ContainerManager) -> list[str]:
                 rows.append([fields[4], fields[sep + 1], fields[5]])
     return table(["MOUNT POINT", "TYPE", "OPTIONS"], rows) if rows else [
         f"no mounts under {state_dir}"]
+
+
+def volumes(manager: ContainerManager) -> list[str]:
+    users: dict[tuple[str, str], list[str]] = {}
+    rows = []
+    for c in sorted(manager.snapshot(), key=lambda c: c.id):
+        by_name = {v.name: v for v in c.replica.spec.volumes}
+        for m in c.replica.spec.volume_mounts:
+            v = by_name.get(m.name)
+            if v is None:
+                continue
+            kind = v.WhichOneof("source") or "-"
+            if kind == "volume":
+                users.setdefault((c.key[0], v.volume), []).append(c.replica.metadata.name)
+            rows.append([c.id, m.name, kind, m.mount_path,
+                         "ro" if vols.read_only(v, m) else "rw"])
+    named = [[f"{ns}/{name}", format_bytes_short(used), ",".join(users.get((ns, name), [])) or
+              "-"] for (ns, name), used in sorted(manager.volumes.named_usage().items())]
+    lines = table(["VOLUME", "USED", "USED BY"], named) if named else [
+        f"no named volumes under {manager.volumes.named_root}"]
+    if rows:
+        lines += [""] + table(["CONTAINER", "VOLUME", "KIND", "MOUNT PATH", "MODE"], rows)
+    return lines
 
 
 def network() -> list[str]:

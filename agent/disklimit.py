@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 from .containers import Container, ContainerManager
 from .diskusage import container_bytes, over_limit
+from .volumes import emptydir_over
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ class DiskGuard:
                     used[c.id] = self._used[c.id]
                 continue
             used[c.id] = self.measure(c.bundle)
-            why = over_limit(used[c.id], self.manager.disk_limit_of(c))
+            why = (over_limit(used[c.id], self.manager.disk_limit_of(c))
+                   or emptydir_over(c.bundle, c.replica))
             if why is not None:
                 # Marked here, so the next pass and the other checkers leave it alone.
                 c.disk_limit = why

@@ -1,13 +1,14 @@
 """How much disk a container has written: its writable layer, /etc files and logs.
 
-A container writes to disk in three places, all under its bundle: its
+A container writes to disk in four places, all under its bundle: its
 writable layer (the overlay's `upper/`, with `work/`, overlay's scratch),
-its /etc files (`etc/`, bound in read-write) and its log (`container.log`
-and the rotated `container.log.N`). `container_bytes` adds them up by
-walking them with os.scandir, as `du` does: blocks are counted
-(st_blocks), not apparent sizes, so a sparse file takes only what it
-wrote; each inode counts once (hard links); nothing below another mount is
-counted. disklimit.py holds the sum to the container's limit.
+its /etc files (`etc/`, bound in read-write), its disk emptyDirs
+(`scratch/`) and its log (`container.log` and the rotated
+`container.log.N`). `container_bytes` adds them up by walking them
+with os.scandir, as `du` does: blocks are counted (st_blocks), not
+apparent sizes, so a sparse file takes only what it wrote; each inode
+counts once (hard links); nothing below another mount is counted.
+disklimit.py holds the sum to the container's limit.
 
 A directory's mtime does not change when a file in it grows, so no
 directory can be skipped as unchanged: a walk is one lstat per file. That
@@ -33,8 +34,11 @@ from .runtime.state import LOG_FILE
 # workload's scratch files and logs (20Mi with the default rotation) normally
 # take, well below a node's disk, so one runaway container cannot fill it alone.
 DEFAULT_LIMIT_BYTES = 10 << 30
-# What the container writes to, relative to its bundle (containers.py's layout).
-WRITABLE_DIRS = ("upper", "work", "etc")
+# What the container writes to, relative to its bundle (containers.py's layout);
+# scratch/ holds its disk emptyDirs (volumes.py), which count as the kubelet
+# counts them in a pod's ephemeral storage. Its other volumes do not: tmpfs
+# is memory, and a hostPath or named volume is not the container's own.
+WRITABLE_DIRS = ("upper", "work", "etc", "scratch")
 
 
 def over_limit(used: int, limit: int) -> str | None:

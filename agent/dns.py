@@ -31,13 +31,14 @@ at once (or the connection is closed). The wire format is dnslib's.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import selectors
 import socket
 import struct
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -130,8 +131,7 @@ def decide(data: bytes, names: Names) -> bytes | Forward | None:
         return error_reply(data, RCODE.FORMERR)
     if not in_zone(name):
         return Forward(data)
-    reply = request.reply()     # id, question, QR, AA, RA, RD copied
-    reply.header.rd = request.header.rd
+    reply = request.reply()     # the id, question and RD copied; QR, AA and RA set
     if name not in names.existing:
         reply.header.rcode = RCODE.NXDOMAIN
     elif q.qtype in (QTYPE.A, QTYPE.ANY):
@@ -197,15 +197,10 @@ class Responder:
         self._pool = futures.ThreadPoolExecutor(max_workers=POOL_WORKERS,
                                                 thread_name_prefix="dns")
         # Sockets may be made by the caller (in another network namespace).
-        self.udp = udp or socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.tcp = tcp or socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if udp is None or tcp is None:
+            udp, tcp = bind_pair(address, port)
+        self.udp, self.tcp = udp, tcp
         try:
-            if udp is None:
-                self.udp.bind((address, port))
-            if tcp is None:
-                self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                # Port 0 (tests): TCP on the port UDP got.
-                self.tcp.bind((address, self.udp.getsockname()[1]))
             self.tcp.listen(16)
         except OSError:
             self.udp.close()
@@ -223,6 +218,12 @@ class Responder:
     @property
     def port(self) -> int:
         return int(self.udp.getsockname()[1])
+
+    @property
+    def serving(self) -> bool:
+        """False once its thread has stopped or a socket was closed (services_sync re-opens it)."""
+        return (not self._closed and self._thread.is_alive()
+                and self.udp.fileno() != -1 and self.tcp.fileno() != -1)
 
     @property
     def names(self) -> Names:
@@ -274,14 +275,14 @@ class Responder:
         finally:
             sel.close()
 
-    def _submit(self, fn: object, *args: object) -> bool:
+    def _submit(self, fn: Callable[..., None], *args: object) -> bool:
         """Runs fn on the pool unless POOL_QUEUE tasks are waiting already."""
         if not self._pending.acquire(blocking=False):
             return False
 
         def run() -> None:
             try:
-                fn(*args)  # type: ignore[operator]
+                fn(*args)
             except Exception:  # noqa: BLE001 - logged; the task is lost, not the responder
                 log.exception("dns: task failed")
             finally:
@@ -344,6 +345,24 @@ class Responder:
                     conn.sendall(struct.pack("!H", len(result)) + result)
                 except OSError:
                     return
+
+
+def bind_pair(address: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket bound to one port; port 0 (tests): a free one for both."""
+    for _ in range(20 if port == 0 else 1):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            udp.bind((address, port))
+            tcp.bind((address, udp.getsockname()[1]))
+            return udp, tcp
+        except OSError as e:
+            udp.close()
+            tcp.close()
+            if port != 0 or e.errno != errno.EADDRINUSE:
+                raise
+    raise OSError(errno.EADDRINUSE, f"no port free for both UDP and TCP on {address}")
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes | None:

@@ -7,7 +7,9 @@ container disappears. Being level-triggered means comparing, again and
 again, what should be with what is, and putting back the difference
 (selfcheck.py runs the checks; network.py compares and repairs the node
 network). Each difference found is a Repair; DriftLog keeps the counts
-and the latest ones for `mctl debug node NODE drift`.
+and the latest ones for `mctl debug node NODE drift`; Incidents holds the
+ones not yet told to the scheduler, which makes them Node events
+(`mctl describe node NODE`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,14 @@ import time
 from typing import NamedTuple
 
 KEPT_REPAIRS = 50
+# Incidents waiting for a status report, and how many one report carries:
+# a node whose routes flap cannot flood the scheduler's events (repeats are
+# folded into one with a count; past the bound the oldest are dropped and
+# the drop is said in one event).
+PENDING_INCIDENTS = 20
+INCIDENTS_PER_REPORT = 5
+MESSAGE_CHARS = 200
+DROPPED = "EventsDropped"
 # Repair.outcome: put back; tried and failed (retried on the next check);
 # found and only reported, on purpose (a running container's lost cgroup).
 REPAIRED, FAILED, REPORTED = "repaired", "failed", "reported"
@@ -100,3 +110,66 @@ class DriftLog:
             out.append("")
             out += [f"{stamp(t)} {r.line()}" for t, r in recent]
         return out
+
+
+class Incidents:
+    """Node events not yet delivered to the scheduler, bounded and deduplicated.
+
+    The node loop takes a few with each status report and forgets them only
+    once the report was delivered, so a scheduler that is down loses none
+    of the latest PENDING_INCIDENTS.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # (reason, message) -> [type, times seen, first seen unix ms], oldest first.
+        self._pending: collections.OrderedDict[tuple[str, str], list] = (
+            collections.OrderedDict())
+        self._dropped = 0
+
+    def add(self, reason: str, message: str, warning: bool = False) -> None:
+        key = (reason, message[:MESSAGE_CHARS])
+        with self._lock:
+            if key in self._pending:
+                self._pending[key][1] += 1
+                return
+            if len(self._pending) >= PENDING_INCIDENTS:
+                self._pending.popitem(last=False)
+                self._dropped += 1
+            self._pending[key] = ["Warning" if warning else "Normal", 1, int(time.time() * 1000)]
+
+    def repaired(self, repairs: list[Repair]) -> None:
+        """One incident per repair: DriftRepaired, DriftNotRepaired or DriftFound."""
+        for r in repairs:
+            reason = {REPAIRED: "DriftRepaired", FAILED: "DriftNotRepaired"}.get(
+                r.outcome, "DriftFound")
+            self.add(reason, r.line(), warning=r.outcome != REPAIRED)
+
+    def peek(self, limit: int = INCIDENTS_PER_REPORT) -> list[tuple[str, str, str, int, int]]:
+        """The oldest `limit`: (type, reason, message, times, unix ms); a drop notice first."""
+        with self._lock:
+            out = []
+            if self._dropped:
+                out.append(("Warning", DROPPED,
+                            f"{self._dropped} node events dropped (more than "
+                            f"{PENDING_INCIDENTS} waiting for the scheduler)", self._dropped, 0))
+            for (reason, message), (type_, times, unix_ms) in self._pending.items():
+                if len(out) >= limit:
+                    break
+                out.append((type_, reason, message, times, unix_ms))
+            return out
+
+    def delivered(self, sent: list[tuple[str, str, str, int, int]]) -> None:
+        """Forgets what a delivered report carried (repeats seen since are kept)."""
+        with self._lock:
+            for _, reason, message, times, _ in sent:
+                if reason == DROPPED:
+                    self._dropped = max(0, self._dropped - times)
+                    continue
+                entry = self._pending.get((reason, message))
+                if entry is None:
+                    continue
+                if entry[1] > times:
+                    entry[1] -= times
+                else:
+                    del self._pending[(reason, message)]

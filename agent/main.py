@@ -23,12 +23,13 @@ import socket
 import sys
 import threading
 
-from mctl.common import logs, netns, pki, rpc, tls
+from mctl.common import imageref, logs, metrics, netns, pki, rpc, sdnotify, skopeo, tls
 from mctl.common.authz import Authorizer
+from mctl.common.health import Health as ReadinessService
 from mctl.common.quantity import QuantityError, parse_memory
 from mctl.v1 import agent_pb2_grpc, types_pb2
 
-from . import debug
+from . import debug, gauges, volumes
 from .access import POLICY
 from .containers import Container, ContainerManager
 from .disklimit import CHECK_SECONDS, DiskGuard
@@ -36,7 +37,9 @@ from .diskusage import DEFAULT_LIMIT_BYTES
 from .health import HealthChecker
 from .idranges import IdRangeError, IdRanges
 from .images.archive import Limits
+from .images.gc import ImageGC
 from .images.importer import ImageImporter
+from .images.pull import Puller, RegistryConfig, image_of
 from .images.store import ImageError, ImageStore
 from .ipam import IpamError
 from .network import NodeNetwork
@@ -107,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the node's container bridge (unique per network namespace)")
     p.add_argument("--log-file", default=None)
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-format", choices=logs.FORMATS, default="text",
+                   help="text (the default) or json: one object per line, the same keys")
+    p.add_argument("--metrics-listen", default="", metavar="ADDR",
+                   help="serve Prometheus metrics over HTTP on host:port, in the node's "
+                        "network namespace (default: none); docs/observability.md lists them")
     p.add_argument("--image-max-bytes", type=_byte_size, default=Limits().max_archive_bytes,
                    help="largest image archive, its layers uncompressed and one file in them "
                         "(e.g. 8Gi, the default)")
@@ -122,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "when its workload sets no resources.disk (default 10Gi)")
     p.add_argument("--disk-check-period", type=float, default=CHECK_SECONDS,
                    help="seconds between measures of the containers' disk use (default 5)")
+    p.add_argument("--host-path-allow", type=_allow_list, default=(),
+                   help="comma-separated directories under which workloads may mount "
+                        "hostPath volumes (default: none, every hostPath is refused)")
     p.add_argument("--userns-base", type=int, default=100_000,
                    help="first host id of the ranges given to containers with "
                         "securityContext.userNamespace (default 100000)")
@@ -131,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most this many such containers (default: as many ranges as fit "
                         "below 2^31); with --userns-base, a window of host ids of this node's "
                         "own when several agents share a host")
+    p.add_argument("--image-pull-timeout", type=float, default=1800.0,
+                   help="seconds one image pull may take (default 1800)")
+    p.add_argument("--image-gc-high", type=float, default=85.0, metavar="PERCENT",
+                   help="when the image store's filesystem is fuller than this, unused images "
+                        "are removed, least recently used first (default 85)")
+    p.add_argument("--image-gc-low", type=float, default=80.0, metavar="PERCENT",
+                   help="... until it is at most this full (default 80)")
+    skopeo.add_flags(p)
     tls.add_flags(p)
     return p
 
@@ -142,10 +161,26 @@ def _byte_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _allow_list(text: str) -> tuple[str, ...]:
+    try:
+        return volumes.parse_allow_list(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def image_limits(args: argparse.Namespace) -> Limits:
     return Limits(max_archive_bytes=args.image_max_bytes,
                   max_unpacked_bytes=args.image_max_bytes, max_file_bytes=args.image_max_bytes,
                   max_members=args.image_max_files)
+
+
+def registry_config(args: argparse.Namespace) -> RegistryConfig:
+    if not 0 < args.image_gc_low <= args.image_gc_high <= 100:
+        raise ValueError(f"--image-gc-low {args.image_gc_low} and --image-gc-high "
+                         f"{args.image_gc_high}: need 0 < low <= high <= 100")
+    auth, cas = skopeo.checked_files(args)
+    return RegistryConfig(auth_file=auth, ca_files=cas, insecure=frozenset(args.insecure_registry),
+                          timeout_s=args.image_pull_timeout)
 
 
 def make_manager(args: argparse.Namespace, runtime: Runtime) -> ContainerManager:
@@ -162,7 +197,8 @@ def make_manager(args: argparse.Namespace, runtime: Runtime) -> ContainerManager
     return ContainerManager(args.state_dir, args.name, images, cgroups, runtime,
                             cgroup_parent=args.cgroup_parent or f"mctl/{args.name}",
                             network=network, id_ranges=args.id_ranges,
-                            default_disk_limit=args.default_disk_limit)
+                            default_disk_limit=args.default_disk_limit,
+                            host_path_allow=args.host_path_allow)
 
 
 def configure_network(manager: ContainerManager, link: SchedulerLink) -> None:
@@ -231,6 +267,11 @@ def cleanup(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, credentials: tls.TLSConfig | None) -> int:
+    try:
+        registry = registry_config(args)
+    except ValueError as e:
+        print(f"mctl-agent: {e}", file=sys.stderr)
+        return 1
     runtime = runtime_of(args)
     manager = make_manager(args, runtime)
     manager.adopt_all()
@@ -242,11 +283,17 @@ def run(args: argparse.Namespace, credentials: tls.TLSConfig | None) -> int:
     loop = NodeLoop(manager, sampler, link.report, args.name, args.stop_grace)
 
     server = rpc.make_server(interceptors=[Authorizer(POLICY)] if credentials else [])
+    # NOT_SERVING until the containers are adopted (above) and the node registered.
+    serving = ReadinessService(server)
     recent = debug.RecentLog()
     logging.getLogger().addHandler(recent)
+    importer = ImageImporter(manager.images, image_limits(args))
+    loop.puller = Puller(importer, registry, on_change=lambda: loop.wake())
+    image_gc = ImageGC(importer, lambda: loop.wanted_images() | {
+        imageref.normalize_reference(image_of(c.replica)) for c in manager.snapshot()},
+        high=args.image_gc_high, low=args.image_gc_low)
     agent_pb2_grpc.add_AgentServicer_to_server(
-        AgentService(loop, manager, sampler, args.name, recent,
-                     ImageImporter(manager.images, image_limits(args))), server)
+        AgentService(loop, manager, sampler, args.name, recent, importer), server)
     port = rpc.bind(server, args.listen, credentials)
     server.start()
     address = args.advertise or f"{rpc.host_of(args.listen)}:{port}"
@@ -267,9 +314,31 @@ def run(args: argparse.Namespace, credentials: tls.TLSConfig | None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if args.metrics_listen:
+        try:
+            metrics_port = metrics.serve(args.metrics_listen, metrics.AGENT)
+        except OSError as e:
+            print(f"mctl-agent: --metrics-listen {args.metrics_listen}: {e.strerror or e}",
+                  file=sys.stderr)
+            server.stop(grace=0)
+            runtime.close()
+            return 1
+        metrics.add_source(gauges.source(manager, sampler))
+        log.info("metrics serving address=%s:%d", rpc.host_of(args.metrics_listen),
+                 metrics_port)
+    ready = threading.Event()
+
     def on_registered() -> None:
         configure_network(manager, link)
         loop.force_report()
+        if not ready.is_set():
+            ready.set()
+            serving.ready()
+            sdnotify.notify("READY=1")
+            log.info("agent ready: containers adopted, node registered")
+
+    watchdog = sdnotify.Watchdog()
+    watchdog.start()
 
     link.start(node, usage=sampler.node_total, on_registered=on_registered, stop=stop)
     loop.start()
@@ -278,14 +347,20 @@ def run(args: argparse.Namespace, credentials: tls.TLSConfig | None) -> int:
     loop.ready_of = health.ready
     health.start()
     disk.start()
+    image_gc.start()
     # Runtime first start: the zygote comes up now, not on the first replica.
     runtime.warm_up()
     stop.wait()
     log.info("agent stopping")
+    sdnotify.notify("STOPPING=1")
+    serving.shutdown()
+    watchdog.close()
+    metrics.close()
     server.stop(grace=1)
     link.close()
     health.close()
     disk.close()
+    image_gc.close()
     loop.close()
     sampler.close()
     if args.cleanup_on_exit:
@@ -304,12 +379,14 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError("--default-disk-limit must be more than 0")
         if not args.disk_check_period > 0:
             raise ValueError("--disk-check-period must be more than 0 seconds")
+        if args.metrics_listen:
+            metrics.parse_address(args.metrics_listen)
         args.id_ranges = IdRanges(os.path.join(args.state_dir, "userns"), args.userns_base,
                                   args.userns_size, args.userns_count)
     except (ValueError, IdRangeError) as e:
         print(f"mctl-agent: {e}", file=sys.stderr)
         sys.exit(2)
-    logs.configure("agent", args.name, args.log_level, args.log_file)
+    logs.configure("agent", args.name, args.log_level, args.log_file, fmt=args.log_format)
     if os.geteuid() != 0:
         print("mctl-agent: must run as root (it makes namespaces, cgroups and mounts)",
               file=sys.stderr)

@@ -134,6 +134,18 @@ class _State:
     nft_refs: dict[str, str] = field(default_factory=dict)
 
 
+def bridge_mac(gateway: ipaddress.IPv4Address) -> str:
+    """The bridge's own hardware address: fixed, locally administered, from its address.
+
+    A bridge left to choose takes the lowest address of its ports, so it
+    changes when a container's veth comes or goes, and the other containers'
+    neighbour entries for their gateway point at a port that is gone until
+    they expire (seconds of lost traffic through the gateway: other nodes,
+    services, DNS). Set once, it never changes.
+    """
+    return "02:6d:" + ":".join(f"{b:02x}" for b in gateway.packed)
+
+
 def veth_name(bridge: str, container_id: str) -> str:
     """The node-side veth name: 15 characters at most (IFNAMSIZ), unique per bridge."""
     digest = hashlib.sha256(f"{bridge}/{container_id}".encode()).hexdigest()
@@ -204,7 +216,7 @@ class NodeNetwork:
                     rt.delete_address(index, addr.address, addr.prefixlen)
                 if not kept:
                     rt.add_address(index, str(gateway), net.prefixlen)
-                rt.set_link(index, up=True)
+                rt.set_link(index, up=True, mac=bridge_mac(gateway))
             # Forwarding: containers reach other nodes and hostPorts reach
             # containers through this node.
             netns.write_sysctl(self.node_netns, FORWARD_SYSCTL, "1")
@@ -471,7 +483,7 @@ class NodeNetwork:
             with self._nl_lock:
                 rt = self._kept_rtnl()
                 links = {link.name: link for link in rt.links()}
-                index = self._repair_bridge(rt, links.get(self.bridge), repairs)
+                index = self._repair_bridge(rt, links.get(self.bridge), subnet, repairs)
                 if index:
                     self._repair_address(rt, index, subnet, repairs)
                     self._repair_veths(rt, index, links, attachments, repairs, remake)
@@ -496,12 +508,16 @@ class NodeNetwork:
             self._nl = netns.rtnl(self.node_netns)
         return self._nl
 
-    def _repair_bridge(self, rt: RtNetlink, bridge: Link | None, repairs: list[Repair]) -> int:
+    def _repair_bridge(self, rt: RtNetlink, bridge: Link | None, subnet: IPv4Network,
+                       repairs: list[Repair]) -> int:
         what = f"bridge {self.bridge}"
         try:
             if bridge is None:
                 rt.add_bridge(self.bridge, up=True)
                 self._bridge_index = rt.index(self.bridge)
+                # The same fixed MAC as configure() gives it: the containers'
+                # neighbour entries for their gateway stay right.
+                rt.set_link(self._bridge_index, mac=bridge_mac(gateway_of(subnet)))
                 repairs.append(Repair(what, "missing", "re-made, up"))
                 return self._bridge_index
             self._bridge_index = bridge.ifindex

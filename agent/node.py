@@ -17,18 +17,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+from mctl.common import imageref, metrics
 from mctl.common.phases import reason_name
 from mctl.v1 import agent_pb2, node_pb2, types_pb2
 
 from . import reconcile
 from .containers import Container, ContainerError, ContainerManager, container_id
+from .drift import DROPPED
+from .images.pull import Puller, image_of
 from .network import PeerNode
 from .runtime.state import Exit
 from .selfcheck import SelfCheck
 from .services_sync import NodeServices
 from .usage import UsageSampler
+from .volumes import Sources
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,10 @@ class NodeLoop:
         self._desired_revision = -1
         self._received_desired = False
         self._create_errors: dict[str, tuple[str, int]] = {}  # id -> (message, retry at ms)
+        # id -> (pull failed, message): replicas waiting for their image.
+        self._pull_waits: dict[str, tuple[bool, str]] = {}
+        # Pulls images from registries (images/pull.py); None: imported images only.
+        self.puller: Puller | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -83,20 +91,30 @@ class NodeLoop:
         # (namespace, workload) -> its peer list as last written to /etc/hosts files.
         self._hosts_lists: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
         self._peers: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        self.selfcheck = SelfCheck(manager, self.wake)
         # Services (the nft table, the DNS responder) as the desired set says.
         self.services = NodeServices(manager)
+        self.selfcheck = SelfCheck(manager, self.wake, more_nft=self.services.repair)
         # Whether a container passes its readiness check (health.py sets it).
         self.ready_of: Callable[[Container], bool] = lambda _c: True
 
     # -- input ---------------------------------------------------------------
 
-    def set_desired(self, revision: int, replicas: list[types_pb2.Replica]) -> bool:
-        """Takes a new desired set unless it is older than the one we have."""
+    def set_desired(self, revision: int, replicas: list[types_pb2.Replica],
+                    configs: Iterable[types_pb2.Config] = (),
+                    secrets: Iterable[types_pb2.Secret] = ()) -> bool:
+        """Takes a new desired set unless it is older than the one we have.
+
+        `configs` and `secrets` are those its replicas use, read when a
+        container is made (env valueFrom, config and secret volumes); a
+        change of their data comes as new replicas (a roll), so running
+        containers are left as they are.
+        """
         if revision < self._desired_revision:
             log.info("dropping stale desired set revision=%d < %d", revision,
                      self._desired_revision)
             return False
+        # Before the replicas that need them.
+        self.manager.sources = Sources.of(configs, secrets)
         self._desired = {container_id(r.metadata.namespace, r.metadata.name): r
                          for r in replicas}
         self._desired_revision = revision
@@ -121,6 +139,10 @@ class NodeLoop:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def wanted_images(self) -> set[str]:
+        """The images of the replicas this node should run (kept by image GC, as those in use)."""
+        return {imageref.normalize_reference(image_of(r)) for r in self._desired.values()}
 
     # -- the loop -------------------------------------------------------------
 
@@ -183,6 +205,9 @@ class NodeLoop:
             elif container is not None:
                 self._stop_in_background(container)
         self._create_errors = {k: v for k, v in self._create_errors.items() if k in desired}
+        self._pull_waits = {k: v for k, v in self._pull_waits.items() if k in desired}
+        if self.puller is not None:
+            self.puller.retain(image_of(r) for r in desired.values())
         self._sync_network()
         self.services.sync()
         self._send_report()
@@ -231,6 +256,14 @@ class NodeLoop:
         error = self._create_errors.get(cid)
         if error is not None and now < error[1]:
             return
+        if self.puller is not None:
+            # The pull runs in the background; the replica waits, Pending, until
+            # its image is in the store (then on_change wakes this loop).
+            wait = self.puller.wait_for(image_of(replica))
+            if wait is not None:
+                self._pull_waits[cid] = wait
+                return
+            self._pull_waits.pop(cid, None)
         try:
             container = self.manager.create(replica)
         except ContainerError as e:
@@ -238,6 +271,7 @@ class NodeLoop:
             self._create_errors[cid] = (str(e), now + 5_000)
             return
         self._create_errors.pop(cid, None)
+        self.manager.images.touch(image_of(replica))   # image GC removes the least recent
         self._start(container)
 
     def _start(self, container: Container) -> None:
@@ -257,6 +291,7 @@ class NodeLoop:
         if container.exit is not None:
             reason, detail = exit_reason(container.exit)
             container.last_exit = f"{reason_name(reason)}: {detail}"
+            metrics.inc("container_restarts_total", reason=reason_name(reason) or "Exited")
         self.manager.reset(container)
         self._start(container)
 
@@ -329,6 +364,8 @@ class NodeLoop:
             usage = self.sampler.latest(c.id)
             if usage is not None:
                 r.usage.CopyFrom(usage)
+        for (namespace, name), used in sorted(self.manager.volumes.latest_usage().items()):
+            report.volumes.add(namespace=namespace, name=name, used_bytes=used)
         for cid, (message, _) in self._create_errors.items():
             replica = self._desired.get(cid)
             if replica is None or cid in seen:
@@ -339,16 +376,36 @@ class NodeLoop:
             r.status.phase = types_pb2.REPLICA_PHASE_PENDING
             r.status.reason = types_pb2.REPLICA_REASON_CREATE_ERROR
             r.status.message = message
+        for cid, (failed, message) in self._pull_waits.items():
+            replica = self._desired.get(cid)
+            if replica is None or cid in seen or cid in self._create_errors:
+                continue
+            r = report.replicas.add(namespace=replica.metadata.namespace,
+                                    name=replica.metadata.name, uid=replica.metadata.uid,
+                                    spec_hash=replica.spec_hash)
+            r.status.phase = types_pb2.REPLICA_PHASE_PENDING
+            if failed:
+                r.status.reason = types_pb2.REPLICA_REASON_IMAGE_PULL_ERROR
+            r.status.message = message
         return report
 
     def _send_report(self) -> None:
         report = self.build_report()
         raw = report.SerializeToString(deterministic=True)
-        if raw == self._last_report:
+        # Incidents (drift repaired) ride on the report; an unchanged status
+        # with incidents waiting is still worth sending.
+        incidents = self.selfcheck.incidents.peek()
+        if raw == self._last_report and not incidents:
             return
+        for type_, reason, message, times, unix_ms in incidents:
+            report.events.add(kind="Node", name=self.node, type=type_, reason=reason,
+                              message=message if times == 1 or reason == DROPPED
+                              else f"{message} (x{times})",
+                              unix_ms=unix_ms, source=f"node/{self.node}")
         try:
             self.report(report)
             self._last_report = raw
+            self.selfcheck.incidents.delivered(incidents)
         except Exception as e:  # noqa: BLE001 - retried on the next pass
             log.warning("status report not delivered: %s", e)
 

@@ -9,8 +9,9 @@ kind of object (never a syscall per container in a loop), and how often:
   state, routes to other nodes' subnets, forwarding, the containers'
   veths): every pass, at most once per NETWORK_SECONDS, and at once on a
   link, address or route notification (kernelwatch.py);
-- the node's nft tables (hostPort DNAT and the guard): every NFT_SECONDS
-  (it runs `nft`, a process) and at once on an nftables notification;
+- the node's nft tables (hostPort DNAT, the guard, and the services table
+  through `more_nft`, services_sync.py's repair): every NFT_SECONDS (it
+  runs `nft`, a process) and at once on an nftables notification;
 - the cgroup and rootfs mount of every running container: every
   CONTAINER_SECONDS, from one listing of the cgroup parent and one read of
   mountinfo. A missing one is logged and reported, not repaired: the
@@ -33,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from .containers import Container, ContainerManager
-from .drift import FAILED, REPORTED, DriftLog, Repair
+from .drift import FAILED, REPORTED, DriftLog, Incidents, Repair
 from .kernelwatch import KernelWatch
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,16 @@ class SelfCheck:
     """Due times, the kernel watch, and the record of drift found, for one node loop."""
 
     def __init__(self, manager: ContainerManager, wake: Callable[[], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 more_nft: Callable[[], list[Repair]] | None = None) -> None:
         self.manager = manager
+        # Checks of nft tables the network does not own, run in the nft pass.
+        self.more_nft = more_nft
         self.wake = wake
         self.clock = clock
         self.record = DriftLog()
+        # Sent with the status reports: the scheduler's Node events.
+        self.incidents = Incidents()
         self._lock = threading.Lock()
         # Why each kind of check is due early ("" for not early).
         self._hints: dict[str, str] = {}
@@ -136,7 +142,9 @@ class SelfCheck:
                 found += self._timed("network", why, lambda: network.repair(attachments))
             why = self._due("nft", NFT_SECONDS, now)
             if why:
-                found += self._timed("nft", why, network.repair_nft)
+                more = self.more_nft
+                found += self._timed("nft", why, network.repair_nft if more is None else
+                                     lambda: network.repair_nft() + more())
         why = self._due("containers", CONTAINER_SECONDS, now)
         if why:
             found += self._timed("containers", why, lambda: self._check_containers(containers))
@@ -155,6 +163,7 @@ class SelfCheck:
             (log.warning if r.ok else log.error)("drift found (%s): %s", why, r.line())
         self._settle(kind, repairs)
         self.record.checked(f"{kind} {why.split(':')[0]}", elapsed, news, cpu)
+        self.incidents.repaired(news)
         return news
 
     def _is_news(self, r: Repair) -> bool:

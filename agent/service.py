@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from mctl.common import containerlog, execstream
+from mctl.common import containerlog, execstream, imageref
 from mctl.common.phases import phase_name
 from mctl.v1 import agent_pb2, agent_pb2_grpc, control_pb2, types_pb2
 
@@ -17,6 +17,8 @@ from . import debug, execution
 from .containers import ContainerManager
 from .images.archive import ArchiveError
 from .images.importer import ImageImporter, ImportRefused, is_disk_full
+from .images.pull import PullError, image_of, is_pulled
+from .images.store import ImageError
 from .node import NodeLoop
 from .usage import UsageSampler
 
@@ -39,7 +41,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         if request.node and request.node != self.node:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           f"this is node {self.node}, not {request.node}")
-        accepted = self.loop.set_desired(request.revision, list(request.replicas))
+        accepted = self.loop.set_desired(request.revision, list(request.replicas),
+                                         request.configs, request.secrets)
         if accepted:
             self.loop.set_network(list(request.nodes), list(request.peers))
             self.loop.set_services(list(request.services))
@@ -114,6 +117,45 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def ListImages(self, request: agent_pb2.ListImagesRequest,
                    context: grpc.ServicerContext) -> agent_pb2.ImageList:
         return agent_pb2.ImageList(node=self.node, images=self.images.list())
+
+    def PullImage(self, request: agent_pb2.PullImageRequest,
+                  context: grpc.ServicerContext) -> agent_pb2.PullImageReply:
+        puller = self.loop.puller
+        problem = imageref.reference_problem(request.ref)
+        if problem is None and not is_pulled(request.ref):
+            problem = (f"{request.ref!r} names no registry host "
+                       "(e.g. registry.local:5000/team/app:1.2)")
+        if problem is not None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if puller is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"node {self.node} does not pull images")
+        try:
+            pulled = puller.pull(request.ref)
+        except PullError as e:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{request.ref}: {e}")
+        return agent_pb2.PullImageReply(
+            image=self.images.info(pulled.image), present=pulled.present,
+            fetched_bytes=pulled.fetched_bytes, elapsed_ms=pulled.elapsed_ms,
+            layers_new=pulled.layers_new)
+
+    def RemoveImage(self, request: agent_pb2.RemoveImageRequest,
+                    context: grpc.ServicerContext) -> agent_pb2.RemoveImageReply:
+        ref = imageref.normalize_reference(request.ref)
+        if ref == "busybox:latest":
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "busybox:latest is built into every node; it cannot be removed")
+        users = sorted(c.replica.metadata.name for c in self.manager.snapshot()
+                       if imageref.normalize_reference(image_of(c.replica)) == ref)
+        if users:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"image {ref} is used by replica {', '.join(users[:5])}"
+                          f"{' and others' if len(users) > 5 else ''} on node {self.node}")
+        try:
+            layers, freed = self.images.remove(ref)
+        except ImageError as e:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        return agent_pb2.RemoveImageReply(layers_removed=layers, bytes_freed=freed)
 
     def Logs(self, request: control_pb2.LogsRequest,
              context: grpc.ServicerContext) -> Iterator[control_pb2.LogChunk]:

@@ -7,7 +7,14 @@ is rewritten when what it balances changed, and the DNS responder (dns.py)
 gets the new names at once. The responder listens on the bridge's address
 (the containers' gateway and nameserver), so it is started once the node
 network is ready, and again on another address if the subnet changes;
-a failed start is retried on the next pass.
+a failed start is retried on the next pass, as is a responder whose
+thread or socket died (re-opened, and logged as drift).
+
+Drift: the self-check's nft pass (selfcheck.py) calls repair(), which
+compares the kernel's listing of the table with the one it gave right
+after our last write (as network.py does for its tables) and rewrites the
+table on any difference: a flushed or deleted table balances again within
+one pass.
 
 On agent stop the responder closes (no socket stays) and the table stays,
 so the kernel keeps balancing for running containers until a new agent
@@ -18,16 +25,16 @@ when the node's network goes (cleanup).
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable
 from typing import TypeVar
 
 from mctl.common import netns
 from mctl.v1 import agent_pb2
 
-from . import dns, services
+from . import dns, nft, services
 from .containers import ContainerManager
 from .debug import table as text_table
+from .drift import FAILED, Repair
 from .ipam import gateway_of
 from .network import NodeNetwork
 from .services import VirtualService
@@ -45,6 +52,7 @@ class NodeServices:
         self.resolv_conf = resolv_conf
         self._services: list[VirtualService] | None = None   # None: no desired set yet
         self._applied: list[VirtualService] | None = None
+        self._reference = ""        # the kernel's listing right after our last write
         self._table_error = ""
         self._dns: dns.Responder | None = None
         self._dns_error = ""
@@ -73,7 +81,7 @@ class NodeServices:
         if wanted != self._applied:
             table = services.table_name(network.bridge)
             try:
-                self._in_node_netns(lambda: services.apply(table, wanted))
+                self._reference = self._in_node_netns(lambda: services.apply(table, wanted))
                 self._applied = wanted
                 self._table_error = ""
             except services.ServiceTableError as e:
@@ -86,16 +94,15 @@ class NodeServices:
         if self._dns is not None and self._dns.address != address:
             self._dns.close()
             self._dns = None
+        elif self._dns is not None and not self._dns.serving:
+            log.warning("drift found: dns responder on %s:%d not serving; re-opened",
+                        address, self.dns_port)
+            self._dns.close()
+            self._dns = None
         if self._dns is None:
             try:
-                udp, tcp = self._in_node_netns(lambda: (_socket("udp"), _socket("tcp")))
-                try:
-                    for s in (udp, tcp):
-                        s.bind((address, self.dns_port))
-                except OSError:
-                    udp.close()
-                    tcp.close()
-                    raise
+                # Made in the node's namespace (where the bridge address is).
+                udp, tcp = self._in_node_netns(lambda: dns.bind_pair(address, self.dns_port))
                 self._dns = dns.Responder(address, resolv_conf=self.resolv_conf,
                                           udp=udp, tcp=tcp)
                 self._dns_error = ""
@@ -109,6 +116,27 @@ class NodeServices:
         if names != self._dns.names:
             self._dns.set_names(names)
 
+    def repair(self) -> list[Repair]:
+        """Rewrites the services table if it differs from our last write (selfcheck's nft pass)."""
+        network = self.network
+        wanted = self._applied
+        if network is None or not network.ready or wanted is None or not self._reference:
+            return []
+        table = services.table_name(network.bridge)
+        what = f"nft table {services.FAMILY} {table}"
+        try:
+            have = self._in_node_netns(lambda: nft.table(services.FAMILY, table))
+        except nft.NftError as e:
+            return [Repair(what, "not readable", str(e), outcome=FAILED)]
+        if have == self._reference:
+            return []
+        found = "missing" if not have else "changed"
+        try:
+            self._reference = self._in_node_netns(lambda: services.apply(table, wanted))
+        except services.ServiceTableError as e:
+            return [Repair(what, found, str(e), outcome=FAILED)]
+        return [Repair(what, found, "rewritten")]
+
     def close(self) -> None:
         """Stops answering DNS; the table stays for the containers that keep running."""
         if self._dns is not None:
@@ -121,6 +149,7 @@ class NodeServices:
         if self.network is not None:
             remove_table(self.network)
         self._applied = None
+        self._reference = ""
 
     def view(self) -> list[str]:
         """`mctl debug node NODE services`: the table's services, endpoints and names."""
@@ -147,15 +176,6 @@ class NodeServices:
                 rows.append([f"  {e.replica}", e.ip, "", "ready" if e.ready else "not ready",
                              f"{e.replica}.{base}"])
         return [*lines, "", *text_table(["SERVICE", "ADDRESS", "PORTS", "READY", "DNS NAME"], rows)]
-
-
-def _socket(kind: str) -> socket.socket:
-    if kind == "udp":
-        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    # A restarted agent binds at once, whatever TIME_WAIT the last one left.
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    return s
 
 
 def remove_table(network: NodeNetwork) -> None:

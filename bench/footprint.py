@@ -174,15 +174,67 @@ def import_costs() -> None:
         table.add(label, values)
 
 
+def metrics_cost(cluster: LocalCluster, samples: int) -> None:
+    """The idle agent's RSS and PSS as `cluster up` starts it, then restarted with
+    --metrics-listen on its node's address and scraped once (prometheus_client loaded,
+    the endpoint's thread up, one collection done)."""
+    import json
+    import urllib.request
+
+    def measure() -> list[tuple[int, int]]:
+        out = []
+        for _ in range(samples):
+            out.append(memory_of(cluster.pid("node1")))
+            time.sleep(1)
+        return out
+
+    without = measure()
+    path = cluster.dir / "cluster.json"
+    state = json.loads(path.read_text())
+    agent = next(p for p in state["processes"] if p["name"] == "node1")
+    address = f"{state['network']['nodes']['node1']['ip']}:9100"
+    agent["argv"] += ["--metrics-listen", address]
+    path.write_text(json.dumps(state, indent=1))
+    pid = cluster.pid("node1")
+    os.kill(pid, signal.SIGTERM)
+    wait_for("node1 to exit", lambda: _gone(pid), 60)
+    offset = cluster.log("node1").stat().st_size
+    cluster.restart("node1")
+    wait_for("node1 to register", lambda: b"registered with scheduler" in
+             cluster.log("node1").read_bytes()[offset:], 60)
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:
+        scraped = len(reply.read())
+    time.sleep(SETTLE)
+    with_metrics = measure()
+    table = Table(f"idle agent, without and with --metrics-listen ({samples} samples; "
+                  f"one scrape of {scraped} bytes first)", "MiB", width=50)
+    table.add("without: RSS", [r / MiB for r, _ in without])
+    table.add("with --metrics-listen: RSS", [r / MiB for r, _ in with_metrics])
+    table.add("without: PSS", [p / MiB for _, p in without])
+    table.add("with --metrics-listen: PSS", [p / MiB for _, p in with_metrics])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", default="1,10,100")
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--restarts", type=int, default=5,
                         help="agent restarts timed at the end (0: none)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="only: the idle agent's RSS without and with --metrics-listen "
+                             "(scraped once)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     print_header("bench/footprint.py: memory of the control plane and per running replica")
+    if args.metrics:
+        with Cleanup() as stack:
+            base = temp_dir(stack, "footprint-metrics")
+            cluster = LocalCluster(stack, base, 1)
+            time.sleep(SETTLE)
+            metrics_cost(cluster, args.samples)
+            cluster_id = cluster.id
+        check_leftovers([str(base)], [cluster_id])
+        return
     with Cleanup() as stack:
         base = temp_dir(stack, "footprint")
         cluster = LocalCluster(stack, base, 1)

@@ -40,6 +40,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -50,7 +51,7 @@ from typing import NotRequired, TypedDict, cast
 
 import grpc
 
-from mctl.common import pki, rpc, tls
+from mctl.common import pki, rpc, skopeo, tls
 from mctl.common.claims import Claims
 from mctl.common.procfs import start_time
 from mctl.v1 import control_pb2, control_pb2_grpc
@@ -101,6 +102,7 @@ class ClusterState(TypedDict):
     network: cluster_network.NetworkPlan
     tls: NotRequired[TLSRecord]                 # absent: `up --insecure`
     userns_windows: NotRequired[dict[str, int]]  # node name -> window of host ids
+    registry_flags: NotRequired[list[str]]      # up's --registry-* for schedulers and agents
 
 
 def default_dir() -> str:
@@ -266,6 +268,22 @@ def etcd_command(etcd: str, directory: str, state: ClusterState, i: int,
                    "--peer-cert-file", cert, "--peer-key-file", key]
 
 
+def encryption_key_file(directory: str) -> str:
+    """DIR/encryption.key, the key that seals Secrets in etcd (made once, mode 0600).
+
+    Every scheduler of the cluster reads the same file; it is kept across
+    `cluster up` runs on one directory, since the Secrets in etcd need it.
+    """
+    path = os.path.join(directory, "encryption.key")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    return path
+
+
 def etcd_client_flags(state: ClusterState, name: str) -> list[str]:
     """The scheduler `name`'s flags for etcd: its client certificate of etcd's CA (none: plain)."""
     info = state.get("tls")
@@ -361,7 +379,7 @@ def up(args: argparse.Namespace) -> int:
     server = ",".join(scheduler_addresses)
     state = {"dir": directory, "id": cluster_id, "server": server,
              "etcd": etcd_endpoints, "processes": [], "nodes": [],
-             "network": network}
+             "network": network, "registry_flags": registry_flags(args)}
     procs = state["processes"]
     try:
         start_network(directory, state)
@@ -384,10 +402,12 @@ def up(args: argparse.Namespace) -> int:
             log_name = "scheduler" if i == 1 else name
             p = spawn(name, [sys.executable, "-m", "mctl.scheduler.main", "--etcd",
                        etcd_endpoints, "--listen", address, "--id", name,
+                       "--encryption-key-file", encryption_key_file(directory),
                        "--node-grace", str(args.node_grace),
                        "--cluster-cidr", network["cluster_cidr"],
                        "--log-file", os.path.join(directory, f"{log_name}.log")]
                       + etcd_client_flags(state, name)
+                      + state.get("registry_flags", [])
                       + tls_flags(state, "scheduler", name, (rpc.host_of(address),)),
                       os.path.join(directory, f"{log_name}.out"))
             procs.append(p)
@@ -458,6 +478,18 @@ def release_userns_window(window: int, owner: str, directory: str = USERNS_WINDO
             pass
 
 
+def registry_flags(args: argparse.Namespace) -> list[str]:
+    """`up`'s --registry-* flags as the schedulers and agents take them (paths made absolute)."""
+    argv = []
+    if args.registry_auth:
+        argv += ["--registry-auth", os.path.abspath(args.registry_auth)]
+    for ca in args.registry_ca:
+        argv += ["--registry-ca", os.path.abspath(ca)]
+    for host in args.insecure_registry:
+        argv += ["--insecure-registry", host]
+    return argv
+
+
 def start_agent(directory: str, state: ClusterState, i: int,
                 args: argparse.Namespace) -> None:
     """Starts node `i`'s agent in its own network namespace, recorded in cluster.json."""
@@ -482,6 +514,7 @@ def start_agent(directory: str, state: ClusterState, i: int,
                "--log-file", os.path.join(directory, f"{name}.log")]
               + cluster_network.agent_flags(network, name)
               + userns_flags(windows[name])
+              + state.get("registry_flags", [])
               + tls_flags(state, "agent", name),
               os.path.join(directory, f"{name}.out"))
     state["processes"].append(p)
@@ -866,6 +899,25 @@ def down(args: argparse.Namespace) -> int:
     return 0
 
 
+def daemon_health(state: ClusterState, proc: ProcessRecord) -> str:
+    """What a scheduler's or agent's grpc.health.v1 service says: "health SERVING, leader"."""
+    from mctl.common import health
+    address = _flag(proc["argv"], "--advertise") or _flag(proc["argv"], "--listen")
+    if not address or address.endswith(":0"):
+        return "health: address unknown"
+    scheduler = proc["name"].startswith("scheduler")
+    name = pki.SCHEDULER_SERVER_NAME if scheduler else pki.node_server_name(proc["name"])
+    channel = rpc.make_channel(address, admin_credentials(state), name)
+    try:
+        overall = health.check(channel, health.OVERALL, timeout=2)
+        if scheduler and overall == "SERVING":
+            leading = health.check(channel, health.LEADER, timeout=2) == "SERVING"
+            return f"health {overall}, {'leader' if leading else 'follower'}"
+        return f"health {overall}"
+    finally:
+        channel.close()
+
+
 def status(args: argparse.Namespace) -> int:
     directory = os.path.abspath(args.dir)
     state = load_state(directory)
@@ -879,7 +931,10 @@ def status(args: argparse.Namespace) -> int:
     print(f"transport: mutual TLS, certificates in {info['dir']}" if info is not None
           else "transport: INSECURE (plain text, no authentication)")
     for p in state["processes"]:
-        print(f"  {p['name']:<10} pid {p['pid']:<8} {'running' if alive(p) else 'STOPPED'}")
+        running = alive(p)
+        readiness = f"  {daemon_health(state, p)}" if running and not is_etcd(p) else ""
+        print(f"  {p['name']:<10} pid {p['pid']:<8} {'running' if running else 'STOPPED'}"
+              f"{readiness}")
     if state.get("network"):
         print("\n".join(cluster_network.describe(state["network"])))
     stub = control_stub(state)
@@ -945,4 +1000,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("--insecure", dest="cluster_insecure", action="store_true",
                    help="up: plain-text gRPC and etcd, no certificates (anyone on the host "
                         "may call agents and read or change etcd)")
+    # up: given to the schedulers and every agent (kept in cluster.json for
+    # restart-node); the cluster CA is trusted for registries without a flag.
+    skopeo.add_flags(c)
     c.set_defaults(fn=cmd_cluster)

@@ -20,7 +20,8 @@ from mctl.v1 import agent_pb2, agent_pb2_grpc, control_pb2
 from . import config
 from .client import CliError, call, rpc_error, stub
 
-TOPICS = ("containers", "cgroups", "mounts", "network", "events", "drift", "services")
+TOPICS = ("containers", "cgroups", "mounts", "network", "events", "drift", "services",
+          "volumes")
 
 
 def cmd_debug(args: argparse.Namespace) -> int:

@@ -24,6 +24,16 @@ KINDS = {"workload": "Workload", "workloads": "Workload", "wl": "Workload",
          "node": "Node", "nodes": "Node", "no": "Node"}
 
 
+
+def image_line(spec: types_pb2.WorkloadSpec) -> str:
+    """The image as written, and the digest its tag was pinned to on apply (if any)."""
+    notes = []
+    if spec.image_digest and "@" not in spec.image:
+        notes.append(f"pinned to {spec.image_digest}")
+    if spec.image_pull_policy:
+        notes.append(f"imagePullPolicy {spec.image_pull_policy}")
+    return f"{spec.image} ({', '.join(notes)})" if notes else spec.image
+
 def when(unix_ms: int) -> str:
     if not unix_ms:
         return "<none>"
@@ -75,6 +85,22 @@ def endpoints(reps: control_pb2.ReplicaList) -> str:
     return ", ".join(shown) or "<none>"
 
 
+def volumes_line(spec: types_pb2.WorkloadSpec) -> str:
+    """Each volume as `name (source) at /path`, e.g. `data (volume api-data) at /data`."""
+    mounts: dict[str, list[str]] = {}
+    for m in spec.volume_mounts:
+        mounts.setdefault(m.name, []).append(m.mount_path + (" ro" if m.read_only else ""))
+    parts = []
+    for v in spec.volumes:
+        source = v.WhichOneof("source")
+        what = {"empty_dir": "emptyDir" + (f" {v.empty_dir.medium}" if v.empty_dir.medium
+                                           else ""),
+                "host_path": f"hostPath {v.host_path.path}"}.get(
+            source or "", f"{source} {getattr(v, source or 'name')}")
+        parts.append(f"{v.name} ({what}) at {', '.join(mounts.get(v.name, [])) or '<none>'}")
+    return "; ".join(parts)
+
+
 def describe_workload(w: types_pb2.Workload, summary: control_pb2.WorkloadSummary,
                       reps: control_pb2.ReplicaList) -> str:
     spec = w.spec
@@ -91,7 +117,7 @@ def describe_workload(w: types_pb2.Workload, summary: control_pb2.WorkloadSummar
         ("Generation", str(w.metadata.generation)),
         ("Replicas", f"{summary.desired} desired, {summary.running} running, "
                      f"{summary.up_to_date} up-to-date"),
-        ("Image", spec.image),
+        ("Image", image_line(spec)),
         ("Command", " ".join([*spec.command, *spec.args]) or "<image default>"),
         ("Resources", resources(spec.resources) + " per replica"),
         ("Ports", ports or "<none>"),
@@ -104,6 +130,17 @@ def describe_workload(w: types_pb2.Workload, summary: control_pb2.WorkloadSummar
         probe = (f"exec {' '.join(check.exec)}" if check.exec else f"tcp port {check.tcp_port}")
         pairs.append(("Readiness", f"{probe} every {check.period_seconds}s, not ready after "
                                    f"{check.failure_threshold} failures"))
+    if spec.volumes:
+        pairs.append(("Volumes", volumes_line(spec)))
+    sources = []
+    for var in spec.env:
+        if var.HasField("value_from"):
+            ref = var.value_from
+            origin = f"config {ref.config}" if ref.config else f"secret {ref.secret}"
+            sources.append(f"{var.name} from {origin} key {ref.key}")
+    if sources:
+        # Names and keys only: the values are the scheduler's and the node's.
+        pairs.append(("Env from", ", ".join(sources)))
     pairs += [
         ("Restart policy", spec.restart_policy or "Always"),
         ("Update", f"maxSurge {spec.update.max_surge}, "
@@ -135,7 +172,7 @@ def describe_replica(r: types_pb2.Replica, usage: types_pb2.Usage) -> str:
     if st.finished_unix_ms:
         pairs += [("Finished", when(st.finished_unix_ms)), ("Exit code", str(st.exit_code))]
     pairs += [
-        ("Image", r.spec.image),
+        ("Image", image_line(r.spec)),
         ("Command", " ".join([*r.spec.command, *r.spec.args]) or "<image default>"),
         ("Limits", resources(r.spec.resources)),
         ("Spec hash", r.spec_hash),

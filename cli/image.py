@@ -1,4 +1,4 @@
-"""`mctl image import FILE|DIR` and `mctl image ls`: images on the cluster's nodes.
+"""`mctl image import|pull|ls|rm`: images on the cluster's nodes.
 
 Each node keeps its own image store, so an import goes to every Ready node
 (or the ones --node names): the CLI asks the scheduler for the nodes, then
@@ -16,6 +16,12 @@ anyway), or whose first bytes are no tar or compressed tar
 it grows while it is sent.
 
 Nodes that join the cluster later do not get earlier imports: import again.
+
+`image pull REF` asks each node to pull from the registry itself (the
+agent's pull: images/pull.py), printing a line per node as it finishes;
+`image rm REF` removes the image and the layers no other image uses, and
+a node where a replica uses it refuses, naming the replica. `image ls`
+shows a DIGEST column when an image was pulled by digest.
 """
 
 from __future__ import annotations
@@ -314,6 +320,77 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def pull_problem(ref: str) -> str | None:
+    """What is wrong with REF for `image pull` (the agents check it too)."""
+    problem = imageref.reference_problem(ref)
+    if problem is None and imageref.registry_of(ref) is None:
+        problem = (f"{ref!r} names no registry host; give REGISTRY/REPO[:TAG][@sha256:DIGEST] "
+                   "(e.g. registry.local:5000/team/app:1.2)")
+    return problem
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    problem = pull_problem(args.ref)
+    if problem:
+        raise CliError(problem)
+    nodes = target_nodes(args)
+    stubs = {n.name: agent_stub(args, n) for n in nodes}
+    names = [n.name for n in nodes]
+    print(f"pulling {args.ref} on {', '.join(names)}", file=sys.stderr)
+
+    def one(node: types_pb2.Node) -> agent_pb2.PullImageReply:
+        reply: agent_pb2.PullImageReply = stubs[node.name].PullImage(
+            agent_pb2.PullImageRequest(ref=args.ref), timeout=args.timeout)
+        # Printed as each node finishes: the progress of a pull to many nodes.
+        print(f"{node.name}: " + (f"{reply.image.name} is already present" if reply.present else
+              f"pulled {reply.image.name} ({len(reply.image.layers)} layers, "
+              f"{reply.layers_new} new; {format_bytes_short(reply.fetched_bytes)} fetched "
+              f"in {reply.elapsed_ms / 1000:.1f}s)"), flush=True)
+        return reply
+
+    results = each_node(nodes, one)
+    failed = 0
+    for node in nodes:
+        r = results[node.name]
+        if not isinstance(r, agent_pb2.PullImageReply):
+            failed += 1
+            why = describe_error(args, node, r) if isinstance(r, grpc.RpcError) else str(r)
+            print(f"{node.name}: pull failed: {why}", file=sys.stderr)
+    if failed:
+        raise CliError(f"pull failed on {failed} of {len(nodes)} node"
+                       f"{'s' if len(nodes) != 1 else ''}")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    problem = imageref.reference_problem(args.ref)
+    if problem:
+        raise CliError(problem)
+    nodes = target_nodes(args)
+    stubs = {n.name: agent_stub(args, n) for n in nodes}
+    results = each_node(nodes, lambda n: stubs[n.name].RemoveImage(
+        agent_pb2.RemoveImageRequest(ref=args.ref), timeout=60))
+    removed = failed = 0
+    for node in nodes:
+        r = results[node.name]
+        if isinstance(r, agent_pb2.RemoveImageReply):
+            removed += 1
+            print(f"{node.name}: removed {args.ref} ({r.layers_removed} layers, "
+                  f"{format_bytes_short(r.bytes_freed)} freed)")
+        elif isinstance(r, grpc.Call) and r.code() == grpc.StatusCode.NOT_FOUND and not args.node:
+            continue      # not every node holds every image
+        else:
+            failed += 1
+            why = describe_error(args, node, r) if isinstance(r, grpc.RpcError) else str(r)
+            print(f"{node.name}: not removed: {why}", file=sys.stderr)
+    if failed:
+        raise CliError(f"image {args.ref} not removed on {failed} of {len(nodes)} node"
+                       f"{'s' if len(nodes) != 1 else ''}")
+    if not removed:
+        raise CliError(f"image {args.ref} is on none of the nodes")
+    return 0
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     nodes = target_nodes(args)
     stubs = {n.name: agent_stub(args, n) for n in nodes}
@@ -328,13 +405,19 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print(f"{node.name}: failed: {why}", file=sys.stderr)
             continue
         for image in sorted(r.images, key=lambda i: i.name):
-            rows.append([node.name, image.name, str(len(image.layers)),
-                         format_bytes_short(image.size_bytes), output.age(image.created_unix_ms)])
+            rows.append([node.name, image.name.partition("@")[0], str(len(image.layers)),
+                         format_bytes_short(image.size_bytes), output.age(image.created_unix_ms),
+                         image.digest or "-"])
             docs.append({"node": node.name, **json_format.MessageToDict(image)})
     if args.output == "json":
         print(json.dumps({"items": docs}, indent=2))
     elif rows:
-        print(output.table(["NODE", "IMAGE", "LAYERS", "SIZE", "CREATED"], rows))
+        header = ["NODE", "IMAGE", "LAYERS", "SIZE", "CREATED", "DIGEST"]
+        # The digest column only when some image was pulled by one (docker images
+        # --digests shows it on demand; here it shows itself when it says something).
+        if all(row[-1] == "-" for row in rows):
+            header, rows = header[:-1], [row[:-1] for row in rows]
+        print(output.table(header, rows))
     elif not failed:
         print("No images found.")
     if failed:
@@ -343,8 +426,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("image", help="import and list images on the cluster's nodes")
-    what = p.add_subparsers(dest="what", metavar="import | ls")
+    p = sub.add_parser("image", help="import, pull, list and remove images on the cluster's "
+                                     "nodes")
+    what = p.add_subparsers(dest="what", metavar="import | ls | pull | rm")
     what.required = True
     i = what.add_parser("import", help="load a docker save archive or OCI image layout "
                                        "onto every Ready node")
@@ -367,3 +451,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                     help="only this node (repeatable)")
     ls.add_argument("-o", "--output", choices=["table", "json"], default="table")
     ls.set_defaults(fn=cmd_ls)
+    pl = what.add_parser("pull", help="pull an image from its registry onto every Ready node "
+                                      "(or --node), ahead of the replicas that need it")
+    pl.add_argument("ref", metavar="REGISTRY/REPO[:TAG][@DIGEST]")
+    pl.add_argument("--node", action="append", default=[], metavar="NODE",
+                    help="only this node (repeatable)")
+    pl.add_argument("--timeout", type=float, default=1800.0,
+                    help="seconds each node may take (default 1800)")
+    pl.set_defaults(fn=cmd_pull)
+    rm = what.add_parser("rm", help="remove an image and its unused layers from the nodes "
+                                    "(refused on a node where a replica uses it)")
+    rm.add_argument("ref", metavar="IMAGE")
+    rm.add_argument("--node", action="append", default=[], metavar="NODE",
+                    help="only this node (repeatable)")
+    rm.set_defaults(fn=cmd_rm)

@@ -15,7 +15,7 @@ from typing import NoReturn, cast
 import grpc
 
 from mctl.common import names, validation
-from mctl.common.spec import SpecError, load_path
+from mctl.common.spec import SpecError, load_objects
 from mctl.v1 import control_pb2, control_pb2_grpc, types_pb2
 
 from . import config, output
@@ -30,7 +30,8 @@ from .client import (
     stub,
 )
 
-Listing = control_pb2.WorkloadList | control_pb2.ReplicaList | control_pb2.NodeList
+Listing = (control_pb2.WorkloadList | control_pb2.ReplicaList | control_pb2.NodeList
+           | control_pb2.ConfigList | control_pb2.SecretList | control_pb2.VolumeList)
 
 # `apply --wait` is done with a replica once it runs or has already ended.
 _SETTLED = frozenset({types_pb2.REPLICA_PHASE_RUNNING, types_pb2.REPLICA_PHASE_SUCCEEDED,
@@ -39,25 +40,40 @@ _SETTLED = frozenset({types_pb2.REPLICA_PHASE_RUNNING, types_pb2.REPLICA_PHASE_S
 # -- apply / delete -------------------------------------------------------------
 
 
-def cmd_apply(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace) -> control_pb2.ApplyRequest:
+    """Every Workload, Config and Secret of -f, as one request (after -n)."""
     try:
-        loaded = load_path(args.filename)
+        loaded = load_objects(args.filename)
     except SpecError as e:
         raise CliError(str(e)) from None
-    workloads = [w for _, w in loaded]
-    if args.namespace_set:
-        for w in workloads:
-            w.metadata.namespace = args.namespace
-    # What the server would refuse of the request as a whole (each workload
+    request = control_pb2.ApplyRequest()
+    for _, obj in loaded:
+        if args.namespace_set:
+            obj.metadata.namespace = args.namespace
+        if isinstance(obj, types_pb2.Config):
+            request.configs.append(obj)
+        elif isinstance(obj, types_pb2.Secret):
+            request.secrets.append(obj)
+        else:
+            request.workloads.append(obj)
+    return request
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    request = _load(args)
+    workloads = request.workloads
+    # What the server would refuse of the request as a whole (each object
     # was checked as it was read): too many, too big, or, after -n, twice.
     problem = validation.apply_problem(workloads, validation.CLIENT_LIMITS)
+    if problem is None:
+        problem = validation.objects_problem(request.configs, request.secrets,
+                                             sum(w.ByteSize() for w in workloads))
     if problem is not None:
         raise CliError(f"{args.filename}: {problem}")
     s = stub(args)
-    resp: control_pb2.ApplyResponse = call(args, s.Apply,
-                                           control_pb2.ApplyRequest(workloads=workloads))
+    resp: control_pb2.ApplyResponse = call(args, s.Apply, request)
     for r in resp.results:
-        print(f"workload/{r.name} {r.action}")
+        print(f"{(r.kind or 'Workload').lower()}/{r.name} {r.action}")
     if args.wait:
         wait_running(args, s, [(w.metadata.namespace, w.metadata.name) for w in workloads])
     return 0
@@ -95,36 +111,64 @@ def wait_running(args: argparse.Namespace, s: control_pb2_grpc.ControlPlaneStub,
         time.sleep(0.1)
 
 
+# delete KIND NAME...: the kinds that can be named, and the request field of each.
+_DELETE_KINDS = {"workload": "workloads", "workloads": "workloads", "wl": "workloads",
+                 "config": "configs", "configs": "configs",
+                 "secret": "secrets", "secrets": "secrets",
+                 "volume": "volumes", "volumes": "volumes", "vol": "volumes"}
+
+
+def _ref(obj: types_pb2.Workload | types_pb2.Config | types_pb2.Secret
+         ) -> control_pb2.ObjectRef:
+    return control_pb2.ObjectRef(namespace=obj.metadata.namespace, name=obj.metadata.name)
+
+
 def cmd_delete(args: argparse.Namespace) -> int:
-    refs: list[tuple[str, str]] = []
+    """Deletes what -f names (workloads first, then what they used) or KIND NAME..."""
+    request = control_pb2.DeleteRequest()
+    namespace = args.namespace
     if args.filename:
-        try:
-            loaded = load_path(args.filename)
-        except SpecError as e:
-            raise CliError(str(e)) from None
-        refs = [(args.namespace if args.namespace_set else w.metadata.namespace, w.metadata.name)
-                for _, w in loaded]
-    elif args.kind in ("workload", "workloads") and args.names:
+        loaded = _load(args)
+        request.workloads.extend(_ref(w) for w in loaded.workloads)
+        if loaded.workloads:
+            namespace = loaded.workloads[0].metadata.namespace
+        objects = control_pb2.DeleteRequest(configs=[_ref(c) for c in loaded.configs],
+                                            secrets=[_ref(x) for x in loaded.secrets])
+    elif args.kind in _DELETE_KINDS and args.names:
+        field = _DELETE_KINDS[args.kind]
         for name in args.names:
-            check_name("workload name", name)
-        refs = [(args.namespace, name) for name in args.names]
+            check_name(f"{field[:-1]} name", name)
+        getattr(request, field).extend(control_pb2.ObjectRef(namespace=args.namespace, name=n)
+                                       for n in args.names)
+        objects = control_pb2.DeleteRequest()
     else:
-        raise UsageError("say what to delete: -f FILE, or workload NAME...")
+        raise UsageError("say what to delete: -f FILE, or workload|config|secret|volume NAME...")
     s = stub(args)
-    request = control_pb2.DeleteRequest(
-        workloads=[control_pb2.ObjectRef(namespace=ns, name=name) for ns, name in refs])
-    resp: control_pb2.DeleteResponse = call(args, s.Delete, request)
-    missing = []
-    for r in resp.results:
-        if r.found:
-            print(f"workload/{r.name} deleted")
-        else:
-            missing.append(r.name)
-    if args.wait:
-        wait_gone(args, s, [(r.namespace or "default", r.name) for r in resp.results if r.found])
+    missing: list[str] = []
+    found: list[control_pb2.DeleteResult] = []
+    if request.workloads or request.configs or request.secrets or request.volumes:
+        resp: control_pb2.DeleteResponse = call(args, s.Delete, request)
+        found += [r for r in resp.results if r.found]
+        missing += [f"{(r.kind or 'Workload').lower()} {r.name}" for r in resp.results
+                    if not r.found]
+    # Said before waiting: the deletion is requested, whatever the wait finds.
+    for r in found:
+        print(f"{(r.kind or 'Workload').lower()}/{r.name} deleted", flush=True)
+    workloads = [(r.namespace or "default", r.name) for r in found
+                 if r.kind in ("", "Workload")]
+    if args.wait or objects.configs or objects.secrets:
+        # A Config or Secret is refused while a workload uses it: the
+        # workloads of the same file go first, all the way.
+        wait_gone(args, s, workloads)
+    if objects.configs or objects.secrets:
+        resp = call(args, s.Delete, objects)
+        for r in resp.results:
+            if r.found:
+                print(f"{r.kind.lower()}/{r.name} deleted")
+            else:
+                missing.append(f"{r.kind.lower()} {r.name}")
     if missing:
-        raise CliError(f"workload {', '.join(missing)} not found in namespace "
-                       f"{refs[0][0] if refs else args.namespace}")
+        raise CliError(f"{', '.join(missing)} not found in namespace {namespace}")
     return 0
 
 
@@ -171,20 +215,25 @@ def wait_gone(args: argparse.Namespace, s: control_pb2_grpc.ControlPlaneStub,
 
 KINDS = {"workload": "workloads", "workloads": "workloads", "wl": "workloads",
          "replica": "replicas", "replicas": "replicas", "rep": "replicas",
-         "node": "nodes", "nodes": "nodes", "no": "nodes"}
+         "node": "nodes", "nodes": "nodes", "no": "nodes",
+         "config": "configs", "configs": "configs",
+         "secret": "secrets", "secrets": "secrets",
+         "volume": "volumes", "volumes": "volumes", "vol": "volumes"}
 
 
 def cmd_get(args: argparse.Namespace) -> int:
     kind = KINDS.get(args.kind)
     if kind is None:
-        raise CliError(f"unknown kind {names.quote(args.kind)}: use workloads, replicas or"
-                       " nodes")
+        raise CliError(f"unknown kind {names.quote(args.kind)}: use workloads, replicas, nodes,"
+                       " configs, secrets or volumes")
     if args.name:
         check_name(f"{kind[:-1]} name", args.name)
     s = stub(args)
     namespace = "" if args.all_namespaces or kind == "nodes" else args.namespace
     request = control_pb2.ListRequest(namespace=namespace, name=args.name or "")
-    fetch = {"workloads": s.ListWorkloads, "replicas": s.ListReplicas, "nodes": s.ListNodes}[kind]
+    fetch = {"workloads": s.ListWorkloads, "replicas": s.ListReplicas, "nodes": s.ListNodes,
+             "configs": s.ListConfigs, "secrets": s.ListSecrets,
+             "volumes": s.ListVolumes}[kind]
     previous = None
     while True:
         resp: Listing = list_all(args, fetch, request)
@@ -213,6 +262,12 @@ def render(kind: str, resp: Listing, args: argparse.Namespace) -> str:
         return output.workloads(resp, wide, args.all_namespaces)
     if isinstance(resp, control_pb2.ReplicaList):
         return output.replicas(resp, wide, args.all_namespaces)
+    if isinstance(resp, control_pb2.ConfigList):
+        return output.configs(resp, args.all_namespaces)
+    if isinstance(resp, control_pb2.SecretList):
+        return output.secrets(resp, args.all_namespaces)
+    if isinstance(resp, control_pb2.VolumeList):
+        return output.volumes(resp, args.all_namespaces)
     return output.nodes(resp, wide)
 
 
@@ -243,14 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
                p.add_subparsers(dest="command", metavar="COMMAND"))
     sub.required = True
 
-    a = sub.add_parser("apply", help="create or update workloads from a file")
+    a = sub.add_parser("apply", help="create or update workloads, configs and secrets from a file")
     a.add_argument("-f", "--filename", required=True, help="FILE, DIR or - for stdin")
     a.add_argument("--wait", action="store_true", help="wait until every replica runs")
     a.add_argument("--timeout", type=float, default=120.0)
     a.set_defaults(fn=cmd_apply)
 
-    d = sub.add_parser("delete", help="delete workloads and their containers")
-    d.add_argument("kind", nargs="?", help="workload")
+    d = sub.add_parser("delete", help="delete workloads (and their containers), configs,"
+                                      " secrets or volumes")
+    d.add_argument("kind", nargs="?", help="workload | config | secret | volume")
     d.add_argument("names", nargs="*")
     d.add_argument("-f", "--filename")
     d.add_argument("--wait", default=True, action=argparse.BooleanOptionalAction,
@@ -258,8 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--timeout", type=float, default=120.0)
     d.set_defaults(fn=cmd_delete)
 
-    g = sub.add_parser("get", help="list workloads, replicas or nodes")
-    g.add_argument("kind", help="workloads | replicas | nodes")
+    g = sub.add_parser("get", help="list workloads, replicas, nodes, configs, secrets or volumes")
+    g.add_argument("kind", help="workloads | replicas | nodes | configs | secrets | volumes")
     g.add_argument("name", nargs="?")
     g.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"], default="table")
     g.add_argument("-w", "--watch", action="store_true")

@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from mctl.common.phases import phase_name, reason_name
 from mctl.common.quantity import format_bytes_short, format_cpu
-from mctl.common.spec import workload_to_dict
+from mctl.common.spec import config_to_dict, secret_summary_to_dict, workload_to_dict
 from mctl.v1 import control_pb2, types_pb2
 
 _UNSET_OR_PENDING = (types_pb2.REPLICA_PHASE_UNSPECIFIED, types_pb2.REPLICA_PHASE_PENDING)
@@ -118,6 +118,32 @@ def nodes(resp: control_pb2.NodeList, wide: bool) -> str:
     return table(headers, rows)
 
 
+def configs(resp: control_pb2.ConfigList, all_ns: bool) -> str:
+    headers = (["NAMESPACE"] if all_ns else []) + ["NAME", "KEYS", "SIZE", "AGE"]
+    rows = [([c.metadata.namespace] if all_ns else []) + [
+        c.metadata.name, ",".join(sorted(c.data)) or "<none>",
+        format_bytes_short(sum(len(v.encode()) for v in c.data.values())),
+        age(c.metadata.created_unix_ms)] for c in resp.items]
+    return table(headers, rows)
+
+
+def secrets(resp: control_pb2.SecretList, all_ns: bool) -> str:
+    """Names and keys: the scheduler never sends a value, and there is none to show."""
+    headers = (["NAMESPACE"] if all_ns else []) + ["NAME", "KEYS", "AGE"]
+    rows = [([x.metadata.namespace] if all_ns else []) + [
+        x.metadata.name, ",".join(x.keys) or "<none>", age(x.metadata.created_unix_ms)]
+        for x in resp.items]
+    return table(headers, rows)
+
+
+def volumes(resp: control_pb2.VolumeList, all_ns: bool) -> str:
+    headers = (["NAMESPACE"] if all_ns else []) + ["NAME", "NODE", "USED", "USERS"]
+    rows = [([v.metadata.namespace] if all_ns else []) + [
+        v.metadata.name, (v.node or "<none>") + (" (lost)" if v.lost else ""),
+        format_bytes_short(v.used_bytes), ",".join(v.users) or "<none>"] for v in resp.items]
+    return table(headers, rows)
+
+
 def _message_dict(message: Message) -> dict[str, Any]:
     from google.protobuf import json_format
     return json_format.MessageToDict(message, preserving_proto_field_name=False)
@@ -139,7 +165,8 @@ def replica_dict(r: types_pb2.Replica) -> dict[str, Any]:
     return doc
 
 
-def documents(resp: control_pb2.WorkloadList | control_pb2.ReplicaList | control_pb2.NodeList,
+def documents(resp: control_pb2.WorkloadList | control_pb2.ReplicaList | control_pb2.NodeList
+              | control_pb2.ConfigList | control_pb2.SecretList | control_pb2.VolumeList,
               fmt: str) -> str:
     """The listed objects as `{"items": [...]}` in JSON or YAML; workloads in SPEC.md's terms."""
     docs: list[dict[str, Any]]
@@ -147,6 +174,10 @@ def documents(resp: control_pb2.WorkloadList | control_pb2.ReplicaList | control
         docs = [workload_to_dict(w) for w in resp.items]
     elif isinstance(resp, control_pb2.ReplicaList):
         docs = [replica_dict(r) for r in resp.items]
+    elif isinstance(resp, control_pb2.ConfigList):
+        docs = [config_to_dict(c) for c in resp.items]
+    elif isinstance(resp, control_pb2.SecretList):
+        docs = [secret_summary_to_dict(x.metadata, x.keys) for x in resp.items]
     else:
         docs = [_message_dict(item) for item in resp.items]
     doc: object = {"items": docs}

@@ -287,14 +287,17 @@ class RtNetlink:
         self.nl.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"veth {name}")
 
     def set_link(self, link: int | str, up: bool | None = None, master: int | None = None,
-                 mtu: int | None = None, netns_fd: int | None = None) -> None:
+                 mtu: int | None = None, netns_fd: int | None = None,
+                 mac: str | None = None) -> None:
         """Changes what is given of `link` (an index, or a name: no lookup needed).
 
         `master` 0 takes the link out of its bridge; `netns_fd` moves it into
-        the namespace that fd refers to (it then vanishes from this one).
+        the namespace that fd refers to (it then vanishes from this one);
+        `mac` ("aa:bb:...") sets its hardware address.
         """
         index, by_name = (link, b"") if isinstance(link, int) else (0, attr_str(IFLA_IFNAME, link))
         body = (_ifinfo(index, up) + by_name
+                + (attr(IFLA_ADDRESS, bytes.fromhex(mac.replace(":", ""))) if mac else b"")
                 + (attr_u32(IFLA_MASTER, master) if master is not None else b"")
                 + (attr_u32(IFLA_MTU, mtu) if mtu is not None else b"")
                 + (attr_u32(IFLA_NET_NS_FD, netns_fd) if netns_fd is not None else b""))

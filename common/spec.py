@@ -1,7 +1,9 @@
 """Workload files: YAML in, validated and defaulted `Workload` messages out.
 
 A workload file (see SPEC.md, "The workload file") holds one or more YAML
-documents, each an `apiVersion: mctl/v1`, `kind: Workload` object. An input
+documents, each an `apiVersion: mctl/v1` object of kind `Workload`, `Config`
+(non-secret settings: `data`, a mapping of file names to text) or `Secret`
+(the same shape, stored encrypted by the scheduler). An input
 is a file, a directory of `*.yaml`/`*.yml` files or stdin, and it is accepted
 or rejected as a whole: the first problem raises `SpecError`, naming the
 file, the 1-based document index and the field path
@@ -32,6 +34,9 @@ spells a default out. A null value means the field was left out. Defaults:
     spec.ports[].protocol              TCP
     spec.ports[].name                  none ("": the port has no name)
     spec.restartPolicy                 Always
+    spec.imagePullPolicy               IfNotPresent (stored as ""; or Always: the tag is
+                                       resolved again on every apply)
+    spec.imagePullSecret               none
     spec.healthCheck                   none: `health_check` stays unset (HasField)
     spec.healthCheck.periodSeconds     10
     spec.healthCheck.failureThreshold  3
@@ -53,10 +58,12 @@ spells a default out. A null value means the field was left out. Defaults:
 hostname, the replica's name). `spec.image` has no default.
 
 `metadata.uid`, `generation`, `createdUnixMs` and `deletionRequested` are
-written by the server, as is `status.virtualIP` (the scheduler's, from its
---service-cidr). `workload_to_dict` shows them, so they are accepted in a
-file (type-checked, then dropped) to let `mctl get -o yaml` output be
-applied again, as with kubectl.
+written by the server, as are `status.virtualIP` (the scheduler's, from its
+--service-cidr) and `status.imageDigest` (the digest the image's tag was
+resolved to on apply; stored as the spec's `image_digest`).
+`workload_to_dict` shows them, so they are accepted in a file
+(type-checked, then dropped) to let `mctl get -o yaml` output be applied
+again, as with kubectl.
 """
 
 import datetime
@@ -84,6 +91,11 @@ from mctl.v1 import types_pb2
 
 API_VERSION = "mctl/v1"
 KIND = "Workload"
+CONFIG_KIND = "Config"
+SECRET_KIND = "Secret"
+KINDS = (KIND, CONFIG_KIND, SECRET_KIND)
+# What a file may hold: one of these per document.
+Object = types_pb2.Workload | types_pb2.Config | types_pb2.Secret
 
 DEFAULT_NAMESPACE = "default"
 # What `-f` reads at most, all files together: far more than any apply may
@@ -95,6 +107,7 @@ DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024
 DEFAULT_PIDS = 256
 DEFAULT_PROTOCOL = "TCP"
 DEFAULT_RESTART_POLICY = "Always"
+DEFAULT_IMAGE_PULL_POLICY = "IfNotPresent"
 DEFAULT_PERIOD_SECONDS = 10
 DEFAULT_FAILURE_THRESHOLD = 3
 DEFAULT_MAX_UNAVAILABLE = 1
@@ -112,7 +125,10 @@ _ENV_ENTRY = re.compile(r"\Aspec\.env\[(\d+)\]\.(name|value)\Z")
 _SPEC_FIELDS = (
     "replicas image command args env workingDir hostname resources ports restartPolicy"
     " healthCheck readiness nodeSelector spread update securityContext replaceFailed"
+    " volumes volumeMounts imagePullPolicy imagePullSecret"
 ).split()
+# A volume's sources (exactly one per volume), in the file's names.
+_VOLUME_SOURCES = ("volume", "emptyDir", "config", "secret", "hostPath")
 
 
 class SpecError(Exception):
@@ -319,8 +335,52 @@ def _read_env(spec: _Mapping, out: types_pb2.WorkloadSpec) -> None:
     if value is not None and not isinstance(value, list):
         raise _Invalid("spec.env", f"must be a mapping or a list, not {_describe(value)}")
     for i, item in enumerate(spec.items("env")):
-        entry = _Mapping(item, f"spec.env[{i}]", ["name", "value"])
-        out.env.add(name=entry.string("name"), value=entry.string("value", ""))
+        entry = _Mapping(item, f"spec.env[{i}]", ["name", "value", "valueFrom"])
+        var = out.env.add(name=entry.string("name"), value=entry.string("value", ""))
+        if entry.value.get("valueFrom") is not None:
+            source = entry.mapping("valueFrom", ["config", "secret", "key"])
+            var.value_from.config = source.string("config", "")
+            var.value_from.secret = source.string("secret", "")
+            var.value_from.key = source.string("key", "")
+            if not (var.value_from.config or var.value_from.secret):
+                # Empty in the message would read as "no valueFrom" for nothing.
+                raise _Invalid(f"spec.env[{i}].valueFrom",
+                               "needs exactly one of config or secret, not neither")
+
+
+def _read_volumes(spec: _Mapping, out: types_pb2.WorkloadSpec) -> None:
+    for i, item in enumerate(spec.items("volumes")):
+        path = f"spec.volumes[{i}]"
+        entry = _Mapping(item, path, ["name", *_VOLUME_SOURCES])
+        given = [key for key in _VOLUME_SOURCES if entry.value.get(key) is not None]
+        if len(given) != 1:
+            which = " and ".join(given) if given else "neither"
+            raise _Invalid(path, f"needs exactly one of {', '.join(_VOLUME_SOURCES)},"
+                                 f" not {which}")
+        volume = out.volumes.add(name=entry.string("name"))
+        source = given[0]
+        if source == "emptyDir":
+            empty = entry.mapping("emptyDir", ["medium", "sizeLimit"])
+            volume.empty_dir.medium = empty.string("medium", "")
+            volume.empty_dir.size_limit_bytes = empty.quantity("sizeLimit", parse_memory, 0)
+            written = empty.value.get("sizeLimit") is not None
+            if volume.empty_dir.size_limit_bytes == 0 and written:
+                raise _Invalid(f"{path}.emptyDir.sizeLimit",
+                               "must be more than 0 (leave it out for no limit of its own)")
+        elif source == "hostPath":
+            volume.host_path.path = entry.mapping("hostPath", ["path"]).string("path")
+        elif source == "volume":
+            volume.volume = entry.string("volume")
+        elif source == "config":
+            volume.config = entry.string("config")
+        else:
+            volume.secret = entry.string("secret")
+    for i, item in enumerate(spec.items("volumeMounts")):
+        entry = _Mapping(item, f"spec.volumeMounts[{i}]", ["name", "mountPath", "readOnly"])
+        mount = out.volume_mounts.add(name=entry.string("name"),
+                                      mount_path=entry.string("mountPath"))
+        if entry.value.get("readOnly") is not None:
+            mount.read_only = entry.boolean("readOnly", False)
 
 
 def _read_resources(spec: _Mapping, out: types_pb2.Resources) -> None:
@@ -375,6 +435,10 @@ def _read_spec(top: _Mapping, out: types_pb2.WorkloadSpec) -> None:
     spec = top.mapping("spec", _SPEC_FIELDS, required=True)
     out.replicas = spec.integer("replicas", DEFAULT_REPLICAS)
     out.image = spec.string("image")
+    # IfNotPresent, the default, is stored as "": older workloads keep their spec hash.
+    policy = spec.string("imagePullPolicy", "")
+    out.image_pull_policy = "" if policy == DEFAULT_IMAGE_PULL_POLICY else policy
+    out.image_pull_secret = spec.string("imagePullSecret", "")
     out.command.extend(spec.string_list("command"))
     out.args.extend(spec.string_list("args"))
     _read_env(spec, out)
@@ -382,6 +446,7 @@ def _read_spec(top: _Mapping, out: types_pb2.WorkloadSpec) -> None:
     out.hostname = spec.string("hostname", "")
     _read_resources(spec, out.resources)
     _read_ports(spec, out)
+    _read_volumes(spec, out)
     out.restart_policy = spec.string("restartPolicy", DEFAULT_RESTART_POLICY)
     _read_probe(spec, "healthCheck", out.health_check)
     _read_probe(spec, "readiness", out.readiness)
@@ -401,17 +466,62 @@ def _read_spec(top: _Mapping, out: types_pb2.WorkloadSpec) -> None:
     out.security_context.seccomp_profile = "" if seccomp == DEFAULT_SECCOMP_PROFILE else seccomp
 
 
+def _read_document(document: object, default_namespace: str) -> Object:
+    """A Workload, Config or Secret, by the document's kind."""
+    kind = document.get("kind") if isinstance(document, dict) else None
+    if kind in (CONFIG_KIND, SECRET_KIND):
+        return _read_data_object(document, str(kind), default_namespace)
+    return _read_workload(document, default_namespace)
+
+
+def _read_data_object(document: object, kind: str,
+                      default_namespace: str) -> types_pb2.Config | types_pb2.Secret:
+    top = _Mapping(document, "", ["apiVersion", "kind", "metadata", "data"])
+    value, path = top.get("apiVersion", None)
+    if value != API_VERSION:
+        raise _Invalid(path, f"must be {_quote(API_VERSION)}, not {_describe(value)}")
+    obj: types_pb2.Config | types_pb2.Secret
+    if kind == CONFIG_KIND:
+        config = types_pb2.Config()
+        _read_metadata(top, config.metadata, default_namespace)
+        config.data.update(top.string_map("data"))
+        found = validation.config_problem(config)
+        obj = config
+    else:
+        secret = types_pb2.Secret()
+        _read_metadata(top, secret.metadata, default_namespace)
+        data = top.value.get("data")
+        if data is not None and not isinstance(data, dict):
+            raise _Invalid("data", f"must be a mapping of strings, not {_describe(data)}")
+        for k, v in (data or {}).items():
+            if not isinstance(k, str):
+                raise _Invalid("data", f"key {_quote(k)} must be a string (quote it in YAML)")
+            if not isinstance(v, str):
+                # Never quote the value: it is a secret.
+                raise _Invalid(_child("data", k), "must be a string")
+            secret.data[k] = v.encode()
+        found = validation.secret_problem(secret)
+        obj = secret
+    if found is not None:
+        raise _Invalid(found.field, found.problem)
+    return obj
+
+
 def _read_workload(document: object, default_namespace: str) -> types_pb2.Workload:
     top = _Mapping(document, "", ["apiVersion", "kind", "metadata", "spec", "status"])
     for key, expected in [("apiVersion", API_VERSION), ("kind", KIND)]:
         value, path = top.get(key, None)
+        if key == "kind" and value != expected:
+            raise _Invalid(path, f"must be one of {', '.join(KINDS)}, not {_describe(value)}")
         if value != expected:
             raise _Invalid(path, f"must be {_quote(expected)}, not {_describe(value)}")
     workload = types_pb2.Workload()
     _read_metadata(top, workload.metadata, default_namespace)
     _read_spec(top, workload.spec)
     # Written by the scheduler: checked, then dropped (see the module docstring).
-    top.mapping("status", ["virtualIP"]).string("virtualIP", "")
+    status = top.mapping("status", ["virtualIP", "imageDigest"])
+    status.string("virtualIP", "")
+    status.string("imageDigest", "")
     found = validation.workload_problem(workload, validation.CLIENT_LIMITS)
     if found is not None:
         raise _Invalid(_file_field(found.field, top.value, workload), found.problem)
@@ -476,30 +586,39 @@ def _documents(text: str, source: str) -> Iterator[tuple[int, object]]:
         raise SpecError("invalid YAML: nested too deeply", source=source, document=index) from None
 
 
+def kind_of(obj: Object) -> str:
+    if isinstance(obj, types_pb2.Config):
+        return CONFIG_KIND
+    if isinstance(obj, types_pb2.Secret):
+        return SECRET_KIND
+    return KIND
+
+
 def _parse_inputs(
     inputs: Iterable[tuple[str, str]], default_namespace: str
-) -> list[tuple[str, types_pb2.Workload]]:
-    result = []
-    first_seen: dict[tuple[str, str], str] = {}
+) -> list[tuple[str, Object]]:
+    result: list[tuple[str, Object]] = []
+    first_seen: dict[tuple[str, str, str], str] = {}
     for source, text in inputs:
         for index, document in _documents(text, source):
             if document is None:
                 continue
             try:
-                workload = _read_workload(document, default_namespace)
+                obj = _read_document(document, default_namespace)
             except _Invalid as e:
                 raise SpecError(e.problem, source=source, document=index, field=e.field) from None
-            key = (workload.metadata.namespace, workload.metadata.name)
+            kind = kind_of(obj)
+            key = (kind, obj.metadata.namespace, obj.metadata.name)
             if key in first_seen:
                 raise SpecError(
-                    f"workload {_quote(key[1])} in namespace {_quote(key[0])} is already"
+                    f"{kind.lower()} {_quote(key[2])} in namespace {_quote(key[1])} is already"
                     f" declared in {first_seen[key]}",
                     source=source,
                     document=index,
                     field="metadata.name",
                 )
             first_seen[key] = f"{source}, document {index}"
-            result.append((source, workload))
+            result.append((source, obj))
     return result
 
 
@@ -507,7 +626,15 @@ def parse_documents(
     text: str, source: str, *, default_namespace: str = DEFAULT_NAMESPACE
 ) -> list[types_pb2.Workload]:
     """The workloads in a YAML string; `source` names it in errors. May be empty."""
-    return [workload for _, workload in _parse_inputs([(source, text)], default_namespace)]
+    return [obj for _, obj in _parse_inputs([(source, text)], default_namespace)
+            if isinstance(obj, types_pb2.Workload)]
+
+
+def parse_objects(
+    text: str, source: str, *, default_namespace: str = DEFAULT_NAMESPACE
+) -> list[Object]:
+    """Every Workload, Config and Secret in a YAML string, in file order."""
+    return [obj for _, obj in _parse_inputs([(source, text)], default_namespace)]
 
 
 def _read_stdin(limit: int) -> bytes:
@@ -568,15 +695,32 @@ def _read_inputs(path: str) -> Iterator[tuple[str, str]]:
             raise SpecError(f"not UTF-8 text (byte {e.start})", source=source) from None
 
 
+def load_objects(
+    path: str, *, default_namespace: str = DEFAULT_NAMESPACE
+) -> list[tuple[str, Object]]:
+    """(source, object) for every Workload, Config and Secret of an input.
+
+    The whole input is read and validated first; any problem raises SpecError.
+    An input with nothing in it is an error too (nothing to apply).
+    """
+    result = _parse_inputs(_read_inputs(path), default_namespace)
+    if not result:
+        raise SpecError("no workloads, configs or secrets found",
+                        source="<stdin>" if path == "-" else path)
+    return result
+
+
 def load_path(
     path: str, *, default_namespace: str = DEFAULT_NAMESPACE
 ) -> list[tuple[str, types_pb2.Workload]]:
-    """(source, workload) for everything in a file, a directory or "-" (stdin).
+    """(source, workload) for the workloads of a file, a directory or "-" (stdin).
 
     The whole input is read and validated first; any problem raises SpecError.
     An input with no workloads at all is an error too (nothing to apply).
     """
-    result = _parse_inputs(_read_inputs(path), default_namespace)
+    result = [(source, obj) for source, obj in _parse_inputs(_read_inputs(path),
+                                                              default_namespace)
+              if isinstance(obj, types_pb2.Workload)]
     if not result:
         raise SpecError("no workloads found", source="<stdin>" if path == "-" else path)
     return result
@@ -625,7 +769,9 @@ def workload_to_dict(workload: types_pb2.Workload) -> dict[str, Any]:
         spec["command"] = list(s.command)
     if s.args:
         spec["args"] = list(s.args)
-    if s.env:
+    if s.env and any(var.HasField("value_from") for var in s.env):
+        spec["env"] = [_env_entry(var) for var in s.env]
+    elif s.env:
         spec["env"] = {var.name: var.value for var in s.env}
     if s.working_dir:
         spec["workingDir"] = s.working_dir
@@ -647,6 +793,19 @@ def workload_to_dict(workload: types_pb2.Workload) -> dict[str, Any]:
                 port["hostPort"] = p.host_port
             port["protocol"] = p.protocol
             spec["ports"].append(port)
+    if s.volumes:
+        spec["volumes"] = [_volume_entry(v) for v in s.volumes]
+    if s.volume_mounts:
+        spec["volumeMounts"] = []
+        for m in s.volume_mounts:
+            mount: dict[str, Any] = {"name": m.name, "mountPath": m.mount_path}
+            if m.HasField("read_only"):
+                mount["readOnly"] = m.read_only
+            spec["volumeMounts"].append(mount)
+    if s.image_pull_policy:
+        spec["imagePullPolicy"] = s.image_pull_policy
+    if s.image_pull_secret:
+        spec["imagePullSecret"] = s.image_pull_secret
     spec["restartPolicy"] = s.restart_policy
     for key, field in (("healthCheck", "health_check"), ("readiness", "readiness")):
         if s.HasField(field):
@@ -668,6 +827,61 @@ def workload_to_dict(workload: types_pb2.Workload) -> dict[str, Any]:
         "seccompProfile": s.security_context.seccomp_profile or DEFAULT_SECCOMP_PROFILE,
     }
     doc = {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
+    status: dict[str, Any] = {}
     if workload.status.virtual_ip:
-        doc["status"] = {"virtualIP": workload.status.virtual_ip}
+        status["virtualIP"] = workload.status.virtual_ip
+    if s.image_digest:
+        # Kept in the spec (so it is part of the spec hash), shown as status: the server's.
+        status["imageDigest"] = s.image_digest
+    if status:
+        doc["status"] = status
     return doc
+
+
+def _env_entry(var: types_pb2.EnvVar) -> dict[str, Any]:
+    if not var.HasField("value_from"):
+        return {"name": var.name, "value": var.value}
+    ref = var.value_from
+    source = {"config": ref.config} if ref.config else {"secret": ref.secret}
+    return {"name": var.name, "valueFrom": source | {"key": ref.key}}
+
+
+def _volume_entry(v: types_pb2.Volume) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": v.name}
+    source = v.WhichOneof("source")
+    if source == "empty_dir":
+        empty: dict[str, Any] = {}
+        if v.empty_dir.medium:
+            empty["medium"] = v.empty_dir.medium
+        if v.empty_dir.size_limit_bytes:
+            empty["sizeLimit"] = format_memory(v.empty_dir.size_limit_bytes)
+        entry["emptyDir"] = empty
+    elif source == "host_path":
+        entry["hostPath"] = {"path": v.host_path.path}
+    elif source is not None:
+        entry[source] = getattr(v, source)
+    return entry
+
+
+def _object_metadata(meta: types_pb2.ObjectMeta) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": meta.name, "namespace": meta.namespace}
+    if meta.labels:
+        metadata["labels"] = dict(sorted(meta.labels.items()))
+    for key, value in [("uid", meta.uid), ("generation", meta.generation),
+                       ("createdUnixMs", meta.created_unix_ms)]:
+        if value:
+            metadata[key] = value
+    return metadata
+
+
+def config_to_dict(config: types_pb2.Config) -> dict[str, Any]:
+    """A Config as a YAML-shaped dict, which applies again as it is."""
+    return {"apiVersion": API_VERSION, "kind": CONFIG_KIND,
+            "metadata": _object_metadata(config.metadata),
+            "data": dict(sorted(config.data.items()))}
+
+
+def secret_summary_to_dict(meta: types_pb2.ObjectMeta, keys: Iterable[str]) -> dict[str, Any]:
+    """A Secret as lists show it: its name and keys, never a value."""
+    return {"apiVersion": API_VERSION, "kind": SECRET_KIND,
+            "metadata": _object_metadata(meta), "keys": sorted(keys)}

@@ -22,6 +22,13 @@ the CLI cannot know them and leaves them to the server. The scheduler's
 `--max-cluster-replicas` bounds the sum over every workload: that one needs
 the cluster's state, which the caller gives (`cluster_replicas_problem`).
 
+Configs and Secrets (`config_problem`, `secret_problem`) are bounded per
+object (MAX_OBJECT_BYTES) and their keys are file names, since each key
+becomes a file in a mounted volume. A workload's volumes, mounts and env
+`valueFrom` are checked here too; whether the Configs and Secrets they name
+exist is a question about the cluster, which the caller answers
+(`reference_problem`).
+
 Pure: no gRPC, no store, nothing but the messages.
 """
 
@@ -38,6 +45,8 @@ from mctl.v1 import types_pb2
 
 PROTOCOLS = ("TCP", "UDP")
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
+# IfNotPresent is stored as "" (spec.py).
+IMAGE_PULL_POLICIES = ("IfNotPresent", "Always")
 # security_context.seccomp_profile as stored: "" is RuntimeDefault (see types.proto).
 STORED_SECCOMP_PROFILES = ("", "Unconfined")
 
@@ -58,6 +67,23 @@ MAX_PATH_BYTES = 4096                # PATH_MAX
 MIN_DISK_BYTES = 1 << 20
 MAX_DISK_BYTES = 64 << 40
 
+# A Config or Secret: its data, encoded, at most this big (as a Kubernetes
+# ConfigMap or Secret); one apply with everything in it stays below etcd's
+# 1.5 MiB request limit.
+MAX_OBJECT_BYTES = 1 << 20
+MAX_REQUEST_BYTES = MAX_APPLY_BYTES + (MAX_APPLY_BYTES >> 2)
+MAX_OBJECTS_PER_APPLY = 100
+# A key is a file name in the volume (and at most this long, as Kubernetes').
+MAX_KEY_BYTES = 253
+# emptyDir sizeLimit: below 1Mi nothing useful fits; above 1Ti no node has it.
+MIN_EMPTY_DIR_BYTES = 1 << 20
+MAX_EMPTY_DIR_BYTES = 1 << 40
+EMPTY_DIR_MEDIA = ("", "Memory")
+# The kernel's own filesystems in a container: a volume over them would hide
+# what the runtime mounted there (and /proc, /sys masking with it).
+RESERVED_MOUNT_PATHS = ("/proc", "/dev", "/sys")
+
+_KEY = re.compile(r"\A[-._a-zA-Z0-9]+\Z")
 _ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 # A key that reads unambiguously after a "." in a field path; others are quoted.
 _PLAIN_KEY = re.compile(r"\A[A-Za-z_][A-Za-z0-9_-]*\Z")
@@ -192,7 +218,15 @@ def _check_image(image: str) -> None:
     _check(image != "", "spec.image", "must not be empty")
     if imageref.problem(image) is None:
         return
-    if "@" in image:
+    if "@" in image and imageref.registry_of(image) is not None:
+        # Pinned to a digest: only a registry can serve an image by its digest.
+        problem = imageref.reference_problem(image)
+        if problem is None:
+            return
+        if "digest after @" in problem:
+            raise _Invalid("spec.image", f"{quote(image)}: the digest after @ must be "
+                                         "sha256: and 64 lowercase hex digits")
+    elif "@" in image:
         raise _Invalid("spec.image", f"{quote(image)} is a digest reference; give NAME[:TAG]")
     raise _Invalid("spec.image", f"{quote(image)} is not an image reference (lowercase"
                                  " NAME[:TAG], e.g. registry.local:5000/team/app:1.2)")
@@ -208,6 +242,103 @@ def _check_env(env: Sequence[types_pb2.EnvVar]) -> None:
             raise _Invalid(f"spec.env[{i}].name", f"{quote(var.name)} is set twice")
         seen.add(var.name)
         _text(var.value, f"spec.env[{i}].value")
+        if var.HasField("value_from"):
+            _check_value_from(var, f"spec.env[{i}]")
+
+
+def key_problem(key: str) -> str | None:
+    """Why `key` cannot be a Config's or Secret's key (a file name), or None."""
+    if not _KEY.match(key):
+        return (f"{quote(key)} is not a valid key: use letters, digits, \"-\", \"_\" and"
+                ' "." (it becomes a file name)')
+    if key in (".", ".."):
+        return f"{quote(key)} is not a valid key: it is not a file name"
+    if len(key) > MAX_KEY_BYTES:
+        return f"is {len(key)} characters long; at most {MAX_KEY_BYTES}"
+    return None
+
+
+def _check_value_from(var: types_pb2.EnvVar, path: str) -> None:
+    source = var.value_from
+    _check(var.value == "", f"{path}.value", "must not be given with valueFrom")
+    has_config, has_secret = source.config != "", source.secret != ""
+    if has_config == has_secret:
+        raise _Invalid(f"{path}.valueFrom", "needs exactly one of config or secret, not "
+                                            + ("both" if has_config else "neither"))
+    _dns_label(source.config or source.secret,
+               f"{path}.valueFrom." + ("config" if has_config else "secret"))
+    _check(source.key != "", f"{path}.valueFrom.key", "required")
+    if problem := key_problem(source.key):
+        raise _Invalid(f"{path}.valueFrom.key", problem)
+
+
+def _clean_path(path: str, field: str) -> None:
+    """An absolute path without "." or ".." parts (what it names is what it says)."""
+    _text(path, field, MAX_PATH_BYTES)
+    _check(path.startswith("/"), field, f"{quote(path)} is not an absolute path")
+    parts = path.split("/")
+    _check(".." not in parts and "." not in parts, field,
+           f"{quote(path)} must not contain \".\" or \"..\" parts")
+
+
+def _normal(path: str) -> str:
+    return "/" + "/".join(part for part in path.split("/") if part)
+
+
+_SOURCES = "volume, emptyDir, config, secret or hostPath"
+
+
+def _check_volumes(s: types_pb2.WorkloadSpec) -> None:
+    _count(s.volumes, "spec.volumes")
+    kinds: dict[str, str] = {}
+    for i, v in enumerate(s.volumes):
+        path = f"spec.volumes[{i}]"
+        _dns_label(v.name, f"{path}.name")
+        if v.name in kinds:
+            raise _Invalid(f"{path}.name", f"{quote(v.name)} is declared twice")
+        source = v.WhichOneof("source")
+        if source is None:
+            raise _Invalid(path, f"needs exactly one of {_SOURCES}, not neither")
+        kinds[v.name] = source
+        if source == "volume":
+            _dns_label(v.volume, f"{path}.volume")
+        elif source == "config":
+            _dns_label(v.config, f"{path}.config")
+        elif source == "secret":
+            _dns_label(v.secret, f"{path}.secret")
+        elif source == "empty_dir":
+            _one_of(v.empty_dir.medium, f"{path}.emptyDir.medium", EMPTY_DIR_MEDIA)
+            size = v.empty_dir.size_limit_bytes
+            if size and not MIN_EMPTY_DIR_BYTES <= size <= MAX_EMPTY_DIR_BYTES:
+                raise _Invalid(f"{path}.emptyDir.sizeLimit",
+                               f"must be between {format_memory(MIN_EMPTY_DIR_BYTES)} and"
+                               f" {format_memory(MAX_EMPTY_DIR_BYTES)}, not"
+                               f" {format_memory(size)}")
+        else:
+            _clean_path(v.host_path.path, f"{path}.hostPath.path")
+            _check(v.host_path.path != "/", f"{path}.hostPath.path",
+                   "must not be the node's root")
+    _count(s.volume_mounts, "spec.volumeMounts")
+    mounted: dict[str, str] = {}
+    for i, m in enumerate(s.volume_mounts):
+        path = f"spec.volumeMounts[{i}]"
+        _check(m.name != "", f"{path}.name", "required")
+        if m.name not in kinds:
+            raise _Invalid(f"{path}.name", f"{quote(m.name)} names no volume of spec.volumes")
+        _clean_path(m.mount_path, f"{path}.mountPath")
+        target = _normal(m.mount_path)
+        _check(target != "/", f"{path}.mountPath", "must not be the container's root")
+        for reserved in RESERVED_MOUNT_PATHS:
+            _check(target != reserved and not target.startswith(reserved + "/"),
+                   f"{path}.mountPath", f"{quote(m.mount_path)} is under {reserved}, which the"
+                                        " runtime mounts itself")
+        if target in mounted:
+            raise _Invalid(f"{path}.mountPath", f"{quote(m.mount_path)} is already mounted by"
+                                                f" {mounted[target]}")
+        mounted[target] = path
+        if (m.HasField("read_only") and not m.read_only
+                and kinds[m.name] in ("config", "secret")):
+            raise _Invalid(f"{path}.readOnly", f"{kinds[m.name]} volumes are read-only")
 
 
 def _check_resources(r: types_pb2.Resources) -> None:
@@ -305,8 +436,17 @@ def _check_spec(s: types_pb2.WorkloadSpec, limits: Limits) -> None:
     if s.hostname:
         _dns_label(s.hostname, "spec.hostname")
     _check_resources(s.resources)
+    _check_volumes(s)
     _check_ports(s.ports, limits.host_port_min)
     _one_of(s.restart_policy, "spec.restartPolicy", RESTART_POLICIES)
+    if s.image_pull_policy:
+        _one_of(s.image_pull_policy, "spec.imagePullPolicy", IMAGE_PULL_POLICIES)
+    if s.image_pull_secret:
+        _dns_label(s.image_pull_secret, "spec.imagePullSecret")
+    if s.image_digest:
+        # The server's to write; a client may send back what `get -o yaml` showed.
+        _check(imageref.reference_problem(f"a.b/c@{s.image_digest}") is None,
+               "status.imageDigest", f"{quote(s.image_digest)} is not sha256: and 64 hex digits")
     if s.HasField("health_check"):
         _check_probe(s.health_check, "spec.healthCheck")
     if s.HasField("readiness"):
@@ -375,6 +515,120 @@ def apply_problem(workloads: Sequence[types_pb2.Workload],
             return (f"{_name_in_request(w, i)}: listed twice in one apply"
                     f" (workloads[{first[key]}] and workloads[{i}])")
         first[key] = i
+    return None
+
+
+def _object_problem(meta: types_pb2.ObjectMeta, keys: Sequence[str], size: int) -> None:
+    _check(size <= MAX_OBJECT_BYTES, "",
+           f"is {size} bytes encoded; at most {MAX_OBJECT_BYTES} (1Mi)")
+    _check_metadata(meta)
+    _count(keys, "data")
+    for key in sorted(keys):
+        if problem := key_problem(key):
+            raise _Invalid("data", problem)
+
+
+def config_problem(config: types_pb2.Config) -> FieldProblem | None:
+    """The first problem with a Config, or None."""
+    try:
+        _object_problem(config.metadata, list(config.data), config.ByteSize())
+    except _Invalid as e:
+        return e.found
+    return None
+
+
+def secret_problem(secret: types_pb2.Secret) -> FieldProblem | None:
+    """The first problem with a Secret, or None (never quoting a value)."""
+    try:
+        _object_problem(secret.metadata, list(secret.data), secret.ByteSize())
+    except _Invalid as e:
+        return e.found
+    return None
+
+
+def references(spec: types_pb2.WorkloadSpec) -> tuple[set[str], set[str], set[str]]:
+    """The names of the Configs, Secrets and named volumes `spec` uses."""
+    configs: set[str] = set()
+    secrets: set[str] = set()
+    volumes: set[str] = set()
+    for var in spec.env:
+        if var.HasField("value_from"):
+            if var.value_from.config:
+                configs.add(var.value_from.config)
+            if var.value_from.secret:
+                secrets.add(var.value_from.secret)
+    for v in spec.volumes:
+        source = v.WhichOneof("source")
+        if source == "config":
+            configs.add(v.config)
+        elif source == "secret":
+            secrets.add(v.secret)
+        elif source == "volume":
+            volumes.add(v.volume)
+    return configs, secrets, volumes
+
+
+def reference_problem(workload: types_pb2.Workload,
+                      configs: Mapping[str, Sized], secrets: Mapping[str, Sized] | None
+                      ) -> FieldProblem | None:
+    """A Config or Secret that `workload` names and that does not exist (in its namespace).
+
+    `configs` and `secrets` map each existing name to its keys; a key that
+    env `valueFrom` names must be among them. Secrets None: not checked
+    (the caller cannot see them).
+    """
+    s = workload.spec
+    for i, v in enumerate(s.volumes):
+        source = v.WhichOneof("source")
+        if source == "config" and v.config not in configs:
+            return FieldProblem(f"spec.volumes[{i}].config",
+                                f"config {quote(v.config)} does not exist")
+        if source == "secret" and secrets is not None and v.secret not in secrets:
+            return FieldProblem(f"spec.volumes[{i}].secret",
+                                f"secret {quote(v.secret)} does not exist")
+    for i, var in enumerate(s.env):
+        if not var.HasField("value_from"):
+            continue
+        ref = var.value_from
+        kind, name = ("config", ref.config) if ref.config else ("secret", ref.secret)
+        known = configs if kind == "config" else secrets
+        if known is None:
+            continue
+        if name not in known:
+            return FieldProblem(f"spec.env[{i}].valueFrom.{kind}",
+                                f"{kind} {quote(name)} does not exist")
+        if ref.key not in known[name]:  # type: ignore[operator]
+            return FieldProblem(f"spec.env[{i}].valueFrom.key",
+                                f"{kind} {quote(name)} has no key {quote(ref.key)}")
+    return None
+
+
+def objects_problem(configs: Sequence[types_pb2.Config],
+                    secrets: Sequence[types_pb2.Secret], workload_bytes: int) -> str | None:
+    """The first problem with the Configs and Secrets of an apply, in one line, or None."""
+    if len(configs) + len(secrets) > MAX_OBJECTS_PER_APPLY:
+        return (f"at most {MAX_OBJECTS_PER_APPLY} configs and secrets in one apply, not"
+                f" {len(configs) + len(secrets)}: apply them in parts")
+    size = workload_bytes + sum(c.ByteSize() for c in configs) + sum(
+        x.ByteSize() for x in secrets)
+    if size > MAX_REQUEST_BYTES:
+        return (f"at most {MAX_REQUEST_BYTES} bytes in one apply, not {size}:"
+                " apply them in parts")
+    checked: list[tuple[str, list[tuple[types_pb2.ObjectMeta, FieldProblem | None]]]] = [
+        ("config", [(c.metadata, config_problem(c)) for c in configs]),
+        ("secret", [(x.metadata, secret_problem(x)) for x in secrets])]
+    for kind, items in checked:
+        first: dict[tuple[str, str], int] = {}
+        for i, (meta, found) in enumerate(items):
+            label = (f"{kind}s[{i}]" if names.validate_dns_label(meta.name)
+                     or names.validate_dns_label(meta.namespace)
+                     else f"{kind} {meta.namespace}/{meta.name}")
+            if found is not None:
+                return f"{label}: {found}"
+            key = (meta.namespace, meta.name)
+            if key in first:
+                return f"{label}: listed twice in one apply"
+            first[key] = i
     return None
 
 

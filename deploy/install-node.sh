@@ -12,7 +12,7 @@
 #     /etc/systemd/system (replaced on every run: change them with
 #     `systemctl edit`), and their example env files in /etc/mctl (only
 #     where none exists: yours are never overwritten), /etc/mctl/pki (0700);
-#   - docs/multi-vm.md and examples/ in /opt/mctl/share/doc/mctl.
+#   - docs/multi-vm.md, docs/observability.md and examples/ in /opt/mctl/share/doc/mctl.
 # Then follow docs/multi-vm.md: certificates, env files, `systemctl enable
 # --now ...`. Safe to run again, e.g. to upgrade after `git pull`.
 #
@@ -120,6 +120,7 @@ done
 doc="$prefix/share/doc/mctl"
 install -d -m 0755 "$doc/examples"
 install -m 0644 "$src/docs/multi-vm.md" "$doc/multi-vm.md"
+install -m 0644 "$src/docs/observability.md" "$doc/observability.md"
 install -m 0644 "$src"/examples/*.yaml "$src/examples/README.md" "$doc/examples/"
 
 if [ "$systemd" = 1 ]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's second command: the whole test suite (every tier: unit,
-# integration, kernel, end to end), after checking that the generated gRPC
+# integration, kernel, end to end, fault), after checking that the generated gRPC
 # code matches proto/ and that the code is ruff-clean and type-checks.
 # Needs root: the tests make real containers. Extra arguments go to pytest
 # (e.g. `-m unit`); MCTL_HYPOTHESIS picks the hypothesis profile (ci).

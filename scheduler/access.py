@@ -8,6 +8,7 @@ replicas of another. The scheduler itself needs no control-plane access.
 
 from __future__ import annotations
 
+from mctl.common import health
 from mctl.common.authz import Policy, Rule
 from mctl.v1 import control_pb2, node_pb2
 
@@ -27,4 +28,5 @@ POLICY: Policy = {
         Rule(roles=frozenset({"admin"})),
     node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name:
         Rule(roles=frozenset({"agent"}), speaks_for=node_named_by),
+    health.SERVICE_NAME: health.RULE,
 }

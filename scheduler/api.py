@@ -11,7 +11,15 @@ they decide nothing themselves:
 - replica records are the controller's alone: a drain and a node's status
   report are handed to it (`ReplicaWriter`), as is the wake-up after a change;
 - node registration and heartbeats are nodes.py's `NodeLeases`, node
-  subnets subnets.py's, usage samples usage.py's.
+  subnets subnets.py's, usage samples usage.py's;
+- Configs are stored as they come; Secrets are sealed (secretbox.py) before
+  they are written and never leave through this API again: ListSecrets
+  gives names and keys. A Config, Secret or named volume in use is not
+  deleted (FAILED_PRECONDITION, naming the workloads).
+
+Objects a workload names must exist when it is applied (or come in the same
+apply): Kubernetes lets a pod wait for a missing ConfigMap, but a typo is far
+likelier than a deliberate wait, and the apply is where a user is looking.
 
 Store errors become status codes in one place (`_guarded`): UNAVAILABLE
 when etcd is away, ABORTED when the change kept losing races, NOT_FOUND for
@@ -31,7 +39,6 @@ import grpc
 
 from mctl.common import execstream, names, reasons, validation
 from mctl.common.phases import is_terminal
-from mctl.common.spec import spec_hash
 from mctl.v1 import (
     agent_pb2_grpc,
     control_pb2,
@@ -41,11 +48,12 @@ from mctl.v1 import (
     types_pb2,
 )
 
-from . import paging
+from . import imagepin, objects, paging, volumes
 from .events import event
 from .nodes import NodeLeases, NodeNotFound, set_cordoned
 from .retry import TooManyConflicts, retry_conflicts
-from .status import ReportMerge
+from .secretbox import SecretBox, SecretBoxError
+from .status import ReportMerge, node_events
 from .store import Snapshot, Store, StoreUnavailable, Write
 from .subnets import SubnetAllocator, SubnetError
 from .usage import UsageCache
@@ -114,6 +122,9 @@ def _guarded(context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
         context.abort(grpc.StatusCode.ABORTED, "too many concurrent changes; try again")
     except NodeNotFound as e:
         context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+    except SecretBoxError as e:
+        # A stored Secret this scheduler cannot open: a missing or wrong key.
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
 
 
 class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
@@ -121,8 +132,14 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
                  usage: UsageCache, dial: Dial, events: EventLog | None = None,
                  leadership: Leadership | None = None,
                  limits: validation.Limits = validation.SERVER_LIMITS,
-                 max_cluster_replicas: int = validation.DEFAULT_MAX_CLUSTER_REPLICAS) -> None:
+                 max_cluster_replicas: int = validation.DEFAULT_MAX_CLUSTER_REPLICAS,
+                 secret_box: SecretBox | None = None,
+                 image_resolver: imagepin.Resolver | None = None) -> None:
         self.store = store
+        # Resolves registry images' tags to digests on apply (None: never pinned).
+        self.image_resolver = image_resolver
+        self.box = secret_box             # None: this scheduler stores no Secrets
+        self.secrets = objects.SecretReader(secret_box)
         self.reads = reads
         self.replicas = replicas
         self.usage = usage
@@ -137,8 +154,14 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
         # The gate: the CLI's checks are a convenience, these hold for every
         # client, and they come before any read so a bad request costs no etcd.
         problem = validation.apply_problem(request.workloads, self.limits)
+        if problem is None:
+            problem = validation.objects_problem(
+                request.configs, request.secrets, sum(w.ByteSize() for w in request.workloads))
         if problem is not None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if request.secrets and self.box is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "this scheduler has no --encryption-key-file, so it stores no secrets")
         # The cluster's cap depends on what is stored, not on the request:
         # a precondition. Checked on the cache (every write before this call
         # is in it); two applies racing may both pass, by at most their own
@@ -150,19 +173,62 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
                                                       self.max_cluster_replicas)
         if problem is not None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, problem)
+        problem = self._reference_problem(snap, request)
+        if problem is not None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, problem)
+        # Before the transaction, and once: asking a registry takes a round trip.
+        pins = imagepin.pins(self.image_resolver, request.workloads, snap.workloads)
         return _guarded(context, lambda: retry_conflicts(
-            lambda _: self._apply_once(request), what="apply"))
+            lambda _: self._apply_once(request, pins), what="apply"))
 
-    def _apply_once(self, request: control_pb2.ApplyRequest) -> control_pb2.ApplyResponse:
+    def _reference_problem(self, snap: Snapshot,
+                           request: control_pb2.ApplyRequest) -> str | None:
+        """A Config or Secret (or key) named by a workload that neither exists nor comes along."""
+        configs: dict[tuple[str, str], set[str]] = {
+            key: set(c.data) for key, c in snap.configs.items()}
+        secrets: dict[tuple[str, str], set[str]] = {}
+        for c in request.configs:
+            configs[(c.metadata.namespace, c.metadata.name)] = set(c.data)
+        for x in request.secrets:
+            secrets[(x.metadata.namespace, x.metadata.name)] = set(x.data)
+        for w in request.workloads:
+            ns = w.metadata.namespace
+            _, used, _ = validation.references(w.spec)
+            for name in used:
+                if (ns, name) in secrets:
+                    continue
+                try:
+                    opened = self.secrets.open(snap, (ns, name))
+                except SecretBoxError as e:
+                    return f"workload {ns}/{w.metadata.name}: {e}"
+                if opened is not None:
+                    secrets[(ns, name)] = set(opened.data)
+            found = validation.reference_problem(
+                w, {n: k for (cns, n), k in configs.items() if cns == ns},
+                {n: k for (sns, n), k in secrets.items() if sns == ns})
+            if found is not None:
+                return f"workload {ns}/{w.metadata.name}: {found}"
+        return None
+
+    def _apply_once(self, request: control_pb2.ApplyRequest,
+                    pins: dict[tuple[str, str], str] | None = None) -> control_pb2.ApplyResponse:
         writes = []
         response = control_pb2.ApplyResponse()
         now = int(time.time() * 1000)
+        # Configs and Secrets first: the workloads of this apply that name
+        # them see them in the same transaction.
+        for c in request.configs:
+            writes += self._apply_config(c, now, response)
+        for x in request.secrets:
+            writes += self._apply_secret(x, now, response)
         for w in request.workloads:
             ns, name = w.metadata.namespace, w.metadata.name
             key = self.store.keys.workload(ns, name)
             raw, rev = self.store.get(key)
             new = types_pb2.Workload()
             new.CopyFrom(w)
+            # The server's to write, as the uid (imagepin.py).
+            new.spec.image_digest = (pins or {}).get((ns, name), "")
             action = "created"
             if raw is not None:
                 old = types_pb2.Workload.FromString(raw)
@@ -172,9 +238,10 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
                 if old.HasField("status"):
                     new.status.CopyFrom(old.status)
                 if not old.metadata.deletion_requested:
-                    if (old.spec == w.spec and
+                    if (old.spec == new.spec and
                             dict(old.metadata.labels) == dict(w.metadata.labels)):
-                        response.results.add(namespace=ns, name=name, action="unchanged")
+                        response.results.add(namespace=ns, name=name, action="unchanged",
+                                             kind="Workload")
                         continue
                     new.metadata.uid = old.metadata.uid
                     new.metadata.created_unix_ms = old.metadata.created_unix_ms
@@ -186,16 +253,90 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
                 new.metadata.generation = 1
             new.metadata.deletion_requested = False
             writes.append(Write(key, new.SerializeToString(), rev))
-            response.results.add(namespace=ns, name=name, action=action)
+            response.results.add(namespace=ns, name=name, action=action, kind="Workload")
         if writes:
             self.store.commit(writes)
             self.replicas.wake()
         for r in response.results:
-            log.info("workload=%s/%s %s", r.namespace, r.name, r.action)
+            log.info("%s=%s/%s %s", r.kind.lower(), r.namespace, r.name, r.action)
         return response
+
+    @staticmethod
+    def _stamp(meta: types_pb2.ObjectMeta, old: types_pb2.ObjectMeta | None, now: int) -> None:
+        """The server's metadata: kept from `old`, or new; generation counts changes."""
+        if old is None:
+            meta.uid = uuid.uuid4().hex
+            meta.created_unix_ms = now
+            meta.generation = 1
+        else:
+            meta.uid = old.uid
+            meta.created_unix_ms = old.created_unix_ms
+            meta.generation = old.generation + 1
+        meta.deletion_requested = False
+
+    def _apply_config(self, c: types_pb2.Config, now: int,
+                      response: control_pb2.ApplyResponse) -> list[Write]:
+        ns, name = c.metadata.namespace, c.metadata.name
+        key = self.store.keys.config(ns, name)
+        raw, rev = self.store.get(key)
+        old = types_pb2.Config.FromString(raw) if raw is not None else None
+        if old is not None and (dict(old.data) == dict(c.data)
+                                and dict(old.metadata.labels) == dict(c.metadata.labels)):
+            response.results.add(namespace=ns, name=name, action="unchanged", kind="Config")
+            return []
+        new = types_pb2.Config()
+        new.CopyFrom(c)
+        self._stamp(new.metadata, old.metadata if old is not None else None, now)
+        response.results.add(namespace=ns, name=name, kind="Config",
+                             action="created" if old is None else "configured")
+        return [Write(key, new.SerializeToString(), rev)]
+
+    def _apply_secret(self, x: types_pb2.Secret, now: int,
+                      response: control_pb2.ApplyResponse) -> list[Write]:
+        assert self.box is not None      # Apply refused secrets without a key
+        ns, name = x.metadata.namespace, x.metadata.name
+        key = self.store.keys.secret(ns, name)
+        raw, rev = self.store.get(key)
+        old = None
+        if raw is not None:
+            # A value sealed under a key this scheduler lacks is refused, not
+            # overwritten: the operator has lost a key, and should know.
+            old = self.box.open(raw, ns, name)
+        version = None
+        if old is not None and dict(old.secret.data) == dict(x.data):
+            if dict(old.secret.metadata.labels) == dict(x.metadata.labels):
+                response.results.add(namespace=ns, name=name, action="unchanged",
+                                     kind="Secret")
+                return []
+            version = old.version      # the data is the same: its users do not roll
+        new = types_pb2.Secret()
+        new.CopyFrom(x)
+        self._stamp(new.metadata, old.secret.metadata if old is not None else None, now)
+        response.results.add(namespace=ns, name=name, kind="Secret",
+                             action="created" if old is None else "configured")
+        return [Write(key, self.box.seal(new, version), rev)]
 
     def Delete(self, request: control_pb2.DeleteRequest,
                context: grpc.ServicerContext) -> control_pb2.DeleteResponse:
+        for kind, refs in (("config", request.configs), ("secret", request.secrets),
+                           ("volume", request.volumes), ("workload", request.workloads)):
+            for ref in refs:
+                if problem := names.validate_dns_label(ref.name):
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{kind} name: {problem}")
+        if request.configs or request.secrets or request.volumes:
+            # Refused while used, judged on every write before this call.
+            # (A workload applied at the same instant may still name one that
+            # goes: its replicas then wait, saying what is missing.)
+            snap = self._latest(context)
+            for kind, refs in (("config", request.configs), ("secret", request.secrets),
+                               ("volume", request.volumes)):
+                for ref in refs:
+                    ns = ref.namespace or "default"
+                    users = objects.users_of(snap, kind, ns, ref.name)
+                    if users:
+                        context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                      f"{kind} {ns}/{ref.name} is used by workload"
+                                      f"{'s' if len(users) > 1 else ''} {', '.join(users)}")
         response = _guarded(context, lambda: retry_conflicts(
             lambda _: self._delete_once(request), what="delete"))
         self.replicas.wake()
@@ -204,10 +345,24 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
     def _delete_once(self, request: control_pb2.DeleteRequest) -> control_pb2.DeleteResponse:
         response = control_pb2.DeleteResponse()
         writes = []
+        keys = self.store.keys
+        for kind, refs, make in (("Config", request.configs, keys.config),
+                                 ("Secret", request.secrets, keys.secret),
+                                 ("Volume", request.volumes, keys.volume)):
+            for ref in refs:
+                key = make(ref.namespace or "default", ref.name)
+                raw, rev = self.store.get(key)
+                response.results.add(namespace=ref.namespace, name=ref.name,
+                                     found=raw is not None, kind=kind)
+                if raw is not None:
+                    writes.append(Write(key, None, rev))
+                    log.info("%s=%s/%s deleted", kind.lower(), ref.namespace or "default",
+                             ref.name)
         for ref in request.workloads:
             key = self.store.keys.workload(ref.namespace or "default", ref.name)
             raw, rev = self.store.get(key)
-            response.results.add(namespace=ref.namespace, name=ref.name, found=raw is not None)
+            response.results.add(namespace=ref.namespace, name=ref.name, found=raw is not None,
+                                 kind="Workload")
             if raw is None:
                 continue
             w = types_pb2.Workload.FromString(raw)
@@ -238,7 +393,7 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
                 w = snap.workloads[key]
                 if not _matches(request, w.metadata.namespace, w.metadata.name):
                     continue
-                yield key, (w, _summary(w, by_workload.get(key, [])))
+                yield key, (w, _summary(w, by_workload.get(key, []), snap))
         page, token = paging.take(entries(), request.page_size,
                                   lambda e: e[0].ByteSize() + e[1].ByteSize())
         out = control_pb2.WorkloadList(next_page_token=token)
@@ -276,6 +431,53 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServicer):
             out.items.append(r)
             out.usage.append(usage)
         return out
+
+    def ListConfigs(self, request: control_pb2.ListRequest,
+                    context: grpc.ServicerContext) -> control_pb2.ConfigList:
+        snap = self._latest(context)
+        keys = sorted(snap.configs)
+        start = _page_start(context, keys, request.page_token, _NAME_KEY)
+        page, token = paging.take(
+            ((key, snap.configs[key]) for key in keys[start:] if _matches(request, *key)),
+            request.page_size, lambda c: c.ByteSize())
+        return control_pb2.ConfigList(items=page, next_page_token=token)
+
+    def ListSecrets(self, request: control_pb2.ListRequest,
+                    context: grpc.ServicerContext) -> control_pb2.SecretList:
+        """Names and keys only: a value never leaves the scheduler through the API."""
+        snap = self._latest(context)
+        keys = sorted(snap.secrets)
+        start = _page_start(context, keys, request.page_token, _NAME_KEY)
+
+        def entries() -> Iterator[tuple[paging.Key, control_pb2.SecretSummary]]:
+            for key in keys[start:]:
+                if not _matches(request, *key):
+                    continue
+                try:
+                    opened = self.secrets.open(snap, key)
+                except SecretBoxError as e:
+                    context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+                if opened is None:    # no key here: the name is all that can be said
+                    summary = control_pb2.SecretSummary()
+                    summary.metadata.namespace, summary.metadata.name = key
+                else:
+                    summary = control_pb2.SecretSummary(metadata=opened.metadata,
+                                                        keys=sorted(opened.data))
+                yield key, summary
+        page, token = paging.take(entries(), request.page_size, lambda x: x.ByteSize())
+        return control_pb2.SecretList(items=page, next_page_token=token)
+
+    def ListVolumes(self, request: control_pb2.ListRequest,
+                    context: grpc.ServicerContext) -> control_pb2.VolumeList:
+        snap = self._latest(context)
+        keys = sorted(snap.volumes)
+        start = _page_start(context, keys, request.page_token, _NAME_KEY)
+        page, token = paging.take(
+            ((key, volumes.with_users(snap, snap.volumes[key],
+                                      self.usage.volume(snap.volumes[key].node, key)))
+             for key in keys[start:] if _matches(request, *key)),
+            request.page_size, lambda v: v.ByteSize())
+        return control_pb2.VolumeList(items=page, next_page_token=token)
 
     def ListNodes(self, request: control_pb2.ListRequest,
                   context: grpc.ServicerContext) -> control_pb2.NodeList:
@@ -442,9 +644,9 @@ def _page_start(context: grpc.ServicerContext, keys: Sequence[paging.Key], token
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
 
 
-def _summary(w: types_pb2.Workload,
-             replicas: list[types_pb2.Replica]) -> control_pb2.WorkloadSummary:
-    current = spec_hash(w.spec)
+def _summary(w: types_pb2.Workload, replicas: list[types_pb2.Replica],
+             snap: Snapshot) -> control_pb2.WorkloadSummary:
+    current = objects.workload_hash(w, snap)
     live = [r for r in replicas if not r.metadata.deletion_requested]
     return control_pb2.WorkloadSummary(
         desired=w.spec.replicas,
@@ -518,4 +720,11 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             self.usage.set_replica(key, usage)
         for key in merge.removed:
             self.usage.forget_replica(key)
+        if request.complete or request.volumes:
+            # A complete report says every volume the node keeps; a partial one
+            # without volumes says nothing about them.
+            self.usage.set_volumes(request.node, list(request.volumes))
+        if self.events is not None:
+            for e in node_events(request):
+                self.events.record(e)
         return node_pb2.StatusAck()

@@ -18,6 +18,13 @@ IP claimed (and freed when they lose their ports or go) by the pure plan of
 vips.py, committed with the rest; every node's set carries every service
 with its endpoints (services.py), sent when they changed.
 
+Configs, Secrets and named volumes (objects.py, volumes.py): a workload's
+hash covers the data of the Configs and Secrets it names, so changing them
+rolls it; a node's set carries the Configs and Secrets its replicas use
+(Secrets opened here, in memory); a replica that mounts a named volume is
+placed only on the volume's node, and the first one placed binds the volume
+to its node (a record in etcd, committed with the replica).
+
 Passes run on changes (API writes, status reports, etcd watch events) and at
 least every RESYNC_SECONDS: level-triggered, so a lost event only delays.
 
@@ -52,20 +59,21 @@ from concurrent import futures
 import grpc
 from google.protobuf.message import Message
 
-from mctl.common import pki, rpc
+from mctl.common import metrics, pki, rpc
 from mctl.common.phases import is_terminal, reason_name
-from mctl.common.spec import spec_hash
 from mctl.common.tls import TLSConfig
 from mctl.v1 import agent_pb2, agent_pb2_grpc, node_pb2, types_pb2
 
-from . import placement, reconcile, routes, services, vips
+from . import placement, reconcile, routes, services, vips, volumes
 from .cache import StateCache
 from .converters import node_view, replica_view, workload_view
 from .events import NORMAL, WARNING, EventRecorder, event
 from .leader import LeaderElector
 from .model import ReplicaView, workload_key
 from .nodes import DEFAULT_NODE_GRACE_SECONDS, plan_lifecycle
+from .objects import SecretReader, config_digest, node_objects, workload_hash
 from .retry import retry_conflicts
+from .secretbox import SecretBox, version_of
 from .status import ReportMerge, merge_report
 from .store import Conflict, NotLeader, Snapshot, Store, StoreUnavailable, Write
 
@@ -102,8 +110,12 @@ class Controller:
                  node_grace_seconds: float = DEFAULT_NODE_GRACE_SECONDS,
                  cache: StateCache | None = None,
                  tls: TLSConfig | None = None,
-                 service_cidr: str = vips.DEFAULT_SERVICE_CIDR) -> None:
+                 service_cidr: str = vips.DEFAULT_SERVICE_CIDR,
+                 secret_box: SecretBox | None = None) -> None:
         self.store = store
+        # Opens the Secrets that nodes' sets carry (None: Secrets cannot be used).
+        self.secrets = SecretReader(secret_box)
+        self._secret_problems: set[str] = set()      # logged once each
         # "" turns services off: no virtual IP is claimed or kept.
         self.service_cidr = vips.parse_service_cidr(service_cidr) if service_cidr else None
         # Its own generator, so that claiming addresses leaves the placement
@@ -207,6 +219,7 @@ class Controller:
             fence = self.elector.fence
             if fence is None:
                 return     # a follower: it serves the API, the leader decides
+        started = time.monotonic()
         snap = self.read()
         writes = self.plan(snap, now_ms())
         if writes:
@@ -218,6 +231,7 @@ class Controller:
         self._record(self._planned_events)
         self._planned_events = []
         self.push(snap)
+        metrics.time_since("reconcile_pass_seconds", started)
 
     def _record(self, events: list[types_pb2.Event]) -> None:
         if self.events is not None:
@@ -305,6 +319,11 @@ class Controller:
         lifecycle = plan_lifecycle(snap, now, self.node_grace_ms, keys)
         writes, lost = lifecycle.writes, lifecycle.lost
         self._planned_events += lifecycle.events
+        # Named volumes: records made for new names, marked lost with their
+        # node; placement below binds the unbound ones (written at the end).
+        volume_plan = volumes.plan_records(snap)
+        for message in volume_plan.lost:
+            log.warning("%s", message)
         by_workload: dict[tuple[str, str], list[types_pb2.Replica]] = defaultdict(list)
         for key, r in snap.replicas.items():
             if r.node in lost and (r.metadata.deletion_requested or
@@ -331,7 +350,8 @@ class Controller:
         for key in sorted(set(snap.workloads) | set(by_workload)):
             w = snap.workloads.get(key)
             replicas = by_workload.get(key, [])
-            view = workload_view(w, spec_hash(w.spec)) if w is not None else None
+            current = workload_hash(w, snap) if w is not None else ""
+            view = workload_view(w, current) if w is not None else None
             decision = reconcile.decide(
                 view, [views[(r.metadata.namespace, r.metadata.name)] for r in replicas], now)
             if not decision.noop:
@@ -353,11 +373,12 @@ class Controller:
                     w.metadata.name, decision.create,
                     {k[1] for k in snap.replicas if k[0] == key[0]}, self.rng)
                 for name in names:
-                    created.append(self._new_replica(w, name, now))
+                    created.append(self._new_replica(w, name, now, current))
             if w is not None and w.metadata.deletion_requested and not replicas:
                 finished_workloads.append(w)
 
-        self._place(snap, created, changed, views)
+        self._place(snap, created, changed, views, volume_plan.records)
+        writes += volumes.record_writes(snap, volume_plan.records, keys)
         for r in created:
             ns, name = r.metadata.namespace, r.metadata.name
             writes.append(Write(keys.replica(ns, name), r.SerializeToString(), 0))
@@ -419,8 +440,9 @@ class Controller:
             log.info("virtual_ip=%s released (was %s's)", ip, snap.vip_claims.get(ip, "?"))
         return first, last
 
-    def _new_replica(self, w: types_pb2.Workload, name: str, now: int) -> types_pb2.Replica:
-        r = types_pb2.Replica(workload=w.metadata.name, spec_hash=spec_hash(w.spec))
+    def _new_replica(self, w: types_pb2.Workload, name: str, now: int,
+                     current: str) -> types_pb2.Replica:
+        r = types_pb2.Replica(workload=w.metadata.name, spec_hash=current)
         r.metadata.name = name
         r.metadata.namespace = w.metadata.namespace
         r.metadata.labels.update(w.metadata.labels)
@@ -446,8 +468,13 @@ class Controller:
 
     def _place(self, snap: Snapshot, created: list[types_pb2.Replica],
                changed: dict[tuple[str, str], types_pb2.Replica],
-               views: dict[tuple[str, str], ReplicaView]) -> None:
-        """Binds new and still-unplaced replicas to nodes; records why the rest wait."""
+               views: dict[tuple[str, str], ReplicaView],
+               records: dict[tuple[str, str], types_pb2.VolumeRecord]) -> None:
+        """Binds new and still-unplaced replicas to nodes; records why the rest wait.
+
+        `records` (the named volumes, as this pass will write them) gets the
+        node of each volume that its first replica binds.
+        """
         pending = [r for r in created]
         unplaced = [key for key, r in snap.replicas.items()
                     if not r.node and not r.metadata.deletion_requested and key not in changed]
@@ -457,15 +484,43 @@ class Controller:
         nodes = [node_view(n, n.name in snap.heartbeats) for n in snap.nodes.values()]
         states = placement.build_node_states(nodes, views.values())
         requests = []
+        pinned: dict[str, tuple[str, str, bool]] = {}    # replica -> (volume, node, lost)
         for r in pending:
             v = replica_view(r)
+            used = volumes.used_by(r)
+            volume_node = volume = ""
+            for name in used:
+                record = records.get((v.namespace, name))
+                if record is not None and record.node:
+                    volume, volume_node = name, record.node
+                    pinned[f"{v.namespace}/{v.name}"] = (name, record.node, record.lost)
+                    break
             requests.append((f"{v.namespace}/{v.name}", placement.PlacementRequest(
                 workload_key=workload_key(v.namespace, v.workload), request=v.request,
                 node_selector=dict(r.spec.node_selector), host_ports=v.host_ports,
-                spread=r.spec.spread)))
+                spread=r.spec.spread, volumes=tuple(f"{v.namespace}/{n}" for n in used),
+                volume_node=volume_node, volume=volume)))
         new_ids = {id(r) for r in created}   # identity, not a by-value proto compare
         seed = self.rng.randrange(1 << 30)
-        results = placement.place_batch(requests, list(states.values()), seed)
+        volume_nodes = {f"{ns}/{name}": record.node
+                        for (ns, name), record in records.items() if record.node}
+        bound_before = set(volume_nodes)
+        started = time.monotonic()
+        results = placement.place_batch(requests, list(states.values()), seed, volume_nodes)
+        metrics.time_since("placement_seconds", started)
+        for volume_id, node_name in volume_nodes.items():
+            if volume_id in bound_before:
+                continue
+            ns, _, name = volume_id.partition("/")
+            # A copy: the snapshot's records are shared and never mutated.
+            record = types_pb2.VolumeRecord()
+            if (ns, name) in records:
+                record.CopyFrom(records[(ns, name)])
+            record.metadata.namespace, record.metadata.name = ns, name
+            record.node = node_name
+            records[(ns, name)] = record
+            log.info("volume=%s/%s bound to node=%s", ns, name, node_name)
+            self._event("Volume", ns, name, "Bound", f"kept on node {node_name}")
         for r in pending:
             key = (r.metadata.namespace, r.metadata.name)
             result = results[f"{key[0]}/{key[1]}"]
@@ -479,10 +534,16 @@ class Controller:
                 target.status.reason = types_pb2.REPLICA_REASON_UNSPECIFIED
                 target.status.message = ""
                 log.info("replica=%s/%s placed node=%s", key[0], key[1], result.node)
+                metrics.inc("placements_total", result="placed")
                 self._event("Replica", key[0], key[1], "Scheduled",
                             f"placed on node {result.node}")
             else:
                 message = placement.unschedulable_message(result.rejections, len(nodes))
+                pin = pinned.get(f"{key[0]}/{key[1]}")
+                if pin is not None:
+                    message = placement.volume_message(pin[0], pin[1], result.rejections,
+                                                       pin[2])
+                metrics.inc("placements_total", result="unschedulable")
                 if target.status.message == message and not is_new:
                     continue
                 target.status.reason = types_pb2.REPLICA_REASON_UNSCHEDULABLE
@@ -543,9 +604,16 @@ class Controller:
             # The node record's revision is in the digest: a node that
             # registered again (through any scheduler) gets its set again.
             registered = snap.mod_revisions.get(self.store.keys.node(node_name), 0)
+            configs, opened, problems = node_objects(snap, replicas, self.secrets)
+            for problem in set(problems) - self._secret_problems:
+                log.error("node=%s %s", node_name, problem)
+            self._secret_problems |= set(problems)
             set_digest = hashlib.sha256(f"{registered};".encode() + b"".join(
                 f"{r.metadata.namespace}/{r.metadata.name}/{r.metadata.uid}/{r.spec_hash};"
-                .encode() for r in replicas)).digest()
+                .encode() for r in replicas) + b"".join(
+                config_digest(c) for c in configs) + b"".join(
+                version_of(snap.secrets.get((x.metadata.namespace, x.metadata.name), b""))
+                for x in opened)).digest()
             net_digest = hashlib.sha256(routes_digest + b"".join(
                 peer_digests.get(key, b"") for key in workloads)).digest()
             last = self._pushed.get(node_name)
@@ -572,9 +640,11 @@ class Controller:
             desired = agent_pb2.DesiredSet(node=node_name, revision=snap.revision,
                                            replicas=replicas, nodes=node_routes,
                                            peers=routes.peers_of(addresses, replicas),
-                                           services=cluster_services)
+                                           services=cluster_services,
+                                           configs=configs, secrets=opened)
             self._pool.submit(self._send, node, desired)
         self._push_due = due
+        self.secrets.forget_others(snap.secrets)
 
     def _stub(self, node: types_pb2.Node) -> agent_pb2_grpc.AgentStub:
         cached = self._channels.get(node.name)

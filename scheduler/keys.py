@@ -10,6 +10,9 @@ Every durable fact lives under one prefix (default `/mctl/`):
     subnets/<a.b.c.d>-<len>         node name    (the node's container subnet, subnets.py)
     vips/<a.b.c.d>                  "<ns>/<name>" (the workload's virtual IP, vips.py)
     events/<kind>/<ns>/<name>/<ms>-<n>  Event    (kept for an hour; not in snapshots)
+    configs/<namespace>/<name>      Config       (protobuf)
+    secrets/<namespace>/<name>      sealed Secret (secretbox.py: AES-GCM, never in clear)
+    volumes/<namespace>/<name>      VolumeRecord (protobuf; its node once placed, volumes.py)
 
 The store (which reads whole ranges) and the cache (which follows a watch)
 both turn keys back into objects; they share this codec so the two can
@@ -31,6 +34,9 @@ class Kind(enum.Enum):
     SUBNET = "subnets"
     VIP = "vips"
     EVENT = "events"
+    CONFIG = "configs"
+    SECRET = "secrets"
+    VOLUME = "volumes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,15 @@ class KeyCodec:
 
     def replica(self, namespace: str, name: str) -> str:
         return f"{self.prefix}replicas/{namespace}/{name}"
+
+    def config(self, namespace: str, name: str) -> str:
+        return f"{self.prefix}configs/{namespace}/{name}"
+
+    def secret(self, namespace: str, name: str) -> str:
+        return f"{self.prefix}secrets/{namespace}/{name}"
+
+    def volume(self, namespace: str, name: str) -> str:
+        return f"{self.prefix}volumes/{namespace}/{name}"
 
     def node(self, name: str) -> str:
         return f"{self.prefix}nodes/{name}"
@@ -95,7 +110,7 @@ class KeyCodec:
             kind = Kind(head)
         except ValueError:
             return None
-        if kind in (Kind.WORKLOAD, Kind.REPLICA):
+        if kind in (Kind.WORKLOAD, Kind.REPLICA, Kind.CONFIG, Kind.SECRET, Kind.VOLUME):
             namespace, _, name = rest.partition("/")
             return ParsedKey(kind, namespace, name)
         if kind is Kind.SUBNET:

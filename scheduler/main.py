@@ -22,11 +22,11 @@ import socket
 import sys
 import threading
 
-from mctl.common import logs, pki, rpc, tls, validation
+from mctl.common import health, logs, metrics, pki, rpc, sdnotify, skopeo, tls, validation
 from mctl.common.authz import Authorizer
 from mctl.v1 import control_pb2_grpc, node_pb2_grpc
 
-from . import leader, subnets, vips
+from . import gauges, imagepin, leader, secretbox, subnets, vips
 from .access import POLICY
 from .api import ControlPlane, NodeService
 from .cache import StateCache
@@ -34,7 +34,7 @@ from .controller import Controller
 from .events import EventRecorder
 from .leader import LeaderElector
 from .nodes import DEFAULT_NODE_GRACE_SECONDS, NODE_LEASE_TTL, NodeLeases
-from .store import EtcdTLS, Store
+from .store import EtcdTLS, Store, StoreUnavailable
 from .usage import UsageCache
 
 log = logging.getLogger("mctl.scheduler")
@@ -83,8 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host-port-min", type=int, default=validation.DEFAULT_HOST_PORT_MIN,
                    metavar="PORT", help="the lowest hostPort a workload may publish (lower "
                                         "ones are the node's own: ssh, DNS)")
+    p.add_argument("--encryption-key-file", default=os.environ.get("MCTL_ENCRYPTION_KEY_FILE", ""),
+                   metavar="FILE",
+                   help="AES-256 key(s) that seal Secrets in etcd, 64 hex digits a line, mode"
+                        " 0600; the first seals, all open (docs/secrets.md). Without it,"
+                        " Secrets are refused")
     p.add_argument("--log-file", default=None)
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-format", choices=logs.FORMATS, default="text",
+                   help="text (the default) or json: one object per line, the same keys")
+    p.add_argument("--metrics-listen", default="", metavar="ADDR",
+                   help="serve Prometheus metrics over HTTP on host:port (default: none); "
+                        "docs/observability.md lists them")
+    skopeo.add_flags(p)
     tls.add_flags(p)
     return p
 
@@ -107,9 +118,23 @@ def etcd_credentials(ca: str, cert: str, key: str) -> EtcdTLS | None:
     return EtcdTLS(ca, cert, key)
 
 
+def wait_for_cache(cache: StateCache, stop: threading.Event) -> bool:
+    """Loads the watch cache, retrying while etcd is away; False if stopped first."""
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            cache.snapshot()
+            return True
+        except StoreUnavailable as e:
+            log.warning("not ready, state cache not loaded: %s; retrying in %.1fs", e, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+    return False
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logs.configure("scheduler", level=args.log_level, path=args.log_file)
+    logs.configure("scheduler", level=args.log_level, path=args.log_file, fmt=args.log_format)
     try:
         credentials = tls.from_flags(args.tls_ca, args.tls_cert, args.tls_key, args.insecure)
         if credentials is not None:
@@ -125,10 +150,23 @@ def main(argv: list[str] | None = None) -> None:
         print("mctl-scheduler: --max-replicas and --max-cluster-replicas must be >= 0",
               file=sys.stderr)
         sys.exit(2)
+    if args.metrics_listen:
+        try:
+            metrics.parse_address(args.metrics_listen)
+        except ValueError as e:
+            print(f"mctl-scheduler: {e}", file=sys.stderr)
+            sys.exit(2)
     if not 1 <= args.host_port_min <= 65536:
         print("mctl-scheduler: --host-port-min must be between 1 and 65536 (no hostPort)",
               file=sys.stderr)
         sys.exit(2)
+    secret_box = None
+    if args.encryption_key_file:
+        try:
+            secret_box = secretbox.load_key_file(args.encryption_key_file)
+        except secretbox.SecretBoxError as e:
+            print(f"mctl-scheduler: --encryption-key-file {e}", file=sys.stderr)
+            sys.exit(2)
     if args.cluster_cidr:
         try:
             subnets.parse_cluster_cidr(args.cluster_cidr, args.node_subnet_prefix)
@@ -142,11 +180,19 @@ def main(argv: list[str] | None = None) -> None:
             print(f"mctl-scheduler: {e}", file=sys.stderr)
             sys.exit(2)
     try:
+        auth, cas = skopeo.checked_files(args)
+    except ValueError as e:
+        print(f"mctl-scheduler: {e}", file=sys.stderr)
+        sys.exit(2)
+    try:
         etcd_tls = etcd_credentials(args.etcd_ca, args.etcd_cert, args.etcd_key)
         store = Store(args.etcd, args.prefix, tls=etcd_tls)
     except ValueError as e:
         print(f"mctl-scheduler: {e}", file=sys.stderr)
         sys.exit(2)
+    # Tags of registry images are resolved to digests on apply (imagepin.py).
+    resolver = imagepin.Resolver(imagepin.PinConfig(
+        auth_file=auth, ca_files=cas, insecure=frozenset(args.insecure_registry)))
     allocator = (subnets.SubnetAllocator(store, args.cluster_cidr, args.node_subnet_prefix)
                  if args.cluster_cidr else None)
     identity = args.id or f"{socket.gethostname()}/{args.listen}"
@@ -155,12 +201,21 @@ def main(argv: list[str] | None = None) -> None:
     cache = StateCache(store)
     controller = Controller(store, tls=credentials, elector=elector, events=events,
                             node_grace_seconds=args.node_grace, cache=cache,
-                            service_cidr=args.service_cidr)
+                            service_cidr=args.service_cidr, secret_box=secret_box)
     cache.on_change = controller.wake
     elector.on_change = controller.on_leadership
     usage = UsageCache()
     server = rpc.make_server(max_workers=32,
                              interceptors=[Authorizer(POLICY)] if credentials else [])
+    # NOT_SERVING until the cache is loaded; "mctl.leader" follows the election.
+    serving = health.Health(server, (health.OVERALL, health.LEADER))
+    on_leadership = elector.on_change
+
+    def leadership_changed(leading: bool) -> None:
+        serving.set(health.LEADER, leading)
+        if on_leadership is not None:
+            on_leadership(leading)
+    elector.on_change = leadership_changed
     # Every scheduler serves reads from its cache and hands replica changes
     # to its controller, whether or not it leads.
     control_pb2_grpc.add_ControlPlaneServicer_to_server(
@@ -168,7 +223,8 @@ def main(argv: list[str] | None = None) -> None:
                      leadership=elector,
                      limits=validation.Limits(max_replicas=args.max_replicas,
                                               host_port_min=args.host_port_min),
-                     max_cluster_replicas=args.max_cluster_replicas), server)
+                     max_cluster_replicas=args.max_cluster_replicas,
+                     secret_box=secret_box, image_resolver=resolver), server)
     node_pb2_grpc.add_NodeServiceServicer_to_server(
         NodeService(NodeLeases(store, args.node_lease_ttl), controller, usage, allocator,
                     events=events), server)
@@ -184,13 +240,34 @@ def main(argv: list[str] | None = None) -> None:
              f"verified as {pki.SCHEDULER_SERVER_NAME}" if credentials else "off")
     if credentials is None:
         log.warning("serving without TLS (--insecure): any peer may call any method")
+    if args.metrics_listen:
+        try:
+            metrics_port = metrics.serve(args.metrics_listen, metrics.SCHEDULER)
+        except OSError as e:
+            print(f"mctl-scheduler: --metrics-listen {args.metrics_listen}: {e.strerror or e}",
+                  file=sys.stderr)
+            server.stop(grace=0)
+            sys.exit(1)
+        metrics.add_source(gauges.source(cache, lambda: elector.fence is not None))
+        log.info("metrics serving address=%s:%d", rpc.host_of(args.metrics_listen),
+                 metrics_port)
     controller.start()
     elector.start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if wait_for_cache(cache, stop):
+        serving.ready()
+        sdnotify.notify("READY=1")
+        log.info("scheduler ready: serving reads from its cache")
+    watchdog = sdnotify.Watchdog()
+    watchdog.start()
     stop.wait()
     log.info("scheduler stopping")
+    sdnotify.notify("STOPPING=1")
+    serving.shutdown()
+    watchdog.close()
+    metrics.close()
     elector.close()        # hands leadership over at once
     server.stop(grace=1)
     controller.close()

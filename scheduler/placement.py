@@ -46,7 +46,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mctl.scheduler.model import (
     NO_RESOURCES,
@@ -89,6 +89,12 @@ class PlacementRequest:
     node_selector: Mapping[str, str] = field(default_factory=dict, hash=False)
     host_ports: tuple[HostPort, ...] = ()
     spread: bool = True
+    # Named volumes ("namespace/name") the replica mounts: it must go where
+    # they are. `volume_node` is where the first of them lives ("" while
+    # none is bound to a node yet), `volume` its name for the reason.
+    volumes: tuple[str, ...] = ()
+    volume_node: str = ""
+    volume: str = ""
 
     @classmethod
     def for_workload(cls, workload: WorkloadView) -> PlacementRequest:
@@ -158,6 +164,17 @@ Scorer = Callable[[NodeState, PlacementRequest], float]
 # with the wrong labels will never fit, however much memory is freed.
 
 
+def volume_reason(volume: str, node: str) -> str:
+    return f"volume {volume} is on {node}"
+
+
+def filter_volume_node(node: NodeState, req: PlacementRequest) -> str | None:
+    """A named volume lives on one node's disk: its users go there or nowhere."""
+    if req.volume_node and node.name != req.volume_node:
+        return volume_reason(req.volume, req.volume_node)
+    return None
+
+
 def filter_ready(node: NodeState, req: PlacementRequest) -> str | None:
     """A node whose agent is not heartbeating would never start the replica."""
     return None if node.view.ready else REASON_NOT_READY
@@ -210,7 +227,8 @@ def filter_host_ports(node: NodeState, req: PlacementRequest) -> str | None:
     return None
 
 
-STATIC_FILTERS: tuple[Filter, ...] = (filter_ready, filter_cordoned, filter_node_selector)
+STATIC_FILTERS: tuple[Filter, ...] = (filter_volume_node, filter_ready, filter_cordoned,
+                                      filter_node_selector)
 DYNAMIC_FILTERS: tuple[Filter, ...] = (filter_cpu, filter_memory, filter_pids, filter_host_ports)
 # The whole chain, in the order it is applied.
 FILTERS: tuple[Filter, ...] = STATIC_FILTERS + DYNAMIC_FILTERS
@@ -384,11 +402,12 @@ class _Planner:
         self.order = order
         # Positions in `order` of the nodes changed by placements, in order.
         self.changed: list[int] = []
-        self._static: dict[frozenset[tuple[str, str]], list[str | None]] = {}
+        self._static: dict[tuple[frozenset[tuple[str, str]], str, str],
+                           list[str | None]] = {}
         self._candidates: dict[PlacementRequest, _Candidates] = {}
 
     def _static_reasons(self, req: PlacementRequest) -> list[str | None]:
-        key = frozenset(req.node_selector.items())
+        key = (frozenset(req.node_selector.items()), req.volume_node, req.volume)
         reasons = self._static.get(key)
         if reasons is None:
             reasons = []
@@ -441,23 +460,44 @@ def place_one(req: PlacementRequest, nodes: Sequence[NodeState], seed: int) -> P
 
 
 def place_batch(
-    reqs: Sequence[tuple[str, PlacementRequest]], nodes: Sequence[NodeState], seed: int
+    reqs: Sequence[tuple[str, PlacementRequest]], nodes: Sequence[NodeState], seed: int,
+    volume_nodes: dict[str, str] | None = None,
 ) -> dict[str, PlacementResult]:
     """Place many replicas in the order given, keyed by replica id.
 
     Each placement is recorded on its NodeState before the next one is made.
     A replica that fits nowhere gets `node=None` and takes nothing.
+
+    `volume_nodes` maps each named volume ("namespace/name") that has a node
+    to it, and is filled in as the batch binds new ones: the first replica
+    placed with an unbound volume takes it to its node, and every later
+    request naming it, in this batch or the next, is pinned there. Two
+    users of one volume can therefore never land on different nodes.
     """
     planner = _Planner(nodes, seed)
     order = planner.order
     results: dict[str, PlacementResult] = {}
+    bound = volume_nodes if volume_nodes is not None else {}
     for replica_id, req in reqs:
+        if req.volumes:
+            where = {v: bound[v] for v in req.volumes if v in bound}
+            if len(set(where.values())) > 1:
+                first, second = sorted(where)[:2]
+                reason = (f"volumes {first.partition('/')[2]} and {second.partition('/')[2]}"
+                          f" are on different nodes ({where[first]}, {where[second]})")
+                results[replica_id] = PlacementResult(None, Counter({reason: len(order)}))
+                continue
+            if where and not req.volume_node:
+                volume = sorted(where)[0]
+                req = replace(req, volume_node=where[volume], volume=volume.partition("/")[2])
         index, rejections = planner.choose(req)
         if index < 0:
             results[replica_id] = PlacementResult(None, rejections)
             continue
         planner.record(index, req)
         results[replica_id] = PlacementResult(order[index].name, rejections)
+        for volume in req.volumes:
+            bound.setdefault(volume, order[index].name)
     return results
 
 
@@ -477,6 +517,23 @@ def build_node_states(
         if state is not None:
             state.add(replica.workload_key, replica.request, replica.host_ports)
     return states
+
+
+def volume_message(volume: str, node: str, rejections: Counter[str], lost: bool) -> str:
+    """Why a replica pinned to its volume's node waits: that node's own reason.
+
+    `volume api-data is on node2: insufficient memory` (SPEC.md), rather than
+    a count of the nodes that are not node2.
+    """
+    if lost:
+        return (f"volume {volume} is on {node}, which is lost: its data is gone with the"
+                f" node (mctl delete volume {volume} to start it anew elsewhere)")
+    own = volume_reason(volume, node)
+    reasons = sorted(reason for reason, count in rejections.items()
+                     if count > 0 and reason != own)
+    if not reasons:
+        return f"{own}, which is not registered"
+    return f"{own}: {reasons[0]}"
 
 
 def unschedulable_message(rejections: Counter[str], total_nodes: int) -> str:

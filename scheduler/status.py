@@ -7,7 +7,9 @@ usage). Merging a report into the stored records:
   way out stays Terminating whatever its container does meanwhile);
 - a replica on its way out that a complete report no longer shows is gone
   for good: its record is removed;
-- usage samples are kept aside (usage.py), never in the records.
+- usage samples are kept aside (usage.py), never in the records;
+- the node's own incidents (drift repaired: node_events) become Node
+  events about the reporting node, at most MAX_REPORT_EVENTS a report.
 
 Only changed records are written, and each change is worth the events
 `mctl describe` shows: starts, restarts, completions, failures, back-off.
@@ -27,6 +29,12 @@ from .events import NORMAL, WARNING, event
 log = logging.getLogger(__name__)
 
 ReplicaKey = tuple[str, str]
+
+# A node says at most this much per report about itself (the agent sends
+# five; a hostile or broken agent gets no more room than that).
+MAX_REPORT_EVENTS = 10
+MAX_EVENT_REASON = 64
+MAX_EVENT_MESSAGE = 256
 
 
 @dataclass
@@ -104,3 +112,25 @@ def status_events(key: ReplicaKey, node: str, old: types_pb2.ReplicaStatus,
             events.append(event("Replica", *key, "BackOff",
                                 f"back-off restarting on node {node}{detail}", WARNING))
     return events
+
+
+def node_events(report: node_pb2.StatusReport) -> list[types_pb2.Event]:
+    """The incidents a report carries, as Node events about the reporting node.
+
+    Whatever the agent wrote, an event is about the node that reported it,
+    comes from it, and has a bounded reason and message; repeats within one
+    report are kept once.
+    """
+    out: list[types_pb2.Event] = []
+    seen: set[tuple[str, str]] = set()
+    for e in report.events[:MAX_REPORT_EVENTS]:
+        reason = e.reason[:MAX_EVENT_REASON] or "NodeIncident"
+        message = e.message[:MAX_EVENT_MESSAGE]
+        if (reason, message) in seen:
+            continue
+        seen.add((reason, message))
+        out.append(types_pb2.Event(kind="Node", namespace="", name=report.node,
+                                   type=WARNING if e.type == WARNING else NORMAL,
+                                   reason=reason, message=message, unix_ms=e.unix_ms,
+                                   source=f"node/{report.node}"))
+    return out

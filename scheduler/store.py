@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
@@ -39,6 +40,7 @@ import pyetcd
 import pyetcd.exceptions
 from pyetcd import etcdrpc, transactions
 
+from mctl.common import metrics
 from mctl.v1 import types_pb2
 
 from .keepalive import KeepAliveBroken, LeaseKeeper
@@ -83,6 +85,11 @@ class Snapshot:
     mod_revisions: dict[str, int] = field(default_factory=dict)   # key -> mod_revision
     # Virtual IP claims (vips.py): ip -> owner "<namespace>/<name>".
     vip_claims: dict[str, str] = field(default_factory=dict)
+    configs: dict[tuple[str, str], types_pb2.Config] = field(default_factory=dict)
+    # Secrets as stored: sealed (secretbox.py). The store holds no key; the
+    # scheduler opens them where it needs the values (objects.py).
+    secrets: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    volumes: dict[tuple[str, str], types_pb2.VolumeRecord] = field(default_factory=dict)
 
     def put(self, key: ParsedKey, value: bytes) -> None:
         """Takes in the stored value of one key (a whole read and a watch both do)."""
@@ -98,6 +105,12 @@ class Snapshot:
             self.leader = value.decode(errors="replace")
         elif key.kind is Kind.VIP:
             self.vip_claims[key.name] = value.decode(errors="replace")
+        elif key.kind is Kind.CONFIG:
+            self.configs[(key.namespace, key.name)] = types_pb2.Config.FromString(value)
+        elif key.kind is Kind.SECRET:
+            self.secrets[(key.namespace, key.name)] = bytes(value)
+        elif key.kind is Kind.VOLUME:
+            self.volumes[(key.namespace, key.name)] = types_pb2.VolumeRecord.FromString(value)
 
     def remove(self, key: ParsedKey) -> None:
         """Forgets one deleted key."""
@@ -113,6 +126,12 @@ class Snapshot:
             self.leader = ""
         elif key.kind is Kind.VIP:
             self.vip_claims.pop(key.name, None)
+        elif key.kind is Kind.CONFIG:
+            self.configs.pop((key.namespace, key.name), None)
+        elif key.kind is Kind.SECRET:
+            self.secrets.pop((key.namespace, key.name), None)
+        elif key.kind is Kind.VOLUME:
+            self.volumes.pop((key.namespace, key.name), None)
 
     def copy(self) -> Snapshot:
         """A shallow copy: new maps, the same (never mutated) records."""
@@ -120,7 +139,8 @@ class Snapshot:
                         replicas=dict(self.replicas), nodes=dict(self.nodes),
                         heartbeats=set(self.heartbeats), leader=self.leader,
                         mod_revisions=dict(self.mod_revisions),
-                        vip_claims=dict(self.vip_claims))
+                        vip_claims=dict(self.vip_claims), configs=dict(self.configs),
+                        secrets=dict(self.secrets), volumes=dict(self.volumes))
 
 
 @dataclass
@@ -163,9 +183,11 @@ def _translate(fn: Callable[P, R]) -> Callable[P, R]:
         assert isinstance(store, Store)
         attempts = 2 if store.members > 1 else 1
         for attempt in range(1, attempts + 1):
+            started = time.monotonic()
             try:
                 return fn(*args, **kwargs)
             except (pyetcd.exceptions.Etcd3Exception, grpc.RpcError, ValueError) as e:
+                metrics.inc("etcd_request_errors_total", op=fn.__name__)
                 if _member_down(e):
                     store.member_failed()
                     if attempt < attempts and _unreached(e):
@@ -173,6 +195,8 @@ def _translate(fn: Callable[P, R]) -> Callable[P, R]:
                 if isinstance(e, grpc.RpcError):
                     raise StoreUnavailable(f"etcd error: {e}") from None
                 raise StoreUnavailable(f"etcd unreachable: {e}") from None
+            finally:
+                metrics.time_since("etcd_request_seconds", started, op=fn.__name__)
         raise AssertionError("unreachable: the last attempt returns or raises")
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__

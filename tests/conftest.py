@@ -8,6 +8,8 @@ one tier runs alone (`pytest -m unit`) and the gates of CI are explicit:
 - kernel: root and real kernel state (namespaces, cgroups, mounts, netlink);
   the files also mark themselves, with a skip when not root.
 - e2e: real local clusters (etcd, schedulers, agents, containers, CLI).
+- fault: real local clusters under faults (members killed, processes
+  frozen, links down, a full disk), asserting nothing lost or doubled.
 
 A test file elsewhere under tests/ is an error, not a test of no tier.
 
@@ -26,7 +28,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-TIERS = ("unit", "integration", "kernel", "e2e")
+TIERS = ("unit", "integration", "kernel", "e2e", "fault")
 TESTS = Path(__file__).resolve().parent
 
 # "ci" is hypothesis's own default (100 examples, 200 ms deadline), as every

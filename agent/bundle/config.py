@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+from collections.abc import Mapping
 
 from mctl.v1 import types_pb2
 
@@ -144,13 +145,17 @@ def write_etc(bundle: str, hostname: str, ip: str, replica_name: str,
 
 def build(replica: types_pb2.Replica, image: Image, layers: list[str], bundle: str, node: str,
           cgroups_path: str, rlimits: tuple[oci.Rlimit, ...], ip: str = "", netns: str = "",
-          ids: IdRange | None = None, nameserver: str = "") -> oci.Config:
+          ids: IdRange | None = None, nameserver: str = "",
+          env_from: Mapping[str, str] | None = None) -> oci.Config:
     """The container's config; writes its /etc files into `bundle` on the way.
 
     `layers` are the image's layer directories, top first (for its User);
     `netns` the path of the network namespace to join ("" for a new one with
     loopback only); `ids` the host ids of its user namespace, if it has one;
-    `nameserver` its node's DNS responder ("" for none).
+    `nameserver` its node's DNS responder ("" for none); `env_from` the
+    values of env vars with valueFrom (volumes.environment), by name. The
+    volumes' mounts are added by the caller once their sources exist
+    (containers.py), after these.
     """
     spec = replica.spec
     if spec.command:
@@ -169,7 +174,12 @@ def build(replica: types_pb2.Replica, image: Image, layers: list[str], bundle: s
     hostname = spec.hostname or replica.metadata.name
     env["HOSTNAME"] = hostname
     for var in spec.env:
-        env[var.name] = var.value
+        if var.HasField("value_from"):
+            if env_from is None or var.name not in env_from:
+                raise BundleError(f"env {var.name}: the value of its valueFrom is not known")
+            env[var.name] = env_from[var.name]
+        else:
+            env[var.name] = var.value
     mounts = oci.default_mounts()
     mounts += write_etc(bundle, hostname, ip, replica.metadata.name, ids,
                         resolv_conf(nameserver, replica.metadata.namespace or "default"))

@@ -53,6 +53,9 @@ class ImportResult:
     layers_present: int = 0
     unpacked_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
+    # blob path in the archive -> the diff id of the layer it holds (a pull
+    # keeps the blobs, so that the next pull need not fetch them: pull.py).
+    layer_blobs: dict[str, str] = field(default_factory=dict)
 
 
 # -- the image defaults ---------------------------------------------------------------
@@ -121,7 +124,8 @@ def _stack(layer_ids: list[str]) -> tuple[str, ...]:
     return tuple(reversed(layers))
 
 
-def _names(plans: list[ImagePlan], name: str, label: str) -> list[list[str]]:
+def _names(plans: list[ImagePlan], name: str, label: str,
+           pinned: bool = False) -> list[list[str]]:
     if name:
         if len(plans) != 1:
             raise ArchiveError(f"{label}: holds {len(plans)} images; --name can name only one")
@@ -140,10 +144,10 @@ def _names(plans: list[ImagePlan], name: str, label: str) -> list[list[str]]:
     for plan, names in zip(plans, wanted, strict=True):
         normalized = []
         for n in names:
-            problem = imageref.problem(n)
+            problem = imageref.reference_problem(n) if pinned else imageref.problem(n)
             if problem:
                 raise ArchiveError(f"{label}: {plan.where}: {problem}")
-            n = imageref.normalize(n)
+            n = imageref.normalize_reference(n)
             if n == "busybox:latest":
                 raise ArchiveError(f"{label}: {plan.where}: busybox:latest is built into "
                                    "every node; import the image under another name")
@@ -250,11 +254,13 @@ def _unpack_layer(src: Source, layer: LayerRef, dest: str, budget: unpack.Budget
 
 
 def import_archive(store: ImageStore, path: str, name: str = "",
-                   limits: Limits | None = None, label: str = "") -> ImportResult:
+                   limits: Limits | None = None, label: str = "",
+                   pinned: bool = False) -> ImportResult:
     """Imports every image of the archive at `path` (a file or directory) into `store`.
 
     `name` (NAME[:TAG]) names the archive's one image instead of its own
-    tags; `label` is how messages call the archive (default: its path).
+    tags; with `pinned` (a pull), it may be NAME[:TAG]@sha256:DIGEST.
+    `label` is how messages call the archive (default: its path).
     Raises ArchiveError, leaving the store as it was.
     """
     limits = limits or Limits()
@@ -264,7 +270,7 @@ def import_archive(store: ImageStore, path: str, name: str = "",
     try:
         src = open_source(path, label, limits, staging)
         plans = ManifestReader(src, label, limits).plans()
-        names = _names(plans, name, label)
+        names = _names(plans, name, label, pinned)
         defaults = [_defaults(plan, label) for plan in plans]
         result = ImportResult(images=[])
         budget = unpack.Budget(max_file_bytes=limits.max_file_bytes,
@@ -281,6 +287,7 @@ def import_archive(store: ImageStore, path: str, name: str = "",
                     if known not in staged:
                         present.add(known)
                     ids.append(known)
+                    result.layer_blobs[layer.path] = known
                     continue
                 t0 = time.monotonic()
                 done = _unpack_layer(src, layer, os.path.join(staging, str(len(staged))),
@@ -296,6 +303,7 @@ def import_archive(store: ImageStore, path: str, name: str = "",
                     staged[done.diff_id] = final
                     result.layers_new += 1
                 by_path[layer.path] = done.diff_id
+                result.layer_blobs[layer.path] = done.diff_id
                 ids.append(done.diff_id)
                 log.info("layer unpacked archive=%s %s diff_id=%s files=%d bytes=%d ms=%.0f",
                          label, layer.where, done.diff_id, done.result.entries,

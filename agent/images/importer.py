@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from mctl.common import archivehead
+from mctl.common import archivehead, imageref, metrics
 from mctl.v1 import agent_pb2
 
 from .archive import ImportResult, Limits, import_archive
@@ -92,6 +92,7 @@ class ImageImporter:
             with self._lock:
                 result = import_archive(self.store, path, name=name, limits=self.limits,
                                         label=label)
+            metrics.inc("image_import_bytes_total", received)
             log.info("image archive imported file=%s images=%s new_layers=%d ms=%.0f", label,
                      ",".join(i.name for i in result.images), result.layers_new,
                      (time.monotonic() - t1) * 1000)
@@ -101,6 +102,41 @@ class ImageImporter:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+    def import_layout(self, path: str, ref: str) -> ImportResult:
+        """Imports a pulled OCI layout directory as `ref`, with every check an upload gets.
+
+        Under the one import lock: a pull and an upload never stage into the
+        store at the same time. Raises ArchiveError, leaving the store as it was.
+        """
+        with self._lock:
+            return import_archive(self.store, path, name=ref, limits=self.limits,
+                                  label=ref, pinned=True)
+
+    def remove(self, ref: str) -> tuple[int, int]:
+        """Removes an image and then every layer no image names; (layers, bytes) freed.
+
+        Under the import lock: an import renames its layers into place before
+        it writes the records naming them, and those must not look unused.
+        The caller has checked that no container uses the image.
+        """
+        with self._lock:
+            self.store.remove(ref)
+            freed = removed = 0
+            for digest in self.store.unused_layers():
+                size = self.layer_size(digest)
+                path = self.store.layer_path(digest)
+                # Renamed first, so a crash midway leaves a staging dir
+                # (removed at start) rather than a half layer under its digest.
+                doomed = tempfile.mkdtemp(prefix=".tmp-rm-", dir=self.store.layers_dir)
+                os.rename(path, os.path.join(doomed, "layer"))
+                shutil.rmtree(doomed, ignore_errors=True)
+                shutil.rmtree(self.store.blobs_path(digest), ignore_errors=True)
+                self._layer_sizes.pop(digest, None)
+                freed += size
+                removed += 1
+            log.info("image removed ref=%s layers_removed=%d bytes=%d", ref, removed, freed)
+            return removed, freed
 
     def _judge(self, filename: str, head: bytes) -> None:
         problem = archivehead.problem(head)
@@ -138,7 +174,8 @@ class ImageImporter:
             name=image.name, layers=list(image.layers),
             size_bytes=sum(self.layer_size(d) for d in dict.fromkeys(image.layers)),
             created_unix_ms=created, entrypoint=list(image.entrypoint), cmd=list(image.cmd),
-            env=list(image.env), working_dir=image.working_dir, user=image.user)
+            env=list(image.env), working_dir=image.working_dir, user=image.user,
+            digest=imageref.digest_of(image.name))
 
     def list(self) -> list[agent_pb2.ImageInfo]:
         return [self.info(image) for image in self.store.list()]

@@ -65,6 +65,10 @@ class ImageStore:
     def layer_path(self, digest: str) -> str:
         return os.path.join(self.layers_dir, digest.replace(":", "_"))
 
+    def blobs_path(self, digest: str) -> str:
+        """Where the pulled, compressed blobs of layer `digest` are kept (pull.py)."""
+        return os.path.join(self.root, "blobs", digest.replace(":", "_"))
+
     def get(self, ref: str) -> Image:
         name = normalize_name(ref)
         cached = self._cache.get(name)
@@ -109,6 +113,38 @@ class ImageStore:
             json.dump(doc, f, indent=1)
         os.replace(tmp, path)
         self._cache[image.name] = image
+
+    def _record_path(self, name: str) -> str:
+        return os.path.join(self.images_dir, name.replace("/", "_") + ".json")
+
+    def touch(self, ref: str) -> None:
+        """Marks the image used now (a container was made from it): image GC goes by this."""
+        try:
+            os.utime(self._record_path(normalize_name(ref)))
+        except FileNotFoundError:
+            pass
+
+    def last_used(self, ref: str) -> float:
+        """When the image was last used (or stored), unix seconds; 0 if it is not here."""
+        try:
+            return os.stat(self._record_path(normalize_name(ref))).st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def remove(self, ref: str) -> None:
+        """Forgets the image record (its layers stay: see unused_layers)."""
+        name = normalize_name(ref)
+        self._cache.pop(name, None)
+        try:
+            os.unlink(os.path.join(self.images_dir, name.replace("/", "_") + ".json"))
+        except FileNotFoundError:
+            raise ImageError(f"image {ref!r} is not on this node") from None
+
+    def unused_layers(self) -> list[str]:
+        """Digests of complete layers no image record names (staging dirs are not layers)."""
+        used = {d for image in self.list() for d in image.layers}
+        return [entry.replace("_", ":", 1) for entry in sorted(os.listdir(self.layers_dir))
+                if not entry.startswith(".") and entry.replace("_", ":", 1) not in used]
 
     def list(self) -> list[Image]:
         out = []

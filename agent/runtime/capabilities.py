@@ -3,7 +3,16 @@
 A container keeps only the capabilities its config.json lists (Docker's
 default set unless told otherwise). The bounding set is cut first, so no
 later execve of a setuid or file-capability binary can regain the rest; then
-capset(2) leaves the same set effective, permitted and inheritable.
+capset(2) sets config.json's effective, permitted and inheritable sets, and
+the ambient ones are raised (PR_CAP_AMBIENT_RAISE) last, as runc does.
+
+Ambient capabilities are what a non-root process keeps across execve of a
+plain binary: without them setuid to a non-root user and exec leave it
+nothing (the kernel recomputes permitted as (inheritable & file
+inheritable) | (file permitted & bounding) | ambient). A capability may be
+raised into the ambient set only while it is permitted and inheritable, so
+the ambient ones are added to the inheritable set (runc users list them
+in both; the spec asks nothing else).
 """
 
 from __future__ import annotations
@@ -53,6 +62,10 @@ def drop_bounding(sys: sc.Syscalls, keep: int, top: int) -> None:
             sys.prctl(sc.PR_CAPBSET_DROP, number)
 
 
-def set_capabilities(sys: sc.Syscalls, keep: int) -> None:
-    """Leaves exactly `keep` effective, permitted and inheritable."""
-    sys.capset(keep, keep, keep)
+def set_capabilities(sys: sc.Syscalls, effective: int, permitted: int, inheritable: int,
+                     ambient: int = 0, top: int = 63) -> None:
+    """capset(2) of the three sets, then each ambient capability raised (man 2 prctl)."""
+    sys.capset(effective, permitted, inheritable | ambient)
+    for number in range(top + 1):
+        if ambient & (1 << number):
+            sys.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, number)

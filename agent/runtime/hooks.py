@@ -6,7 +6,7 @@ that gets the container's state, the JSON `mctl-runtime state` prints
 (oci/cli_state.py), on its stdin. Where and when each stage runs here:
 
     stage            operation   runs in                                 status    pid
-    prestart         create      the runtime, its own namespaces         creating  host pid
+    prestart         create      the runtime, its own namespaces         created   host pid
     createRuntime    create      the runtime, right after prestart       creating  host pid
     createContainer  create      the init: its namespaces, mounts made,  creating  1 (own pid
                                  before pivot_root (host paths resolve)            namespace)
@@ -265,7 +265,9 @@ class Lifecycle:
         if first != REQUEST:
             return first + _read_all(fd) if first else b""
         try:
-            self.run("prestart", CREATING, pid, self.bundle)
+            # crun passes "created": the spec runs prestart hooks once the
+            # runtime environment is created (runtime.md "Lifecycle", step 6).
+            self.run("prestart", CREATED, pid, self.bundle)
             self.run("createRuntime", CREATING, pid, self.bundle)
         except HookFailed as e:
             return str(e).encode()

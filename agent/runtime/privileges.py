@@ -17,6 +17,7 @@ from .oci.config import Config
 def drop_to(sys: sc.Syscalls, config: Config, cap_top: int) -> None:
     """Cuts the bounding set, switches uid/gid, keeps only the config's capabilities."""
     keep = capabilities.mask_of(config.capabilities)
+    mask = capabilities.mask_of
     capabilities.drop_bounding(sys, keep, cap_top)
     if config.uid != 0:
         # setuid would clear the permitted set; keep it, capset trims it below.
@@ -24,7 +25,9 @@ def drop_to(sys: sc.Syscalls, config: Config, cap_top: int) -> None:
     os.setgroups(list(config.additional_gids))
     os.setgid(config.gid)
     os.setuid(config.uid)
-    capabilities.set_capabilities(sys, keep)
+    capabilities.set_capabilities(sys, mask(config.effective()), mask(config.permitted()),
+                                  mask(config.cap_inheritable), mask(config.cap_ambient),
+                                  cap_top)
     if config.no_new_privileges:
         sys.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
 

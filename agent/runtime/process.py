@@ -16,7 +16,9 @@ each named so a failure says where it happened:
 3. bring up loopback in a new network namespace; set the hostname;
 4. mount /proc, /dev, /sys and the bundle's mounts; the createRuntime
    hooks (run by the runtime while this waits) and createContainer hooks
-   (hooks.py); pivot_root; linux.sysctl (sysctl.py); mask paths; the
+   (hooks.py); pivot_root (without a mount namespace: no mounts, a chroot
+   only, so the caller's namespace is never changed); linux.sysctl
+   (sysctl.py); mask paths; the
    AppArmor/SELinux exec labels (lsm.py);
 5. drop capabilities, set no_new_privs (man 2 prctl), switch uid/gid;
 6. reset signal dispositions Python changed, wire stdio, load the seccomp
@@ -83,15 +85,24 @@ def namespace_flags(config: Config) -> int:
 
 
 def join_namespaces(sys: sc.Syscalls, config: Config) -> None:
-    """setns(2) into each namespace config.json gives a path for (man 2 setns)."""
-    for name in config.namespaces:
-        path = config.namespace_paths.get(name)
-        if path is None:
-            continue
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
+    """setns(2) into each namespace config.json gives a path for (man 2 setns).
+
+    The mount namespace first, as runc orders them: the other paths and the
+    bundle's rootfs are then resolved in it. A pid namespace is joined by
+    the process that forks the init (spawn.py), since it applies to children.
+    """
+    # Every path is opened before the first setns, as runc's nsexec does: a
+    # joined mount namespace may not show the host's /proc/PID/ns paths.
+    opened: list[tuple[str, int]] = []
+    try:
+        for name in sorted(config.namespace_paths, key=lambda name: name != "mount"):
+            if name != "pid":
+                opened.append((name, os.open(config.namespace_paths[name],
+                                             os.O_RDONLY | os.O_CLOEXEC)))
+        for name, fd in opened:
             sys.setns(fd, sc.NAMESPACE_FLAGS[name])
-        finally:
+    finally:
+        for _, fd in opened:
             os.close(fd)
 
 
@@ -231,8 +242,13 @@ def exec_container(
         if "uts" in config.namespaces and config.hostname:
             step = "hostname"
             sys.sethostname(config.hostname)
-        step = "mounts"
-        rootfs.prepare(sys, root, config, premounted)
+        # Without a mount namespace of its own nothing may be mounted or
+        # pivoted: that would be the caller's namespace (config.py refuses the
+        # mounts); the rootfs is only chrooted into, as runc does.
+        own_mounts = "mount" in config.namespaces and "mount" not in config.namespace_paths
+        if own_mounts:
+            step = "mounts"
+            rootfs.prepare(sys, root, config, premounted)
         if lifecycle is not None:
             step = ""  # a hook's error names the hook
             lifecycle.before_pivot(sync_fd, root)
@@ -242,8 +258,12 @@ def exec_container(
             from . import sysctl
         if config.apparmor_profile or config.selinux_label:
             from . import lsm
-        step = "pivot_root"
-        rootfs.pivot(sys, root, config.root_readonly)
+        if own_mounts:
+            step = "pivot_root"
+            rootfs.pivot(sys, root, config.root_readonly, config.rootfs_propagation)
+        else:
+            step = "chroot"
+            rootfs.enter_by_chroot(sys, root)
         if config.sysctl:
             # After /proc is mounted, before readonlyPaths makes /proc/sys read-only.
             step = "linux.sysctl"

@@ -87,6 +87,10 @@ def fork_init(
         if reason:
             raise OSError(reason)
     cgroups.create(cgroup, limits_of(config))
+    if config.resources.has_memory_extras():
+        from .cgroups import memory_extras
+
+        memory_extras.apply(cgroups, cgroup, config.resources)
     procs = cgroups.self_join_files(cgroup)
     if lifecycle is not None and lifecycle.runtime_sync:
         # Two-way: the init asks for the createRuntime hooks and waits (hooks.py).
@@ -98,9 +102,19 @@ def fork_init(
                                        before_exec, close_in_child, sync_r, sync_w, lifecycle)
     own_pid_ns = -1
     if "pid" in config.namespaces:
-        if lifecycle is not None:
+        joined = config.namespace_paths.get("pid")
+        if lifecycle is not None or joined:
             own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        sys.unshare(sc.CLONE_NEWPID)
+        if joined:
+            # The init is forked into it (setns of a pid namespace applies to
+            # children); then this process's children are its own again, below.
+            fd = os.open(joined, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                sys.setns(fd, sc.CLONE_NEWPID)
+            finally:
+                os.close(fd)
+        else:
+            sys.unshare(sc.CLONE_NEWPID)
     pid = os.fork()
     if pid == 0:
         os.close(sync_r)

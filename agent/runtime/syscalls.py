@@ -58,8 +58,10 @@ MS_NODIRATIME = 2048
 MS_BIND = 4096
 MS_MOVE = 8192
 MS_REC = 16384
+MS_UNBINDABLE = 1 << 17
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
 MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
 
@@ -71,6 +73,8 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
 PR_CAPBSET_DROP = 24
 PR_SET_KEEPCAPS = 8
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
 
 SECCOMP_SET_MODE_FILTER = 1
 
@@ -87,8 +91,9 @@ class Syscalls(Protocol):
     ) -> None: ...
     def umount(self, target: str, flags: int = 0) -> None: ...
     def pivot_root(self, new_root: str, put_old: str) -> None: ...
+    def chroot(self, path: str) -> None: ...
     def sethostname(self, name: str) -> None: ...
-    def prctl(self, option: int, arg: int) -> None: ...
+    def prctl(self, option: int, arg: int, arg3: int = 0) -> None: ...
     def capset(self, effective: int, permitted: int, inheritable: int) -> None: ...
     def seccomp(self, program: bytes, flags: int = 0) -> None: ...
 
@@ -178,12 +183,15 @@ class LibcSyscalls:
         )
         _errcheck(ret, "pivot_root", new_root, put_old)
 
+    def chroot(self, path: str) -> None:
+        os.chroot(path)
+
     def sethostname(self, name: str) -> None:
         raw = name.encode()
         _errcheck(self._sethostname(raw, len(raw)), "sethostname", name)
 
-    def prctl(self, option: int, arg: int) -> None:
-        _errcheck(self._prctl(option, arg, 0, 0, 0), "prctl", option, arg)
+    def prctl(self, option: int, arg: int, arg3: int = 0) -> None:
+        _errcheck(self._prctl(option, arg, arg3, 0, 0), "prctl", option, arg, arg3)
 
     def capset(self, effective: int, permitted: int, inheritable: int) -> None:
         # _LINUX_CAPABILITY_VERSION_3: two 32-bit words per set (man 2 capset).
@@ -229,11 +237,15 @@ class RecordingSyscalls:
     def pivot_root(self, new_root: str, put_old: str) -> None:
         self.calls.append(("pivot_root", new_root, put_old))
 
+    def chroot(self, path: str) -> None:
+        self.calls.append(("chroot", path))
+
     def sethostname(self, name: str) -> None:
         self.calls.append(("sethostname", name))
 
-    def prctl(self, option: int, arg: int) -> None:
-        self.calls.append(("prctl", option, arg))
+    def prctl(self, option: int, arg: int, arg3: int = 0) -> None:
+        # arg3 only when given, so two-argument calls read as before.
+        self.calls.append(("prctl", option, arg, arg3) if arg3 else ("prctl", option, arg))
 
     def capset(self, effective: int, permitted: int, inheritable: int) -> None:
         self.calls.append(("capset", effective, permitted, inheritable))

@@ -116,6 +116,14 @@ def leftovers(directory: Path, cluster_id: str) -> list[str]:
             found += [f"cgroup {p}" for p in top.iterdir() if p.name.startswith(cluster_id)]
     found += [f"process {pid}: {cmdline[:120]}"
               for pid, cmdline in processes_mentioning(str(directory))]
+    # The node namespaces take their nft tables (hostPorts, guard, services)
+    # and the DNS responders' sockets along; none may end up in the host's.
+    nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+    if nft:
+        tables = subprocess.run([nft, "list", "tables"], capture_output=True, text=True,
+                                check=False).stdout.split("\n")
+        found += [f"nft {t}" for t in tables if t.startswith("table ") and (
+            t.endswith("_services") or f"mctl{cluster_id}" in t)]
     return found
 
 

@@ -62,6 +62,43 @@ def check_web(cluster: Cluster, replicas: list[dict]) -> str:
     return ""
 
 
+def check_api(cluster: Cluster, replicas: list[dict]) -> str:
+    ready = [r for r in by_workload(replicas, "api") if status(r).get("phase") == "Running"
+             and status(r).get("ready")]
+    if len(ready) != 3:
+        return f"want 3 ready replicas, have {len(ready)}"
+    wide = cluster.mctl("get", "workloads", "-o", "wide").stdout
+    return "" if re.search(r"^api\s.*\b10\.96\.\d+\.\d+\b", wide, re.M) else \
+        f"no virtual IP for api in {wide!r}"
+
+
+API_ANSWER = re.compile(r'^(front-\w+) asked http://api:8080/: \{"replica": "(api-\w+)", '
+                        r'"ip": "10\.244\.[\d.]+"\}$')
+
+
+def check_front(cluster: Cluster, replicas: list[dict]) -> str:
+    """"" when every node's hostPort answers with a front replica's fetch of the API by name.
+
+    Twelve fetches (four per node) must be answered by at least two api
+    replicas: balanced at random over three, all twelve on one would
+    happen once in 177,000 runs.
+    """
+    running = {r["node"]: r["metadata"]["name"] for r in by_workload(replicas, "front")
+               if status(r).get("phase") == "Running"}
+    apis = {r["metadata"]["name"] for r in by_workload(replicas, "api")
+            if status(r).get("phase") == "Running"}
+    if len(running) != 3:
+        return f"want 3 Running front replicas on 3 nodes, have {sorted(running.items())}"
+    answered: set[str] = set()
+    for node, name in sorted(running.items()) * 4:
+        page = fetch(f"http://{cluster.node_ip(node)}:18081/").strip()
+        m = API_ANSWER.match(page)
+        if not m or m.group(1) != name or m.group(2) not in apis:
+            return f"http://{cluster.node_ip(node)}:18081/ ({node}) answered {page[:120]!r}"
+        answered.add(m.group(2))
+    return "" if len(answered) >= 2 else f"only {answered} answered through the virtual IP"
+
+
 def check_hello(cluster: Cluster, replicas: list[dict]) -> str:
     running = [r for r in by_workload(replicas, "hello") if status(r).get("phase") == "Running"]
     if len(running) != 2:
@@ -121,6 +158,8 @@ def check_health(cluster: Cluster, replicas: list[dict]) -> str:
 
 CHECKS: dict[str, Callable[[Cluster, list[dict]], str]] = {
     "web.yaml": check_web,
+    "api.yaml": check_api,
+    "front.yaml": check_front,
     "hello.yaml": check_hello,
     "batch.yaml": check_batch,
     "oom.yaml": check_oom,

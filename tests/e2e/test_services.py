@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 
 import pytest
@@ -50,7 +51,10 @@ metadata:
 spec:
   replicas: 1
   image: busybox
-  command: ["/bin/sh", "-c", "exec sleep 100000"]
+  # A shell as init reaps what `mctl exec` leaves to it: busybox's timeout
+  # leaves its watcher process behind, which `sleep` as init never reaps,
+  # until the pids limit stops every fork.
+  command: ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
   resources: {cpu: 100m, memory: 32Mi}
 """
 
@@ -163,3 +167,25 @@ def test_debug_node_services_shows_the_nodes_view(cluster: Cluster, apps):
     out = cluster.mctl("debug", "node", "node1", "services").stdout
     assert "default/api" in out and "api.default.mctl." in out
     assert "dns: 10." in out and ":53 (udp, tcp)" in out
+
+
+def test_a_deleted_workload_leaves_no_name_and_no_element(cluster: Cluster, apps):
+    vip = re.search(r"api\s.*?(10\.96\.\d+\.\d+)",
+                    cluster.mctl("get", "workloads", "-o", "wide").stdout)
+    assert vip
+    cluster.mctl("delete", "workload", "api")
+    node_netns = {n: cluster.state()["network"]["nodes"][n]["netns"]
+                  for n in ("node1", "node2", "node3")}
+
+    def gone() -> bool:
+        for ns in node_netns.values():
+            table = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "ip",
+                                    "mctl0_services"], capture_output=True, text=True).stdout
+            if vip.group(1) in table or "svc_default_api" in table:
+                return False
+        return True
+
+    cluster.wait_for("the VIP gone from every node's table", gone, timeout=5)
+    out = cluster.mctl("exec", str(apps["client"]), "--", "nslookup", "api.default.mctl",
+                       check=False).stdout
+    assert "NXDOMAIN" in out and vip.group(1) not in out

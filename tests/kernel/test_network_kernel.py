@@ -552,6 +552,8 @@ def test_bridge_deleted_is_made_again_with_its_ports(make_node):
                      (f"veth {c1.veth} of container default_web-1", "not in the bridge"),
                      ("net.ipv4.ip_forward", "0")}
     assert reaches(c1, c2)
+    # With the fixed MAC it had (bridge_mac of 10.99.1.1), not one of its ports'.
+    assert "link/ether 02:6d:0a:63:01:01 " in ip_out(n1.ns, "link", "show", "mctl0")
     # A container attached after the bridge was made anew finds it (no stale index).
     c3 = n1.net.attach("default_web-3")
     assert reaches(c3, c2)

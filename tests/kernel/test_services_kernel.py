@@ -275,3 +275,22 @@ def test_dns_answers_containers_on_the_bridge_address_through_the_guard(node, tm
         assert time.monotonic() - started < 1
     finally:
         responder.close()
+
+
+def test_the_gateway_keeps_its_hardware_address_as_ports_come_and_go(node):
+    """Containers' neighbour entries for the gateway (the bridge) must stay right: a bridge
+    left to choose takes its lowest port's address, which goes with that port."""
+    def mac() -> str:
+        out = subprocess.run(["ip", "-n", node.ns, "-br", "link", "show", "mctl0"],
+                             capture_output=True, text=True, check=True).stdout
+        return out.split()[2]
+
+    assert mac() == "02:6d:0a:63:01:01"         # from 10.99.1.1
+    att = node.net.attach("default_more")
+    assert mac() == "02:6d:0a:63:01:01"
+    node.net.detach("default_more", att)
+    node.net.detach("default_api-1", None)
+    assert mac() == "02:6d:0a:63:01:01"
+    # And the client still reaches the node's DNS responder's address.
+    client = node.boxes["client"].ns
+    sh(client, "busybox ping -c1 -W2 10.99.1.1")

@@ -50,6 +50,9 @@ V1_FILES = {
         "memory.usage_in_bytes": "0",
         "memory.stat": "cache 0\ntotal_inactive_file 0\n",
         "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+        "memory.soft_limit_in_bytes": UNLIMITED_V1,
+        "memory.swappiness": "60",
+        "memory.kmem.tcp.limit_in_bytes": UNLIMITED_V1,
     },
     "pids": {"pids.max": "max", "pids.current": "0"},
     "freezer": {"freezer.state": "THAWED"},
@@ -61,6 +64,7 @@ V2_FILES = {
         "memory.max": "max",
         "memory.swap.max": "max",
         "memory.oom.group": "0",
+        "memory.low": "0",
         "memory.current": "0",
         "memory.stat": "anon 0\ninactive_file 0\n",
         "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
@@ -736,3 +740,63 @@ def test_exists_and_list_children(any_driver):
     assert drv.exists(CTR)
     assert drv.list_children("mctl") == ["n1"]
     assert drv.list_children("mctl/n1") == ["default_web-abc12", "default_web-def34"]
+
+
+# -- linux.resources.memory beyond the limit (memory_extras.py, issue 18) ---------------
+
+
+def _extras(**kwargs):
+    from mctl.agent.runtime.oci.config import Resources
+
+    return Resources(**kwargs)
+
+
+def test_v1_memory_extras_are_written_to_their_files(v1):
+    from mctl.agent.runtime.cgroups import memory_extras
+
+    drv, fake = v1
+    drv.create(CTR, LIMITS)
+    fake.writes.clear()
+    warnings = memory_extras.apply(drv, CTR, _extras(
+        memory_reservation=16 * MiB, memory_swappiness=0, disable_oom_killer=True,
+        memory_kernel_tcp=8 * MiB))
+    assert warnings == []
+    assert fake.written() == [
+        (f"cgroup/memory/{CTR}/memory.soft_limit_in_bytes", str(16 * MiB)),
+        (f"cgroup/memory/{CTR}/memory.swappiness", "0"),
+        (f"cgroup/memory/{CTR}/memory.oom_control", "1"),
+        (f"cgroup/memory/{CTR}/memory.kmem.tcp.limit_in_bytes", str(8 * MiB)),
+    ]
+
+
+def test_v2_memory_extras_write_memory_low_and_warn_for_the_rest(v2):
+    from mctl.agent.runtime.cgroups import memory_extras
+
+    drv, fake = v2
+    drv.create(CTR, LIMITS)
+    fake.writes.clear()
+    warnings = memory_extras.apply(drv, CTR, _extras(
+        memory_reservation=16 * MiB, memory_swappiness=10, disable_oom_killer=True,
+        memory_kernel_tcp=8 * MiB))
+    assert fake.written() == [(f"cgroup/{CTR}/memory.low", str(16 * MiB))]
+    assert [w.split(":")[0] for w in warnings] == [
+        "linux.resources.memory.swappiness", "linux.resources.memory.disableOOMKiller",
+        "linux.resources.memory.kernelTCP"]
+
+
+def test_memory_extras_parse_check_and_round_trip():
+    from mctl.agent.runtime.oci import config as oci
+
+    config = oci.Config(args=("true",), resources=_extras(
+        memory_limit=64 * MiB, memory_reservation=MiB, memory_swappiness=5,
+        disable_oom_killer=True, memory_kernel_tcp=MiB))
+    doc = oci.to_json(config)
+    assert doc["linux"]["resources"]["memory"] == {
+        "limit": 64 * MiB, "reservation": MiB, "swappiness": 5, "kernelTCP": MiB,
+        "disableOOMKiller": True}
+    assert oci.parse_config(doc) == config
+    doc["linux"]["resources"]["memory"]["swappiness"] = 101
+    with pytest.raises(oci.ConfigError) as info:
+        oci.parse_config(doc)
+    assert info.value.field_path == "linux.resources.memory.swappiness"
+

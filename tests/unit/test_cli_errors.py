@@ -190,7 +190,7 @@ def test_an_error_that_is_no_call():
 
 def test_usage_errors_exit_2(capsys):
     assert run(capsys, "--insecure", "delete") == \
-        (2, "mctl: say what to delete: -f FILE, or workload NAME...\n")
+        (2, "mctl: say what to delete: -f FILE, or workload|config|secret|volume NAME...\n")
     assert run(capsys, "--insecure", "exec", "web-x") == \
         (2, "mctl: say what to run: mctl exec REPLICA -- COMMAND [ARGS...]\n")
     code, err = run(capsys, "--insecure", "-n", "Shop", "get", "workloads")

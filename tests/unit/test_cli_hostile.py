@@ -217,6 +217,13 @@ CASES: list[tuple[str, list[str]]] = [
     ("image import", ["{server}", "image", "import", "{tmp}", "--name", HUGE]),
     ("image ls", ["{server}", "image", "ls", "-o", "yaml"]),
     ("image ls", ["{nowhere}", "image", "ls"]),
+    ("image pull", ["{server}", "image", "pull", HUGE]),
+    ("image pull", ["{server}", "image", "pull", "reg.local/app@sha256:" + HUGE]),
+    ("image pull", ["{server}", "image", "pull", ODD]),
+    ("image pull", ["{server}", "image", "pull", "busybox"]),
+    ("image pull", ["{nowhere}", "image", "pull", "reg.local:5000/app:1"]),
+    ("image rm", ["{server}", "image", "rm", HUGE]),
+    ("image rm", ["{nowhere}", "image", "rm", "busybox"]),
     ("", ["{server}", "frobnicate"]),
     ("", ["{server}", "--namespace", HUGE, "get", "replicas"]),
 ]

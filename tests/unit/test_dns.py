@@ -184,7 +184,7 @@ def test_no_upstream_is_servfail_at_once(responder):
     started = time.monotonic()
     out = query_udp(responder.port, bytes(DNSRecord.question("example.com", "A").pack()))
     assert rcode_of(out) == RCODE.SERVFAIL
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1      # no wait on an upstream (FORWARD_TIMEOUT)
 
 
 def fake_upstream(address: str, port: int = 0, answer: bool = True,
@@ -259,9 +259,10 @@ def test_a_waiting_forward_does_not_hold_up_names_of_the_zone(tmp_path):
                          ("127.0.0.1", r.port))
             started = time.monotonic()
             out = query_udp(r.port, bytes(DNSRecord.question("api.default.mctl").pack()),
-                            timeout=0.5)
+                            timeout=1)
             assert addresses(DNSRecord.parse(out)) == ["10.96.0.10"]
-            assert time.monotonic() - started < 0.5
+            # Well before the forwards' FORWARD_BUDGET (2 s) runs out.
+            assert time.monotonic() - started < 1
     finally:
         r.close()
         silent.close()
@@ -286,7 +287,7 @@ def test_forward_takes_only_the_answer_with_the_query_id():
     finally:
         silent.close()
     assert rcode_of(out) == RCODE.SERVFAIL
-    assert time.monotonic() - started < 0.6
+    assert time.monotonic() - started < 1
 
 
 def mutations(rng: random.Random, seeds: list[bytes]) -> bytes:

@@ -193,8 +193,9 @@ BAD_FIELDS = [
     ("linux.namespaces.1.type", "pid", "linux.namespaces[1].type", "'pid' is given twice"),
     ("linux.namespaces.1.type", None, "linux.namespaces[1].type", "required"),
     ("linux.namespaces.2", "ipc", "linux.namespaces[2]", "must be object"),
-    ("linux.namespaces.0.path", "/proc/1/ns/pid", "linux.namespaces[0].path",
-     "joining a pid namespace is not supported"),
+    # pid and mount namespaces may be joined since issue 18; user and cgroup may not.
+    ("linux.namespaces.0", {"type": "user", "path": "/proc/1/ns/user"},
+     "linux.namespaces[0].path", "joining a user namespace is not supported"),
     ("linux.namespaces.1.path", "run/netns/x", "linux.namespaces[1].path",
      "not an absolute path"),
     ("linux.namespaces.1.path", 7, "linux.namespaces[1].path", "must be string"),

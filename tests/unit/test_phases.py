@@ -45,6 +45,7 @@ REASON_NAMES = {
     types_pb2.REPLICA_REASON_CRASH_LOOP_BACK_OFF: "CrashLoopBackOff",
     types_pb2.REPLICA_REASON_CREATE_ERROR: "CreateError",
     types_pb2.REPLICA_REASON_DISK_LIMIT: "DiskLimit",
+    types_pb2.REPLICA_REASON_IMAGE_PULL_ERROR: "ImagePullError",
 }
 
 

@@ -39,6 +39,7 @@ from mctl.scheduler.placement import (
     filter_node_selector,
     filter_pids,
     filter_ready,
+    filter_volume_node,
     first_rejection,
     node_score,
     place_batch,
@@ -167,6 +168,7 @@ def test_filter_host_ports():
 
 def test_filter_chain_order():
     assert FILTERS == (
+        filter_volume_node,
         filter_ready,
         filter_cordoned,
         filter_node_selector,

@@ -426,8 +426,8 @@ def test_drop_bounding_keep_all_drops_nothing(fake):
 
 def test_set_capabilities(fake):
     keep = capabilities.mask_of(oci.DEFAULT_CAPABILITIES)
-    capabilities.set_capabilities(fake, keep)
-    assert fake.calls == [("capset", keep, keep, keep)]
+    capabilities.set_capabilities(fake, keep, keep, 0)
+    assert fake.calls == [("capset", keep, keep, 0)]
 
 
 def test_last_cap_reads_the_kernel():

@@ -296,7 +296,8 @@ def test_empty_text_has_no_workloads():
         (MINIMAL.replace("mctl/v1", "v1"), "apiVersion", 'must be "mctl/v1", not "v1"'),
         (MINIMAL.replace("mctl/v1", "1"), "apiVersion", 'must be "mctl/v1", not 1'),
         (MINIMAL.replace("kind: Workload\n", ""), "kind", "required"),
-        (MINIMAL.replace("Workload", "Deployment"), "kind", 'must be "Workload", not "Deployment"'),
+        (MINIMAL.replace("Workload", "Deployment"), "kind",
+         'must be one of Workload, Config, Secret, not "Deployment"'),
         # status is the scheduler's: `get -o yaml` shows it and apply drops it,
         # but only what it can hold.
         (MINIMAL + "status: {phase: Running}\n", "status.phase", "unknown field"),

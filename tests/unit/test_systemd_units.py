@@ -43,6 +43,19 @@ def test_unit_reads_its_env_file_and_restarts_on_failure(name: str):
     assert su.value(unit, "Install", "WantedBy") == "multi-user.target"
 
 
+@pytest.mark.parametrize("name", ("mctl-scheduler", "mctl-agent"))
+def test_daemon_units_wait_for_readiness_and_have_a_watchdog(name: str):
+    # The daemons send READY=1 and WATCHDOG=1 (common/sdnotify.py): `systemctl
+    # start` returns when they are ready, and a hung one is restarted.
+    unit = su.read_unit(su.DEPLOY / f"{name}.service")
+    assert su.value(unit, "Service", "Type") == "notify"
+    watchdog = int(su.value(unit, "Service", "WatchdogSec"))
+    assert 10 <= watchdog <= 120
+    # Only the main process may notify (the default): no NotifyAccess=all
+    # letting a container's process report the agent ready.
+    assert su.values(unit, "Service", "NotifyAccess") in ([], ["main"])
+
+
 def test_agent_unit_leaves_monitors_and_containers_alone_on_stop():
     unit = su.read_unit(su.DEPLOY / "mctl-agent.service")
     assert su.value(unit, "Service", "KillMode") == "process"

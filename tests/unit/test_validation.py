@@ -55,6 +55,14 @@ def test_a_complete_workload_is_valid():
     assert workload_problem(valid()) is None
 
 
+@pytest.mark.parametrize("image", [
+    "registry.local:5000/team/app:1.2", "localhost/app",
+    "reg.local:5000/team/app@sha256:" + "a" * 64,
+    "reg.local:5000/team/app:1.2@sha256:" + "0" * 64])
+def test_registry_references_and_pinned_ones_are_valid(image):
+    assert workload_problem(changed(lambda w: setattr(w.spec, "image", image))) is None
+
+
 def test_what_the_parser_makes_of_spec_md_is_valid():
     [w] = parse_documents(
         """
@@ -142,6 +150,8 @@ def _named_ports(*ports: tuple[int, int, str, str]) -> Callable[[types_pb2.Workl
          '"Busybox" is not an image reference'),
         (lambda w: setattr(w.spec, "image", "app@sha256:" + "a" * 64), "spec.image",
          f'"app@sha256:{"a" * 64}" is a digest reference; give NAME[:TAG]'),
+        (lambda w: setattr(w.spec, "image", "reg.local:5000/app@sha256:abc"), "spec.image",
+         '"reg.local:5000/app@sha256:abc": the digest after @ must be sha256: and 64'),
         # argv
         (lambda w: w.spec.command.append(""), "spec.command[0]",
          "must not be empty: it names the program to run"),

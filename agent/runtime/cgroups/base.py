@@ -274,6 +274,14 @@ class CgroupDriver(ABC):
     def oom_killed(self, path: str) -> int:
         """How many processes the kernel OOM killer has killed in the cgroup."""
 
+    @abstractmethod
+    def file(self, controller: str, path: str, name: str) -> str:
+        """The control file `name` of the cgroup in `controller`'s hierarchy."""
+
+    def write_file(self, target: str, value: str) -> None:
+        """Writes a control file (CgroupWriteError naming it and the value on failure)."""
+        self._write(target, value)
+
     # - shared behaviour -
 
     def _dirs(self, path: str) -> list[tuple[str, str]]:

@@ -85,6 +85,9 @@ class V1Driver(CgroupDriver):
     def _file(self, controller: str, path: str, name: str) -> str:
         return os.path.join(self.hierarchies[controller], check_path(path), name)
 
+    def file(self, controller: str, path: str, name: str) -> str:
+        return self._file(controller, path, name)
+
     def self_join_files(self, path: str) -> list[str]:
         """Each hierarchy's `tasks` file: a thread that writes "0" there moves itself.
 

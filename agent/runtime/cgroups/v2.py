@@ -65,6 +65,9 @@ class V2Driver(CgroupDriver):
     def _file(self, path: str, name: str) -> str:
         return os.path.join(self.root, check_path(path), name)
 
+    def file(self, controller: str, path: str, name: str) -> str:
+        return self._file(path, name)  # one hierarchy for every controller
+
     def _require(self, path: str) -> None:
         if not os.path.isdir(os.path.join(self.root, check_path(path))):
             raise CgroupNotFound(f"cgroup {path} does not exist in {self.root}")

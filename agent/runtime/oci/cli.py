@@ -158,6 +158,11 @@ def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int]:
 
                 os.chown(c.fifo, *host_root(config))
             fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
+            dir_fd = -1
+            if "mount" not in config.namespaces or "mount" in config.namespace_paths:
+                # A chroot without /proc (process.py): the fifo is reopened
+                # through its directory instead of /proc/self/fd.
+                dir_fd = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
             def before_exec(sync_fd: int) -> None:
                 _lookup(config.args[0], config.env)
@@ -165,7 +170,11 @@ def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int]:
                 # tells `create` the container is ready; a later exec error
                 # then goes to the container's stderr.
                 os.dup2(2, sync_fd, inheritable=False)
-                fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+                if dir_fd >= 0:
+                    fd = os.open(os.path.basename(c.fifo), os.O_WRONLY | os.O_CLOEXEC,
+                                 dir_fd=dir_fd)
+                else:
+                    fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
                 os.write(fd, b"0")
                 # The fifo now takes the sync channel's place until exec closes
                 # it: `start` reads to end-of-file, so it learns when the program
@@ -179,6 +188,8 @@ def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int]:
                                       last_cap(), before_exec, lifecycle=lifecycle)
         if fifo_fd >= 0:
             os.close(fifo_fd)
+            if dir_fd >= 0:
+                os.close(dir_fd)
         error = spawn.wait_ready(pid, sync_r, lifecycle)
         if error:
             raise RuntimeFailure(error)
@@ -425,9 +436,24 @@ def cmd_spec(inv: Invocation) -> int:
     return 0
 
 
+def cmd_ps(inv: Invocation) -> int:
+    from . import cli_info  # ps and features only: run imports none of it
+
+    sys.stdout.write(cli_info.ps(inv.root, inv.id, inv.format, inv.args[1:]))
+    return 0
+
+
+def cmd_features(inv: Invocation) -> int:
+    from . import cli_info
+
+    sys.stdout.write(cli_info.features_json())
+    return 0
+
+
 COMMANDS = {
     "create": cmd_create, "start": cmd_start, "run": cmd_run, "state": cmd_state,
     "kill": cmd_kill, "delete": cmd_delete, "list": cmd_list, "spec": cmd_spec,
+    "ps": cmd_ps, "features": cmd_features,
 }
 
 

@@ -28,6 +28,8 @@ commands:
                                                create and start; wait and exit with its status
   list [--format table|json] [--quiet]         the containers under --root
   spec [--bundle DIR]                          write a config.json template
+  ps [--format table|json] ID [-- PS ARGS]     the container's processes (ps -ef by default)
+  features                                     the runtime-spec features document (JSON)
   --version                                    print the version
 """
 
@@ -54,6 +56,9 @@ _COMMANDS: dict[str, tuple[dict[str, tuple[bool, str]], int, int]] = {
     "list": ({"--format": (True, "format"), "-f": (True, "format"),
               "--quiet": (False, "quiet"), "-q": (False, "quiet")}, 0, 0),
     "spec": ({"--bundle": (True, "bundle"), "-b": (True, "bundle")}, 0, 0),
+    # ps ID [-- PS ARGS]: at most 32 arguments for ps(1).
+    "ps": ({"--format": (True, "format"), "-f": (True, "format")}, 1, 33),
+    "features": ({}, 0, 0),
     "version": ({}, 0, 0),
     "help": ({}, 0, 0),
 }
@@ -157,7 +162,7 @@ def parse(argv: list[str]) -> Invocation:
     if inv.log_format not in ("text", "json"):
         raise UsageError(f"--log-format: {inv.log_format!r} is not text or json")
     if inv.format not in ("table", "json"):
-        raise UsageError(f"list --format: {inv.format!r} is not table or json")
+        raise UsageError(f"{inv.command} --format: {inv.format!r} is not table or json")
     if not inv.preserve_fds.isdigit():
         raise UsageError(f"--preserve-fds: {inv.preserve_fds!r} is not a number")
     return inv

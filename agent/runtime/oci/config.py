@@ -65,8 +65,14 @@ _U64_MAX = (1 << 64) - 1
 _U32_MAX = (1 << 32) - 1
 # Namespaces a container may join by path (setns) instead of getting a new
 # one: the agent prepares the network namespace (veth, address, routes)
-# before the container starts, as runc users and CNI plugins do.
-JOINABLE_NAMESPACES = ("network", "ipc", "uts")
+# before the container starts, as runc users and CNI plugins do; a pod's
+# containers share mount or pid namespaces. A joined mount namespace is
+# someone else's: nothing is mounted or pivoted in it (a chroot only), as
+# without one. Joining user or cgroup namespaces is not supported.
+JOINABLE_NAMESPACES = ("network", "ipc", "uts", "mount", "pid")
+# linux.rootfsPropagation's values: the spec's four and the recursive forms runc takes.
+ROOTFS_PROPAGATIONS = ("shared", "rshared", "slave", "rslave", "private", "rprivate",
+                       "unbindable", "runbindable")
 
 
 class ConfigError(ValueError):
@@ -87,6 +93,23 @@ class Mount(Record):
         self.type = type
         self.source = source
         self.options = options
+
+
+class Device(Record):
+    """One linux.devices entry: a node to make in the container (config.md "Devices")."""
+
+    __slots__ = ("path", "type", "major", "minor", "file_mode", "uid", "gid")
+
+    def __init__(self, path: str, type: str, major: int = 0, minor: int = 0,
+                 file_mode: int | None = None, uid: int | None = None,
+                 gid: int | None = None) -> None:
+        self.path = path
+        self.type = type            # "c", "u" (unbuffered char), "b" or "p" (fifo)
+        self.major = major
+        self.minor = minor
+        self.file_mode = file_mode
+        self.uid = uid
+        self.gid = gid
 
 
 class Rlimit(Record):
@@ -112,16 +135,29 @@ class IdMapping(Record):
 
 
 class Resources(Record):
-    __slots__ = ("memory_limit", "memory_swap", "cpu_quota", "cpu_period", "pids_limit")
+    __slots__ = ("memory_limit", "memory_swap", "cpu_quota", "cpu_period", "pids_limit",
+                 "memory_reservation", "memory_swappiness", "disable_oom_killer",
+                 "memory_kernel_tcp")
 
     def __init__(self, memory_limit: int | None = None, memory_swap: int | None = None,
                  cpu_quota: int | None = None, cpu_period: int | None = None,
-                 pids_limit: int | None = None) -> None:
+                 pids_limit: int | None = None, memory_reservation: int | None = None,
+                 memory_swappiness: int | None = None, disable_oom_killer: bool = False,
+                 memory_kernel_tcp: int | None = None) -> None:
         self.memory_limit = memory_limit
         self.memory_swap = memory_swap
         self.cpu_quota = cpu_quota
         self.cpu_period = cpu_period
         self.pids_limit = pids_limit
+        # linux.resources.memory beyond the limit (cgroups/memory_extras.py).
+        self.memory_reservation = memory_reservation
+        self.memory_swappiness = memory_swappiness
+        self.disable_oom_killer = disable_oom_killer
+        self.memory_kernel_tcp = memory_kernel_tcp
+
+    def has_memory_extras(self) -> bool:
+        return (self.memory_reservation is not None or self.memory_swappiness is not None
+                or self.disable_oom_killer or self.memory_kernel_tcp is not None)
 
 
 class Hook(Record):
@@ -172,7 +208,8 @@ class Config(Record):
         "mounts", "namespaces", "namespace_paths", "uid_mappings", "gid_mappings",
         "cgroups_path", "resources", "masked_paths", "readonly_paths", "annotations",
         "hooks", "sysctl", "oom_score_adj", "apparmor_profile", "selinux_label", "mount_label",
-        "seccomp",
+        "seccomp", "rootfs_propagation", "cap_effective", "cap_permitted", "cap_inheritable",
+        "cap_ambient", "devices",
     )
 
     def __init__(
@@ -207,6 +244,12 @@ class Config(Record):
         selinux_label: str = "",
         mount_label: str = "",
         seccomp: SeccompProfile | None = None,
+        rootfs_propagation: str = "",
+        cap_effective: tuple[str, ...] | None = None,
+        cap_permitted: tuple[str, ...] | None = None,
+        cap_inheritable: tuple[str, ...] = (),
+        cap_ambient: tuple[str, ...] = (),
+        devices: tuple[Device, ...] = (),
     ) -> None:
         self.args = args
         self.env = env
@@ -215,7 +258,17 @@ class Config(Record):
         self.gid = gid
         self.additional_gids = additional_gids
         self.no_new_privileges = no_new_privileges
+        # process.capabilities: `capabilities` is the bounding set; effective
+        # and permitted are the same unless given (None; what the agent
+        # writes, and what follows a replace(capabilities=...)); inheritable
+        # and ambient are empty unless given, as in Docker.
         self.capabilities = capabilities
+        self.cap_effective = cap_effective
+        self.cap_permitted = cap_permitted
+        self.cap_inheritable = cap_inheritable
+        self.cap_ambient = cap_ambient
+        # linux.devices (rootfs.make_config_devices says how they are made).
+        self.devices = devices
         self.rlimits = rlimits
         self.terminal = terminal
         self.root_path = root_path
@@ -243,9 +296,17 @@ class Config(Record):
         self.mount_label = mount_label
         # linux.seccomp, checked and compiled (seccomp/); None: unconfined.
         self.seccomp = seccomp
+        # linux.rootfsPropagation ("" when absent: the root stays private).
+        self.rootfs_propagation = rootfs_propagation
 
     def rootfs(self, bundle: str) -> str:
         return os.path.join(bundle, self.root_path)
+
+    def effective(self) -> tuple[str, ...]:
+        return self.capabilities if self.cap_effective is None else self.cap_effective
+
+    def permitted(self) -> tuple[str, ...]:
+        return self.capabilities if self.cap_permitted is None else self.cap_permitted
 
 
 def default_mounts() -> list[Mount]:
@@ -279,6 +340,15 @@ def to_json(config: Config) -> dict[str, Any]:
         resources["cpu"] = {"quota": res.cpu_quota, "period": res.cpu_period or 100_000}
     if res.pids_limit is not None:
         resources["pids"] = {"limit": res.pids_limit}
+    if res.has_memory_extras():
+        memory = resources.setdefault("memory", {})
+        for key, value in (("reservation", res.memory_reservation),
+                           ("swappiness", res.memory_swappiness),
+                           ("kernelTCP", res.memory_kernel_tcp)):
+            if value is not None:
+                memory[key] = value
+        if res.disable_oom_killer:
+            memory["disableOOMKiller"] = True
     caps = list(config.capabilities)
     return {
         "ociVersion": OCI_VERSION,
@@ -291,7 +361,13 @@ def to_json(config: Config) -> dict[str, Any]:
             "env": list(config.env),
             "cwd": config.cwd,
             "noNewPrivileges": config.no_new_privileges,
-            "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+            "capabilities": {
+                "bounding": caps, "effective": list(config.effective()),
+                "permitted": list(config.permitted()),
+                **({"inheritable": list(config.cap_inheritable)}
+                   if config.cap_inheritable else {}),
+                **({"ambient": list(config.cap_ambient)} if config.cap_ambient else {}),
+            },
             **({"rlimits": [{"type": r.type, "hard": r.hard, "soft": r.soft}
                             for r in config.rlimits]} if config.rlimits else {}),
             **({"oomScoreAdj": config.oom_score_adj}
@@ -319,6 +395,10 @@ def to_json(config: Config) -> dict[str, Any]:
             "readonlyPaths": list(config.readonly_paths),
             **({"sysctl": dict(config.sysctl)} if config.sysctl else {}),
             **({"mountLabel": config.mount_label} if config.mount_label else {}),
+            **({"rootfsPropagation": config.rootfs_propagation}
+               if config.rootfs_propagation else {}),
+            **({"devices": [_device_json(d) for d in config.devices]}
+               if config.devices else {}),
             **({"seccomp": config.seccomp.doc} if config.seccomp is not None else {}),
         },
         **({"hooks": hooks_json(config.hooks)} if config.hooks is not None else {}),
@@ -338,6 +418,41 @@ def hooks_json(hooks: Hooks) -> dict[str, list[dict[str, Any]]]:
                            **({"timeout": h.timeout} if h.timeout is not None else {})}
                           for h in entries]
     return out
+
+
+def _device_json(d: Device) -> dict[str, Any]:
+    out: dict[str, Any] = {"path": d.path, "type": d.type}
+    if d.type != "p":
+        out.update(major=d.major, minor=d.minor)
+    for key, value in (("fileMode", d.file_mode), ("uid", d.uid), ("gid", d.gid)):
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _devices(linux: dict[str, Any]) -> tuple[Device, ...]:
+    out: list[Device] = []
+    for i, item in enumerate(_get(linux, "devices", list, "linux.", [])):
+        where = f"linux.devices[{i}]."
+        if not isinstance(item, dict):
+            raise ConfigError(f"linux.devices[{i}]", "must be object")
+        path = _get(item, "path", str, where, required=True)
+        if not path.startswith("/dev/") or "/../" in path + "/":
+            # runc allows other places; a node outside /dev would land in
+            # the image's directories, which mctl-runtime mounts nodev.
+            raise ConfigError(f"{where}path", f"{path!r} is not a path under /dev")
+        kind = _get(item, "type", str, where, required=True)
+        if kind not in ("c", "u", "b", "p"):
+            raise ConfigError(f"{where}type", f"{kind!r} is not one of c, u, b, p")
+        numbers = (0, 0) if kind == "p" else (_uint(item, "major", where, _U32_MAX),
+                                               _uint(item, "minor", where, _U32_MAX))
+        mode = _get(item, "fileMode", int, where)
+        if mode is not None and not 0 <= mode <= 0o7777:
+            raise ConfigError(f"{where}fileMode", f"{mode} is not a permission mode")
+        ids = [_uint(item, key, where, _U32_MAX - 1) if key in item else None
+               for key in ("uid", "gid")]
+        out.append(Device(path, kind, *numbers, mode, *ids))
+    return tuple(out)
 
 
 def _mappings_json(mappings: tuple[IdMapping, ...]) -> list[dict[str, int]]:
@@ -459,6 +574,38 @@ def _check_user_namespace(namespaces: list[str], uid_map: tuple[IdMapping, ...],
                           "given without a user namespace in linux.namespaces")
 
 
+def _check_no_mount_namespace(doc: dict[str, Any], linux: dict[str, Any],
+                              joined: bool = False) -> None:
+    """Without a mount namespace of its own only a chroot is made: refuse what needs more.
+
+    The same holds for a mount namespace joined by path: it is not ours to
+    pivot or mount in (its other processes would see every change).
+
+    A mount made then would land in the caller's mount namespace (a host
+    shell's: the host's) and outlive the container; so would a pivot_root,
+    which would move the root of every process in it. runc chroots there
+    too, and refuses masked and read-only paths for the same reason ("unable
+    to restrict sys entries without a private MNT namespace"); it does make
+    config.json's mounts in the caller's namespace, which mctl-runtime refuses.
+    """
+    why = ("needs a mount namespace of the container's own, and linux.namespaces' "
+           '"mount" entry joins one by path (the rootfs is only chrooted into; '
+           "nothing is mounted in a namespace mctl-runtime did not make)" if joined else
+           'needs a mount namespace, and linux.namespaces has no "mount" entry '
+           "(without one the rootfs is only chrooted into; nothing is mounted "
+           "in the caller's mount namespace)")
+    if _get(doc, "mounts", list, "", []):
+        raise ConfigError("mounts", why)
+    for key in ("maskedPaths", "readonlyPaths"):
+        if _get(linux, key, list, "linux.", []):
+            raise ConfigError(f"linux.{key}", why)
+    root = doc.get("root")
+    if isinstance(root, dict) and root.get("readonly") is True:
+        raise ConfigError("root.readonly", why)
+    if linux.get("rootfsPropagation"):
+        raise ConfigError("linux.rootfsPropagation", why)
+
+
 def parse_hooks(doc: object, where: str = "hooks") -> Hooks | None:
     """config.json's "hooks" object, every field checked; None if it holds no hook.
 
@@ -524,9 +671,80 @@ def _seccomp(linux: dict[str, Any], cache_dir: str | None) -> SeccompProfile | N
         raise ConfigError(e.field_path, e.problem) from None
 
 
+CAPABILITY_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
+
+
+def _capability_sets(process: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """process.capabilities, each set checked; a set not given is empty, as in runc.
+
+    Without the object at all, Docker's default set is bounding, effective
+    and permitted. An ambient capability must be permitted and in the bounding
+    set, or the kernel would refuse to raise it (PR_CAP_AMBIENT_RAISE: EPERM).
+    """
+    caps = _get(process, "capabilities", dict, "process.", None)
+    if caps is None:
+        default = tuple(DEFAULT_CAPABILITIES)
+        return {"bounding": default, "effective": default, "permitted": default,
+                "inheritable": (), "ambient": ()}
+    sets = {}
+    for key in CAPABILITY_SETS:
+        names = _strings(caps, key, "process.capabilities.")
+        for i, name in enumerate(names):
+            if name not in CAPABILITIES:
+                raise ConfigError(f"process.capabilities.{key}[{i}]",
+                                  f"unknown capability {name!r}")
+        sets[key] = names
+    for i, name in enumerate(sets["ambient"]):
+        for key in ("permitted", "bounding"):
+            if name not in sets[key]:
+                raise ConfigError(f"process.capabilities.ambient[{i}]",
+                                  f"{name} is not in process.capabilities.{key} "
+                                  "(an ambient capability must be permitted and bounding)")
+    return sets
+
+
+def _unless_bounding(sets: dict[str, tuple[str, ...]], key: str) -> tuple[str, ...] | None:
+    return None if sets[key] == sets["bounding"] else sets[key]
+
+
+def _swappiness(mem: dict[str, Any]) -> int | None:
+    value: int | None = _get(mem, "swappiness", int, "linux.resources.memory.")
+    # The kernel's range (memory.swappiness); runc refuses the rest too.
+    if value is not None and not 0 <= value <= 100:
+        raise ConfigError("linux.resources.memory.swappiness",
+                          f"{value} is not between 0 and 100")
+    return value
+
+
+def _check_version(doc: dict[str, Any]) -> None:
+    """ociVersion: the runtime-spec releases this runtime follows, 1.0.x to 1.2.x.
+
+    Absent is taken as the agent's own 1.0.2 (older bundles of this project
+    wrote it, the spec marks it required); `runc spec` writes "1.0.2-dev".
+    """
+    version = _get(doc, "ociVersion", str, "")
+    if version is None:
+        return
+    release, _, _ = version.partition("-")
+    parts = release.split(".")
+    if (len(parts) != 3 or not all(p.isdigit() for p in parts)
+            or parts[0] != "1" or int(parts[1]) > 2):
+        raise ConfigError("ociVersion", f"{version!r} is not supported "
+                                        "(runtime-spec 1.0.x, 1.1.x or 1.2.x)")
+
+
+def _rootfs_propagation(linux: dict[str, Any]) -> str:
+    value: str = _get(linux, "rootfsPropagation", str, "linux.", "")
+    if value and value not in ROOTFS_PROPAGATIONS:
+        raise ConfigError("linux.rootfsPropagation",
+                          f"{value!r} is not one of {', '.join(ROOTFS_PROPAGATIONS)}")
+    return value
+
+
 def parse_config(doc: object, seccomp_cache: str | None = None) -> Config:
     if not isinstance(doc, dict):
         raise ConfigError("config.json", "must be a JSON object")
+    _check_version(doc)
     process = _get(doc, "process", dict, "", required=True)
     args = _strings(process, "args", "process.", required=True)
     if not args:
@@ -542,13 +760,7 @@ def parse_config(doc: object, seccomp_cache: str | None = None) -> Config:
     for i, gid in enumerate(_get(user, "additionalGids", list, "process.user.", [])):
         if isinstance(gid, bool) or not isinstance(gid, int) or gid < 0:
             raise ConfigError(f"process.user.additionalGids[{i}]", "must be a non-negative int")
-    caps = _get(process, "capabilities", dict, "process.", None)
-    capabilities = (tuple(DEFAULT_CAPABILITIES) if caps is None
-                    else _strings(caps, "bounding", "process.capabilities."))
-    for i, name in enumerate(capabilities):
-        if name not in CAPABILITIES:
-            raise ConfigError(f"process.capabilities.bounding[{i}]",
-                              f"unknown capability {name!r}")
+    cap_sets = _capability_sets(process)
     root = _get(doc, "root", dict, "", required=True)
     linux = _get(doc, "linux", dict, "", {})
     mounts = []
@@ -587,6 +799,11 @@ def parse_config(doc: object, seccomp_cache: str | None = None) -> Config:
     uid_mappings = _id_mappings(linux, "uidMappings")
     gid_mappings = _id_mappings(linux, "gidMappings")
     _check_user_namespace(namespaces, uid_mappings, gid_mappings)
+    if "mount" not in namespaces or "mount" in namespace_paths:
+        _check_no_mount_namespace(doc, linux, "mount" in namespace_paths)
+    if "pid" in namespace_paths and "user" in namespaces:
+        raise ConfigError(f"linux.namespaces[{namespaces.index('pid')}].path",
+                          "joining a pid namespace is not supported with a user namespace")
     res = _get(linux, "resources", dict, "linux.", {})
     mem = _get(res, "memory", dict, "linux.resources.", {})
     cpu = _get(res, "cpu", dict, "linux.resources.", {})
@@ -600,7 +817,12 @@ def parse_config(doc: object, seccomp_cache: str | None = None) -> Config:
         gid=_get(user, "gid", int, "process.user.", 0),
         additional_gids=tuple(_get(user, "additionalGids", list, "process.user.", [])),
         no_new_privileges=_get(process, "noNewPrivileges", bool, "process.", False),
-        capabilities=capabilities,
+        capabilities=cap_sets["bounding"],
+        # None when equal to the bounding set: the agent's own configs.
+        cap_effective=_unless_bounding(cap_sets, "effective"),
+        cap_permitted=_unless_bounding(cap_sets, "permitted"),
+        cap_inheritable=cap_sets["inheritable"],
+        cap_ambient=cap_sets["ambient"],
         rlimits=_rlimits(process),
         terminal=_get(process, "terminal", bool, "process.", False),
         root_path=_get(root, "path", str, "root.", required=True),
@@ -618,6 +840,11 @@ def parse_config(doc: object, seccomp_cache: str | None = None) -> Config:
             cpu_quota=_int_or_none(cpu, "quota", "linux.resources.cpu."),
             cpu_period=_int_or_none(cpu, "period", "linux.resources.cpu."),
             pids_limit=_int_or_none(pids, "limit", "linux.resources.pids."),
+            memory_reservation=_int_or_none(mem, "reservation", "linux.resources.memory."),
+            memory_swappiness=_swappiness(mem),
+            disable_oom_killer=_get(mem, "disableOOMKiller", bool, "linux.resources.memory.",
+                                    False),
+            memory_kernel_tcp=_int_or_none(mem, "kernelTCP", "linux.resources.memory."),
         ),
         masked_paths=_strings(linux, "maskedPaths", "linux."),
         readonly_paths=_strings(linux, "readonlyPaths", "linux."),
@@ -629,4 +856,6 @@ def parse_config(doc: object, seccomp_cache: str | None = None) -> Config:
         selinux_label=_get(process, "selinuxLabel", str, "process.", ""),
         mount_label=_get(linux, "mountLabel", str, "linux.", ""),
         seccomp=_seccomp(linux, seccomp_cache),
+        rootfs_propagation=_rootfs_propagation(linux),
+        devices=_devices(linux),
     )

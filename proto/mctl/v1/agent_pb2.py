@@ -26,7 +26,7 @@ from mctl.v1 import types_pb2 as mctl_dot_v1_dot_types__pb2
 from mctl.v1 import control_pb2 as mctl_dot_v1_dot_control__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13mctl/v1/agent.proto\x12\x07mctl.v1\x1a\x13mctl/v1/types.proto\x1a\x15mctl/v1/control.proto\"H\n\nImageChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\xa7\x01\n\tImageInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06layers\x18\x02 \x03(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x17\n\x0f\x63reated_unix_ms\x18\x04 \x01(\x03\x12\x12\n\nentrypoint\x18\x05 \x03(\t\x12\x0b\n\x03\x63md\x18\x06 \x03(\t\x12\x0b\n\x03\x65nv\x18\x07 \x03(\t\x12\x13\n\x0bworking_dir\x18\x08 \x01(\t\x12\x0c\n\x04user\x18\t \x01(\t\"\x8c\x01\n\x10ImportImageReply\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.mctl.v1.ImageInfo\x12\x12\n\nlayers_new\x18\x02 \x01(\x05\x12\x16\n\x0elayers_present\x18\x03 \x01(\x05\x12\x16\n\x0ereceived_bytes\x18\x04 \x01(\x03\x12\x10\n\x08warnings\x18\x05 \x03(\t\"\x13\n\x11ListImagesRequest\"=\n\tImageList\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\"\n\x06images\x18\x02 \x03(\x0b\x32\x12.mctl.v1.ImageInfo\".\n\x0eInspectRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"\x1d\n\x0cInspectReply\x12\r\n\x05lines\x18\x01 \x03(\t\"\x83\x02\n\nDesiredSet\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\"\n\x08replicas\x18\x03 \x03(\x0b\x32\x10.mctl.v1.Replica\x12!\n\x05nodes\x18\x04 \x03(\x0b\x32\x12.mctl.v1.NodeRoute\x12&\n\x05peers\x18\x05 \x03(\x0b\x32\x17.mctl.v1.ReplicaAddress\x12\"\n\x08services\x18\x06 \x03(\x0b\x32\x10.mctl.v1.Service\x12 \n\x07\x63onfigs\x18\x07 \x03(\x0b\x32\x0f.mctl.v1.Config\x12 \n\x07secrets\x18\x08 \x03(\x0b\x32\x0f.mctl.v1.Secret\"\x8d\x01\n\x07Service\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08workload\x18\x02 \x01(\t\x12\x12\n\nvirtual_ip\x18\x03 \x01(\t\x12#\n\x05ports\x18\x04 \x03(\x0b\x32\x14.mctl.v1.ServicePort\x12$\n\tendpoints\x18\x05 \x03(\x0b\x32\x11.mctl.v1.Endpoint\";\n\x0bServicePort\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x10\n\x08protocol\x18\x03 \x01(\t\"6\n\x08\x45ndpoint\x12\x0f\n\x07replica\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\">\n\tNodeRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\npod_subnet\x18\x03 \x01(\t\"O\n\x0eReplicaAddress\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08workload\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\n\n\x02ip\x18\x04 \x01(\t\"0\n\nDesiredAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x10\n\x08revision\x18\x02 \x01(\x03\"\x17\n\x15ListContainersRequest\"\xfe\x01\n\rContainerInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0f\n\x07replica\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12&\n\x06status\x18\x05 \x01(\x0b\x32\x16.mctl.v1.ReplicaStatus\x12\x13\n\x0bmonitor_pid\x18\x06 \x01(\x05\x12\x10\n\x08init_pid\x18\x07 \x01(\x05\x12\x0e\n\x06\x63group\x18\x08 \x01(\t\x12\x0e\n\x06\x62undle\x18\t \x01(\t\x12\"\n\x06limits\x18\n \x01(\x0b\x32\x12.mctl.v1.Resources\x12\x1d\n\x05usage\x18\x0b \x01(\x0b\x32\x0e.mctl.v1.Usage\";\n\rContainerList\x12*\n\ncontainers\x18\x01 \x03(\x0b\x32\x16.mctl.v1.ContainerInfo2\xab\x03\n\x05\x41gent\x12\x36\n\nSetDesired\x12\x13.mctl.v1.DesiredSet\x1a\x13.mctl.v1.DesiredAck\x12H\n\x0eListContainers\x12\x1e.mctl.v1.ListContainersRequest\x1a\x16.mctl.v1.ContainerList\x12\x31\n\x04Logs\x12\x14.mctl.v1.LogsRequest\x1a\x11.mctl.v1.LogChunk0\x01\x12\x33\n\x04\x45xec\x12\x12.mctl.v1.ExecInput\x1a\x13.mctl.v1.ExecOutput(\x01\x30\x01\x12\x39\n\x07Inspect\x12\x17.mctl.v1.InspectRequest\x1a\x15.mctl.v1.InspectReply\x12?\n\x0bImportImage\x12\x13.mctl.v1.ImageChunk\x1a\x19.mctl.v1.ImportImageReply(\x01\x12<\n\nListImages\x12\x1a.mctl.v1.ListImagesRequest\x1a\x12.mctl.v1.ImageListb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13mctl/v1/agent.proto\x12\x07mctl.v1\x1a\x13mctl/v1/types.proto\x1a\x15mctl/v1/control.proto\"H\n\nImageChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\xb7\x01\n\tImageInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06layers\x18\x02 \x03(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x17\n\x0f\x63reated_unix_ms\x18\x04 \x01(\x03\x12\x12\n\nentrypoint\x18\x05 \x03(\t\x12\x0b\n\x03\x63md\x18\x06 \x03(\t\x12\x0b\n\x03\x65nv\x18\x07 \x03(\t\x12\x13\n\x0bworking_dir\x18\x08 \x01(\t\x12\x0c\n\x04user\x18\t \x01(\t\x12\x0e\n\x06\x64igest\x18\n \x01(\t\"\x1f\n\x10PullImageRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\"\x83\x01\n\x0ePullImageReply\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.mctl.v1.ImageInfo\x12\x0f\n\x07present\x18\x02 \x01(\x08\x12\x15\n\rfetched_bytes\x18\x03 \x01(\x03\x12\x12\n\nelapsed_ms\x18\x04 \x01(\x03\x12\x12\n\nlayers_new\x18\x05 \x01(\x05\"!\n\x12RemoveImageRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\"?\n\x10RemoveImageReply\x12\x16\n\x0elayers_removed\x18\x01 \x01(\x05\x12\x13\n\x0b\x62ytes_freed\x18\x02 \x01(\x03\"\x8c\x01\n\x10ImportImageReply\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.mctl.v1.ImageInfo\x12\x12\n\nlayers_new\x18\x02 \x01(\x05\x12\x16\n\x0elayers_present\x18\x03 \x01(\x05\x12\x16\n\x0ereceived_bytes\x18\x04 \x01(\x03\x12\x10\n\x08warnings\x18\x05 \x03(\t\"\x13\n\x11ListImagesRequest\"=\n\tImageList\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\"\n\x06images\x18\x02 \x03(\x0b\x32\x12.mctl.v1.ImageInfo\".\n\x0eInspectRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"\x1d\n\x0cInspectReply\x12\r\n\x05lines\x18\x01 \x03(\t\"\x83\x02\n\nDesiredSet\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\"\n\x08replicas\x18\x03 \x03(\x0b\x32\x10.mctl.v1.Replica\x12!\n\x05nodes\x18\x04 \x03(\x0b\x32\x12.mctl.v1.NodeRoute\x12&\n\x05peers\x18\x05 \x03(\x0b\x32\x17.mctl.v1.ReplicaAddress\x12\"\n\x08services\x18\x06 \x03(\x0b\x32\x10.mctl.v1.Service\x12 \n\x07\x63onfigs\x18\x07 \x03(\x0b\x32\x0f.mctl.v1.Config\x12 \n\x07secrets\x18\x08 \x03(\x0b\x32\x0f.mctl.v1.Secret\"\x8d\x01\n\x07Service\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08workload\x18\x02 \x01(\t\x12\x12\n\nvirtual_ip\x18\x03 \x01(\t\x12#\n\x05ports\x18\x04 \x03(\x0b\x32\x14.mctl.v1.ServicePort\x12$\n\tendpoints\x18\x05 \x03(\x0b\x32\x11.mctl.v1.Endpoint\";\n\x0bServicePort\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x10\n\x08protocol\x18\x03 \x01(\t\"6\n\x08\x45ndpoint\x12\x0f\n\x07replica\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\">\n\tNodeRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\npod_subnet\x18\x03 \x01(\t\"O\n\x0eReplicaAddress\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08workload\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\n\n\x02ip\x18\x04 \x01(\t\"0\n\nDesiredAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x10\n\x08revision\x18\x02 \x01(\x03\"\x17\n\x15ListContainersRequest\"\xfe\x01\n\rContainerInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0f\n\x07replica\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12&\n\x06status\x18\x05 \x01(\x0b\x32\x16.mctl.v1.ReplicaStatus\x12\x13\n\x0bmonitor_pid\x18\x06 \x01(\x05\x12\x10\n\x08init_pid\x18\x07 \x01(\x05\x12\x0e\n\x06\x63group\x18\x08 \x01(\t\x12\x0e\n\x06\x62undle\x18\t \x01(\t\x12\"\n\x06limits\x18\n \x01(\x0b\x32\x12.mctl.v1.Resources\x12\x1d\n\x05usage\x18\x0b \x01(\x0b\x32\x0e.mctl.v1.Usage\";\n\rContainerList\x12*\n\ncontainers\x18\x01 \x03(\x0b\x32\x16.mctl.v1.ContainerInfo2\xb3\x04\n\x05\x41gent\x12\x36\n\nSetDesired\x12\x13.mctl.v1.DesiredSet\x1a\x13.mctl.v1.DesiredAck\x12H\n\x0eListContainers\x12\x1e.mctl.v1.ListContainersRequest\x1a\x16.mctl.v1.ContainerList\x12\x31\n\x04Logs\x12\x14.mctl.v1.LogsRequest\x1a\x11.mctl.v1.LogChunk0\x01\x12\x33\n\x04\x45xec\x12\x12.mctl.v1.ExecInput\x1a\x13.mctl.v1.ExecOutput(\x01\x30\x01\x12\x39\n\x07Inspect\x12\x17.mctl.v1.InspectRequest\x1a\x15.mctl.v1.InspectReply\x12?\n\x0bImportImage\x12\x13.mctl.v1.ImageChunk\x1a\x19.mctl.v1.ImportImageReply(\x01\x12<\n\nListImages\x12\x1a.mctl.v1.ListImagesRequest\x1a\x12.mctl.v1.ImageList\x12?\n\tPullImage\x12\x19.mctl.v1.PullImageRequest\x1a\x17.mctl.v1.PullImageReply\x12\x45\n\x0bRemoveImage\x12\x1b.mctl.v1.RemoveImageRequest\x1a\x19.mctl.v1.RemoveImageReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,37 +36,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMAGECHUNK']._serialized_start=76
   _globals['_IMAGECHUNK']._serialized_end=148
   _globals['_IMAGEINFO']._serialized_start=151
-  _globals['_IMAGEINFO']._serialized_end=318
-  _globals['_IMPORTIMAGEREPLY']._serialized_start=321
-  _globals['_IMPORTIMAGEREPLY']._serialized_end=461
-  _globals['_LISTIMAGESREQUEST']._serialized_start=463
-  _globals['_LISTIMAGESREQUEST']._serialized_end=482
-  _globals['_IMAGELIST']._serialized_start=484
-  _globals['_IMAGELIST']._serialized_end=545
-  _globals['_INSPECTREQUEST']._serialized_start=547
-  _globals['_INSPECTREQUEST']._serialized_end=593
-  _globals['_INSPECTREPLY']._serialized_start=595
-  _globals['_INSPECTREPLY']._serialized_end=624
-  _globals['_DESIREDSET']._serialized_start=627
-  _globals['_DESIREDSET']._serialized_end=886
-  _globals['_SERVICE']._serialized_start=889
-  _globals['_SERVICE']._serialized_end=1030
-  _globals['_SERVICEPORT']._serialized_start=1032
-  _globals['_SERVICEPORT']._serialized_end=1091
-  _globals['_ENDPOINT']._serialized_start=1093
-  _globals['_ENDPOINT']._serialized_end=1147
-  _globals['_NODEROUTE']._serialized_start=1149
-  _globals['_NODEROUTE']._serialized_end=1211
-  _globals['_REPLICAADDRESS']._serialized_start=1213
-  _globals['_REPLICAADDRESS']._serialized_end=1292
-  _globals['_DESIREDACK']._serialized_start=1294
-  _globals['_DESIREDACK']._serialized_end=1342
-  _globals['_LISTCONTAINERSREQUEST']._serialized_start=1344
-  _globals['_LISTCONTAINERSREQUEST']._serialized_end=1367
-  _globals['_CONTAINERINFO']._serialized_start=1370
-  _globals['_CONTAINERINFO']._serialized_end=1624
-  _globals['_CONTAINERLIST']._serialized_start=1626
-  _globals['_CONTAINERLIST']._serialized_end=1685
-  _globals['_AGENT']._serialized_start=1688
-  _globals['_AGENT']._serialized_end=2115
+  _globals['_IMAGEINFO']._serialized_end=334
+  _globals['_PULLIMAGEREQUEST']._serialized_start=336
+  _globals['_PULLIMAGEREQUEST']._serialized_end=367
+  _globals['_PULLIMAGEREPLY']._serialized_start=370
+  _globals['_PULLIMAGEREPLY']._serialized_end=501
+  _globals['_REMOVEIMAGEREQUEST']._serialized_start=503
+  _globals['_REMOVEIMAGEREQUEST']._serialized_end=536
+  _globals['_REMOVEIMAGEREPLY']._serialized_start=538
+  _globals['_REMOVEIMAGEREPLY']._serialized_end=601
+  _globals['_IMPORTIMAGEREPLY']._serialized_start=604
+  _globals['_IMPORTIMAGEREPLY']._serialized_end=744
+  _globals['_LISTIMAGESREQUEST']._serialized_start=746
+  _globals['_LISTIMAGESREQUEST']._serialized_end=765
+  _globals['_IMAGELIST']._serialized_start=767
+  _globals['_IMAGELIST']._serialized_end=828
+  _globals['_INSPECTREQUEST']._serialized_start=830
+  _globals['_INSPECTREQUEST']._serialized_end=876
+  _globals['_INSPECTREPLY']._serialized_start=878
+  _globals['_INSPECTREPLY']._serialized_end=907
+  _globals['_DESIREDSET']._serialized_start=910
+  _globals['_DESIREDSET']._serialized_end=1169
+  _globals['_SERVICE']._serialized_start=1172
+  _globals['_SERVICE']._serialized_end=1313
+  _globals['_SERVICEPORT']._serialized_start=1315
+  _globals['_SERVICEPORT']._serialized_end=1374
+  _globals['_ENDPOINT']._serialized_start=1376
+  _globals['_ENDPOINT']._serialized_end=1430
+  _globals['_NODEROUTE']._serialized_start=1432
+  _globals['_NODEROUTE']._serialized_end=1494
+  _globals['_REPLICAADDRESS']._serialized_start=1496
+  _globals['_REPLICAADDRESS']._serialized_end=1575
+  _globals['_DESIREDACK']._serialized_start=1577
+  _globals['_DESIREDACK']._serialized_end=1625
+  _globals['_LISTCONTAINERSREQUEST']._serialized_start=1627
+  _globals['_LISTCONTAINERSREQUEST']._serialized_end=1650
+  _globals['_CONTAINERINFO']._serialized_start=1653
+  _globals['_CONTAINERINFO']._serialized_end=1907
+  _globals['_CONTAINERLIST']._serialized_start=1909
+  _globals['_CONTAINERLIST']._serialized_end=1968
+  _globals['_AGENT']._serialized_start=1971
+  _globals['_AGENT']._serialized_end=2534
 # @@protoc_insertion_point(module_scope)

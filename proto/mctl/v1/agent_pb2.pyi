@@ -21,7 +21,7 @@ class ImageChunk(_message.Message):
     def __init__(self, name: _Optional[str] = ..., filename: _Optional[str] = ..., size: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ImageInfo(_message.Message):
-    __slots__ = ("name", "layers", "size_bytes", "created_unix_ms", "entrypoint", "cmd", "env", "working_dir", "user")
+    __slots__ = ("name", "layers", "size_bytes", "created_unix_ms", "entrypoint", "cmd", "env", "working_dir", "user", "digest")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class ImageInfo(_message.Message):
     ENV_FIELD_NUMBER: _ClassVar[int]
     WORKING_DIR_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     name: str
     layers: _containers.RepeatedScalarFieldContainer[str]
     size_bytes: int
@@ -40,7 +41,42 @@ class ImageInfo(_message.Message):
     env: _containers.RepeatedScalarFieldContainer[str]
     working_dir: str
     user: str
-    def __init__(self, name: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., entrypoint: _Optional[_Iterable[str]] = ..., cmd: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., working_dir: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
+    digest: str
+    def __init__(self, name: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., entrypoint: _Optional[_Iterable[str]] = ..., cmd: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., working_dir: _Optional[str] = ..., user: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class PullImageRequest(_message.Message):
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    def __init__(self, ref: _Optional[str] = ...) -> None: ...
+
+class PullImageReply(_message.Message):
+    __slots__ = ("image", "present", "fetched_bytes", "elapsed_ms", "layers_new")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    FETCHED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_NEW_FIELD_NUMBER: _ClassVar[int]
+    image: ImageInfo
+    present: bool
+    fetched_bytes: int
+    elapsed_ms: int
+    layers_new: int
+    def __init__(self, image: _Optional[_Union[ImageInfo, _Mapping]] = ..., present: _Optional[bool] = ..., fetched_bytes: _Optional[int] = ..., elapsed_ms: _Optional[int] = ..., layers_new: _Optional[int] = ...) -> None: ...
+
+class RemoveImageRequest(_message.Message):
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    def __init__(self, ref: _Optional[str] = ...) -> None: ...
+
+class RemoveImageReply(_message.Message):
+    __slots__ = ("layers_removed", "bytes_freed")
+    LAYERS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FREED_FIELD_NUMBER: _ClassVar[int]
+    layers_removed: int
+    bytes_freed: int
+    def __init__(self, layers_removed: _Optional[int] = ..., bytes_freed: _Optional[int] = ...) -> None: ...
 
 class ImportImageReply(_message.Message):
     __slots__ = ("images", "layers_new", "layers_present", "received_bytes", "warnings")

@@ -70,6 +70,16 @@ class AgentStub:
                 request_serializer=mctl_dot_v1_dot_agent__pb2.ListImagesRequest.SerializeToString,
                 response_deserializer=mctl_dot_v1_dot_agent__pb2.ImageList.FromString,
                 _registered_method=True)
+        self.PullImage = channel.unary_unary(
+                '/mctl.v1.Agent/PullImage',
+                request_serializer=mctl_dot_v1_dot_agent__pb2.PullImageRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_agent__pb2.PullImageReply.FromString,
+                _registered_method=True)
+        self.RemoveImage = channel.unary_unary(
+                '/mctl.v1.Agent/RemoveImage',
+                request_serializer=mctl_dot_v1_dot_agent__pb2.RemoveImageRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_agent__pb2.RemoveImageReply.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -124,6 +134,22 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PullImage(self, request, context):
+        """Pulls an image from its registry into the node's store ahead of time
+        (`mctl image pull`); answers once it is there, or why not.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveImage(self, request, context):
+        """Removes an image and the layers no other image uses (`mctl image rm`);
+        refused while a replica of the node uses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +187,16 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.ListImages,
                     request_deserializer=mctl_dot_v1_dot_agent__pb2.ListImagesRequest.FromString,
                     response_serializer=mctl_dot_v1_dot_agent__pb2.ImageList.SerializeToString,
+            ),
+            'PullImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.PullImage,
+                    request_deserializer=mctl_dot_v1_dot_agent__pb2.PullImageRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_agent__pb2.PullImageReply.SerializeToString,
+            ),
+            'RemoveImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveImage,
+                    request_deserializer=mctl_dot_v1_dot_agent__pb2.RemoveImageRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_agent__pb2.RemoveImageReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +388,60 @@ class Agent:
             '/mctl.v1.Agent/ListImages',
             mctl_dot_v1_dot_agent__pb2.ListImagesRequest.SerializeToString,
             mctl_dot_v1_dot_agent__pb2.ImageList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mctl.v1.Agent/PullImage',
+            mctl_dot_v1_dot_agent__pb2.PullImageRequest.SerializeToString,
+            mctl_dot_v1_dot_agent__pb2.PullImageReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mctl.v1.Agent/RemoveImage',
+            mctl_dot_v1_dot_agent__pb2.RemoveImageRequest.SerializeToString,
+            mctl_dot_v1_dot_agent__pb2.RemoveImageReply.FromString,
             options,
             channel_credentials,
             insecure,

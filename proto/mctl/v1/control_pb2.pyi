@@ -18,14 +18,16 @@ class ApplyRequest(_message.Message):
     def __init__(self, workloads: _Optional[_Iterable[_Union[_types_pb2.Workload, _Mapping]]] = ..., configs: _Optional[_Iterable[_Union[_types_pb2.Config, _Mapping]]] = ..., secrets: _Optional[_Iterable[_Union[_types_pb2.Secret, _Mapping]]] = ...) -> None: ...
 
 class ApplyResult(_message.Message):
-    __slots__ = ("namespace", "name", "action")
+    __slots__ = ("namespace", "name", "action", "kind")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     name: str
     action: str
-    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+    kind: str
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., action: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class ApplyResponse(_message.Message):
     __slots__ = ("results",)

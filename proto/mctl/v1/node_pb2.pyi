@@ -54,14 +54,28 @@ class ReplicaReport(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., uid: _Optional[str] = ..., spec_hash: _Optional[str] = ..., status: _Optional[_Union[_types_pb2.ReplicaStatus, _Mapping]] = ..., usage: _Optional[_Union[_types_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class StatusReport(_message.Message):
-    __slots__ = ("node", "replicas", "complete")
+    __slots__ = ("node", "replicas", "complete", "events", "volumes")
     NODE_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
     node: str
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaReport]
     complete: bool
-    def __init__(self, node: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., complete: _Optional[bool] = ...) -> None: ...
+    events: _containers.RepeatedCompositeFieldContainer[_types_pb2.Event]
+    volumes: _containers.RepeatedCompositeFieldContainer[VolumeUsage]
+    def __init__(self, node: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., complete: _Optional[bool] = ..., events: _Optional[_Iterable[_Union[_types_pb2.Event, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[VolumeUsage, _Mapping]]] = ...) -> None: ...
+
+class VolumeUsage(_message.Message):
+    __slots__ = ("namespace", "name", "used_bytes")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    used_bytes: int
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., used_bytes: _Optional[int] = ...) -> None: ...
 
 class StatusAck(_message.Message):
     __slots__ = ()

@@ -32,6 +32,7 @@ class ReplicaReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REPLICA_REASON_CRASH_LOOP_BACK_OFF: _ClassVar[ReplicaReason]
     REPLICA_REASON_CREATE_ERROR: _ClassVar[ReplicaReason]
     REPLICA_REASON_DISK_LIMIT: _ClassVar[ReplicaReason]
+    REPLICA_REASON_IMAGE_PULL_ERROR: _ClassVar[ReplicaReason]
 REPLICA_PHASE_UNSPECIFIED: ReplicaPhase
 REPLICA_PHASE_PENDING: ReplicaPhase
 REPLICA_PHASE_STARTING: ReplicaPhase
@@ -52,6 +53,7 @@ REPLICA_REASON_MONITOR_LOST: ReplicaReason
 REPLICA_REASON_CRASH_LOOP_BACK_OFF: ReplicaReason
 REPLICA_REASON_CREATE_ERROR: ReplicaReason
 REPLICA_REASON_DISK_LIMIT: ReplicaReason
+REPLICA_REASON_IMAGE_PULL_ERROR: ReplicaReason
 
 class Resources(_message.Message):
     __slots__ = ("cpu_millis", "memory_bytes", "pids", "disk_bytes")
@@ -212,7 +214,7 @@ class SecurityContext(_message.Message):
     def __init__(self, user_namespace: _Optional[bool] = ..., read_only_rootfs: _Optional[bool] = ..., seccomp_profile: _Optional[str] = ...) -> None: ...
 
 class WorkloadSpec(_message.Message):
-    __slots__ = ("replicas", "image", "command", "args", "env", "working_dir", "hostname", "resources", "ports", "restart_policy", "health_check", "node_selector", "spread", "update", "security_context", "replace_failed", "readiness", "volumes", "volume_mounts")
+    __slots__ = ("replicas", "image", "command", "args", "env", "working_dir", "hostname", "resources", "ports", "restart_policy", "health_check", "node_selector", "spread", "update", "security_context", "replace_failed", "readiness", "volumes", "volume_mounts", "image_pull_policy", "image_pull_secret", "image_digest")
     class NodeSelectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -239,6 +241,9 @@ class WorkloadSpec(_message.Message):
     READINESS_FIELD_NUMBER: _ClassVar[int]
     VOLUMES_FIELD_NUMBER: _ClassVar[int]
     VOLUME_MOUNTS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_PULL_POLICY_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_PULL_SECRET_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     replicas: int
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -258,7 +263,10 @@ class WorkloadSpec(_message.Message):
     readiness: HealthCheck
     volumes: _containers.RepeatedCompositeFieldContainer[Volume]
     volume_mounts: _containers.RepeatedCompositeFieldContainer[VolumeMount]
-    def __init__(self, replicas: _Optional[int] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., working_dir: _Optional[str] = ..., hostname: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., restart_policy: _Optional[str] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., spread: _Optional[bool] = ..., update: _Optional[_Union[UpdateStrategy, _Mapping]] = ..., security_context: _Optional[_Union[SecurityContext, _Mapping]] = ..., replace_failed: _Optional[bool] = ..., readiness: _Optional[_Union[HealthCheck, _Mapping]] = ..., volumes: _Optional[_Iterable[_Union[Volume, _Mapping]]] = ..., volume_mounts: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ...) -> None: ...
+    image_pull_policy: str
+    image_pull_secret: str
+    image_digest: str
+    def __init__(self, replicas: _Optional[int] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., working_dir: _Optional[str] = ..., hostname: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., restart_policy: _Optional[str] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., spread: _Optional[bool] = ..., update: _Optional[_Union[UpdateStrategy, _Mapping]] = ..., security_context: _Optional[_Union[SecurityContext, _Mapping]] = ..., replace_failed: _Optional[bool] = ..., readiness: _Optional[_Union[HealthCheck, _Mapping]] = ..., volumes: _Optional[_Iterable[_Union[Volume, _Mapping]]] = ..., volume_mounts: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., image_pull_policy: _Optional[str] = ..., image_pull_secret: _Optional[str] = ..., image_digest: _Optional[str] = ...) -> None: ...
 
 class ObjectMeta(_message.Message):
     __slots__ = ("name", "namespace", "labels", "uid", "generation", "created_unix_ms", "deletion_requested")
