@@ -18,9 +18,9 @@ temporary --dir and MCTL_HOME):
   container's network) alternately through its virtual IP and straight at its address
   (`--requests` of each, a new TCP connection each as a browser or wget
   would open): the only difference is the nat lookup and DNAT. Timed from
-  connect to the first bytes of the answer: busybox httpd's close of the
-  connection adds 100 or 200 ms to about half of the requests either way
-  (seen in a first version of this script), which would hide everything.
+  connect to the first bytes of the answer. `solo` gets a whole core:
+  with 10m its CFS quota delayed about half of the answers by 100 or 200
+  ms either way (seen in a first version), which hid everything else.
 - DNS: a Python UDP client in the same container namespace sends
   `--queries` A queries for `bench.default.mctl` to its node's responder
   (the bridge address its resolv.conf names),
@@ -58,7 +58,7 @@ HTTPD = ('mkdir -p /www && echo "$HOSTNAME" > /www/index.html && '
          "exec httpd -f -p 8080 -h /www")
 
 
-def workload(name: str, replicas: int) -> str:
+def workload(name: str, replicas: int, cpu: str = "10m") -> str:
     return f"""\
 apiVersion: mctl/v1
 kind: Workload
@@ -69,7 +69,7 @@ spec:
   image: busybox
   command: ["/bin/sh", "-c", {json.dumps(HTTPD)}]
   ports: [{{containerPort: 8080}}]
-  resources: {{cpu: 10m, memory: 16Mi}}
+  resources: {{cpu: {cpu}, memory: 16Mi}}
 """
 
 
@@ -233,7 +233,9 @@ def main() -> None:
         stack.callback(watch.close)
         bench, solo = base / "bench.yaml", base / "solo.yaml"
         bench.write_text(workload("bench", BASE_REPLICAS))
-        solo.write_text(workload("solo", 1))
+        # A whole core: with a small cpu limit the CFS quota (per 100 ms
+        # period) holds httpd back 100 or 200 ms on many requests, either way.
+        solo.write_text(workload("solo", 1, cpu="1"))
         cluster.mctl("apply", "-f", str(bench), "--wait", "--timeout", "120")
         cluster.mctl("apply", "-f", str(solo), "--wait", "--timeout", "120")
         monitors = []

@@ -11,7 +11,8 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-packages=(etcd-server etcd-client busybox-static iproute2 nftables runc crun libseccomp2 python3 python3-venv python3-dev
+packages=(etcd-server etcd-client busybox-static iproute2 nftables runc crun libseccomp2 skopeo
+          docker-registry apache2-utils python3 python3-venv python3-dev
           gcc)
 missing=()
 for p in "${packages[@]}"; do

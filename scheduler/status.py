@@ -97,6 +97,12 @@ def status_events(key: ReplicaKey, node: str, old: types_pb2.ReplicaStatus,
         events.append(event("Replica", *key, "Restarted",
                             f"container restarted on node {node}, restart {new.restarts}{why}",
                             WARNING))
+    if (new.reason == types_pb2.REPLICA_REASON_IMAGE_PULL_ERROR
+            and old.reason != types_pb2.REPLICA_REASON_IMAGE_PULL_ERROR):
+        # Once per spell of failures: the agent's retries (with back-off) only
+        # change the message's attempt count.
+        events.append(event("Replica", *key, reason, f"image pull failed on node {node}: "
+                            f"{new.message}", WARNING))
     if new.phase != old.phase:
         if new.phase == types_pb2.REPLICA_PHASE_RUNNING:
             events.append(event("Replica", *key, "Started", f"container running on node {node}",

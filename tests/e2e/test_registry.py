@@ -154,6 +154,9 @@ def test_a_missing_tag_is_explained_and_recovers_once_pushed(setup: Setup):
     setup.apply("later", image, wait=False)
     r = setup.waiting_reason("later", "manifest unknown")
     assert r["status"]["phase"] == "Pending"
+    replica = r["metadata"]["name"]
+    setup.cluster.wait_for("the ImagePullError event", lambda: "image pull failed on node" in
+                           setup.cluster.mctl("describe", "replica", replica).stdout)
     setup.push("v3", "team/app:later")
     setup.running("later", 1, timeout=90)
     assert set(setup.versions("later").values()) == {"version=v3"}

@@ -92,3 +92,19 @@ def test_a_bad_image_pull_policy_names_the_field():
     from mctl.common.spec import SpecError, parse_documents
     with pytest.raises(SpecError, match="spec.imagePullPolicy"):
         parse_documents(FILE % "Sometimes", "web.yaml")
+
+
+def test_a_failed_pull_is_one_event_per_spell_of_failures():
+    from mctl.scheduler.status import status_events
+    from mctl.v1 import types_pb2
+    pending = types_pb2.ReplicaStatus(phase=types_pb2.REPLICA_PHASE_PENDING)
+    failing = types_pb2.ReplicaStatus(
+        phase=types_pb2.REPLICA_PHASE_PENDING, reason=types_pb2.REPLICA_REASON_IMAGE_PULL_ERROR,
+        message="manifest unknown (attempt 1; next in 1s)")
+    [e] = status_events(("default", "web-1"), "node1", pending, failing)
+    assert e.reason == "ImagePullError" and e.type == "Warning"
+    assert e.message == "image pull failed on node node1: manifest unknown (attempt 1; next in 1s)"
+    again = types_pb2.ReplicaStatus()
+    again.CopyFrom(failing)
+    again.message = "manifest unknown (attempt 2; next in 2s)"
+    assert status_events(("default", "web-1"), "node1", failing, again) == []
