@@ -156,7 +156,37 @@ def check_health(cluster: Cluster, replicas: list[dict]) -> str:
     return ""
 
 
+def check_counter(cluster: Cluster, replicas: list[dict]) -> str:
+    """"" once the second run found the count the first left in the named volume."""
+    reps = by_workload(replicas, "counter")
+    st = status(reps[0]) if len(reps) == 1 else {}
+    if st.get("phase") != "Running" or st.get("restarts", 0) < 1:
+        return f"want Running after a restart, have {st}"
+    logs = cluster.mctl("logs", "workload/counter").stdout
+    if "start number 2" not in logs:
+        return f"the second run did not find the count: {logs!r}"
+    volumes = cluster.mctl("get", "volumes").stdout
+    node = reps[0]["node"]
+    return "" if re.search(rf"^counter-data\s+{node}\b", volumes, re.M) else \
+        f"counter-data not shown on {node}: {volumes!r}"
+
+
+def check_secret(cluster: Cluster, replicas: list[dict]) -> str:
+    reps = by_workload(replicas, "reader")
+    if len(reps) != 1 or status(reps[0]).get("phase") != "Running":
+        return f"want 1 Running replica, have {[status(r) for r in reps]}"
+    logs = cluster.mctl("logs", "workload/reader").stdout
+    if "env and file agree: yes" not in logs or "-r--------" not in logs:
+        return f"log without the agreement and 0400 files: {logs!r}"
+    listed = cluster.mctl("get", "secrets", "-o", "yaml").stdout
+    if "correct-horse" in listed or "correct-horse" in logs:
+        return "the secret's value was printed"
+    return "" if "db-login" in listed else f"db-login not listed: {listed!r}"
+
+
 CHECKS: dict[str, Callable[[Cluster, list[dict]], str]] = {
+    "counter.yaml": check_counter,
+    "secret.yaml": check_secret,
     "web.yaml": check_web,
     "api.yaml": check_api,
     "front.yaml": check_front,
