@@ -21,6 +21,7 @@ import time
 
 import pytest
 from conftest import MCTL, Cluster  # the e2e fixtures module
+from test_services import CLIENT  # the same client container
 
 REQUESTS = 300
 REPAIRED_WITHIN = 2.0
@@ -43,20 +44,6 @@ spec:
   readiness: {{tcpPort: 8080, periodSeconds: 1, failureThreshold: 1}}
   update: {{maxUnavailable: 0, maxSurge: 1}}
   resources: {{cpu: 100m, memory: 32Mi}}
-"""
-
-
-CLIENT = """\
-apiVersion: mctl/v1
-kind: Workload
-metadata:
-  name: client
-spec:
-  replicas: 1
-  image: busybox
-  # A shell as init reaps what `mctl exec` leaves to it (busybox timeout's watcher).
-  command: ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
-  resources: {cpu: 100m, memory: 32Mi}
 """
 
 
