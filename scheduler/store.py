@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 MAX_TXN_OPS = 120
 # How long a member that failed a call is passed over while others remain.
 FAILOVER_RETRY_SECONDS = 2.0
+# Between retries of a call on the other members (an election takes ~1 s).
+RETRY_PAUSE_SECONDS = 0.2
 
 
 class StoreUnavailable(Exception):
@@ -174,14 +176,22 @@ def _member_down(e: Exception) -> bool:
 def _translate(fn: Callable[P, R]) -> Callable[P, R]:
     """Turns the etcd client's many failure types into StoreUnavailable.
 
-    With several members, a call that did not reach its member is tried
-    once more on another one, so that one member down costs callers
-    nothing; a call that timed out is not (it may have been applied).
+    With several members, a call that did not reach its member (or that a
+    member refused while the raft group has no leader) is tried again on
+    the others, a little apart, for up to the store's timeout: one member
+    down, even the leader, costs callers an election (about a second), not
+    an error. A call that timed out is not tried again (it may have been
+    applied).
     """
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         store = args[0]
         assert isinstance(store, Store)
-        attempts = 2 if store.members > 1 else 1
+        # Bounded by the timeout; the count only caps a pathological loop. A
+        # member that refused a call is passed over for FAILOVER_RETRY_SECONDS,
+        # so when every member refused (no raft leader yet) the calls wait
+        # for the first to come back.
+        attempts = 50 if store.members > 1 else 1
+        deadline = time.monotonic() + store.timeout
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
             try:
@@ -190,7 +200,11 @@ def _translate(fn: Callable[P, R]) -> Callable[P, R]:
                 metrics.inc("etcd_request_errors_total", op=fn.__name__)
                 if _member_down(e):
                     store.member_failed()
-                    if attempt < attempts and _unreached(e):
+                    if attempt < attempts and _unreached(e) and time.monotonic() < deadline:
+                        # The first retry goes at once to the next member;
+                        # later ones wait out an election a little.
+                        if attempt > 1:
+                            time.sleep(RETRY_PAUSE_SECONDS)
                         continue
                 if isinstance(e, grpc.RpcError):
                     raise StoreUnavailable(f"etcd error: {e}") from None
@@ -217,6 +231,7 @@ class Store:
                  tls: EtcdTLS | None = None) -> None:
         """`endpoint`: host:port of etcd, or of several members, comma-separated."""
         self.endpoint = endpoint
+        self.timeout = timeout
         self.keys = KeyCodec(prefix)
         self.prefix = self.keys.prefix
         members = parse_endpoints(endpoint)
