@@ -203,6 +203,7 @@ def exec_container(
     before_exec: Callable[[int], None] | None = None,
     handshake: userns.Handshake | None = None,
     lifecycle: Lifecycle | None = None,
+    console_fd: int = -1,
 ) -> NoReturn:
     """The child between fork and exec. Never returns.
 
@@ -212,6 +213,9 @@ def exec_container(
     parent maps its ids through it (spawn.py). `lifecycle` runs config.json's
     hooks: createRuntime's (in the runtime, through the sync channel) and
     createContainer's before pivot_root, startContainer's after `before_exec`.
+    `console_fd`, a unix socket connected to the caller's --console-socket,
+    is given with process.terminal: the process's stdio is then a pty of the
+    container's own, whose master goes over it (terminal.py).
     """
     step = "start"
     try:
@@ -258,6 +262,10 @@ def exec_container(
             from . import sysctl
         if config.apparmor_profile or config.selinux_label:
             from . import lsm
+        if console_fd >= 0:
+            import socket  # noqa: F401 - for terminal.send_fd, after pivot_root
+
+            from . import terminal
         if own_mounts:
             step = "pivot_root"
             rootfs.pivot(sys, root, config.root_readonly, config.rootfs_propagation)
@@ -268,6 +276,12 @@ def exec_container(
             # After /proc is mounted, before readonlyPaths makes /proc/sys read-only.
             step = "linux.sysctl"
             sysctl.apply(config.sysctl)
+        if console_fd >= 0:
+            # After pivot_root (the container's /dev/pts), before the paths are
+            # masked and privileges dropped (the /dev/console bind), as runc.
+            step = "process.terminal"
+            terminal.attach(sys, console_fd, config.console_size, bind_console=own_mounts)
+            stdio = (0, 1, 2)
         step = "masked paths"
         rootfs.mask_paths(sys, config)
         if config.apparmor_profile or config.selinux_label:

@@ -171,9 +171,15 @@ def _mount_cgroup(sys: sc.Syscalls, target: str, flags: int, config: Config) -> 
             _bind_cgroup(sys, "/sys/fs/cgroup" + paths.get("", "/"), target, flags)
         return
     sys.mount("tmpfs", target, "tmpfs", flags & ~sc.MS_RDONLY, "mode=755")
+    own_path = paths.get(_hierarchy_key("memory", paths) or "", "")
     for point, kind, options in hierarchies:
         if kind == "cgroup" and not set(options.split(",")) & set(_OWN_V1_CONTROLLERS):
-            continue
+            # cpuset, devices, freezer, blkio: shown without a cgroup namespace
+            # where the init is in the container's own cgroup, as mctl-runtime's
+            # are (cgroups/container_setup.py); the agent's containers are not.
+            key = None if own_ns else _hierarchy_key(options, paths)
+            if key is None or not own_path or paths[key] != own_path:
+                continue
         sub = os.path.join(target, os.path.basename(point))
         os.makedirs(sub, exist_ok=True)
         if own_ns:

@@ -69,12 +69,15 @@ def fork_init(
     before_exec: Callable[[int], None] | None = None,
     close_in_child: tuple[int, ...] = (),
     lifecycle: Lifecycle | None = None,
+    console_fd: int = -1,
 ) -> tuple[int, int]:
     """Creates the cgroup and forks the container's init; returns (pid, sync read end).
 
     Read the sync pipe with `wait_ready`. The caller must be single-threaded
     (the child runs Python between fork and exec). `lifecycle` runs
     config.json's hooks (hooks.py); a config with hooks needs one.
+    `console_fd` is the connected --console-socket for process.terminal
+    (terminal.py); the child closes it, the caller keeps its own copy.
     """
     if "user" in config.namespaces:
         # Checked before anything is made, so the error is all that happens.
@@ -99,7 +102,8 @@ def fork_init(
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     if "user" in config.namespaces:
         return _fork_in_user_namespace(sys, procs, bundle, config, stdio, cap_top,
-                                       before_exec, close_in_child, sync_r, sync_w, lifecycle)
+                                       before_exec, close_in_child, sync_r, sync_w, lifecycle,
+                                       console_fd)
     own_pid_ns = -1
     if "pid" in config.namespaces:
         joined = config.namespace_paths.get("pid")
@@ -121,7 +125,7 @@ def fork_init(
         for fd in close_in_child:
             os.close(fd)
         process.exec_container(sys, bundle, config, procs, sync_w, stdio, cap_top, before_exec,
-                               lifecycle=lifecycle)
+                               lifecycle=lifecycle, console_fd=console_fd)
     os.close(sync_w)
     if own_pid_ns >= 0:
         # Our next children in our own pid namespace again: hooks run from here
@@ -171,6 +175,7 @@ def _fork_in_user_namespace(
     sync_r: int,
     sync_w: int,
     lifecycle: Lifecycle | None,
+    console_fd: int,
 ) -> tuple[int, int]:
     # pid 1 is forked by the first child, which then exits: as a subreaper
     # this process becomes its parent, as it is without a user namespace.
@@ -183,7 +188,7 @@ def _fork_in_user_namespace(
             os.close(fd)
         handshake.as_child()
         process.exec_container(sys, bundle, config, procs, sync_w, stdio, cap_top, before_exec,
-                               handshake, lifecycle)
+                               handshake, lifecycle, console_fd)
     os.close(sync_w)
     handshake.as_parent()
     try:

@@ -14,6 +14,12 @@ Linux has two versions, and machines differ in what they mount:
   tmpfs. A "hybrid" machine also mounts an (often controller-less) v2
   hierarchy at /sys/fs/cgroup/unified; this package leaves it alone.
 
+Beyond cpu, memory and pids, `mctl-runtime` (as runc) also puts its
+containers in the cpuset, devices, freezer and blkio controllers
+(extras.py and the modules it names: cpuset.py, devices.py with
+devices_bpf.py, blkio.py, freezer.py; stats.py reads them all for
+`events`); the agent's own containers stay out of them.
+
 `detect` probes once at agent start and returns the matching `CgroupDriver`;
 everything else talks to that interface. mctl keeps its cgroups under a top
 directory of its own at the root of each hierarchy, e.g.
@@ -37,7 +43,8 @@ from .base import (
     Limits,
     Usage,
 )
-from .v1 import CONTROLLERS as V1_CONTROLLERS
+from .v1 import CONTROLLERS as _V1_REQUIRED
+from .v1 import OPTIONAL_CONTROLLERS as _V1_OPTIONAL
 from .v1 import V1Driver
 from .v2 import V2Driver
 
@@ -76,8 +83,11 @@ def detect(
     return V1Driver(v1_hierarchies(root, mountinfo), ops=ops)
 
 
+V1_CONTROLLERS = (*_V1_REQUIRED, *_V1_OPTIONAL)
+
+
 def v1_hierarchies(root: str, mountinfo: str = "/proc/self/mountinfo") -> dict[str, str]:
-    """{controller: mount directory} for the v1 controllers mctl uses.
+    """{controller: mount directory} for the v1 controllers mctl uses (required or optional).
 
     Reads the cgroup (v1) mounts directly under root from mountinfo (man 5
     proc), whose super options name the controllers of each mount. When

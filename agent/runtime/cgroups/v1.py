@@ -12,6 +12,9 @@ Files used (Documentation/admin-guide/cgroup-v1/ in the kernel tree):
            only with swap accounting), memory.usage_in_bytes, memory.stat,
            memory.oom_control                                       (memory.rst)
   pids     pids.max, pids.current                                   (pids.rst)
+
+The cpuset, devices, freezer and blkio hierarchies are optional: found if
+mounted, used only for a cgroup made there with `make_in` (container_setup.py).
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ if TYPE_CHECKING:
 log = LazyLogger(__name__)
 
 CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
+# Hierarchies a container joins only when asked to (mctl-runtime does, as
+# runc: cpuset.py, devices.py, freezer.py, blkio.py make its cgroup there).
+# The agent's own containers stay out of them: nothing it sets lives there.
+OPTIONAL_CONTROLLERS = ("cpuset", "devices", "freezer", "blkio")
 
 # v1 spells "no memory limit" as -1 on write; it reads back as PAGE_COUNTER_MAX
 # in bytes (9223372036854771712 with 4 KiB pages).
@@ -74,6 +81,18 @@ class V1Driver(CgroupDriver):
                 seen.add(real)
                 roots.append(self.hierarchies[c])
         self._roots = roots
+        # Optional hierarchies: {controller: root}, and their roots not already
+        # among the required ones (a comount such as ``cpu,cpuset`` is one root).
+        self.optional = {c: hierarchies[c] for c in OPTIONAL_CONTROLLERS if c in hierarchies}
+        self._optional_roots: list[str] = []
+        # path -> the optional roots make_in made it in, in this process: what
+        # self_join_files adds without a stat per hierarchy on the agent's path.
+        self._made_in: dict[str, list[str]] = {}
+        for root in self.optional.values():
+            real = os.path.realpath(root)
+            if real not in seen:
+                seen.add(real)
+                self._optional_roots.append(root)
 
     def __repr__(self) -> str:
         return f"V1Driver({self.hierarchies!r})"
@@ -83,7 +102,45 @@ class V1Driver(CgroupDriver):
         return list(self._roots)
 
     def _file(self, controller: str, path: str, name: str) -> str:
-        return os.path.join(self.hierarchies[controller], check_path(path), name)
+        return os.path.join(self.hierarchy(controller), check_path(path), name)
+
+    def hierarchy(self, controller: str) -> str:
+        """The root of `controller`'s hierarchy; ControllerUnavailable if it is not mounted."""
+        root = self.hierarchies.get(controller) or self.optional.get(controller)
+        if root is None:
+            raise ControllerUnavailable(f"cgroup v1 controller {controller} is not mounted")
+        return root
+
+    def make_in(self, controller: str, path: str) -> list[str]:
+        """Creates the cgroup in an optional controller's hierarchy; returns the
+        directories from the top down (cpuset.py initializes new ones)."""
+        root = self.hierarchy(controller)
+        if root in self._optional_roots and root not in self._made_in.get(path, ()):
+            self._made_in.setdefault(path, []).append(root)
+        for attempt in range(3):
+            try:
+                return self._mkdirs_all(root, check_path(path))
+            except FileNotFoundError as e:  # a parent removed by another destroy()
+                if attempt == 2:
+                    raise CgroupError(f"create {path} in {root}: {e}") from e
+        raise AssertionError("unreachable")
+
+    def _mkdirs_all(self, root: str, rel: str) -> list[str]:
+        parts = rel.split("/")
+        out = [os.path.join(root, *parts[:i + 1]) for i in range(len(parts))]
+        for d in out:
+            self._mkdir(d)
+        return out
+
+    def _dirs(self, path: str) -> list[tuple[str, str]]:
+        # The required hierarchies always; an optional one where the cgroup
+        # was made there, so joining, listing and destroy cover it too.
+        dirs = super()._dirs(path)
+        for root in self._optional_roots:
+            d = os.path.join(root, path)
+            if os.path.isdir(d):
+                dirs.append((root, d))
+        return dirs
 
     def file(self, controller: str, path: str, name: str) -> str:
         return self._file(controller, path, name)
@@ -101,10 +158,17 @@ class V1Driver(CgroupDriver):
         joins is a fork of a single-threaded process, so its one thread is
         the whole process: the outcome is the same as through cgroup.procs.
         """
-        return [os.path.join(d, "tasks") for _, d in self._dirs(path)]
+        # The optional hierarchies only where make_in put the cgroup (mctl-runtime's
+        # create, in this process): the agent's start pays no stat for them.
+        made = [os.path.join(root, path, "tasks") for root in self._made_in.get(path, ())]
+        return [os.path.join(d, "tasks") for _, d in super()._dirs(path)] + made
+
+    def destroy(self, path: str, timeout: float = 2.0) -> None:
+        super().destroy(path, timeout)
+        self._made_in.pop(path, None)  # bounded by the cgroups alive in this process
 
     def _require(self, path: str) -> None:
-        for root, d in self._dirs(path):
+        for root, d in super()._dirs(path):
             if not os.path.isdir(d):
                 raise CgroupNotFound(f"cgroup {path} does not exist in {root}")
 

@@ -68,6 +68,30 @@ class V2Driver(CgroupDriver):
     def file(self, controller: str, path: str, name: str) -> str:
         return self._file(path, name)  # one hierarchy for every controller
 
+    def hierarchy(self, controller: str) -> str:
+        """The one hierarchy's root, whatever the controller."""
+        return self.root
+
+    def enable(self, path: str, controller: str) -> None:
+        """Makes `controller`'s files appear in the existing cgroup `path`.
+
+        A controller is enabled for a cgroup in its parent's
+        cgroup.subtree_control, which needs it enabled in the grandparent's,
+        and so on up to the root: each is enabled from the top down (what
+        create does for cpu, memory and pids). cpuset and io are only
+        enabled for a container that asks for them (cpuset.py, blkio.py).
+        """
+        current = self.root
+        for part in check_path(path).split("/"):
+            available = read_text(os.path.join(current, "cgroup.controllers")).split()
+            if controller not in available:
+                raise ControllerUnavailable(
+                    f"cgroup v2 controller {controller} is not available in {current}")
+            control = os.path.join(current, "cgroup.subtree_control")
+            if controller not in read_text(control).split():
+                self._write(control, "+" + controller)
+            current = os.path.join(current, part)
+
     def _require(self, path: str) -> None:
         if not os.path.isdir(os.path.join(self.root, check_path(path))):
             raise CgroupNotFound(f"cgroup {path} does not exist in {self.root}")

@@ -40,7 +40,10 @@ from .cli_args import USAGE, VERSION, Invocation, UsageError, parse, parse_signa
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ..cgroups.base import CgroupDriver
     from ..hooks import Lifecycle
+    from .config import Config
+    from .console import Proxy
 
 PROG = "mctl-runtime"
 # Under --root; "@" is not allowed in a container id, so it names no container.
@@ -92,8 +95,6 @@ def _unsupported(inv: Invocation, config: object) -> None:
     if inv.systemd_cgroup:
         raise RuntimeFailure("--systemd-cgroup: systemd cgroup paths are not supported; "
                              "use cgroupfs paths")
-    if inv.console_socket or getattr(config, "terminal", False):
-        raise RuntimeFailure("process.terminal: terminals (--console-socket) are not supported")
     if inv.no_pivot:
         raise RuntimeFailure("--no-pivot: not supported; the rootfs is always pivoted into")
     if inv.preserve_fds != "0":
@@ -113,9 +114,10 @@ def _lookup(program: str, env: tuple[str, ...]) -> str:
     raise FileNotFoundError(f"{program!r}: executable file not found in $PATH")
 
 
-def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int]:
+def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int, Proxy | None]:
     """Sets the container up; with `started` its process execs at once (run), else it
-    waits on exec.fifo (create). Returns the record and the init's pid."""
+    waits on exec.fifo (create). Returns the record, the init's pid and, for a
+    foreground `run` with a terminal, the terminal to proxy (console.py)."""
     from .. import spawn
     from .. import syscalls as sc
     from ..capabilities import last_cap
@@ -129,6 +131,7 @@ def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int]:
     except ConfigError as e:
         raise RuntimeFailure(str(e)) from None
     _unsupported(inv, config)
+    console_fd, proxy = _console(inv, config.terminal, detach=not started or inv.detach)
     try:
         c = cli_state.new(inv.root, inv.id, bundle)
     except OSError as e:
@@ -148,6 +151,7 @@ def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int]:
     cgroups = None
     try:
         cgroups = detect()
+        _cgroup_setup(inv, c, cgroups, cgroup, config)
         before_exec = None
         fifo_fd = -1
         if not started:
@@ -185,7 +189,12 @@ def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int]:
 
         debug(inv, f"creating container {inv.id} from {bundle} in cgroup {cgroup}")
         pid, sync_r = spawn.fork_init(sc.libc(), cgroups, cgroup, bundle, config, (0, 1, 2),
-                                      last_cap(), before_exec, lifecycle=lifecycle)
+                                      last_cap(), before_exec, lifecycle=lifecycle,
+                                      console_fd=console_fd)
+        # The child has its copy; ours would keep the socket open for the
+        # proxy's receive (or conmon's) after the child died.
+        _close_console(console_fd, proxy)
+        console_fd = -1
         if fifo_fd >= 0:
             os.close(fifo_fd)
             if dir_fd >= 0:
@@ -193,11 +202,16 @@ def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int]:
         error = spawn.wait_ready(pid, sync_r, lifecycle)
         if error:
             raise RuntimeFailure(error)
+        if proxy is not None:
+            proxy.receive(size_given=config.console_size is not None)
         c.doc.update(pid=pid, start_time=cli_state.proc_stat(pid)[1])
         c.save()
         if inv.pid_file:
             _write_pid_file(inv.pid_file, pid)
     except BaseException as e:
+        _close_console(console_fd, proxy)
+        if proxy is not None:
+            proxy.close()
         try:
             _teardown(inv, c, cgroups)
         except RuntimeFailure as cleanup:
@@ -205,7 +219,44 @@ def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int]:
         if isinstance(e, RuntimeFailure | KeyboardInterrupt):
             raise
         raise RuntimeFailure(str(e)) from None
-    return c, pid
+    return c, pid, proxy
+
+
+def _console(inv: Invocation, terminal: bool, detach: bool) -> tuple[int, Proxy | None]:
+    """(the console socket descriptor for the process, or -1; the proxy, if the runtime
+    holds the terminal itself), by runc's rules (console.py)."""
+    if not terminal and not inv.console_socket:
+        return -1, None
+    from . import console
+
+    try:
+        return console.open_for(terminal, detach, inv.console_socket)
+    except OSError as e:
+        raise RuntimeFailure(str(e)) from None
+
+
+def _close_console(console_fd: int, proxy: Proxy | None) -> None:
+    if console_fd >= 0 or proxy is not None:
+        from . import console
+
+        console.close_child_side(console_fd, proxy)
+
+
+def _cgroup_setup(inv: Invocation, c: cli_state.Container, cgroups: CgroupDriver,
+                  cgroup: str, config: Config) -> None:
+    """cpuset, devices, freezer and blkio (cgroups/container_setup.py), as runc sets them for every
+    container: made before the init joins, so it joins them too. The agent's own start
+    (spawn.fork_init alone) has none of it."""
+    from .. import spawn
+    from ..cgroups import container_setup
+    from .config import resources_json
+
+    cgroups.create(cgroup, spawn.limits_of(config))  # fork_init's create is then a rewrite
+    for warning in container_setup.setup(cgroups, cgroup, config.resources.cgroup_extras,
+                                config.devices):
+        warn(inv, warning)
+    # What `update` merges into (cli_update.py).
+    c.doc["resources"] = resources_json(config.resources)
 
 
 def _write_pid_file(path: str, pid: int) -> None:
@@ -276,12 +327,15 @@ def _poststart(inv: Invocation, c: cli_state.Container) -> None:
 def cmd_run(inv: Invocation) -> int:
     import signal
 
-    c, pid = _create(inv, started=True)
+    c, pid, proxy = _create(inv, started=True)
     if inv.detach:
         _poststart(inv, c)
         return 0
 
     def forward(sig: int, _frame: object) -> None:
+        if sig == signal.SIGWINCH and proxy is not None:
+            proxy.resize()      # the kernel signals the terminal's foreground group
+            return
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -293,7 +347,10 @@ def cmd_run(inv: Invocation) -> int:
         signal.signal(sig, forward)
     # After the handlers: a signal while poststart hooks run is the container's too.
     _poststart(inv, c)
-    _, status = os.waitpid(pid, 0)
+    if proxy is not None:
+        status = proxy.pump(pid)
+    else:
+        _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     _teardown(inv, c, None)
     return code if code >= 0 else 128 - code
@@ -324,7 +381,7 @@ def cmd_kill(inv: Invocation) -> int:
         raise RuntimeFailure(str(e)) from None
     c = cli_state.load(inv.root, inv.id)
     status = c.status()
-    if status not in (cli_state.CREATED, cli_state.RUNNING):
+    if status not in (cli_state.CREATED, cli_state.RUNNING, cli_state.PAUSED):
         raise RuntimeFailure(f"cannot kill container {inv.id}: it is {status}")
     pids = [c.pid]
     if inv.all:
@@ -345,10 +402,27 @@ def _destroy(c: cli_state.Container, cgroups: object | None) -> None:
     if c.cgroup:
         try:
             driver = cgroups or _cgroup_driver()
+            if c.frozen():
+                _kill_frozen(c, driver)  # type: ignore[arg-type]
             driver.destroy(c.cgroup, timeout=5.0)  # type: ignore[attr-defined]
-        except CgroupError as e:
+        except (CgroupError, OSError) as e:
             raise RuntimeFailure(f"cgroup {c.cgroup}: {e}") from None
     cli_state.remove(c)
+
+
+def _kill_frozen(c: cli_state.Container, driver: CgroupDriver) -> None:
+    """A paused container's processes: SIGKILL, then thaw so it lands (a v1-frozen
+    task acts on no signal), as runc's destroy does."""
+    import signal
+
+    from ..cgroups import freezer
+
+    for pid in driver.pids(c.cgroup):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    freezer.thaw(driver, c.cgroup)
 
 
 def _lifecycle(c: cli_state.Container) -> Lifecycle | None:
@@ -389,10 +463,10 @@ def cmd_delete(inv: Invocation) -> int:
             cli_state.remove(cli_state.Container(inv.root, inv.id, {}))
         return 0
     status = c.status()
-    if status in (cli_state.RUNNING, cli_state.CREATING) and not inv.force:
+    if status in (cli_state.RUNNING, cli_state.CREATING, cli_state.PAUSED) and not inv.force:
         raise RuntimeFailure(f"cannot delete container {inv.id}: it is {status} "
                              "(stop it first, or use --force)")
-    if status in (cli_state.CREATED, cli_state.RUNNING):
+    if status in (cli_state.CREATED, cli_state.RUNNING, cli_state.PAUSED):
         # A created container is deleted without --force, as runc does.
         try:
             os.kill(c.pid, signal.SIGKILL)
@@ -443,6 +517,15 @@ def cmd_ps(inv: Invocation) -> int:
     return 0
 
 
+def cmd_exec(inv: Invocation) -> int:
+    from . import cli_exec
+
+    try:
+        return cli_exec.run(inv, os.path.join(inv.root, SECCOMP_CACHE), _write_pid_file)
+    except cli_exec.ExecError as e:
+        raise RuntimeFailure(str(e)) from None
+
+
 def cmd_features(inv: Invocation) -> int:
     from . import cli_info
 
@@ -450,10 +533,55 @@ def cmd_features(inv: Invocation) -> int:
     return 0
 
 
+# -- pause, resume, update, events: the cgroup verbs (cli_pause.py, cli_update.py, cli_events.py)
+
+
+def cmd_pause(inv: Invocation) -> int:
+    from . import cli_pause
+
+    try:
+        cli_pause.pause(inv)
+    except cli_pause.PauseError as e:
+        raise RuntimeFailure(str(e)) from None
+    return 0
+
+
+def cmd_resume(inv: Invocation) -> int:
+    from . import cli_pause
+
+    try:
+        cli_pause.resume(inv)
+    except cli_pause.PauseError as e:
+        raise RuntimeFailure(str(e)) from None
+    return 0
+
+
+def cmd_update(inv: Invocation) -> int:
+    from . import cli_update
+
+    try:
+        warnings = cli_update.update(inv)
+    except cli_update.UpdateError as e:
+        raise RuntimeFailure(str(e)) from None
+    for warning in warnings:
+        warn(inv, warning)
+    return 0
+
+
+def cmd_events(inv: Invocation) -> int:
+    from . import cli_events
+
+    try:
+        return cli_events.events(inv)
+    except cli_events.EventsError as e:
+        raise RuntimeFailure(str(e)) from None
+
+
 COMMANDS = {
     "create": cmd_create, "start": cmd_start, "run": cmd_run, "state": cmd_state,
     "kill": cmd_kill, "delete": cmd_delete, "list": cmd_list, "spec": cmd_spec,
-    "ps": cmd_ps, "features": cmd_features,
+    "ps": cmd_ps, "features": cmd_features, "exec": cmd_exec,
+    "pause": cmd_pause, "resume": cmd_resume, "update": cmd_update, "events": cmd_events,
 }
 
 

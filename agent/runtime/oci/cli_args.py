@@ -29,6 +29,17 @@ commands:
   list [--format table|json] [--quiet]         the containers under --root
   spec [--bundle DIR]                          write a config.json template
   ps [--format table|json] ID [-- PS ARGS]     the container's processes (ps -ef by default)
+  exec [--process FILE] [--tty] [--console-socket PATH] [--detach] [--pid-file FILE]
+       [--cwd DIR] [--env K=V]... [--user UID[:GID]] [--additional-gids GID]...
+       [--cap CAP]... [--no-new-privs] ID [--] [COMMAND ARGS...]
+                                               run another process in the container
+  pause ID / resume ID                         freeze / thaw every process of the container
+  update [-r FILE] [--memory N] [--memory-reservation N] [--kernel-memory-tcp N]
+         [--cpu-quota N] [--cpu-period N] [--cpuset-cpus L] [--cpuset-mems L]
+         [--pids-limit N] [--blkio-weight N] ID
+                                               change a running container's resources
+  events [--stats] [--interval 5s] ID          resource stats as JSON (once with --stats,
+                                               else every interval, and OOM events)
   features                                     the runtime-spec features document (JSON)
   --version                                    print the version
 """
@@ -45,6 +56,40 @@ _CREATE = {
     "--no-pivot": (False, "no_pivot"), "--no-new-keyring": (False, "no_new_keyring"),
     "--preserve-fds": (True, "preserve_fds"),
 }
+_EXEC = {
+    "--process": (True, "process"), "-p": (True, "process"),
+    "--tty": (False, "tty"), "-t": (False, "tty"),
+    "--console-socket": (True, "console_socket"),
+    "--detach": (False, "detach"), "-d": (False, "detach"),
+    "--pid-file": (True, "pid_file"), "--cwd": (True, "cwd"),
+    "--env": (True, "env"), "-e": (True, "env"),
+    "--user": (True, "user"), "-u": (True, "user"),
+    "--additional-gids": (True, "additional_gids"), "-g": (True, "additional_gids"),
+    "--cap": (True, "cap"), "-c": (True, "cap"),
+    "--no-new-privs": (False, "no_new_privs"),
+    # Taken and ignored, as process.apparmorProfile/selinuxLabel are for exec (docs/runtime.md).
+    "--apparmor": (True, "apparmor"), "--process-label": (True, "process_label"),
+    "--preserve-fds": (True, "preserve_fds"), "--ignore-paused": (False, "ignore_paused"),
+}
+# Options given once per value (exec --env A=1 --env B=2), and how many in all.
+_REPEATED = ("env", "additional_gids", "cap")
+MAX_REPEATED = 4096
+# exec's command: the id, then at most this many arguments.
+MAX_EXEC_ARGS = 4096
+
+# update's flags (runc's names); each is None unless given (cli_update.py).
+_UPDATE = {
+    "--resources": (True, "resources"), "-r": (True, "resources"),
+    # No --memory-swap: swap is always held to the memory limit (cgroups/v1.py).
+    "--memory": (True, "memory"),
+    "--memory-reservation": (True, "memory_reservation"),
+    "--kernel-memory-tcp": (True, "kernel_memory_tcp"),
+    "--cpu-quota": (True, "cpu_quota"), "--cpu-period": (True, "cpu_period"),
+    "--cpuset-cpus": (True, "cpuset_cpus"), "--cpuset-mems": (True, "cpuset_mems"),
+    "--pids-limit": (True, "pids_limit"), "--blkio-weight": (True, "blkio_weight"),
+}
+UPDATE_FLAGS = tuple(sorted({dest for _, dest in _UPDATE.values()} - {"resources"}))
+
 _COMMANDS: dict[str, tuple[dict[str, tuple[bool, str]], int, int]] = {
     # command: (options, least positionals, most positionals)
     "create": (_CREATE, 1, 1),
@@ -59,6 +104,12 @@ _COMMANDS: dict[str, tuple[dict[str, tuple[bool, str]], int, int]] = {
     # ps ID [-- PS ARGS]: at most 32 arguments for ps(1).
     "ps": ({"--format": (True, "format"), "-f": (True, "format")}, 1, 33),
     "features": ({}, 0, 0),
+    "pause": ({}, 1, 1),
+    "resume": ({}, 1, 1),
+    "update": (_UPDATE, 1, 1),
+    "events": ({"--stats": (False, "stats"), "--interval": (True, "interval")}, 1, 1),
+    # exec ID [--] [COMMAND ARGS]: options end at the id, the rest is the command's.
+    "exec": (_EXEC, 1, 1 + MAX_EXEC_ARGS),
     "version": ({}, 0, 0),
     "help": ({}, 0, 0),
 }
@@ -91,6 +142,24 @@ class Invocation:
         self.format = "table"
         self.quiet = False
         self.args: list[str] = []
+        # update's (strings as given; cli_update.py checks them) and events'
+        self.resources = ""
+        for flag in UPDATE_FLAGS:
+            setattr(self, flag, None)
+        self.stats = False
+        self.interval = "5s"
+        # exec's
+        self.process = ""
+        self.tty: bool | None = None    # None: not given (the container's process.terminal)
+        self.cwd = ""
+        self.env: list[str] = []
+        self.user = ""
+        self.additional_gids: list[str] = []
+        self.cap: list[str] = []
+        self.no_new_privs = False
+        self.apparmor = ""
+        self.process_label = ""
+        self.ignore_paused = False
 
     @property
     def id(self) -> str:
@@ -110,7 +179,14 @@ def _take(inv: Invocation, options: dict[str, tuple[bool, str]], argv: list[str]
                 raise UsageError(f"{where}: {name} needs a value")
             value = argv[i + 1]
             i += 1
-        setattr(inv, dest, value)
+        if dest in _REPEATED:
+            values = getattr(inv, dest)
+            if sum(len(getattr(inv, d)) for d in _REPEATED) >= MAX_REPEATED:
+                raise UsageError(f"{where}: more than {MAX_REPEATED} --env, --cap and "
+                                 "--additional-gids values")
+            values.append(value)
+        else:
+            setattr(inv, dest, value)
     elif eq:
         if value not in ("true", "false"):
             raise UsageError(f"{where}: {name} takes no value")
@@ -143,6 +219,10 @@ def parse(argv: list[str]) -> Invocation:
         arg = argv[i]
         if arg == "--":
             inv.args.extend(argv[i + 1:])
+            break
+        if inv.command == "exec" and inv.args:
+            # As runc: after the id, `-l` in `exec ID ls -l` is the command's.
+            inv.args.extend(argv[i:])
             break
         # A lone "-N" after the id is a signal number (kill ID -9 is not runc's
         # grammar, but a negative number is never an option here).

@@ -12,6 +12,7 @@ so it cannot go stale when a process dies behind the runtime's back:
     creating  state.json written with pid 0 while `create` (still alive) works
     created   the init lives and exec.fifo is still there
     running   the init lives and exec.fifo is gone (`start` removed it)
+    paused    created or running, and its cgroup is frozen (`pause`)
     stopped   the init is gone, is a zombie, or is a different process that
               reuses its pid (told apart by its start time, man 5 proc)
 
@@ -29,6 +30,7 @@ STATE_FILE = "state.json"
 FIFO = "exec.fifo"
 
 CREATING, CREATED, RUNNING, STOPPED = "creating", "created", "running", "stopped"
+PAUSED = "paused"  # running or created, and frozen (`pause`, cgroups/freezer.py)
 
 
 class StateError(Exception):
@@ -104,13 +106,21 @@ class Container:
             return CREATING if alive(creator, started) else STOPPED
         if not alive(self.pid, int(self.doc.get("start_time", 0))):  # type: ignore[call-overload]
             return STOPPED
+        if self.cgroup and self.frozen():
+            return PAUSED
         return CREATED if os.path.lexists(self.fifo) else RUNNING
+
+    def frozen(self) -> bool:
+        from ..cgroups.freezer import is_frozen
+
+        return is_frozen(self.cgroup)
 
     def oci_state(self) -> dict[str, object]:
         """The state document of the OCI runtime spec (runtime.md, "State")."""
         status = self.status()
         # The spec requires pid while created or running; runc shows 0 after.
-        return self.oci_state_as(status, self.pid if status in (CREATED, RUNNING) else 0)
+        return self.oci_state_as(status,
+                                 self.pid if status in (CREATED, RUNNING, PAUSED) else 0)
 
     def oci_state_as(self, status: str, pid: int) -> dict[str, object]:
         """The state document with a given status and pid: what hooks get (hooks.py)."""

@@ -15,6 +15,7 @@ import os
 
 from ..capabilities import CAPABILITIES
 from ..record import Record
+from .config_fields import ConfigError, _get
 
 # typing.TYPE_CHECKING without importing typing, which `mctl-runtime run` would
 # pay for at every call (bench/README.md, "Import costs on the start path");
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from mctl.agent.runtime.seccomp import Profile as SeccompProfile
+
+    from ..cgroups.extras import CgroupExtras
 
 OCI_VERSION = "1.0.2"
 
@@ -73,15 +76,6 @@ JOINABLE_NAMESPACES = ("network", "ipc", "uts", "mount", "pid")
 # linux.rootfsPropagation's values: the spec's four and the recursive forms runc takes.
 ROOTFS_PROPAGATIONS = ("shared", "rshared", "slave", "rslave", "private", "rprivate",
                        "unbindable", "runbindable")
-
-
-class ConfigError(ValueError):
-    """config.json is missing, unreadable or has a bad field."""
-
-    def __init__(self, field_path: str, problem: str) -> None:
-        super().__init__(f"config.json: {field_path}: {problem}")
-        self.field_path = field_path
-        self.problem = problem
 
 
 class Mount(Record):
@@ -137,13 +131,14 @@ class IdMapping(Record):
 class Resources(Record):
     __slots__ = ("memory_limit", "memory_swap", "cpu_quota", "cpu_period", "pids_limit",
                  "memory_reservation", "memory_swappiness", "disable_oom_killer",
-                 "memory_kernel_tcp")
+                 "memory_kernel_tcp", "cgroup_extras")
 
     def __init__(self, memory_limit: int | None = None, memory_swap: int | None = None,
                  cpu_quota: int | None = None, cpu_period: int | None = None,
                  pids_limit: int | None = None, memory_reservation: int | None = None,
                  memory_swappiness: int | None = None, disable_oom_killer: bool = False,
-                 memory_kernel_tcp: int | None = None) -> None:
+                 memory_kernel_tcp: int | None = None,
+                 cgroup_extras: CgroupExtras | None = None) -> None:
         self.memory_limit = memory_limit
         self.memory_swap = memory_swap
         self.cpu_quota = cpu_quota
@@ -154,6 +149,9 @@ class Resources(Record):
         self.memory_swappiness = memory_swappiness
         self.disable_oom_killer = disable_oom_killer
         self.memory_kernel_tcp = memory_kernel_tcp
+        # cpu.cpus/mems, devices, blockIO (cgroups/extras.py): only mctl-runtime
+        # applies them; the agent writes none but the deny-all device rule.
+        self.cgroup_extras = cgroup_extras
 
     def has_memory_extras(self) -> bool:
         return (self.memory_reservation is not None or self.memory_swappiness is not None
@@ -209,7 +207,7 @@ class Config(Record):
         "cgroups_path", "resources", "masked_paths", "readonly_paths", "annotations",
         "hooks", "sysctl", "oom_score_adj", "apparmor_profile", "selinux_label", "mount_label",
         "seccomp", "rootfs_propagation", "cap_effective", "cap_permitted", "cap_inheritable",
-        "cap_ambient", "devices",
+        "cap_ambient", "devices", "console_size",
     )
 
     def __init__(
@@ -250,6 +248,7 @@ class Config(Record):
         cap_inheritable: tuple[str, ...] = (),
         cap_ambient: tuple[str, ...] = (),
         devices: tuple[Device, ...] = (),
+        console_size: tuple[int, int] | None = None,
     ) -> None:
         self.args = args
         self.env = env
@@ -271,6 +270,8 @@ class Config(Record):
         self.devices = devices
         self.rlimits = rlimits
         self.terminal = terminal
+        # process.consoleSize as (height, width); None when absent (terminal.py).
+        self.console_size = console_size
         self.root_path = root_path
         self.root_readonly = root_readonly
         self.hostname = hostname
@@ -323,9 +324,8 @@ def default_mounts() -> list[Mount]:
     ]
 
 
-def to_json(config: Config) -> dict[str, Any]:
-    """The config.json document for `config` (what runc and crun read too)."""
-    res = config.resources
+def resources_json(res: Resources) -> dict[str, Any]:
+    """linux.resources for `res` (config.json; mctl-runtime's record for `update`)."""
     # Deny every device, as Docker's config does: runc and crun then allow
     # only their default nodes in the device cgroup. Both deny without it
     # too (runc 1.1, crun 1.8 here), but the spec does not promise that.
@@ -349,11 +349,24 @@ def to_json(config: Config) -> dict[str, Any]:
                 memory[key] = value
         if res.disable_oom_killer:
             memory["disableOOMKiller"] = True
+    if res.cgroup_extras is not None:
+        from . import config_cgroups
+
+        config_cgroups.to_json(res.cgroup_extras, resources)
+    return resources
+
+
+def to_json(config: Config) -> dict[str, Any]:
+    """The config.json document for `config` (what runc and crun read too)."""
+    resources = resources_json(config.resources)
     caps = list(config.capabilities)
     return {
         "ociVersion": OCI_VERSION,
         "process": {
             "terminal": config.terminal,
+            **({"consoleSize": {"height": config.console_size[0],
+                                "width": config.console_size[1]}}
+               if config.console_size is not None else {}),
             "user": {"uid": config.uid, "gid": config.gid,
                      **({"additionalGids": list(config.additional_gids)}
                         if config.additional_gids else {})},
@@ -484,21 +497,6 @@ def load_config(bundle: str, seccomp_cache: str | None = None) -> Config:
     except (OSError, ValueError) as e:
         raise ConfigError("config.json", f"cannot be read: {e}") from None
     return parse_config(doc, seccomp_cache)
-
-
-def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str,
-         default: Any = None, required: bool = False) -> Any:
-    if key not in doc:
-        if required:
-            raise ConfigError(f"{where}{key}", "required")
-        return default
-    value = doc[key]
-    if isinstance(value, bool) and kind is int or not isinstance(value, kind):
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        names = " or ".join(k.__name__.replace("str", "string").replace("dict", "object")
-                            .replace("list", "array") for k in kinds)
-        raise ConfigError(f"{where}{key}", f"must be {names}")
-    return value
 
 
 def _strings(doc: dict[str, Any], key: str, where: str, required: bool = False) -> tuple[str, ...]:
@@ -741,6 +739,49 @@ def _rootfs_propagation(linux: dict[str, Any]) -> str:
     return value
 
 
+def _console_size(process: dict[str, Any]) -> tuple[int, int] | None:
+    """process.consoleSize: (height, width) in characters, each an unsigned 16-bit number."""
+    size = _get(process, "consoleSize", dict, "process.", None)
+    if size is None:
+        return None
+    where = "process.consoleSize."
+    return _uint(size, "height", where, 0xFFFF), _uint(size, "width", where, 0xFFFF)
+
+
+def parse_resources(res: dict[str, Any]) -> Resources:
+    """A linux.resources object (config.json; `mctl-runtime update -r FILE`)."""
+    mem = _get(res, "memory", dict, "linux.resources.", {})
+    cpu = _get(res, "cpu", dict, "linux.resources.", {})
+    pids = _get(res, "pids", dict, "linux.resources.", {})
+    return Resources(
+        memory_limit=_int_or_none(mem, "limit", "linux.resources.memory."),
+        memory_swap=_int_or_none(mem, "swap", "linux.resources.memory."),
+        cpu_quota=_int_or_none(cpu, "quota", "linux.resources.cpu."),
+        cpu_period=_int_or_none(cpu, "period", "linux.resources.cpu."),
+        pids_limit=_int_or_none(pids, "limit", "linux.resources.pids."),
+        memory_reservation=_int_or_none(mem, "reservation", "linux.resources.memory."),
+        memory_swappiness=_swappiness(mem),
+        disable_oom_killer=_get(mem, "disableOOMKiller", bool, "linux.resources.memory.",
+                                False),
+        memory_kernel_tcp=_int_or_none(mem, "kernelTCP", "linux.resources.memory."),
+        cgroup_extras=_cgroup_extras(res),
+    )
+
+
+def _cgroup_extras(res: dict[str, Any]) -> CgroupExtras | None:
+    """cpu.cpus/mems, devices and blockIO; their parser is imported only if one is given."""
+    cpu = res.get("cpu")
+    devices = res.get("devices")
+    if devices == [{"allow": False, "access": "rwm"}]:
+        devices = None  # the agent's lone deny-all: what mctl-runtime starts from anyway
+    if devices is not None or "blockIO" in res or isinstance(cpu, dict) and (
+            "cpus" in cpu or "mems" in cpu):
+        from . import config_cgroups
+
+        return config_cgroups.parse(res)
+    return None
+
+
 def parse_config(doc: object, seccomp_cache: str | None = None) -> Config:
     if not isinstance(doc, dict):
         raise ConfigError("config.json", "must be a JSON object")
@@ -805,9 +846,6 @@ def parse_config(doc: object, seccomp_cache: str | None = None) -> Config:
         raise ConfigError(f"linux.namespaces[{namespaces.index('pid')}].path",
                           "joining a pid namespace is not supported with a user namespace")
     res = _get(linux, "resources", dict, "linux.", {})
-    mem = _get(res, "memory", dict, "linux.resources.", {})
-    cpu = _get(res, "cpu", dict, "linux.resources.", {})
-    pids = _get(res, "pids", dict, "linux.resources.", {})
     annotations = _get(doc, "annotations", dict, "", {})
     return Config(
         args=args,
@@ -825,6 +863,7 @@ def parse_config(doc: object, seccomp_cache: str | None = None) -> Config:
         cap_ambient=cap_sets["ambient"],
         rlimits=_rlimits(process),
         terminal=_get(process, "terminal", bool, "process.", False),
+        console_size=_console_size(process),
         root_path=_get(root, "path", str, "root.", required=True),
         root_readonly=_get(root, "readonly", bool, "root.", False),
         hostname=_get(doc, "hostname", str, "", ""),
@@ -834,18 +873,7 @@ def parse_config(doc: object, seccomp_cache: str | None = None) -> Config:
         uid_mappings=uid_mappings,
         gid_mappings=gid_mappings,
         cgroups_path=_get(linux, "cgroupsPath", str, "linux.", ""),
-        resources=Resources(
-            memory_limit=_int_or_none(mem, "limit", "linux.resources.memory."),
-            memory_swap=_int_or_none(mem, "swap", "linux.resources.memory."),
-            cpu_quota=_int_or_none(cpu, "quota", "linux.resources.cpu."),
-            cpu_period=_int_or_none(cpu, "period", "linux.resources.cpu."),
-            pids_limit=_int_or_none(pids, "limit", "linux.resources.pids."),
-            memory_reservation=_int_or_none(mem, "reservation", "linux.resources.memory."),
-            memory_swappiness=_swappiness(mem),
-            disable_oom_killer=_get(mem, "disableOOMKiller", bool, "linux.resources.memory.",
-                                    False),
-            memory_kernel_tcp=_int_or_none(mem, "kernelTCP", "linux.resources.memory."),
-        ),
+        resources=parse_resources(res),
         masked_paths=_strings(linux, "maskedPaths", "linux."),
         readonly_paths=_strings(linux, "readonlyPaths", "linux."),
         annotations={str(k): str(v) for k, v in annotations.items()},
