@@ -20,6 +20,7 @@ cannot occur in a DNS label, so the id is unambiguous) whose bundle lives in
     state.json     written by the monitor once the container runs
     exit.json      written by the monitor when it exits (both: runtime/state.py)
     container.log  stdout and stderr, CRI log format
+    previous.log   the same of the run before the latest restart (previouslog.py)
 
 Everything the agent knows about a container can be rebuilt from this
 directory, which is how a restarted agent adopts containers that kept running.
@@ -43,7 +44,7 @@ from mctl.common import metrics
 from mctl.common.procfs import start_time as process_start_time
 from mctl.v1 import types_pb2
 
-from . import diskusage, hosts
+from . import diskusage, hosts, previouslog
 from . import volumes as vols
 from .bundle import config as bundle_config
 from .bundle import rootfs as bundle_rootfs
@@ -364,8 +365,9 @@ class ContainerManager:
     def reset(self, container: Container) -> None:
         """Readies an exited container to run again in the same bundle (restart).
 
-        The rootfs and the log are kept, like `docker restart`; the cgroup is
-        made anew so its counters and OOM events start from zero.
+        The rootfs is kept, like `docker restart`, and the log becomes the
+        previous one (previouslog.py); the cgroup is made anew so its
+        counters and OOM events start from zero.
         """
         try:
             self.cgroups.destroy(container.cgroup)
@@ -376,6 +378,8 @@ class ContainerManager:
                 os.unlink(os.path.join(container.bundle, name))
             except FileNotFoundError:
                 pass
+        # The ended run's log is kept, once, for `mctl logs --previous`.
+        previouslog.keep_previous(container.bundle)
         container.restarts += 1
         _write_json(os.path.join(container.bundle, META_FILE), _meta(container))
         container.exit = None
@@ -532,8 +536,10 @@ class ContainerManager:
             log.info("freed the user namespace ids of container=%s, which is gone", owner)
         return adopted
 
-    def log_path(self, namespace: str, name: str) -> str:
-        return os.path.join(self.root, container_id(namespace, name), LOG_FILE)
+    def log_path(self, namespace: str, name: str, previous: bool = False) -> str:
+        """The replica's current log, or with `previous` the one of its run before."""
+        return os.path.join(self.root, container_id(namespace, name),
+                            previouslog.PREVIOUS_LOG_FILE if previous else LOG_FILE)
 
     def snapshot(self) -> list[Container]:
         with self._lock:

@@ -37,7 +37,7 @@ from .diskusage import DEFAULT_LIMIT_BYTES
 from .health import HealthChecker
 from .idranges import IdRangeError, IdRanges
 from .images.archive import Limits
-from .images.gc import ImageGC
+from .images.gc import EVENT_REASON, ImageGC
 from .images.importer import ImageImporter
 from .images.pull import Puller, RegistryConfig, image_of
 from .images.store import ImageError, ImageStore
@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cgroup under which containers are made (default mctl/NAME)")
     p.add_argument("--stop-grace", type=float, default=5.0,
                    help="seconds between TERM and KILL when stopping a container")
+    p.add_argument("--max-parallel-starts", type=_parallel_starts, default=0, metavar="N",
+                   help=f"containers made and started at once (1-{MAX_PARALLEL_STARTS}; "
+                        "default twice the CPUs, at least 2)")
     p.add_argument("--cleanup-on-exit", action="store_true",
                    help="on SIGTERM, remove every container instead of leaving them running")
     p.add_argument("--netns", default="",
@@ -161,6 +164,23 @@ def _byte_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+# Each start in flight is a pool thread and a monitor mid-setup: a bound
+# far above what helps (bench/apply.py) keeps a typo from forking hundreds.
+MAX_PARALLEL_STARTS = 64
+
+
+def _parallel_starts(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_PARALLEL_STARTS:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {MAX_PARALLEL_STARTS}, "
+            f"got {text!r}")
+    return n
+
+
 def _allow_list(text: str) -> tuple[str, ...]:
     try:
         return volumes.parse_allow_list(text)
@@ -210,7 +230,7 @@ def configure_network(manager: ContainerManager, link: SchedulerLink) -> None:
         network.disable()
         return
     try:
-        network.configure(link.pod_subnet, link.cluster_cidr)
+        network.configure(link.pod_subnet, link.cluster_cidr, link.service_cidr)
     except (OSError, IpamError) as e:  # NetlinkError is an OSError
         # Containers wait (network_ready) rather than start without it.
         log.error("node network not set up for subnet %s: %s", link.pod_subnet, e)
@@ -280,7 +300,8 @@ def run(args: argparse.Namespace, credentials: tls.TLSConfig | None) -> int:
                      period=args.disk_check_period)
     sampler = UsageSampler(manager, disk=disk.used)
     link = SchedulerLink(args.scheduler, args.name, credentials)
-    loop = NodeLoop(manager, sampler, link.report, args.name, args.stop_grace)
+    loop = NodeLoop(manager, sampler, link.report, args.name, args.stop_grace,
+                    args.max_parallel_starts)
 
     server = rpc.make_server(interceptors=[Authorizer(POLICY)] if credentials else [])
     # NOT_SERVING until the containers are adopted (above) and the node registered.
@@ -289,9 +310,14 @@ def run(args: argparse.Namespace, credentials: tls.TLSConfig | None) -> int:
     logging.getLogger().addHandler(recent)
     importer = ImageImporter(manager.images, image_limits(args))
     loop.puller = Puller(importer, registry, on_change=lambda: loop.wake())
+
+    def image_removed(line: str) -> None:
+        """A node event (delivered with the next status report, which this wakes)."""
+        loop.selfcheck.incidents.add(EVENT_REASON, line)
+        loop.wake()
     image_gc = ImageGC(importer, lambda: loop.wanted_images() | {
         imageref.normalize_reference(image_of(c.replica)) for c in manager.snapshot()},
-        high=args.image_gc_high, low=args.image_gc_low)
+        high=args.image_gc_high, low=args.image_gc_low, on_removed=image_removed)
     agent_pb2_grpc.add_AgentServicer_to_server(
         AgentService(loop, manager, sampler, args.name, recent, importer), server)
     port = rpc.bind(server, args.listen, credentials)

@@ -9,6 +9,7 @@ The scheduler gives every node a subnet of the cluster CIDR (say
     nft table mctl0_guard        (no connections from containers to the node, firewall.py)
     10.244.1.0/24 via <node1>    one route per other node, to its subnet
     10.244.3.0/24 via <node3>    (rtm_protocol MCTL_RTPROT marks them as ours)
+    10.96.0.0/16 dev mctl0       the service CIDR, scope link (below)
 
 and per container, before the container starts:
 
@@ -22,6 +23,17 @@ A container on node A reaches one on node B by address: A's bridge, A's
 route to B's subnet via B's address, B's bridge. Nodes must share one
 link (one L2 network, as a local cluster's nodes share the host bridge):
 routes go straight to the other node's address, with no tunnel.
+
+The service CIDR's route is for connections the node opens itself to a
+virtual IP (services.py DNATs them in its nat output chain): the kernel
+routes a packet before that chain runs, so without a route to the VIP
+(a local cluster's node namespace has no default route) the connect fails
+with ENETUNREACH before any rule is seen. The route points into the node's
+own bridge, never via a gateway: a VIP that no rule rewrites (no ready
+endpoint is rejected by services.py; an unclaimed one is asked for on the
+bridge, where no container answers) stays on this node instead of leaving
+through a default route. Containers need none of it: their default route
+is the bridge, and prerouting DNATs before the node routes.
 
 Every step can be undone on its own and undoing is idempotent, so a
 teardown after a half-made attach, or a sweep after a crash, removes
@@ -54,7 +66,7 @@ from ipaddress import IPv4Network
 from typing import TypeVar
 
 from mctl.common import netns
-from mctl.common.rtnetlink import RTPROT_STATIC, Link, NetlinkError, RtNetlink
+from mctl.common.rtnetlink import RTPROT_STATIC, Link, NetlinkError, Route, RtNetlink
 
 from . import firewall, hostports, nft
 from .drift import FAILED, Repair
@@ -66,6 +78,9 @@ log = logging.getLogger(__name__)
 # and routing daemons do not use (see /etc/iproute2/rt_protos) marks them
 # as mctl's, so they can be found and removed without touching others.
 MCTL_RTPROT = 109
+# The service route may not be wider than this: a /0../7 "service CIDR"
+# would be a takeover of most of the node's traffic, not a set of VIPs.
+MIN_SERVICE_ROUTE_PREFIX = 8
 ATTACHMENT_FILE = "network.json"
 FORWARD_SYSCTL = "net.ipv4.ip_forward"
 
@@ -126,6 +141,8 @@ class _State:
     subnet: IPv4Network | None = None
     cluster_cidr: IPv4Network | None = None
     mappings: dict[str, tuple[hostports.Mapping, ...]] = field(default_factory=dict)
+    # The service CIDR routed into the bridge; None: no services, or refused.
+    service_cidr: IPv4Network | None = None
     # The routes to other nodes' subnets as last asked (destination -> gateway),
     # None before the first sync_routes: what repair() puts back.
     routes: dict[str, str] | None = None
@@ -144,6 +161,33 @@ def bridge_mac(gateway: ipaddress.IPv4Address) -> str:
     services, DNS). Set once, it never changes.
     """
     return "02:6d:" + ":".join(f"{b:02x}" for b in gateway.packed)
+
+
+def check_service_cidr(text: str, cluster: IPv4Network, routes: Iterable[Route]) -> IPv4Network:
+    """The scheduler's service CIDR if the node may route it into its bridge.
+
+    `routes` are the node's main table; NetworkError (one line) if the CIDR
+    is malformed, wider than /MIN_SERVICE_ROUTE_PREFIX, overlaps the
+    cluster CIDR, or overlaps a route someone else made (say, the node's
+    own link network): the VIPs would then shadow real addresses.
+    """
+    try:
+        net = ipaddress.IPv4Network(text)
+    except ValueError as e:
+        raise NetworkError(f"service CIDR {text!r}: {e}") from None
+    if net.prefixlen < MIN_SERVICE_ROUTE_PREFIX:
+        raise NetworkError(f"service CIDR {net}: wider than /{MIN_SERVICE_ROUTE_PREFIX}")
+    if net.overlaps(cluster):
+        raise NetworkError(f"service CIDR {net} overlaps the cluster CIDR {cluster}")
+    for r in routes:
+        # The default route (length 0) is what the service route must win
+        # over; mctl's own are the old service route and peer subnets.
+        if r.family != socket.AF_INET or r.dst_len == 0 or r.protocol == MCTL_RTPROT:
+            continue
+        if net.overlaps(IPv4Network(r.destination, strict=False)):
+            raise NetworkError(f"service CIDR {net} overlaps the node's route to "
+                               f"{r.destination}")
+    return net
 
 
 def veth_name(bridge: str, container_id: str) -> str:
@@ -195,8 +239,13 @@ class NodeNetwork:
     def subnet(self) -> IPv4Network | None:
         return self._state.subnet
 
-    def configure(self, subnet: str, cluster_cidr: str) -> None:
-        """Sets up the node side for `subnet`; idempotent, and safe on a subnet change."""
+    def configure(self, subnet: str, cluster_cidr: str, service_cidr: str = "") -> None:
+        """Sets up the node side for `subnet`; idempotent, and safe on a subnet change.
+
+        `service_cidr` ("" = none) is routed into the bridge (see the module
+        docstring); one the node must not route is logged and left out, as
+        only the node's own connections to VIPs need it.
+        """
         net = parse_subnet(subnet)
         cluster = parse_subnet(cluster_cidr) if cluster_cidr else net
         gateway = gateway_of(net)
@@ -217,6 +266,9 @@ class NodeNetwork:
                 if not kept:
                     rt.add_address(index, str(gateway), net.prefixlen)
                 rt.set_link(index, up=True, mac=bridge_mac(gateway))
+                # After the link is up: the kernel refuses a route through a
+                # link that is down (ENETDOWN).
+                self._set_service_route_locked(rt, index, service_cidr, cluster)
             # Forwarding: containers reach other nodes and hostPorts reach
             # containers through this node.
             netns.write_sysctl(self.node_netns, FORWARD_SYSCTL, "1")
@@ -241,6 +293,35 @@ class NodeNetwork:
             self._ready.set()
         log.info("node network ready bridge=%s gateway=%s/%d cluster_cidr=%s", self.bridge,
                  gateway, net.prefixlen, cluster)
+
+    def _set_service_route_locked(self, rt: RtNetlink, index: int, text: str,
+                                  cluster: IPv4Network) -> None:
+        old = self._state.service_cidr
+        service = None
+        if text:
+            try:
+                service = check_service_cidr(text, cluster, rt.routes(socket.AF_INET))
+            except NetworkError as e:
+                log.error("no route to the virtual IPs: %s; the node's own connections to "
+                          "them fail (containers' do not need it)", e)
+        if old is not None and old != service:
+            try:
+                rt.delete_route(str(old), protocol=MCTL_RTPROT)
+                log.info("route %s dev %s removed", old, self.bridge)
+            except OSError as e:
+                if e.errno != errno.ESRCH:
+                    raise
+        self._state.service_cidr = service
+        if service is None:
+            return
+        try:
+            # replace: safe, as check_service_cidr found no one else's route there.
+            rt.add_route(str(service), oif=index, protocol=MCTL_RTPROT, replace=True)
+            log.info("route %s dev %s (virtual IPs)", service, self.bridge)
+        except OSError as e:
+            # Containers need none of it: the node network is ready without
+            # it, and repair() tries again on its next pass.
+            log.warning("cannot route %s dev %s: %s", service, self.bridge, e)
 
     def sync_routes(self, peers: Iterable[PeerNode]) -> None:
         """Makes the routes to other nodes' subnets exactly those of `peers`."""
@@ -281,7 +362,7 @@ class NodeNetwork:
                 except OSError as e:
                     # E.g. ENETUNREACH: the other node is not on this node's link.
                     log.warning("cannot route %s via %s: %s", dst, gateway, e)
-            for dst in sorted(set(have) - set(want)):
+            for dst in sorted(set(have) - set(want) - self._service_dst()):
                 try:
                     rt.delete_route(dst, protocol=MCTL_RTPROT)
                     log.info("route %s removed", dst)
@@ -484,11 +565,14 @@ class NodeNetwork:
                 rt = self._kept_rtnl()
                 links = {link.name: link for link in rt.links()}
                 index = self._repair_bridge(rt, links.get(self.bridge), subnet, repairs)
+                ours = rt.routes(socket.AF_INET, protocol=MCTL_RTPROT)
                 if index:
                     self._repair_address(rt, index, subnet, repairs)
                     self._repair_veths(rt, index, links, attachments, repairs, remake)
+                    self._repair_service_route(rt, index, ours, repairs)
                 if self._state.routes is not None:
-                    self._repair_routes(rt, self._state.routes, repairs)
+                    self._repair_routes(rt, self._state.routes, ours, self._service_dst(),
+                                        repairs)
             self._repair_forwarding(repairs)
         for cid, att in remake:
             # A deleted veth takes the container's eth0 along: both are made
@@ -563,9 +647,33 @@ class NodeNetwork:
             except OSError as e:
                 repairs.append(Repair(what, found, str(e), outcome=FAILED))
 
+    def _service_dst(self) -> set[str]:
+        cidr = self._state.service_cidr
+        return {str(cidr)} if cidr is not None else set()
+
+    def _repair_service_route(self, rt: RtNetlink, bridge: int, ours: list[Route],
+                              repairs: list[Repair]) -> None:
+        cidr = self._state.service_cidr
+        if cidr is None:
+            return
+        dst = str(cidr)
+        have = [r for r in ours if r.destination == dst]
+        if any(r.oif == bridge and not r.gateway for r in have):
+            return
+        found = "missing" if not have else "through another link"
+        what = f"route {dst} dev {self.bridge}"
+        try:
+            # Only ours is replaced: a route someone else put there since
+            # makes this fail (EEXIST) rather than be overwritten.
+            rt.add_route(dst, oif=bridge, protocol=MCTL_RTPROT, replace=bool(have))
+            repairs.append(Repair(what, found, "re-added"))
+        except OSError as e:
+            repairs.append(Repair(what, found, str(e), outcome=FAILED))
+
     @staticmethod
-    def _repair_routes(rt: RtNetlink, want: Mapping[str, str], repairs: list[Repair]) -> None:
-        have = {r.destination: r.gateway for r in rt.routes(socket.AF_INET, protocol=MCTL_RTPROT)}
+    def _repair_routes(rt: RtNetlink, want: Mapping[str, str], ours: list[Route],
+                       keep: set[str], repairs: list[Repair]) -> None:
+        have = {r.destination: r.gateway for r in ours if r.destination not in keep}
         for dst, gateway in sorted(want.items()):
             if have.get(dst) == gateway:
                 continue

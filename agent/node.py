@@ -1,11 +1,16 @@
 """The agent's control loop: make this node's containers match the desired set.
 
 The scheduler sends the node's whole desired set (SetDesired); a single loop
-thread compares it with the containers (reconcile.plan) and acts. Starting a
-container takes milliseconds and happens on the loop; stopping can take a
-grace period, so each stop runs on its own thread while the container is
-marked busy and the loop leaves it alone. After every pass the loop builds
-the node's status report and hands it to the reporter when it changed.
+thread compares it with the containers (reconcile.plan) and acts. Making
+and starting a container takes milliseconds, mostly spent in the kernel
+(mounts, namespaces, veths) and in the monitor the zygote forks, so
+independent replicas are made and started concurrently on a bounded pool
+(`--max-parallel-starts`); a replica in flight is left out of the next
+passes' plans until its start has finished, so none is started twice.
+Stopping can take a grace period, so each stop runs on its own thread while
+the container is marked busy and the loop leaves it alone. After every pass
+the loop builds the node's status report and hands it to the reporter when
+it changed.
 Every pass also starts with the self-check (selfcheck.py): what the agent
 owns in the kernel (routes, bridge, nft tables, veths, cgroups, mounts) is
 compared with what it should be and repaired, so drift made by anyone
@@ -14,19 +19,22 @@ else is undone within a resync, or at once after a kernel notification.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
-from mctl.common import imageref, metrics
+from mctl.common import imageref, metrics, registryauth
 from mctl.common.phases import reason_name
 from mctl.v1 import agent_pb2, node_pb2, types_pb2
 
 from . import reconcile
 from .containers import Container, ContainerError, ContainerManager, container_id
 from .drift import DROPPED
-from .images.pull import Puller, image_of
+from .images.pull import Progress, Puller, image_of, is_pulled
 from .network import PeerNode
 from .runtime.state import Exit
 from .selfcheck import SelfCheck
@@ -37,6 +45,23 @@ from .volumes import Sources
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 1.0
+# While starts are in flight, their ends wake the loop (to report them) at most this often.
+FLIGHT_WAKE_SECONDS = 0.25
+# A pull in flight is reported at most this often (each change of its
+# progress is a status write on the scheduler).
+PULL_REPORT_SECONDS = 3.0
+# The image digests a node reports (scheduler/imagescore.py's MAX_NODE_IMAGES).
+MAX_REPORTED_IMAGES = 256
+
+
+def default_parallel_starts() -> int:
+    """Starts in flight at once on a node: twice its CPUs, at least 2.
+
+    A start mostly waits on the kernel and on its monitor (another process),
+    so two per CPU keep the CPUs busy; beyond that they only queue on the
+    same locks (bench/apply.py, in the issue 19 report).
+    """
+    return max(2, 2 * len(os.sched_getaffinity(0)))
 
 
 def now_ms() -> int:
@@ -67,7 +92,7 @@ def exit_reason(ex: Exit) -> tuple[types_pb2.ReplicaReason, str]:
 class NodeLoop:
     def __init__(self, manager: ContainerManager, sampler: UsageSampler,
                  report: Callable[[node_pb2.StatusReport], None], node: str,
-                 stop_grace: float) -> None:
+                 stop_grace: float, max_parallel_starts: int = 0) -> None:
         self.manager = manager
         self.sampler = sampler
         self.report = report
@@ -77,10 +102,21 @@ class NodeLoop:
         self._desired_revision = -1
         self._received_desired = False
         self._create_errors: dict[str, tuple[str, int]] = {}  # id -> (message, retry at ms)
+        # Containers being made or started on the pool, by id, with their
+        # replica: no pass plans them until that ends, and reports show them
+        # Starting meanwhile. The lock guards _create_errors too (the pool
+        # writes it).
+        self._in_flight: dict[str, types_pb2.Replica] = {}
+        self._flight_lock = threading.Lock()
+        self._flight_woken = 0.0     # monotonic time a finished start last woke the loop
+        self.max_parallel_starts = max_parallel_starts or default_parallel_starts()
+        self._starts = ThreadPoolExecutor(self.max_parallel_starts, thread_name_prefix="start")
         # id -> (pull failed, message): replicas waiting for their image.
         self._pull_waits: dict[str, tuple[bool, str]] = {}
         # Pulls images from registries (images/pull.py); None: imported images only.
         self.puller: Puller | None = None
+        # ref -> (time quantum, progress): what the last report said of a pull in flight.
+        self._pull_shown: dict[str, tuple[int, Progress]] = {}
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -156,6 +192,8 @@ class NodeLoop:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        # Starts already running finish (each takes milliseconds); queued ones are dropped.
+        self._starts.shutdown(wait=True, cancel_futures=True)
         self.selfcheck.close()
         self.services.close()
 
@@ -184,8 +222,11 @@ class NodeLoop:
 
     def reconcile_once(self) -> None:
         # Containers being stopped are left out: their teardown removes
-        # their veth, which must not be mistaken for drift.
-        self.selfcheck.run(c for c in self.manager.snapshot() if not c.busy)
+        # their veth, which must not be mistaken for drift. So are those
+        # being made or started: their cgroup and mounts are half made.
+        in_flight = self.in_flight()
+        self.selfcheck.run(c for c in self.manager.snapshot()
+                           if not c.busy and c.id not in in_flight)
         # Until the scheduler has told us what to run, adopted containers are
         # kept: removing them on a restart before the first desired set would
         # restart every replica of the node.
@@ -196,15 +237,20 @@ class NodeLoop:
         want = {cid: reconcile.Want(r.metadata.uid, r.spec_hash, r.spec.restart_policy)
                 for cid, r in desired.items()}
         now = now_ms()
+        in_flight = self.in_flight()
         for action in reconcile.plan(want, self._observed(), now):
+            if action.id in in_flight:
+                continue    # planned again once its start has finished
             container = self.manager.containers.get(action.id)
             if action.do is reconcile.Do.CREATE:
                 self._create(desired[action.id], now)
             elif action.do is reconcile.Do.RESTART and container is not None:
-                self._restart(container)
+                self._dispatch(action.id, container.replica,
+                               functools.partial(self._restart, container))
             elif container is not None:
                 self._stop_in_background(container)
-        self._create_errors = {k: v for k, v in self._create_errors.items() if k in desired}
+        with self._flight_lock:
+            self._create_errors = {k: v for k, v in self._create_errors.items() if k in desired}
         self._pull_waits = {k: v for k, v in self._pull_waits.items() if k in desired}
         if self.puller is not None:
             self.puller.retain(image_of(r) for r in desired.values())
@@ -224,7 +270,9 @@ class NodeLoop:
                 self._routed = nodes
             except Exception:  # noqa: BLE001 - retried on the next pass
                 log.exception("routes to other nodes not updated")
-        containers = [c for c in self.manager.snapshot() if c.network is not None and not c.busy]
+        in_flight = self.in_flight()     # a restart may be renewing their etc/ files
+        containers = [c for c in self.manager.snapshot()
+                      if c.network is not None and not c.busy and c.id not in in_flight]
         # Local replicas' addresses are known here first; the scheduler's
         # view of the others arrives with the next desired set.
         local: dict[tuple[str, str], dict[str, str]] = {}
@@ -251,28 +299,125 @@ class NodeLoop:
             except OSError as e:
                 log.warning("container=%s /etc/hosts not updated: %s", c.id, e)
 
+    def _dispatch(self, cid: str, replica: types_pb2.Replica, work: Callable[[], None]) -> None:
+        """Runs `work` (a make or start of container `cid`) on the start pool.
+
+        `cid` is in flight from now until `work` has ended, so later passes
+        leave it alone; then the loop is woken to report it and plan again.
+        """
+        with self._flight_lock:
+            self._in_flight[cid] = replica
+
+        def run() -> None:
+            try:
+                work()
+            except Exception:  # noqa: BLE001 - one replica's bug must not end the pool
+                log.exception("starting container=%s failed", cid)
+            finally:
+                now = time.monotonic()
+                with self._flight_lock:
+                    self._in_flight.pop(cid, None)
+                    # A pass (and a status report of every replica, which the
+                    # scheduler writes) per finished start cost more than the
+                    # starts of 100 replicas: the loop is woken when the pool
+                    # runs dry, or at most every FLIGHT_WAKE_SECONDS meanwhile.
+                    wake = (not self._in_flight
+                            or now - self._flight_woken >= FLIGHT_WAKE_SECONDS)
+                    if wake:
+                        self._flight_woken = now
+                if wake:
+                    self._wake.set()
+
+        try:
+            self._starts.submit(run)
+        except RuntimeError:     # the pool is shut down: the agent is stopping
+            with self._flight_lock:
+                self._in_flight.pop(cid, None)
+
+    def in_flight(self) -> set[str]:
+        """The containers being made or started now."""
+        with self._flight_lock:
+            return set(self._in_flight)
+
     def _create(self, replica: types_pb2.Replica, now: int) -> None:
+        """Makes and starts `replica` on the pool once its image is here (else it waits)."""
         cid = container_id(replica.metadata.namespace, replica.metadata.name)
-        error = self._create_errors.get(cid)
+        with self._flight_lock:
+            error = self._create_errors.get(cid)
         if error is not None and now < error[1]:
             return
         if self.puller is not None:
             # The pull runs in the background; the replica waits, Pending, until
             # its image is in the store (then on_change wakes this loop).
-            wait = self.puller.wait_for(image_of(replica))
+            try:
+                auth = self._pull_auth(replica)
+            except registryauth.AuthError as e:
+                self._pull_waits[cid] = (True, f"imagePullSecret {replica.spec.image_pull_secret}: "
+                                               f"{e}")
+                return
+            wait = self.puller.wait_for(image_of(replica), auth)
             if wait is not None:
                 self._pull_waits[cid] = wait
                 return
             self._pull_waits.pop(cid, None)
+        self._dispatch(cid, replica, functools.partial(self._make, replica))
+
+    def _make(self, replica: types_pb2.Replica) -> None:
+        """Makes the container of `replica` and starts it (on the pool)."""
+        cid = container_id(replica.metadata.namespace, replica.metadata.name)
+        wanted = self._desired.get(cid)
+        if wanted is None or wanted.metadata.uid != replica.metadata.uid:
+            return     # no longer desired while it waited for a free slot
         try:
-            container = self.manager.create(replica)
+            # Not while `image rm` or image GC decides that its image is
+            # unused; other containers are made meanwhile (userslock.py).
+            with self.manager.images.users_lock.shared():
+                container = self.manager.create(replica)
         except ContainerError as e:
             log.warning("cannot create container=%s: %s", cid, e)
-            self._create_errors[cid] = (str(e), now + 5_000)
+            with self._flight_lock:
+                self._create_errors[cid] = (str(e), now_ms() + 5_000)
             return
-        self._create_errors.pop(cid, None)
+        with self._flight_lock:
+            self._create_errors.pop(cid, None)
         self.manager.images.touch(image_of(replica))   # image GC removes the least recent
         self._start(container)
+
+    def _pull_auth(self, replica: types_pb2.Replica) -> bytes | None:
+        """The auth.json the replica's imagePullSecret gives (None: the node's default).
+
+        The Secret comes with the desired set, as those of env and volumes do.
+        """
+        name = replica.spec.image_pull_secret
+        ref = image_of(replica)
+        if not name or not is_pulled(ref):
+            return None
+        ns = replica.metadata.namespace or "default"
+        secret = self.manager.sources.secrets.get((ns, name))
+        if secret is None:
+            raise registryauth.AuthError(f"secret {name!r} not found in namespace {ns!r}")
+        return registryauth.auth_json(secret.data, imageref.registry_of(ref) or "")
+
+    def _pull_progress(self, replica: types_pb2.Replica,
+                       status: types_pb2.ReplicaStatus) -> None:
+        """Sets the status's image_pull from the puller, a pull in flight every few seconds."""
+        if self.puller is None or not is_pulled(replica.spec.image):
+            return
+        ref = imageref.normalize_reference(image_of(replica))
+        progress = self.puller.progress(ref)
+        if progress is None:
+            return
+        if not progress.done:
+            quantum = progress.elapsed_ms // int(PULL_REPORT_SECONDS * 1000)
+            shown = self._pull_shown.get(ref)
+            if shown is not None and shown[0] == quantum:
+                progress = shown[1]
+            else:
+                self._pull_shown[ref] = (quantum, progress)
+        status.image_pull.done = progress.done
+        status.image_pull.bytes = progress.bytes
+        status.image_pull.total_bytes = progress.total
+        status.image_pull.elapsed_ms = progress.elapsed_ms
 
     def _start(self, container: Container) -> None:
         try:
@@ -354,6 +499,7 @@ class NodeLoop:
     def build_report(self) -> node_pb2.StatusReport:
         now = now_ms()
         report = node_pb2.StatusReport(node=self.node, complete=True)
+        report.image_digests.extend(self.manager.images.pinned_digests(MAX_REPORTED_IMAGES))
         seen = set()
         for c in self.manager.snapshot():
             seen.add(c.id)
@@ -361,12 +507,27 @@ class NodeLoop:
                                     name=c.replica.metadata.name, uid=c.replica.metadata.uid,
                                     spec_hash=c.replica.spec_hash)
             r.status.CopyFrom(self.status_of(c, now))
+            self._pull_progress(c.replica, r.status)
             usage = self.sampler.latest(c.id)
             if usage is not None:
                 r.usage.CopyFrom(usage)
         for (namespace, name), used in sorted(self.manager.volumes.latest_usage().items()):
             report.volumes.add(namespace=namespace, name=name, used_bytes=used)
-        for cid, (message, _) in self._create_errors.items():
+        with self._flight_lock:
+            create_errors = dict(self._create_errors)
+            in_flight = dict(self._in_flight)
+        for cid, flying in in_flight.items():
+            # Queued or being made: Starting, as a kubelet's ContainerCreating.
+            # Absent, a replica being deleted would count as removed while
+            # its container may still be made (scheduler/status.py).
+            if cid in seen:
+                continue
+            seen.add(cid)
+            r = report.replicas.add(namespace=flying.metadata.namespace,
+                                    name=flying.metadata.name, uid=flying.metadata.uid,
+                                    spec_hash=flying.spec_hash)
+            r.status.phase = types_pb2.REPLICA_PHASE_STARTING
+        for cid, (message, _) in create_errors.items():
             replica = self._desired.get(cid)
             if replica is None or cid in seen:
                 continue
@@ -378,7 +539,7 @@ class NodeLoop:
             r.status.message = message
         for cid, (failed, message) in self._pull_waits.items():
             replica = self._desired.get(cid)
-            if replica is None or cid in seen or cid in self._create_errors:
+            if replica is None or cid in seen or cid in create_errors:
                 continue
             r = report.replicas.add(namespace=replica.metadata.namespace,
                                     name=replica.metadata.name, uid=replica.metadata.uid,
@@ -386,7 +547,11 @@ class NodeLoop:
             r.status.phase = types_pb2.REPLICA_PHASE_PENDING
             if failed:
                 r.status.reason = types_pb2.REPLICA_REASON_IMAGE_PULL_ERROR
+            else:
+                self._pull_progress(replica, r.status)
             r.status.message = message
+        wanted = {imageref.normalize_reference(image_of(r)) for r in self._desired.values()}
+        self._pull_shown = {k: v for k, v in self._pull_shown.items() if k in wanted}
         return report
 
     def _send_report(self) -> None:

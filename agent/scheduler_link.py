@@ -1,7 +1,8 @@
 """The agent's link to the scheduler: register, heartbeat, report status.
 
 Registration is retried with capped exponential back-off until a scheduler
-answers; then a heartbeat thread keeps the node's lease alive. When the
+answers; then a heartbeat thread keeps the node's lease alive, at the
+interval the scheduler gives (and changes as the cluster grows). When the
 scheduler says it has lost the node (a restarted scheduler, a lapsed lease)
 the agent registers again and sends its full status.
 """
@@ -33,6 +34,7 @@ class SchedulerLink:
         self._interval = 2.0
         self.pod_subnet = ""
         self.cluster_cidr = ""
+        self.service_cidr = ""
         self._thread: threading.Thread | None = None
         self.registered = threading.Event()
 
@@ -50,6 +52,7 @@ class SchedulerLink:
                 self._interval = max(0.2, reply.heartbeat_interval_ms / 1000 or 2.0)
                 # Read by on_registered: the node's container subnet.
                 self.pod_subnet, self.cluster_cidr = reply.pod_subnet, reply.cluster_cidr
+                self.service_cidr = reply.service_cidr
                 log.info("registered with scheduler=%s heartbeat=%.1fs subnet=%s", self.address,
                          self._interval, reply.pod_subnet or "none")
                 self.registered.set()
@@ -73,6 +76,13 @@ class SchedulerLink:
             except grpc.RpcError as e:
                 log.warning("heartbeat failed: %s", self._why(e))
                 continue
+            if reply.heartbeat_interval_ms:
+                # The scheduler spreads heartbeats as the cluster grows; it
+                # gave the lease three such intervals before saying so.
+                interval = max(0.2, reply.heartbeat_interval_ms / 1000)
+                if interval != self._interval:
+                    log.info("heartbeat interval now %.1fs", interval)
+                    self._interval = interval
             if reply.reregister:
                 log.info("scheduler asked this node to register again")
                 self.registered.clear()

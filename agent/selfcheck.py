@@ -6,9 +6,10 @@ next pass compares again. What is checked, each from one dump or read per
 kind of object (never a syscall per container in a loop), and how often:
 
 - the node network (network.py's repair: bridge, its address and up
-  state, routes to other nodes' subnets, forwarding, the containers'
-  veths): every pass, at most once per NETWORK_SECONDS, and at once on a
-  link, address or route notification (kernelwatch.py);
+  state, routes to other nodes' subnets and the service CIDR's into the
+  bridge, forwarding, the containers' veths): every pass, at most once
+  per NETWORK_SECONDS, and at once on a link, address or route
+  notification (kernelwatch.py);
 - the node's nft tables (hostPort DNAT, the guard, and the services table
   through `more_nft`, services_sync.py's repair): every NFT_SECONDS (it
   runs `nft`, a process) and at once on an nftables notification;

@@ -145,25 +145,37 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         if ref == "busybox:latest":
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           "busybox:latest is built into every node; it cannot be removed")
-        users = sorted(c.replica.metadata.name for c in self.manager.snapshot()
-                       if imageref.normalize_reference(image_of(c.replica)) == ref)
-        if users:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"image {ref} is used by replica {', '.join(users[:5])}"
-                          f"{' and others' if len(users) > 5 else ''} on node {self.node}")
-        try:
-            layers, freed = self.images.remove(ref)
-        except ImageError as e:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        # The users checked and the image removed under one lock, which the
+        # node loop holds while it makes a container (store.py).
+        with self.images.store.users_lock:
+            users = sorted(c.replica.metadata.name for c in self.manager.snapshot()
+                           if imageref.normalize_reference(image_of(c.replica)) == ref)
+            if users:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"image {ref} is used by replica {', '.join(users[:5])}"
+                              f"{' and others' if len(users) > 5 else ''} on node {self.node}")
+            try:
+                layers, freed = self.images.remove(ref)
+            except ImageError as e:
+                context.abort(grpc.StatusCode.NOT_FOUND, str(e))
         return agent_pb2.RemoveImageReply(layers_removed=layers, bytes_freed=freed)
 
     def Logs(self, request: control_pb2.LogsRequest,
              context: grpc.ServicerContext) -> Iterator[control_pb2.LogChunk]:
-        path = self.manager.log_path(request.namespace or "default", request.replica)
+        namespace = request.namespace or "default"
+        path = self.manager.log_path(namespace, request.replica, previous=request.previous)
         if not os.path.exists(path):
+            if request.previous and os.path.exists(self.manager.log_path(namespace,
+                                                                          request.replica)):
+                context.abort(grpc.StatusCode.NOT_FOUND,
+                              f"replica {request.replica} has no previous container:"
+                              " it has not restarted")
             context.abort(grpc.StatusCode.NOT_FOUND,
                           f"replica {request.replica} has no container on node {self.node}")
-        for lines in containerlog.read(path, request.tail, request.follow, context.is_active):
+        # A previous container writes no more: its log is read to the end, not followed.
+        follow = request.follow and not request.previous
+        for lines in containerlog.read(path, request.tail, follow, context.is_active,
+                                       since_ns=max(0, request.since_unix_ns)):
             chunk = control_pb2.LogChunk()
             for ns, stream, data in lines:
                 chunk.lines.add(unix_ns=ns, stream=stream, data=data)

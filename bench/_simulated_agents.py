@@ -7,11 +7,14 @@ through the same gRPC APIs (proto/mctl/v1/node.proto, agent.proto), and
 nothing on the machine:
 - registers through NodeService.Register (all nodes share this process's
   Agent address; the scheduler tells them apart by DesiredSet.node);
-- heartbeats at the interval the scheduler answers, registering again when
-  told to (HeartbeatResponse.reregister);
+- heartbeats from the moment it is registered, at the interval the
+  scheduler answers (RegisterResponse, then each HeartbeatResponse: it
+  stretches as the cluster grows), registering again when told to
+  (HeartbeatResponse.reregister);
 - answers Agent.SetDesired, then reports every desired replica as Running
   through NodeService.ReportStatus (complete, level-triggered, one report
-  in flight per node; a set that changes meanwhile is reported next).
+  in flight per node; a set that changes meanwhile is reported next; a
+  report equal to the last delivered one is not sent, as an agent's).
 
 Lines on stdout tell the benchmark what happens: `port P`, `registered N
 SECONDS`, and `stats ...` every few seconds. Runs until stdin closes.
@@ -24,6 +27,7 @@ import asyncio
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import grpc
@@ -51,11 +55,15 @@ class Stats:
     reports: int = 0
     report_errors: int = 0
     heartbeat_lag: list[float] = field(default_factory=list)   # s late against the interval
+    heartbeat_codes: Counter[str] = field(default_factory=Counter)   # failures by status code
 
 
 @dataclass
 class SimNode:
     name: str
+    interval: float = 1.0     # as the scheduler last said (RegisterResponse, HeartbeatResponse)
+    started: dict[str, int] = field(default_factory=dict)   # uid -> when "started" (ms)
+    last_report: bytes = b""  # the last delivered report: an agent sends no repeats
     desired: list[types_pb2.Replica] = field(default_factory=list)
     dirty: bool = False
     reporting: bool = False
@@ -67,7 +75,6 @@ class Simulation(agent_pb2_grpc.AgentServicer):
         self.stub = stub
         self.address = address
         self.nodes = {f"{prefix}{i:05d}": SimNode(f"{prefix}{i:05d}") for i in range(count)}
-        self.interval = 1.0
         self.stats = Stats()
 
     # -- Agent API (called by the scheduler) --
@@ -101,29 +108,33 @@ class Simulation(agent_pb2_grpc.AgentServicer):
             try:
                 reply = await self.stub.Register(
                     node_pb2.RegisterRequest(node=self._node_record(name)), timeout=30)
-                self.interval = max(0.2, reply.heartbeat_interval_ms / 1000 or 1.0)
+                self.nodes[name].interval = max(0.2, reply.heartbeat_interval_ms / 1000 or 1.0)
                 return
             except grpc.aio.AioRpcError:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5)
 
     async def heartbeat(self, name: str) -> None:
-        await asyncio.sleep(random.uniform(0, self.interval))   # spread them out
+        node = self.nodes[name]
+        await asyncio.sleep(random.uniform(0, node.interval))   # spread them out
         due = time.monotonic()
         while True:
-            due += self.interval
+            due += node.interval
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             self.stats.heartbeat_lag.append(max(0.0, time.monotonic() - due))
             try:
                 reply = await self.stub.Heartbeat(
                     node_pb2.HeartbeatRequest(node=name, usage=types_pb2.Usage()), timeout=5)
                 self.stats.heartbeats += 1
+                if reply.heartbeat_interval_ms:
+                    node.interval = max(0.2, reply.heartbeat_interval_ms / 1000)
                 if reply.reregister:
                     self.stats.reregistered += 1
                     await self.register(name)
-            except grpc.aio.AioRpcError:
+            except grpc.aio.AioRpcError as e:
                 self.stats.heartbeat_errors += 1
-            if time.monotonic() - due > self.interval:
+                self.stats.heartbeat_codes[e.code().name] += 1
+            if time.monotonic() - due > node.interval:
                 due = time.monotonic()   # fell behind: skip, as a real agent's loop does
 
     async def _report(self, node: SimNode) -> None:
@@ -132,14 +143,20 @@ class Simulation(agent_pb2_grpc.AgentServicer):
                 node.dirty = False
                 report = node_pb2.StatusReport(node=node.name, complete=True)
                 now = int(time.time() * 1000)
+                node.started = {r.metadata.uid: node.started.get(r.metadata.uid, now)
+                                for r in node.desired}
                 for r in node.desired:
                     rep = report.replicas.add(namespace=r.metadata.namespace,
                                               name=r.metadata.name, uid=r.metadata.uid,
                                               spec_hash=r.spec_hash)
                     rep.status.phase = types_pb2.REPLICA_PHASE_RUNNING
-                    rep.status.started_unix_ms = now
+                    rep.status.started_unix_ms = node.started[r.metadata.uid]
+                raw = report.SerializeToString(deterministic=True)
+                if raw == node.last_report:
+                    continue    # as agent/node.py: an unchanged status is not sent again
                 try:
                     await self.stub.ReportStatus(report, timeout=30)
+                    node.last_report = raw
                     self.stats.reports += 1
                 except grpc.aio.AioRpcError:
                     self.stats.report_errors += 1
@@ -161,12 +178,16 @@ async def run(args: argparse.Namespace) -> None:
     start = time.monotonic()
     limit = asyncio.Semaphore(args.concurrency)
 
+    beats = []
+
     async def register(name: str) -> None:
         async with limit:
             await sim.register(name)
+        # As an agent does: heartbeats start once the node is registered, not
+        # once all are (5,000 registrations take longer than a lease lives).
+        beats.append(asyncio.create_task(sim.heartbeat(name)))
     await asyncio.gather(*(register(n) for n in sim.nodes))
     print(f"registered {len(sim.nodes)} {time.monotonic() - start:.3f}", flush=True)
-    beats = [asyncio.create_task(sim.heartbeat(n)) for n in sim.nodes]
     stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     while not stdin_closed.done():
         await asyncio.wait([stdin_closed], timeout=args.stats_every)
@@ -176,7 +197,9 @@ async def run(args: argparse.Namespace) -> None:
         print(f"stats heartbeats={s.heartbeats} heartbeat_errors={s.heartbeat_errors} "
               f"reregistered={s.reregistered} desired_sets={s.desired_sets} "
               f"reports={s.reports} report_errors={s.report_errors} "
-              f"heartbeat_lag_p90_ms={p90 * 1000:.0f}", flush=True)
+              f"heartbeat_lag_p90_ms={p90 * 1000:.0f}" + "".join(
+                  f" failed_{code}={n}" for code, n in sorted(s.heartbeat_codes.items())),
+              flush=True)
         s.heartbeat_lag.clear()
     for task in beats:
         task.cancel()

@@ -1,6 +1,7 @@
 """From `mctl apply` to Running containers, on a local 3-node cluster.
 
-    .venv/bin/python bench/apply.py [--runs 5] [--replicas 30] [--nodes 3] [--profile]
+    .venv/bin/python bench/apply.py [--runs 5] [--replicas 30|100] [--nodes 3] [--profile]
+                                    [--before DIR --rounds 3]
 
 Not a test; needs root. `mctl cluster up --nodes 3` in a temporary --dir
 (MCTL_HOME too, so the user's CLI config is untouched), then, per run, a
@@ -19,11 +20,19 @@ started, with each container's network attach and runtime start as the
 agent logs them) and the status report (started -> Running in etcd). With
 --profile, py-spy samples node1's agent and the scheduler during one more
 30-replica run.
+
+With --before DIR (a folder holding `mctl/` with agent, scheduler, cli,
+common and v1 of another tree, e.g. `git archive HEAD` with symlinks), the
+whole cluster runs that code (PYTHONPATH) and this tree's in turns: per
+round, a cluster of each is brought up, warmed up, measured and taken down,
+so load from elsewhere on the machine falls on both alike. More replicas
+than fit the nodes at 100m each get a smaller CPU request (cpu_for).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import time
 from collections import defaultdict
@@ -48,6 +57,15 @@ from _common import (
 # (the default, 250m, would not), and its CFS quota is what the container's
 # setup runs under once it has joined its cgroup (see start.py --cpu-millis).
 CPU = "100m"
+# Nodes have two cores here: more replicas than fit at CPU get a smaller share.
+NODE_CPU_MILLIS = 2000
+
+
+def cpu_for(replicas: int, nodes: int) -> str:
+    """Each replica's CPU request: CPU, or less when that many would not fit the nodes."""
+    per_node = -(-replicas // nodes)
+    fits = int(NODE_CPU_MILLIS * 0.9) // per_node
+    return CPU if fits >= 100 else f"{max(fits // 10 * 10, 10)}m"
 
 # "2026-11-26T15:13:59.068 INFO agent node=node1 mctl.agent.containers: container started
 #  container=default_a30-1-x2k4p replica=default/a30-1-x2k4p monitor_pid=1 init_pid=2 ms=9.6"
@@ -75,22 +93,25 @@ def agent_logs(cluster: LocalCluster, names: set[str]) -> tuple[dict[str, tuple[
 
 
 class Runs:
-    def __init__(self, cluster: LocalCluster, watch: ReplicaWatch, base: Path) -> None:
+    def __init__(self, cluster: LocalCluster, watch: ReplicaWatch, base: Path,
+                 samples: dict[str, list[float]] | None = None, prefix: str = "") -> None:
         self.cluster = cluster
         self.watch = watch
         self.base = base
-        self.samples: dict[str, list[float]] = defaultdict(list)
+        self.samples: dict[str, list[float]] = (samples if samples is not None
+                                                else defaultdict(list))
+        self.prefix = prefix
 
     def one(self, name: str, replicas: int, record: bool = True) -> None:
         path = self.base / f"{name}.yaml"
-        path.write_text(workload_yaml(name, replicas, cpu=CPU))
+        path.write_text(workload_yaml(name, replicas, cpu=cpu_for(replicas, self.cluster.nodes)))
         wall0, t0 = time.time(), time.monotonic()
         cli = self.cluster.mctl("apply", "-f", str(path))
         cli_done = time.monotonic()
         if "created" not in cli.stdout:
             raise RuntimeError(f"mctl apply said: {cli.stdout.strip()}")
         done = self.watch.wait(f"{replicas} replicas of {name} Running",
-                               lambda w: running_count(w, name) >= replicas, 60)
+                               lambda w: running_count(w, name) >= replicas, 120)
         with self.watch.cond:
             items = [(k.rsplit("/", 1)[1], p) for k, p in self.watch.replicas.items()
                      if p.workload == name]
@@ -104,7 +125,7 @@ class Runs:
         if not record:
             return
         s = self.samples
-        tag = f"{replicas:>2} replica{'s' if replicas > 1 else ''}"
+        tag = f"{self.prefix}{replicas:>2} replica{'s' if replicas > 1 else ''}"
         s[f"{tag}: mctl apply -> all Running"].append(done - t0)
         s[f"{tag}: Apply stored -> all Running"].append(done - stored)
         s[f"{tag}:   mctl apply process (start-up + Apply)"].append(cli_done - t0)
@@ -138,8 +159,15 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the agent and the scheduler during one more run")
+    parser.add_argument("--before", default="", metavar="DIR",
+                        help="compare with the tree whose mctl/ is in DIR (PYTHONPATH)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="with --before: clusters of each tree, taking turns")
     args = parser.parse_args()
     print_header(f"bench/apply.py: mctl apply -> Running on a local {args.nodes}-node cluster")
+    if args.before:
+        compare(args)
+        return
     with Cleanup() as stack:
         base = temp_dir(stack, "apply")
         cluster = LocalCluster(stack, base, args.nodes)
@@ -161,6 +189,65 @@ def main() -> None:
             profile(runs, cluster, base, args.replicas)
         cluster_id = cluster.id
     check_leftovers([str(base)], [cluster_id])
+
+
+def cluster_warnings(cluster: LocalCluster) -> list[str]:
+    """The WARNING and ERROR lines of the cluster's scheduler and agents."""
+    lines = []
+    for name in ["scheduler", *(f"node{i}" for i in range(1, cluster.nodes + 1))]:
+        try:
+            with open(cluster.log(name), errors="replace") as f:
+                lines += [line.rstrip() for line in f if " WARNING " in line or " ERROR " in line]
+        except OSError:
+            pass
+    return lines
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Clusters of the --before tree and of this one, in turns; one table of both."""
+    samples: dict[str, list[float]] = defaultdict(list)
+    plain = os.environ.get("PYTHONPATH")
+    try:
+        for r in range(args.rounds):
+            for variant in ("before", "after"):
+                # The CLI, and the scheduler and agents it spawns, import from here.
+                if variant == "before":
+                    os.environ["PYTHONPATH"] = os.path.abspath(args.before)
+                elif plain is None:
+                    os.environ.pop("PYTHONPATH", None)
+                else:
+                    os.environ["PYTHONPATH"] = plain
+                with Cleanup() as stack:
+                    base = temp_dir(stack, f"apply-{variant}")
+                    cluster = LocalCluster(stack, base, args.nodes)
+                    watch = ReplicaWatch(cluster.etcd, tls=cluster.etcd_tls)
+                    stack.callback(watch.close)
+                    runs = Runs(cluster, watch, base, samples, prefix=f"{variant}: ")
+                    cluster_id = cluster.id
+                    try:
+                        runs.one("warmup", args.replicas, record=False)
+                        for i in range(args.runs):
+                            runs.one(f"a{args.replicas}-{r}-{i}", args.replicas)
+                    except TimeoutError as e:
+                        # Counted and shown with what the cluster logged, not
+                        # fatal: the other rounds still compare.
+                        samples[f"{variant}: runs that timed out"].append(1.0)
+                        print(f"  round {r + 1} {variant}: {e}; the cluster's warnings:")
+                        for line in cluster_warnings(cluster)[-15:]:
+                            print(f"    {line}")
+                check_leftovers([str(base)], [cluster_id])
+                print(f"  round {r + 1}/{args.rounds} {variant}: done", flush=True)
+    finally:
+        if plain is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = plain
+    table = Table(f"apply -> Running, busybox sleep, {args.nodes} nodes, {args.replicas} "
+                  f"replicas ({args.rounds} rounds x {args.runs} runs per tree, in turns)",
+                  "ms", width=64)
+    for label in sorted(samples, key=lambda k: (k.split(": ", 1)[1], k)):
+        if samples[label]:
+            table.add(label, [v * 1e3 for v in samples[label]])
 
 
 def profile(runs: Runs, cluster: LocalCluster, base: Path, replicas: int) -> None:

@@ -9,12 +9,22 @@ its two bottom layers. Timed, in process, each on fresh stores:
 
 - reference: `skopeo copy docker://... oci:DIR` to an empty directory, the
   network and digest checks only (what the agent's pull runs first);
-- pull to 1 node: the agent's Puller.pull: skopeo copy, then the import
-  (every layer decompressed, checked against its diff id and unpacked);
+- pull to 1 node: the agent's Puller.pull: skopeo copy and the import
+  (every layer decompressed, checked against its diff id and unpacked),
+  as it was (unpacking once skopeo is done: "before") and as it is (each
+  layer unpacked as soon as skopeo lands its blob: agent/images/early.py),
+  rounds interleaved with the skopeo reference;
 - pull to 3 nodes at once: three stores pulling concurrently, against three
   concurrent `skopeo copy` (on one machine both share the CPUs and disk);
+- the same image with zstd layers (skopeo recompresses it), when the
+  `zstandard` package is installed;
 - second pull sharing layers: bytes fetched, and layers unpacked, when the
-  first image is on the node (aim: only the new layer).
+  first image is on the node (aim: only the new layer);
+- the import alone, of one layout skopeo fetched, into fresh stores, rounds
+  interleaved: as it was (one layer after another, each compressed blob
+  hashed again) and as it is (layers unpacked by threads at once, blob
+  digests left to skopeo, which checked them as it fetched): the part of a
+  pull that is the agent's own, without the registry's and skopeo's noise.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import imagebuild as ib  # noqa: E402
 from registry import Registry  # noqa: E402
 
+from mctl.agent.images import archive as image_archive  # noqa: E402
 from mctl.agent.images.importer import ImageImporter  # noqa: E402
 from mctl.agent.images.pull import Puller, RegistryConfig  # noqa: E402
 from mctl.agent.images.store import ImageStore  # noqa: E402
@@ -49,6 +60,15 @@ def skopeo_copy(reg: Registry, ref: str, dest: str) -> float:
                     reg.cert_dir, f"docker://{ref}", f"oci:{dest}"], check=True,
                    capture_output=True)
     return time.perf_counter() - t0
+
+
+def zstd_available() -> bool:
+    try:
+        import zstandard  # noqa: F401, PLC0415
+    except ImportError:
+        print("  (zstandard not installed: no zstd rows)")
+        return False
+    return True
 
 
 def puller(reg: Registry, root: Path) -> Puller:
@@ -87,6 +107,16 @@ def main() -> None:
             archive = ib.write_tar(ib.oci_layout([spec]), str(work / f"{tag}.tar"))
             reg.push(archive, f"bench/app:{tag}")
         ref = f"{reg.address}/bench/app:one"
+        zstd_ref = ""
+        if zstd_available():
+            # The same layers recompressed with zstd (as skopeo or buildah write them).
+            subprocess.run(["skopeo", "copy", "--quiet", "--dest-authfile", reg.auth,
+                            "--dest-cert-dir", reg.cert_dir, "--dest-compress",
+                            "--dest-compress-format", "zstd",
+                            f"oci-archive:{work / 'one.tar'}",
+                            f"docker://{reg.address}/bench/app:zstd"],
+                           check=True, capture_output=True)
+            zstd_ref = f"{reg.address}/bench/app:zstd"
         size = sum(len(ib.gz(t)) for t in first.layers) / (1 << 20)
         print(f"  image: 3 layers, {size:.1f} MiB compressed, registry {reg.address}")
 
@@ -97,23 +127,53 @@ def main() -> None:
             n += 1
             return work / f"{what}-{n}"
 
-        one = Table("one node (seconds)", "s")
-        one.add("skopeo copy to a directory",
-                [skopeo_copy(reg, ref, str(fresh("copy"))) for _ in range(args.runs)])
-        one.add("agent pull (copy + verify + unpack)",
-                [puller(reg, fresh("store")).pull(ref).elapsed_ms / 1000
-                 for _ in range(args.runs)])
-        one.ratio("agent / skopeo", "agent pull (copy + verify + unpack)",
-                  "skopeo copy to a directory")
+        def pull_s(overlap: bool, image: str = ref) -> float:
+            p = puller(reg, fresh("store"))
+            p.overlap = overlap
+            return p.pull(image).elapsed_ms / 1000
 
-        three = Table("three nodes at once (seconds, wall)", "s")
-        three.add("3 x skopeo copy", [at_once([
-            lambda d=fresh("copy"): skopeo_copy(reg, ref, str(d)) for _ in range(3)])
-            for _ in range(args.runs)])
-        three.add("3 x agent pull", [at_once([
-            lambda p=puller(reg, fresh("store")): p.pull(ref) for _ in range(3)])
-            for _ in range(args.runs)])
-        three.ratio("agent / skopeo", "3 x agent pull", "3 x skopeo copy")
+        def pulls_at_once(overlap: bool) -> float:
+            pullers = [puller(reg, fresh("store")) for _ in range(3)]
+            for p in pullers:
+                p.overlap = overlap
+            return at_once([lambda p=p: p.pull(ref) for p in pullers])
+
+        # Rounds interleaved (skopeo, before, after, ...) so that the load of
+        # the machine, which moves, falls on all three alike.
+        copy1, before1, after1 = [], [], []
+        copy3, before3, after3 = [], [], []
+        for _ in range(args.runs):
+            copy1.append(skopeo_copy(reg, ref, str(fresh("copy"))))
+            before1.append(pull_s(overlap=False))
+            after1.append(pull_s(overlap=True))
+        for _ in range(args.runs):
+            copy3.append(at_once([lambda d=fresh("copy"): skopeo_copy(reg, ref, str(d))
+                                  for _ in range(3)]))
+            before3.append(pulls_at_once(overlap=False))
+            after3.append(pulls_at_once(overlap=True))
+        for title, copy, before, after in (("one node (seconds)", copy1, before1, after1),
+                                           ("three nodes at once (seconds, wall)", copy3,
+                                            before3, after3)):
+            t = Table(title, "s")
+            t.add("skopeo copy to a directory", copy)
+            t.add("pull: unpacking after the fetch (before)", before)
+            t.add("pull: unpacking as blobs land (now)", after)
+            t.ratio("before / skopeo", "pull: unpacking after the fetch (before)",
+                    "skopeo copy to a directory")
+            t.ratio("now / skopeo", "pull: unpacking as blobs land (now)",
+                    "skopeo copy to a directory")
+            t.note(f"minimums: before / skopeo {min(before) / min(copy):.2f}x, "
+                   f"now / skopeo {min(after) / min(copy):.2f}x")
+
+        if zstd_ref:
+            z = Table("the same image with zstd layers, one node (seconds)", "s")
+            gzip_s, zstd_s = [], []
+            for _ in range(args.runs):
+                gzip_s.append(pull_s(overlap=True))
+                zstd_s.append(pull_s(overlap=True, image=zstd_ref))
+            z.add("pull, gzip layers", gzip_s)
+            z.add("pull, zstd layers", zstd_s)
+            z.ratio("zstd / gzip", "pull, zstd layers", "pull, gzip layers")
 
         shared = Table("second image sharing 2 of 3 layers", "MiB")
         fetched, alone = [], []
@@ -127,6 +187,25 @@ def main() -> None:
                 f"{reg.address}/bench/app:two").fetched_bytes / (1 << 20))
         shared.add("fetched, first image on the node", fetched, "(1 layer new, unpacked)")
         shared.add("fetched, on an empty node", alone)
+
+        layout = fresh("layout")
+        skopeo_copy(reg, ref, str(layout))
+        threads = image_archive.MAX_UNPACK_THREADS
+        before, after = [], []
+        for _ in range(args.runs):
+            for blobs_verified, out in ((False, before), (True, after)):
+                # "before": one layer at a time (the thread cap at 1).
+                image_archive.MAX_UNPACK_THREADS = threads if blobs_verified else 1
+                t0 = time.perf_counter()
+                image_archive.import_archive(ImageStore(str(fresh("import"))), str(layout),
+                                       name=ref, pinned=True, blobs_verified=blobs_verified)
+                out.append(time.perf_counter() - t0)
+        image_archive.MAX_UNPACK_THREADS = threads
+        imp = Table("import of the fetched layout (seconds)", "s")
+        imp.add("one layer at a time, blobs hashed again", before)
+        imp.add("layers at once, blob digests from skopeo", after)
+        imp.ratio("now / before", "layers at once, blob digests from skopeo",
+                  "one layer at a time, blobs hashed again")
     check_leftovers(["mctl-bench-pull", "mctl-test-registry"])
 
 

@@ -7,24 +7,29 @@ connection or the credentials where it never got that far.
 In a module of its own so that every command module shares the same
 CliError class, also when the CLI runs as `python -m mctl.cli.main` (then
 main is `__main__`, and importing CliError from it would make a second class).
+
+gRPC, the TLS helpers and the generated stubs are imported by the functions
+that dial: `mctl --help`, `completion` and `config` never load them.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import grpc
-from google.protobuf.message import Message
-
-from mctl.common import names, pki, reasons, rpc, tls
-from mctl.v1 import control_pb2_grpc
+from mctl.common import names
 
 from . import config
 
+if TYPE_CHECKING:
+    import grpc
+    from google.protobuf.message import Message
+
+    from mctl.v1 import control_pb2_grpc
+
 # The replies of the paged lists (WorkloadList, ReplicaList, NodeList, EventList).
-Page = TypeVar("Page", bound=Message)
+Page = TypeVar("Page", bound="Message")
 # A list that keeps handing out pages is a broken server, not a big cluster:
 # 1,000 pages are at least a million objects.
 MAX_PAGES = 1000
@@ -62,6 +67,9 @@ def one_line(text: str) -> str:
 
 
 def stub(args: argparse.Namespace) -> control_pb2_grpc.ControlPlaneStub:
+    from mctl.common import pki, rpc, tls
+    from mctl.v1 import control_pb2_grpc
+
     args.server_address = config.server(args.server)
     try:
         credentials = config.credentials(args)
@@ -79,6 +87,8 @@ def call(args: argparse.Namespace, fn: Callable[..., Any], request: Message,
     The generated stubs are untyped, so the answer is Any: callers name its
     type (`resp: control_pb2.WorkloadList = call(...)`).
     """
+    import grpc
+
     try:
         return fn(request, timeout=timeout)
     except grpc.RpcError as e:
@@ -113,16 +123,16 @@ def list_all(args: argparse.Namespace, fn: Callable[..., Page], request: Message
 
 
 # The server's message says it all: the caller's request was wrong, or does
-# not fit the cluster's state now.
-_SERVER_SAYS = (
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.OUT_OF_RANGE,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-)
+# not fit the cluster's state now. (Status code names: gRPC is imported late.)
+_SERVER_SAYS = frozenset({
+    "INVALID_ARGUMENT",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "RESOURCE_EXHAUSTED",
+})
 
 
 def rpc_error(args: argparse.Namespace, e: grpc.RpcError) -> CliError:
@@ -131,6 +141,10 @@ def rpc_error(args: argparse.Namespace, e: grpc.RpcError) -> CliError:
     Never by searching the server's message: where one code covers two
     situations, the server names the reason in the status (common/reasons.py).
     """
+    import grpc
+
+    from mctl.common import reasons, tls
+
     server = getattr(args, "server_address", "") or "?"
     if not isinstance(e, grpc.Call):
         return CliError(one_line(str(e)) or f"the call to the mctl server at {server} failed")
@@ -153,7 +167,7 @@ def rpc_error(args: argparse.Namespace, e: grpc.RpcError) -> CliError:
         # The server's message names the caller and what it may not do.
         return CliError(details or f"permission denied by the mctl server at {server}: check"
                                    " which certificate this client uses (--tls-cert)")
-    if code in _SERVER_SAYS:
+    if code.name in _SERVER_SAYS:
         return CliError(details or code.name.lower().replace("_", " "))
     if code == grpc.StatusCode.CANCELLED:
         return CliError("the call was cancelled")

@@ -29,6 +29,10 @@ certificate of that CA, listens on loopback only and accepts only client
 certificates of that CA, which only the schedulers hold. The cluster CA
 would not do: every agent and admin certificate would then open etcd too.
 
+Each scheduler serves the web view (docs/webview.md) on a loopback port,
+for a browser on this machine, to whoever holds DIR/web.token (made once,
+0600) or an admin certificate; `up` prints the address with the token.
+
 The cluster talks to the CLI and processes only; it imports neither the
 scheduler nor the agent (they are started as commands).
 """
@@ -62,6 +66,7 @@ STATE_FILE = "cluster.json"
 PKI_DIR = "pki"
 ETCD_PKI_DIR = "etcd"        # under PKI_DIR: etcd's own CA, its certificate, the schedulers'
 ETCD_NAME = "etcd"
+WEB_TOKEN_FILE = "web.token"
 
 
 class ClusterError(Exception):
@@ -103,6 +108,7 @@ class ClusterState(TypedDict):
     tls: NotRequired[TLSRecord]                 # absent: `up --insecure`
     userns_windows: NotRequired[dict[str, int]]  # node name -> window of host ids
     registry_flags: NotRequired[list[str]]      # up's --registry-* for schedulers and agents
+    image_gc_flags: NotRequired[list[str]]      # up's --image-gc-* for agents
 
 
 def default_dir() -> str:
@@ -204,6 +210,21 @@ def wait_port(port: int, timeout: float, what: str, proc: ProcessRecord,
                        f"see {proc['log']}")
 
 
+def wait_serving(state: ClusterState, proc: ProcessRecord, timeout: float) -> None:
+    """Until the daemon's grpc.health.v1 says SERVING (a scheduler: its watch cache loaded)."""
+    deadline = time.monotonic() + timeout
+    said = ""
+    while time.monotonic() < deadline:
+        if not alive(proc):
+            raise ClusterError(f"{proc['name']} exited during start-up; see {proc['log']}")
+        said = daemon_health(state, proc)
+        if said.startswith("health SERVING"):
+            return
+        time.sleep(0.1)
+    raise ClusterError(f"{proc['name']} was not serving within {timeout:.0f}s ({said});"
+                       f" see {proc['log']}")
+
+
 def make_pki(directory: str) -> TLSRecord:
     """Fresh CAs: the cluster's in DIR/pki, etcd's in DIR/pki/etcd; returns what is recorded."""
     pki_dir = os.path.join(directory, PKI_DIR)
@@ -284,6 +305,43 @@ def encryption_key_file(directory: str) -> str:
     return path
 
 
+def web_token_file(directory: str) -> str:
+    """DIR/web.token, the web view's bearer token (made once, mode 0600).
+
+    Kept across `cluster up` runs on one directory, so an open page's cookie
+    stays good after a scheduler restarts.
+    """
+    path = os.path.join(directory, WEB_TOKEN_FILE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def web_view_address(state: ClusterState) -> str:
+    """http://127.0.0.1:PORT/?token=... of the first scheduler's web view ("" without one)."""
+    for p in state["processes"]:
+        listen = _flag(p["argv"], "--web-listen") if p["name"].startswith("scheduler") else ""
+        if listen:
+            try:
+                with open(_flag(p["argv"], "--web-token-file")) as f:
+                    token = f.read().strip()
+            except OSError:
+                return ""
+            return f"http://{listen}/?token={token}"
+    return ""
+
+
+def print_web_view(state: ClusterState) -> None:
+    address = web_view_address(state)
+    if address:
+        print(f"web view: open {address} in a browser on this machine (the token is in "
+              f"{os.path.join(state['dir'], WEB_TOKEN_FILE)}; docs/webview.md)")
+
+
 def etcd_client_flags(state: ClusterState, name: str) -> list[str]:
     """The scheduler `name`'s flags for etcd: its client certificate of etcd's CA (none: plain)."""
     info = state.get("tls")
@@ -350,6 +408,7 @@ def up(args: argparse.Namespace) -> int:
     if args.etcd_members not in (1, 3, 5, 7):
         raise ClusterError(f"--etcd-members {args.etcd_members}: 1, 3, 5 or 7 (a quorum is a "
                            "majority: an even count tolerates no more failures than one less)")
+    image_gc_flags(args)        # checked before anything is made
     directory = os.path.abspath(args.dir)
     # `mctl --insecure cluster up` means the same as `mctl cluster up --insecure`.
     insecure = args.cluster_insecure or getattr(args, "insecure", False)
@@ -379,7 +438,8 @@ def up(args: argparse.Namespace) -> int:
     server = ",".join(scheduler_addresses)
     state = {"dir": directory, "id": cluster_id, "server": server,
              "etcd": etcd_endpoints, "processes": [], "nodes": [],
-             "network": network, "registry_flags": registry_flags(args)}
+             "network": network, "registry_flags": registry_flags(args),
+             "image_gc_flags": image_gc_flags(args)}
     procs = state["processes"]
     try:
         start_network(directory, state)
@@ -405,6 +465,9 @@ def up(args: argparse.Namespace) -> int:
                        "--encryption-key-file", encryption_key_file(directory),
                        "--node-grace", str(args.node_grace),
                        "--cluster-cidr", network["cluster_cidr"],
+                       # The web view on loopback: for a browser on this machine.
+                       "--web-listen", f"127.0.0.1:{free_port()}",
+                       "--web-token-file", web_token_file(directory),
                        "--log-file", os.path.join(directory, f"{log_name}.log")]
                       + etcd_client_flags(state, name)
                       + state.get("registry_flags", [])
@@ -425,6 +488,7 @@ def up(args: argparse.Namespace) -> int:
     print(f"cluster up: {args.nodes} node{'s' if args.nodes != 1 else ''}, server {server}, "
           f"{'INSECURE' if insecure else 'mutual TLS, etcd too'} "
           f"(saved in {config.config_path()})")
+    print_web_view(state)
     return 0
 
 
@@ -490,6 +554,23 @@ def registry_flags(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def image_gc_flags(args: argparse.Namespace) -> list[str]:
+    """`up`'s --image-gc-high/low as the agents take them (neither: the agents' defaults).
+
+    One given alone brings the other along where the agent's default would
+    contradict it (`--image-gc-high 50` means low 50, not the default 80).
+    """
+    high, low = args.image_gc_high, args.image_gc_low
+    if high is None and low is None:
+        return []
+    high = high if high is not None else max(85.0, low)
+    low = low if low is not None else min(80.0, high)
+    if not 0 < low <= high <= 100:
+        raise ClusterError(f"--image-gc-low {low:g} and --image-gc-high {high:g}: need "
+                           "0 < low <= high <= 100")
+    return ["--image-gc-high", f"{high:g}", "--image-gc-low", f"{low:g}"]
+
+
 def start_agent(directory: str, state: ClusterState, i: int,
                 args: argparse.Namespace) -> None:
     """Starts node `i`'s agent in its own network namespace, recorded in cluster.json."""
@@ -515,6 +596,7 @@ def start_agent(directory: str, state: ClusterState, i: int,
               + cluster_network.agent_flags(network, name)
               + userns_flags(windows[name])
               + state.get("registry_flags", [])
+              + state.get("image_gc_flags", [])
               + tls_flags(state, "agent", name),
               os.path.join(directory, f"{name}.out"))
     state["processes"].append(p)
@@ -559,6 +641,7 @@ def resume(directory: str, state: ClusterState, args: argparse.Namespace) -> int
               f"{have} nodes, server {state['server']}")
     else:
         print(f"cluster already running: {have} nodes, server {state['server']}")
+    print_web_view(state)
     return 0
 
 
@@ -602,6 +685,9 @@ def restart(directory: str, state: ClusterState, dead: list[ProcessRecord],
             elif p["name"].startswith("scheduler"):
                 host, _, port = _flag(p["argv"], "--listen").rpartition(":")
                 wait_port(int(port), 20, p["name"], p, host=host)
+                # Listening is not serving: reads fail until its watch cache
+                # is loaded, and the user's next command would be one of them.
+                wait_serving(state, p, 30)
             else:
                 agents.add(p["name"])
         except (OSError, ValueError, cluster_network.NetworkSetupError) as e:
@@ -877,11 +963,7 @@ def teardown(directory: str, state: ClusterState) -> None:
     for name, window in windows.items():
         release_userns_window(window, f"{directory} {name}")
     shutil.rmtree(directory, ignore_errors=True)
-    if config.load().get("cluster_dir") == directory:
-        try:
-            os.unlink(config.config_path())
-        except FileNotFoundError:
-            pass
+    config.forget_cluster(directory)
 
 
 def down(args: argparse.Namespace) -> int:
@@ -937,6 +1019,7 @@ def status(args: argparse.Namespace) -> int:
               f"{readiness}")
     if state.get("network"):
         print("\n".join(cluster_network.describe(state["network"])))
+    print_web_view(state)
     stub = control_stub(state)
     try:
         nodes = stub.ListNodes(control_pb2.ListRequest(), timeout=3).items
@@ -1003,4 +1086,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     # up: given to the schedulers and every agent (kept in cluster.json for
     # restart-node); the cluster CA is trusted for registries without a flag.
     skopeo.add_flags(c)
+    c.add_argument("--image-gc-high", type=float, default=None, metavar="PERCENT",
+                   help="up: every agent's --image-gc-high (default: the agent's, 85)")
+    c.add_argument("--image-gc-low", type=float, default=None, metavar="PERCENT",
+                   help="up: every agent's --image-gc-low (default: the agent's, 80)")
     c.set_defaults(fn=cmd_cluster)

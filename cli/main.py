@@ -2,23 +2,27 @@
 
 Exit codes: 0 success, 1 user or server error (one line on stderr, never a
 traceback), 2 usage error.
+
+Start time is paid by every call, so this module imports only what the verb
+at hand needs: gRPC and the generated messages when a call is made, YAML
+when a file is read, and of the other verb modules only the one whose verb
+was given (`_VERB_MODULES`; `mctl --help` imports none). The global flags
+(--server, -n, --context, TLS) are taken anywhere on the line, before or
+after the verb, as kubectl takes them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
-from typing import NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-import grpc
+from mctl.common import names
 
-from mctl.common import names, validation
-from mctl.common.spec import SpecError, load_objects
-from mctl.v1 import control_pb2, control_pb2_grpc, types_pb2
-
-from . import config, output
+from . import config
 from .client import (
     CliError,
     UsageError,
@@ -30,48 +34,29 @@ from .client import (
     stub,
 )
 
-Listing = (control_pb2.WorkloadList | control_pb2.ReplicaList | control_pb2.NodeList
-           | control_pb2.ConfigList | control_pb2.SecretList | control_pb2.VolumeList)
+if TYPE_CHECKING:
+    from mctl.v1 import control_pb2, control_pb2_grpc, types_pb2
 
-# `apply --wait` is done with a replica once it runs or has already ended.
-_SETTLED = frozenset({types_pb2.REPLICA_PHASE_RUNNING, types_pb2.REPLICA_PHASE_SUCCEEDED,
-                      types_pb2.REPLICA_PHASE_FAILED})
+    from .output import Listing
 
 # -- apply / delete -------------------------------------------------------------
 
 
-def _load(args: argparse.Namespace) -> control_pb2.ApplyRequest:
-    """Every Workload, Config and Secret of -f, as one request (after -n)."""
-    try:
-        loaded = load_objects(args.filename)
-    except SpecError as e:
-        raise CliError(str(e)) from None
-    request = control_pb2.ApplyRequest()
-    for _, obj in loaded:
-        if args.namespace_set:
-            obj.metadata.namespace = args.namespace
-        if isinstance(obj, types_pb2.Config):
-            request.configs.append(obj)
-        elif isinstance(obj, types_pb2.Secret):
-            request.secrets.append(obj)
-        else:
-            request.workloads.append(obj)
-    return request
-
-
 def cmd_apply(args: argparse.Namespace) -> int:
-    request = _load(args)
+    from .applyfile import checked
+
+    request = checked(args)
     workloads = request.workloads
-    # What the server would refuse of the request as a whole (each object
-    # was checked as it was read): too many, too big, or, after -n, twice.
-    problem = validation.apply_problem(workloads, validation.CLIENT_LIMITS)
-    if problem is None:
-        problem = validation.objects_problem(request.configs, request.secrets,
-                                             sum(w.ByteSize() for w in workloads))
-    if problem is not None:
-        raise CliError(f"{args.filename}: {problem}")
     s = stub(args)
-    resp: control_pb2.ApplyResponse = call(args, s.Apply, request)
+    if args.dry_run == "server":
+        from .rollout import plan_line
+
+        request.dry_run = True
+        resp: control_pb2.ApplyResponse = call(args, s.Apply, request)
+        for r in resp.results:
+            print(plan_line(r))
+        return 0
+    resp = call(args, s.Apply, request)
     for r in resp.results:
         print(f"{(r.kind or 'Workload').lower()}/{r.name} {r.action}")
     if args.wait:
@@ -82,6 +67,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def wait_running(args: argparse.Namespace, s: control_pb2_grpc.ControlPlaneStub,
                  keys: list[tuple[str, str]]) -> None:
     """Waits until every workload has all its replicas Running (or finished)."""
+    from mctl.v1 import control_pb2, types_pb2
+
+    # Done with a replica once it runs or has already ended.
+    settled = (types_pb2.REPLICA_PHASE_RUNNING, types_pb2.REPLICA_PHASE_SUCCEEDED,
+               types_pb2.REPLICA_PHASE_FAILED)
     deadline = time.monotonic() + args.timeout
     last = ""
     while True:
@@ -94,7 +84,7 @@ def wait_running(args: argparse.Namespace, s: control_pb2_grpc.ControlPlaneStub,
                 if not done:
                     reps: control_pb2.ReplicaList = list_all(
                         args, s.ListReplicas, control_pb2.ListRequest(namespace=ns, workload=name))
-                    finished = [r for r in reps.items if r.status.phase in _SETTLED
+                    finished = [r for r in reps.items if r.status.phase in settled
                                 and not r.metadata.deletion_requested]
                     done = len(finished) == w.spec.replicas == len(reps.items)
                 if not done:
@@ -120,15 +110,21 @@ _DELETE_KINDS = {"workload": "workloads", "workloads": "workloads", "wl": "workl
 
 def _ref(obj: types_pb2.Workload | types_pb2.Config | types_pb2.Secret
          ) -> control_pb2.ObjectRef:
+    from mctl.v1 import control_pb2
+
     return control_pb2.ObjectRef(namespace=obj.metadata.namespace, name=obj.metadata.name)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     """Deletes what -f names (workloads first, then what they used) or KIND NAME..."""
+    from mctl.v1 import control_pb2
+
     request = control_pb2.DeleteRequest()
     namespace = args.namespace
     if args.filename:
-        loaded = _load(args)
+        from .applyfile import load
+
+        loaded = load(args)
         request.workloads.extend(_ref(w) for w in loaded.workloads)
         if loaded.workloads:
             namespace = loaded.workloads[0].metadata.namespace
@@ -182,6 +178,8 @@ def wait_gone(args: argparse.Namespace, s: control_pb2_grpc.ControlPlaneStub,
     start, and a poll the server could not answer in time (busy removing
     them) is retried rather than reported as a failed delete.
     """
+    from mctl.v1 import control_pb2
+
     deadline = time.monotonic() + args.timeout
     before: dict[str, int] | None = None
     while True:
@@ -228,47 +226,105 @@ def cmd_get(args: argparse.Namespace) -> int:
                        " configs, secrets or volumes")
     if args.name:
         check_name(f"{kind[:-1]} name", args.name)
-    s = stub(args)
+    selector = _check_get_flags(args)
     namespace = "" if args.all_namespaces or kind == "nodes" else args.namespace
-    request = control_pb2.ListRequest(namespace=namespace, name=args.name or "")
+    if args.watch:
+        # A server stream of changes (cli/watch.py), not a poll.
+        if kind not in ("workloads", "replicas", "nodes"):
+            raise UsageError(f"get -w: {kind} cannot be watched; workloads, replicas and"
+                             " nodes can")
+        from . import watch
+        return watch.watch(args, kind, namespace, args.name or "", selector)
+    from mctl.v1 import control_pb2
+
+    s = stub(args)
+    request = control_pb2.ListRequest(namespace=namespace, name=args.name or "",
+                                      label_selector=selector)
     fetch = {"workloads": s.ListWorkloads, "replicas": s.ListReplicas, "nodes": s.ListNodes,
              "configs": s.ListConfigs, "secrets": s.ListSecrets,
              "volumes": s.ListVolumes}[kind]
-    previous = None
-    while True:
-        resp: Listing = list_all(args, fetch, request)
-        if args.name and not resp.items:
-            raise CliError(f"{kind[:-1]} {args.name} not found"
-                           + (f" in namespace {namespace}" if namespace else ""))
-        text = render(kind, resp, args)
-        if text != previous:
-            if previous is not None and args.output in ("table", "wide"):
-                print()
-            print(text, flush=True)
-            previous = text
-        if not args.watch:
-            return 0
-        time.sleep(1.0)
+    resp: Listing = list_all(args, fetch, request)
+    if args.name and not resp.items:
+        raise CliError(f"{kind[:-1]} {args.name} not found"
+                       + (f" in namespace {namespace}" if namespace else ""))
+    text = render(kind, resp, args)
+    # A template prints exactly what it says, no newline added (as kubectl's);
+    # `-o name` of nothing prints nothing (`for r in $(mctl get ... -o name)`).
+    if text:
+        print(text, flush=True, end="" if args.output.startswith("jsonpath=") else "\n")
+    return 0
+
+
+# -o's plain choices; `jsonpath=TEMPLATE` and `custom-columns=SPEC` take a value.
+_OUTPUTS = ("table", "wide", "json", "yaml", "name")
+_TEMPLATED = ("jsonpath", "custom-columns")
+
+
+def _check_get_flags(args: argparse.Namespace) -> str:
+    """Refuses a bad -o, -l or --sort-by before dialling; returns the selector to send."""
+    fmt, eq, value = args.output.partition("=")
+    if not (args.output in _OUTPUTS or (eq and fmt in _TEMPLATED)):
+        raise UsageError(f"-o/--output: {names.quote(args.output)} is not an output format:"
+                         " use table, wide, json, yaml, name, jsonpath=TEMPLATE or"
+                         " custom-columns=NAME:.path,...")
+    if fmt in _TEMPLATED or args.sort_by:
+        from . import columns, jsonpath
+        try:
+            if fmt == "jsonpath":
+                jsonpath.parse_template(value)
+            elif fmt == "custom-columns":
+                for _, path in columns.parse_columns(value):
+                    jsonpath.compile_path(path)
+        except jsonpath.TemplateError as e:
+            raise UsageError(f"-o/--output: {e}") from None
+        try:
+            if args.sort_by:
+                jsonpath.compile_path(args.sort_by)
+        except jsonpath.TemplateError as e:
+            raise UsageError(f"--sort-by: {e}") from None
+    selector: str = args.selector or ""
+    if selector:
+        from mctl.common import selectors
+        try:
+            selectors.parse(selector)
+        except selectors.SelectorError as e:
+            raise UsageError(f"-l/--selector: {e}") from None
+    if args.watch and (args.sort_by or args.output not in _OUTPUTS[:4]):
+        raise UsageError("get -w: --sort-by and -o name|jsonpath|custom-columns are for"
+                         " a list, not a watch")
+    return selector
 
 
 def render(kind: str, resp: Listing, args: argparse.Namespace) -> str:
-    if args.output in ("json", "yaml"):
-        return output.documents(resp, args.output)
-    wide = args.output == "wide"
+    from . import output
+
+    fmt, _, value = args.output.partition("=")
+    if getattr(args, "sort_by", None) and len(resp.items) > 1:
+        from . import columns
+        output.reorder(resp, columns.sort_order(args.sort_by, output.item_dicts(resp)))
+    if fmt in ("json", "yaml"):
+        return output.documents(resp, fmt)
+    if fmt == "name":
+        from . import columns
+        return columns.names(kind[:-1], output.item_dicts(resp))
+    if fmt == "jsonpath":
+        from . import jsonpath
+        docs = output.item_dicts(resp)
+        # With a NAME, kubectl's template is over the object; else over the list.
+        root: object = docs[0] if args.name and len(docs) == 1 else {"items": docs}
+        return jsonpath.render(value, root)
     if not resp.items:
         where = "" if args.all_namespaces or kind == "nodes" else f" in namespace {args.namespace}"
         return f"No {kind} found{where}."
-    if isinstance(resp, control_pb2.WorkloadList):
-        return output.workloads(resp, wide, args.all_namespaces)
-    if isinstance(resp, control_pb2.ReplicaList):
-        return output.replicas(resp, wide, args.all_namespaces)
-    if isinstance(resp, control_pb2.ConfigList):
-        return output.configs(resp, args.all_namespaces)
-    if isinstance(resp, control_pb2.SecretList):
-        return output.secrets(resp, args.all_namespaces)
-    if isinstance(resp, control_pb2.VolumeList):
-        return output.volumes(resp, args.all_namespaces)
-    return output.nodes(resp, wide)
+    if fmt == "custom-columns":
+        from . import columns
+        return output.table(*columns.custom_columns(value, output.item_dicts(resp)))
+    headers, rows = output.rows(resp, fmt == "wide", args.all_namespaces)
+    if getattr(args, "show_labels", False) and "LABELS" not in headers:
+        headers.append("LABELS")
+        for row, labels in zip(rows, output.labels(resp), strict=True):
+            row.append(labels)
+    return output.table(headers, rows)
 
 
 # -- parser ---------------------------------------------------------------------------
@@ -284,24 +340,100 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {one_line(message)} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The flags every verb takes, before or after it (kubectl's habit): option
+# strings and add_argument keywords. A verb's own flag of the same spelling
+# wins there (`cluster up --insecure`).
+_GLOBAL_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--server",), {"help": "scheduler address (or MCTL_SERVER)"}),
+    (("--tls-ca",), {"help": "cluster CA certificate (or MCTL_TLS_CA)"}),
+    (("--tls-cert",), {"help": "your certificate (or MCTL_TLS_CERT)"}),
+    (("--tls-key",), {"help": "your private key (or MCTL_TLS_KEY)"}),
+    (("--insecure",), {"action": "store_true", "help": "plain-text gRPC to a cluster started"
+                       " with --insecure (or MCTL_INSECURE=1)"}),
+    (("-n", "--namespace"), {"help": "the namespace (or MCTL_NAMESPACE; default: default)"}),
+    (("--context",), {"help": "the config context to use (or MCTL_CONTEXT): mctl config"
+                      " get-contexts"}),
+]
+# The global flags that take a value, for finding the verb before parsing.
+_VALUED = frozenset(f for flags, kw in _GLOBAL_FLAGS if "action" not in kw for f in flags)
+
+# Every verb of another module: (the module that registers it, its help line).
+# A call imports only its verb's module, and `mctl --help` none: the lines
+# are here so the list can be shown without importing each module
+# (tests/unit/test_cli_parser.py checks they match what the modules say).
+# A verb missing here still works, at the cost of importing every module.
+_VERBS: dict[str, tuple[str, str]] = {
+    "logs": ("logs", "a replica's stdout and stderr, or a workload's merged"),
+    "debug": ("debug", "talk to one node's agent directly"),
+    "describe": ("describe", "one object in detail, with its recent events"),
+    "top": ("describe", "current CPU, memory and pids use"),
+    "exec": ("remote_exec", "run a command inside a running replica"),
+    "cordon": ("nodes", "keep new replicas off a node"),
+    "uncordon": ("nodes", "let new replicas onto a node again"),
+    "drain": ("nodes", "cordon a node and move its replicas elsewhere"),
+    "cluster": ("cluster", "a local cluster on this machine: up, down, status, stop-node,"
+                " restart-node, backup, restore"),
+    "certs": ("certs", "make the cluster CA and certificates: init, issue, show"),
+    "image": ("image", "import, pull, list and remove images on the cluster's nodes"),
+    "config": ("contexts", "the clusters this CLI knows (contexts): get-contexts,"
+               " use-context, current-context, set-context, delete-context"),
+    "completion": ("completion", "a bash or zsh completion script for mctl"),
+    "scale": ("rollout", "set a workload's number of replicas"),
+    "rollout": ("rollout", "a workload's rolling update: status, history, undo, restart"),
+    "diff": ("rollout", "what an apply of a file would change, as a unified diff"
+             " (nothing stored)"),
+    "events": ("events", "recent events (-w: and new ones as they happen)"),
+    "version": ("version", "the versions of this mctl and of the server"),
+}
+
+
+def _add_globals(p: argparse.ArgumentParser, top: bool) -> None:
+    for flags, kw in _GLOBAL_FLAGS:
+        free = [f for f in flags if f not in p._option_string_actions]
+        if not free:
+            continue
+        dest = flags[-1].lstrip("-").replace("-", "_")
+        if top:
+            p.add_argument(*free, dest=dest, **kw)
+        else:
+            # Set only when given after the verb, so that a value given before
+            # it is not overwritten by a default; listed once, in `mctl --help`.
+            p.add_argument(*free, dest=dest, **(kw | {"default": argparse.SUPPRESS,
+                                                      "help": argparse.SUPPRESS}))
+
+
+def _subparsers(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every verb's (and sub-verb's) parser under `p`."""
+    found: list[argparse.ArgumentParser] = []
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if child not in found:
+                    found.append(child)
+                    found += [c for c in _subparsers(child) if c not in found]
+    return found
+
+
+def _root() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[argparse.ArgumentParser]]:
     p = _Parser(prog="mctl", description="mctl: a small container orchestrator")
-    p.add_argument("--server", default=None, help="scheduler address (or MCTL_SERVER)")
-    p.add_argument("--tls-ca", default=None, help="cluster CA certificate (or MCTL_TLS_CA)")
-    p.add_argument("--tls-cert", default=None, help="your certificate (or MCTL_TLS_CERT)")
-    p.add_argument("--tls-key", default=None, help="your private key (or MCTL_TLS_KEY)")
-    p.add_argument("--insecure", action="store_true",
-                   help="plain-text gRPC to a cluster started with --insecure (or MCTL_INSECURE=1)")
-    p.add_argument("-n", "--namespace", default=None)
+    _add_globals(p, top=True)
     # Typed as the base class, which every verb module's add_parser takes.
     sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
                p.add_subparsers(dest="command", metavar="COMMAND"))
     sub.required = True
+    return p, sub
 
+
+def _add_core(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The verbs of this module: apply, delete, get."""
     a = sub.add_parser("apply", help="create or update workloads, configs and secrets from a file")
     a.add_argument("-f", "--filename", required=True, help="FILE, DIR or - for stdin")
     a.add_argument("--wait", action="store_true", help="wait until every replica runs")
     a.add_argument("--timeout", type=float, default=120.0)
+    a.add_argument("--dry-run", nargs="?", const="server", default="none",
+                   choices=["none", "server"],
+                   help="--dry-run or --dry-run=server: the server validates and says what it"
+                        " would do; nothing is stored")
     a.set_defaults(fn=cmd_apply)
 
     d = sub.add_parser("delete", help="delete workloads (and their containers), configs,"
@@ -314,49 +446,117 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--timeout", type=float, default=120.0)
     d.set_defaults(fn=cmd_delete)
 
-    g = sub.add_parser("get", help="list workloads, replicas, nodes, configs, secrets or volumes")
+    g = sub.add_parser(
+        "get", help="list workloads, replicas, nodes, configs, secrets or volumes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  mctl get replicas -n shop -l app=web,tier!=db --show-labels\n"
+               "  mctl get replicas -o custom-columns=NAME:.metadata.name,NODE:.node"
+               " --sort-by=.node\n"
+               "  mctl get workloads -o jsonpath='{range .items[*]}{.metadata.name}{\"\\n\"}"
+               "{end}'\n"
+               "  mctl get nodes -o name")
     g.add_argument("kind", help="workloads | replicas | nodes | configs | secrets | volumes")
     g.add_argument("name", nargs="?")
-    g.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"], default="table")
+    g.add_argument("-o", "--output", default="table", metavar="FORMAT",
+                   help="table (default), wide, json, yaml, name, jsonpath=TEMPLATE or"
+                        " custom-columns=HEADER:.path,... (JSONPaths over the -o json form)")
+    g.add_argument("-l", "--selector", metavar="SELECTOR",
+                   help="only objects whose labels match: key=value, key!=value, key, !key,"
+                        " key in (a,b), key notin (a,b), comma-separated")
+    g.add_argument("--show-labels", action="store_true", help="add a LABELS column")
+    g.add_argument("--sort-by", metavar="JSONPATH",
+                   help="order the items by this field of their -o json form, e.g."
+                        " .metadata.name")
     g.add_argument("-w", "--watch", action="store_true")
     g.add_argument("-A", "--all-namespaces", action="store_true")
     g.set_defaults(fn=cmd_get)
 
-    from . import debug, describe, logs, nodes, remote_exec
-    logs.add_parser(sub)
-    debug.add_parser(sub)
-    describe.add_parsers(sub)
-    remote_exec.add_parser(sub)
-    nodes.add_parsers(sub)
-    from . import cluster
-    cluster.add_parser(sub)
-    from . import certs
-    certs.add_parser(sub)
-    from . import image
-    image.add_parser(sub)
+
+def _register(sub: argparse._SubParsersAction[argparse.ArgumentParser], module: str) -> None:
+    """Adds the verbs of cli/`module`.py (its add_parser or add_parsers)."""
+    mod = importlib.import_module(f"{__package__ or 'mctl.cli'}.{module}")
+    add = getattr(mod, "add_parsers", None) or mod.add_parser
+    add(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, every verb's module imported (help, completion, tests)."""
+    p, sub = _root()
+    _add_core(sub)
+    for module in dict.fromkeys(m for m, _ in _VERBS.values()):
+        _register(sub, module)
+    return _finish(p)
+
+
+def _finish(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    for child in _subparsers(p):
+        _add_globals(child, top=False)
     return p
 
 
+def _verb_of(argv: list[str]) -> str | None:
+    """The verb on the command line (None before one, or with -h ahead of it)."""
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--":
+            return argv[i + 1] if i + 1 < len(argv) else None
+        elif arg in ("-h", "--help"):
+            return None
+        elif arg.startswith("-"):
+            skip = arg in _VALUED
+        else:
+            return arg
+    return None
+
+
+def parser_for(argv: list[str]) -> argparse.ArgumentParser:
+    """A parser for this command line that imports only what its verb needs."""
+    verb = _verb_of(argv)
+    p, sub = _root()
+    _add_core(sub)
+    if verb is None:
+        # Only the list of verbs can be shown or asked for: each is a placeholder.
+        for name, (_, text) in _VERBS.items():
+            sub.add_parser(name, help=text)
+    elif verb in _VERBS:
+        _register(sub, _VERBS[verb][0])
+    elif verb not in ("apply", "delete", "get"):
+        return build_parser()
+    return _finish(p)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser_for(argv).parse_args(argv)
     args.namespace_set = args.namespace is not None
     args.namespace = args.namespace or os.environ.get("MCTL_NAMESPACE") or "default"
-    args.server_address = config.server(args.server)
     try:
+        config.select(args.context)
+        args.server_address = config.server(args.server)
         if problem := names.validate_dns_label(args.namespace):
             raise UsageError(f"namespace: {problem}")
         code = args.fn(args)
-    except grpc.RpcError as e:  # a call the command did not wrap itself
-        print(f"mctl: {rpc_error(args, e)}", file=sys.stderr)
-        code = 1
     except CliError as e:
         print(f"mctl: {one_line(str(e))}", file=sys.stderr)
         code = e.exit_code
+    except config.ConfigError as e:
+        print(f"mctl: {one_line(str(e))}", file=sys.stderr)
+        code = 1
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:
         code = 0
+    except Exception as e:
+        # A call the command did not wrap itself. gRPC is imported by the
+        # commands that call; if it was not, no gRPC error can be here.
+        grpc = sys.modules.get("grpc")
+        if grpc is None or not isinstance(e, grpc.RpcError):
+            raise
+        print(f"mctl: {rpc_error(args, e)}", file=sys.stderr)
+        code = 1
     sys.exit(code)
 
 

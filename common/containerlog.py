@@ -232,9 +232,12 @@ def _trailing_parts(data: bytes) -> list[Entry]:
     return found[::-1]
 
 
-def read(path: str, tail: int, follow: bool, alive: Callable[[], bool]) -> Iterator[list[Line]]:
+def read(path: str, tail: int, follow: bool, alive: Callable[[], bool],
+         since_ns: int = 0) -> Iterator[list[Line]]:
     """Yields batches of whole lines: the last `tail` (all if tail < 0), then new ones if following.
 
+    With `since_ns`, only lines whose time is at or after it, the tail taken
+    of those (as the kubelet applies --since before --tail).
     Following ends when the log is removed (the container was deleted) or
     `alive()` turns false (the caller went away).
     """
@@ -249,12 +252,17 @@ def read(path: str, tail: int, follow: bool, alive: Callable[[], bool]) -> Itera
         if tail == 0:
             lines: list[Line] = []
         else:
-            lines = _last_lines(data, older, os.fstat(f.fileno()).st_ino, tail, joiner)
+            # Since a time: which lines count for the tail is known only once
+            # their times are, so every file is read (as many as the writer keeps).
+            lines = _last_lines(data, older, os.fstat(f.fileno()).st_ino,
+                                -1 if since_ns else tail, joiner)
         if not follow:
             # A line still being written is shown as it is, and counts as one.
             lines += joiner.rest()
-            if tail >= 0:
-                lines = lines[-tail:] if tail else []
+        if since_ns:
+            lines = [line for line in lines if line[0] >= since_ns]
+        if tail >= 0 and (not follow or since_ns):
+            lines = lines[-tail:] if tail else []
         for i in range(0, len(lines), BATCH):
             yield lines[i : i + BATCH]
         if not follow:
@@ -267,7 +275,8 @@ def read(path: str, tail: int, follow: bool, alive: Callable[[], bool]) -> Itera
             chunk = f.read()
             if chunk:
                 complete, pending = _split_complete(pending + chunk)
-                batch = [ln for e in _entries(complete) if (ln := joiner.push(e)) is not None]
+                batch = [ln for e in _entries(complete) if (ln := joiner.push(e)) is not None
+                         and ln[0] >= since_ns]
                 if batch:
                     yield batch
                 continue

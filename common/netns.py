@@ -126,10 +126,18 @@ def run_in(name: str, fn: Callable[[], T]) -> T:
 
 
 _dir_shared = False
+# Containers are made on several threads at once (the agent's start pool):
+# two first creates must not both bind-mount the directory on itself.
+_share_lock = threading.Lock()
 
 
 def _share_dir(directory: str = NETNS_DIR) -> None:
     """Makes `directory` a shared mount of its own, as iproute2's netns_add does."""
+    with _share_lock:
+        _share_dir_locked(directory)
+
+
+def _share_dir_locked(directory: str) -> None:
     global _dir_shared
     if _dir_shared:
         return

@@ -21,6 +21,9 @@ KEY = "mctl-reason"
 STORE_UNAVAILABLE = "StoreUnavailable"
 # The scheduler is up, and the node it relays a call to (logs, exec) is not.
 NODE_UNAVAILABLE = "NodeUnavailable"
+# A watch stream was cut off because its client read slower than changes came
+# (scheduler/watchstream.py): watching again resumes it.
+WATCH_FELL_BEHIND = "WatchFellBehind"
 
 
 def attach(context: grpc.ServicerContext, reason: str) -> None:

@@ -38,7 +38,7 @@ import re
 from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass
 
-from mctl.common import imageref, names
+from mctl.common import imageref, names, registryauth
 from mctl.common.names import quote
 from mctl.common.quantity import format_memory
 from mctl.v1 import types_pb2
@@ -546,10 +546,17 @@ def secret_problem(secret: types_pb2.Secret) -> FieldProblem | None:
     return None
 
 
-def references(spec: types_pb2.WorkloadSpec) -> tuple[set[str], set[str], set[str]]:
-    """The names of the Configs, Secrets and named volumes `spec` uses."""
+def references(spec: types_pb2.WorkloadSpec, pull_secret: bool = True
+               ) -> tuple[set[str], set[str], set[str]]:
+    """The names of the Configs, Secrets and named volumes `spec` uses.
+
+    The imagePullSecret counts (it cannot be deleted while named, its node
+    gets it) unless `pull_secret` is False: a change of the registry's
+    password must not roll running replicas (nor does it in Kubernetes).
+    """
     configs: set[str] = set()
-    secrets: set[str] = set()
+    secrets: set[str] = {spec.image_pull_secret} if pull_secret and spec.image_pull_secret \
+        else set()
     volumes: set[str] = set()
     for var in spec.env:
         if var.HasField("value_from"):
@@ -600,6 +607,13 @@ def reference_problem(workload: types_pb2.Workload,
         if ref.key not in known[name]:  # type: ignore[operator]
             return FieldProblem(f"spec.env[{i}].valueFrom.key",
                                 f"{kind} {quote(name)} has no key {quote(ref.key)}")
+    pull = s.image_pull_secret
+    if pull and secrets is not None:
+        if pull not in secrets:
+            return FieldProblem("spec.imagePullSecret", f"secret {quote(pull)} does not exist")
+        shape = registryauth.shape_problem(set(secrets[pull]))  # type: ignore[call-overload]
+        if shape is not None:
+            return FieldProblem("spec.imagePullSecret", f"secret {quote(pull)} {shape}")
     return None
 
 

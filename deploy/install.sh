@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what mctl needs on Debian 12, as root: Debian packages (etcd,
-# static busybox, iproute2, nftables for hostPort, runc, crun, Python's
-# venv), a virtualenv in .venv and the project in it. Safe to run again: it
-# only does what is missing.
+# static busybox, iproute2, nftables for hostPort, runc, crun, skopeo, a
+# registry, Python's venv; podman, containerd and chromium for tests), a
+# virtualenv in .venv and the project in it. Safe to run again: it only does
+# what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,9 +12,11 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
+# podman and containerd drive mctl-runtime in the runtime tests; chromium
+# and its driver load the web view in its browser test.
 packages=(etcd-server etcd-client busybox-static iproute2 nftables runc crun libseccomp2 skopeo
-          docker-registry apache2-utils python3 python3-venv python3-dev
-          gcc)
+          docker-registry apache2-utils podman containerd chromium chromium-driver
+          python3 python3-venv python3-dev gcc)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .keys import Kind, ParsedKey
 from .store import Snapshot, Store, StoreUnavailable
@@ -40,6 +40,9 @@ class StateCache:
     def __init__(self, store: Store, on_change: Callable[[], None] | None = None) -> None:
         self.store = store
         self.on_change = on_change
+        # Told each event (history) the watch brings, as stored bytes: the web
+        # view keeps the recent ones (web/feed.py) without reading etcd.
+        self.on_history: Callable[[bytes], None] | None = None
         self._lock = threading.Condition()
         self._snap: Snapshot | None = None      # None: not loaded, or the watch broke
         self._cancel: Callable[[], None] | None = None
@@ -53,25 +56,59 @@ class StateCache:
     def snapshot(self, min_revision: int = 0) -> Snapshot:
         """The state at one revision >= `min_revision`; loads or reloads as needed."""
         with self._lock:
-            if self._snap is None:
-                self._load()
-            deadline = time.monotonic() + CATCH_UP_SECONDS
-            while self._snap is not None and self._snap.revision < min_revision:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    log.warning("watch behind (at %d, need %d); reloading",
-                                self._snap.revision, min_revision)
-                    self._reset()
-                    break
-                self._lock.wait(left)
-            if self._snap is None:
-                self._load()
+            self._wait_for(min_revision)
             assert self._snap is not None
             return self._snap.copy()
+
+    def _wait_for(self, min_revision: int) -> None:
+        """Loads if needed and waits (lock held) until the cache reaches `min_revision`."""
+        if self._snap is None:
+            self._load()
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while self._snap is not None and self._snap.revision < min_revision:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("watch behind (at %d, need %d); reloading",
+                            self._snap.revision, min_revision)
+                self._reset()
+                break
+            self._lock.wait(left)
+        if self._snap is None:
+            self._load()
 
     def latest(self) -> Snapshot:
         """A snapshot that holds every write committed before this call, by anyone."""
         return self.snapshot(min_revision=self.store.revision())
+
+    def has_heartbeat(self, node: str) -> bool:
+        """Whether the node's heartbeat key exists (its lease is alive), as last seen.
+
+        Called on every heartbeat, so it takes no lock: a set lookup is atomic
+        under the GIL, and an answer one watch event old is what any reader
+        of the cache gets anyway.
+        """
+        snap = self._snap
+        return snap is not None and node in snap.heartbeats
+
+    def node_count(self) -> int:
+        """Registered nodes, as last seen (no lock, as has_heartbeat)."""
+        snap = self._snap
+        return len(snap.nodes) if snap is not None else 0
+
+    def nodes_snapshot(self, nodes: Iterable[str], min_revision: int = 0) -> Snapshot:
+        """Only the replicas bound to `nodes`, at one revision >= `min_revision`:
+        what a batch of status reports needs, for O(their replicas), not O(all)."""
+        with self._lock:
+            self._wait_for(min_revision)
+            assert self._snap is not None
+            s = self._snap
+            out = Snapshot(revision=s.revision)
+            for node in nodes:
+                for key in self._by_node.get(node, ()):
+                    out.replicas[key] = s.replicas[key]
+                    rkey = self.store.keys.replica(*key)
+                    out.mod_revisions[rkey] = s.mod_revisions[rkey]
+            return out
 
     def node_snapshot(self, node: str) -> Snapshot:
         """Only the replicas bound to `node` (what a node's status report needs)."""
@@ -126,6 +163,7 @@ class StateCache:
                 self.on_change()
             return
         changed = False
+        history: list[bytes] = []
         with self._lock:
             snap = self._snap
             if snap is None:
@@ -133,14 +171,22 @@ class StateCache:
             for event in response.events:    # type: ignore[attr-defined]
                 key = event.key.decode()
                 parsed = self.store.keys.parse(key)
-                if parsed is None or parsed.kind is Kind.EVENT:
-                    continue     # history, not state
+                if parsed is not None and parsed.kind is Kind.EVENT:
+                    # History, not state: only on_history hears of it.
+                    if type(event).__name__ != "DeleteEvent":
+                        history.append(event.value)
+                    continue
+                if parsed is None:
+                    continue
                 changed = True
                 self._apply(snap, key, parsed, event)
             revision = max([response.header.revision,  # type: ignore[attr-defined]
                             *(e.mod_revision for e in response.events)])  # type: ignore
             snap.revision = max(snap.revision, revision)
             self._lock.notify_all()
+        if history and self.on_history is not None:
+            for value in history:
+                self.on_history(value)
         if changed and self.on_change is not None:
             self.on_change()
 

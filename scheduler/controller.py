@@ -27,6 +27,11 @@ to its node (a record in etcd, committed with the replica).
 
 Passes run on changes (API writes, status reports, etcd watch events) and at
 least every RESYNC_SECONDS: level-triggered, so a lost event only delays.
+A pass costs O(replicas), so after one the next waits twice as long as it
+took (at most MAX_PASS_SETTLE_SECONDS): a thousand nodes reporting at once
+are folded into a few passes, and the rest of the time is left to
+heartbeats and reports. Views of replicas and each node's desired set are
+kept from pass to pass and made again only for records that changed.
 
 Node lifecycle is part of the same pass (nodes.py decides): a node whose
 heartbeat lease lapsed is marked NotReady; once it has been NotReady for the
@@ -39,7 +44,8 @@ its fence, so a deposed leader cannot overwrite its successor's work.
 
 The controller is the only writer of replica records. The API hands it the
 other two changes to them, on any scheduler, leader or not: a node's status
-report (`record_status`, merged by status.py) and a drain (`evict`). Those
+report (`record_status`, merged by status.py and written in batches with
+other nodes' reports by statuswriter.py) and a drain (`evict`). Those
 are compare-and-swap writes without the fence: they state facts about
 nodes, which stay true whoever leads.
 """
@@ -55,6 +61,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent import futures
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf.message import Message
@@ -64,7 +71,7 @@ from mctl.common.phases import is_terminal, reason_name
 from mctl.common.tls import TLSConfig
 from mctl.v1 import agent_pb2, agent_pb2_grpc, node_pb2, types_pb2
 
-from . import placement, reconcile, routes, services, vips, volumes
+from . import imagescore, placement, reconcile, routes, services, vips, volumes
 from .cache import StateCache
 from .converters import node_view, replica_view, workload_view
 from .events import NORMAL, WARNING, EventRecorder, event
@@ -74,13 +81,20 @@ from .nodes import DEFAULT_NODE_GRACE_SECONDS, plan_lifecycle
 from .objects import SecretReader, config_digest, node_objects, workload_hash
 from .retry import retry_conflicts
 from .secretbox import SecretBox, version_of
-from .status import ReportMerge, merge_report
+from .status import ReportMerge
+from .statuswriter import StatusWriter
 from .store import Conflict, NotLeader, Snapshot, Store, StoreUnavailable, Write
 
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 2.0
+# The longest a change waits for the next pass because the last one was long.
+MAX_PASS_SETTLE_SECONDS = 0.5
 PUSH_RESYNC_SECONDS = 30.0
+# Unchanged sets re-sent per second at most: with 5,000 nodes a resync every
+# 30 s would be 167 calls a second for nothing, so large clusters resync
+# less often (every 100 s at 5,000 nodes); changes are sent at once anyway.
+MAX_RESYNC_PUSHES_PER_SECOND = 50.0
 PUSH_TIMEOUT = 5.0
 # A node is sent changed addresses of its peers at most this often.
 NETWORK_PUSH_SECONDS = 1.0
@@ -104,6 +118,24 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _same(a: Sequence[object], b: Sequence[object]) -> bool:
+    """The same objects in the same order (identity: records are never mutated)."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+@dataclass(frozen=True)
+class _NodeSet:
+    """What push made of one node's replicas last time, and from which records."""
+
+    registered: int
+    found: tuple[types_pb2.Replica, ...]     # held: their ids stay theirs
+    replicas: list[types_pb2.Replica]        # sorted, as sent
+    workloads: list[tuple[str, str]]
+    configs: list[types_pb2.Config]
+    opened: list[types_pb2.Secret]
+    digest: bytes
+
+
 class Controller:
     def __init__(self, store: Store, seed: int | None = None,
                  elector: LeaderElector | None = None, events: EventRecorder | None = None,
@@ -113,6 +145,8 @@ class Controller:
                  service_cidr: str = vips.DEFAULT_SERVICE_CIDR,
                  secret_box: SecretBox | None = None) -> None:
         self.store = store
+        # The image digests each node reported holding, for placement (imagescore.py).
+        self.node_images = imagescore.NodeImages()
         # Opens the Secrets that nodes' sets carry (None: Secrets cannot be used).
         self.secrets = SecretReader(secret_box)
         self._secret_problems: set[str] = set()      # logged once each
@@ -129,14 +163,17 @@ class Controller:
         self.node_grace_ms = int(node_grace_seconds * 1000)
         # Recorded once the pass commits.
         self._planned_events: list[types_pb2.Event] = []
-        # (namespace, name) -> (mod_revision, view): a stored replica that did
-        # not change keeps its view from pass to pass.
-        self._views: dict[tuple[str, str], tuple[int, ReplicaView]] = {}
+        # (namespace, name) -> (record, view): a stored replica that did not
+        # change keeps its view from pass to pass.
+        self._views: dict[tuple[str, str], tuple[types_pb2.Replica, ReplicaView]] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # node -> (digests of its set, of its network, of the services; when it was sent)
         self._pushed: dict[str, tuple[bytes, bytes, bytes, float]] = {}
+        # node -> its set as push last made it; and the Configs and Secrets then.
+        self._set_memo: dict[str, _NodeSet] = {}
+        self._objects: tuple[tuple[object, ...], tuple[object, ...]] = ((), ())
         # When a push held back by a throttle is due (time.monotonic()); the
         # loop runs a pass then rather than at the next resync.
         self._push_due: float | None = None
@@ -144,12 +181,14 @@ class Controller:
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="push")
         self._unwatch: Callable[[], None] | None = None
         # Reads come from the watch-fed cache when there is one; after a lost
-        # compare-and-swap the next pass reads etcd itself, and every read
-        # waits for the revision of our own last write.
+        # compare-and-swap the next pass waits for it to reach etcd's current
+        # revision, and every read waits for the revision of our own last write.
         self.cache = cache
         self._fresh_read = False
         self._written = 0
         self._written_lock = threading.Lock()   # API threads commit too (record_status, evict)
+        self._status_writer = StatusWriter(store, cache, self._commit_unfenced, self._record,
+                                           lambda: self._written)
 
     # -- the loop ---------------------------------------------------------------
 
@@ -177,6 +216,7 @@ class Controller:
     def _run(self) -> None:
         delay = 0.2
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 if self._unwatch is None and self.cache is None:
                     self._unwatch = self.store.watch(self.wake)
@@ -201,7 +241,16 @@ class Controller:
             due = self._push_due
             if due is not None:
                 timeout = max(0.0, min(timeout, due - time.monotonic()))
+            # A pass costs O(replicas); with a thousand nodes reporting, a
+            # change arrives every few milliseconds. Waiting twice as long as
+            # the last pass took before the next one folds every change of
+            # that time into one pass and leaves the GIL free two thirds of
+            # the time for heartbeats, reports and the API; a small cluster's
+            # passes take milliseconds, so it waits milliseconds.
+            ended = time.monotonic()
+            settle = min(2 * (ended - started), MAX_PASS_SETTLE_SECONDS)
             self._wake.wait(timeout)
+            self._stop.wait(max(0.0, ended + settle - time.monotonic()))
             self._wake.clear()
 
     # -- one pass ---------------------------------------------------------------
@@ -239,27 +288,25 @@ class Controller:
                 self.events.record(e)
 
     def read(self) -> Snapshot:
-        if self.cache is None or self._fresh_read:
-            self._fresh_read = False
+        if self.cache is None:
             return self.store.snapshot()
+        if self._fresh_read:
+            # After a lost compare-and-swap: the cache once it holds every
+            # write made so far (the one we lost to included), not a read of
+            # the whole prefix, which costs seconds with 10,000 replicas.
+            self._fresh_read = False
+            return self.cache.latest()
         return self.cache.snapshot(min_revision=self._written)
 
     # -- changes the API hands over -------------------------------------------------
 
     def record_status(self, report: node_pb2.StatusReport) -> ReportMerge:
         """Merges a node's status report into its replicas' records and commits it."""
-        def attempt(n: int) -> ReportMerge:
-            # The cache first (cheap); after a lost compare-and-swap, etcd itself.
-            snap = (self.store.snapshot() if n > 0 or self.cache is None
-                    else self.cache.node_snapshot(report.node))
-            merge = merge_report(snap.replicas, report)
-            writes = [self._replica_write(snap, key, r) for key, r in merge.updated.items()]
-            writes += [self._replica_write(snap, key, None) for key in merge.removed]
-            self._commit_unfenced(writes)
-            return merge
-        merge = retry_conflicts(attempt, what=f"status report of node {report.node}")
-        self._record(merge.events)
-        return merge
+        if report.complete:
+            self.node_images.set(report.node, report.image_digests)
+
+        # Batched with the reports of other nodes arriving meanwhile (statuswriter.py).
+        return self._status_writer.write(report)
 
     def evict(self, node: str) -> list[tuple[str, str]]:
         """Asks every live replica on `node` to leave (a drain); returns their keys.
@@ -372,8 +419,15 @@ class Controller:
                 names = reconcile.new_replica_names(
                     w.metadata.name, decision.create,
                     {k[1] for k in snap.replicas if k[0] == key[0]}, self.rng)
+                template = self._new_replica(w, "", now, current)
                 for name in names:
-                    created.append(self._new_replica(w, name, now, current))
+                    # A copy of one made per workload: cheaper than building
+                    # each from the workload (labels, the whole spec).
+                    r = types_pb2.Replica()
+                    r.CopyFrom(template)
+                    r.metadata.name = name
+                    r.metadata.uid = uuid.uuid4().hex
+                    created.append(r)
             if w is not None and w.metadata.deletion_requested and not replicas:
                 finished_workloads.append(w)
 
@@ -456,10 +510,11 @@ class Controller:
         views = {}
         cache = self._views
         for key, r in snap.replicas.items():
-            rev = snap.mod_revisions.get(self.store.keys.replica(*key), -1)
+            # The record itself is the version: records are replaced, never
+            # mutated, and the entry holds it, so its identity stays its own.
             hit = cache.get(key)
-            if hit is None or hit[0] != rev or rev < 0:
-                hit = (rev, replica_view(r))
+            if hit is None or hit[0] is not r:
+                hit = (r, replica_view(r))
                 cache[key] = hit
             views[key] = hit[1]
         if len(cache) > len(views):
@@ -481,25 +536,43 @@ class Controller:
         pending += [snap.replicas[key] for key in sorted(unplaced)]
         if not pending:
             return
-        nodes = [node_view(n, n.name in snap.heartbeats) for n in snap.nodes.values()]
+        self.node_images.retain(snap.nodes)
+        nodes = [node_view(n, n.name in snap.heartbeats, self.node_images.get(n.name))
+                 for n in snap.nodes.values()]
         states = placement.build_node_states(nodes, views.values())
         requests = []
         pinned: dict[str, tuple[str, str, bool]] = {}    # replica -> (volume, node, lost)
+        # Replicas of one workload with one spec hash have one spec, so one
+        # request: made once, not once per replica (10,000 new replicas
+        # of 10 workloads make 10), and the planner's per-request views are
+        # found by identity.
+        made: dict[tuple[str, str, str],
+                   tuple[placement.PlacementRequest, tuple[str, str, bool] | None]] = {}
         for r in pending:
-            v = replica_view(r)
-            used = volumes.used_by(r)
-            volume_node = volume = ""
-            for name in used:
-                record = records.get((v.namespace, name))
-                if record is not None and record.node:
-                    volume, volume_node = name, record.node
-                    pinned[f"{v.namespace}/{v.name}"] = (name, record.node, record.lost)
-                    break
-            requests.append((f"{v.namespace}/{v.name}", placement.PlacementRequest(
-                workload_key=workload_key(v.namespace, v.workload), request=v.request,
-                node_selector=dict(r.spec.node_selector), host_ports=v.host_ports,
-                spread=r.spec.spread, volumes=tuple(f"{v.namespace}/{n}" for n in used),
-                volume_node=volume_node, volume=volume)))
+            ns, rname = r.metadata.namespace, r.metadata.name
+            spec_key = (ns, r.workload, r.spec_hash)
+            found = made.get(spec_key) if r.spec_hash else None
+            if found is None:
+                v = replica_view(r)
+                used = volumes.used_by(r)
+                volume_node = volume = ""
+                pin = None
+                for name in used:
+                    record = records.get((v.namespace, name))
+                    if record is not None and record.node:
+                        volume, volume_node = name, record.node
+                        pin = (name, record.node, record.lost)
+                        break
+                found = (placement.PlacementRequest(
+                    workload_key=workload_key(v.namespace, v.workload), request=v.request,
+                    node_selector=dict(r.spec.node_selector), host_ports=v.host_ports,
+                    spread=r.spec.spread, volumes=tuple(f"{v.namespace}/{n}" for n in used),
+                    volume_node=volume_node, volume=volume,
+                    image_digest=imagescore.digest_of(r.spec.image, r.spec.image_digest)), pin)
+                made[spec_key] = found
+            if found[1] is not None:
+                pinned[f"{ns}/{rname}"] = found[1]
+            requests.append((f"{ns}/{rname}", found[0]))
         new_ids = {id(r) for r in created}   # identity, not a by-value proto compare
         seed = self.rng.randrange(1 << 30)
         volume_nodes = {f"{ns}/{name}": record.node
@@ -521,6 +594,8 @@ class Controller:
             records[(ns, name)] = record
             log.info("volume=%s/%s bound to node=%s", ns, name, node_name)
             self._event("Volume", ns, name, "Bound", f"kept on node {node_name}")
+        placed: dict[tuple[str, str], list[str]] = defaultdict(list)   # workload -> nodes
+        counts = {"placed": 0, "unschedulable": 0}
         for r in pending:
             key = (r.metadata.namespace, r.metadata.name)
             result = results[f"{key[0]}/{key[1]}"]
@@ -533,8 +608,11 @@ class Controller:
                 target.node = result.node
                 target.status.reason = types_pb2.REPLICA_REASON_UNSPECIFIED
                 target.status.message = ""
-                log.info("replica=%s/%s placed node=%s", key[0], key[1], result.node)
-                metrics.inc("placements_total", result="placed")
+                # One line per workload below; this one for debugging (10,000
+                # placements at INFO cost a pass a fifth of a second).
+                log.debug("replica=%s/%s placed node=%s", key[0], key[1], result.node)
+                placed[(key[0], r.workload)].append(result.node)
+                counts["placed"] += 1
                 self._event("Replica", key[0], key[1], "Scheduled",
                             f"placed on node {result.node}")
             else:
@@ -543,7 +621,7 @@ class Controller:
                 if pin is not None:
                     message = placement.volume_message(pin[0], pin[1], result.rejections,
                                                        pin[2])
-                metrics.inc("placements_total", result="unschedulable")
+                counts["unschedulable"] += 1
                 if target.status.message == message and not is_new:
                     continue
                 target.status.reason = types_pb2.REPLICA_REASON_UNSCHEDULABLE
@@ -553,6 +631,14 @@ class Controller:
                             reason_name(types_pb2.REPLICA_REASON_UNSCHEDULABLE), message, WARNING)
             if not is_new:
                 changed[key] = target
+        for outcome, n in counts.items():
+            if n:
+                metrics.inc("placements_total", n, result=outcome)
+        for (ns, workload), where in sorted(placed.items()):
+            nodes_used = sorted(set(where))
+            log.info("workload=%s/%s %d replicas placed on %d nodes: %s%s", ns, workload,
+                     len(where), len(nodes_used), ",".join(nodes_used[:5]),
+                     ",..." if len(nodes_used) > 5 else "")
 
     # -- telling the nodes ---------------------------------------------------------
 
@@ -563,9 +649,17 @@ class Controller:
 
     def desired_sets(self, snap: Snapshot) -> dict[str, list[types_pb2.Replica]]:
         sets: dict[str, list[types_pb2.Replica]] = {name: [] for name in snap.nodes}
-        for r in snap.replicas.values():
-            if r.node in sets and not r.metadata.deletion_requested:
-                sets[r.node].append(r)
+        views = self._views
+        for key, r in snap.replicas.items():
+            # The pass's view of an unchanged record has the two fields as
+            # plain attributes, cheaper than the protobuf's.
+            hit = views.get(key)
+            if hit is not None and hit[0] is r:
+                node, leaving = hit[1].node, hit[1].deletion_requested
+            else:
+                node, leaving = r.node, r.metadata.deletion_requested
+            if not leaving and node in sets:
+                sets[node].append(r)
         return sets
 
     def push(self, snap: Snapshot) -> None:
@@ -595,25 +689,43 @@ class Controller:
         cluster_services = services.services(snap) if self.service_cidr is not None else []
         services_digest = _digest(cluster_services)
         due: float | None = None
-        for node_name, replicas in self.desired_sets(snap).items():
+        resync = max(PUSH_RESYNC_SECONDS, len(snap.nodes) / MAX_RESYNC_PUSHES_PER_SECOND)
+        # Records are never mutated, only replaced: a node whose replica
+        # records, registration, Configs and Secrets are the very objects
+        # of the last pass has the same set, and its digest is reused
+        # instead of re-made (sorting, hashing, a Config lookup per replica).
+        objects = (tuple(snap.configs.values()), tuple(snap.secrets.values()))
+        if not (_same(objects[0], self._objects[0]) and _same(objects[1], self._objects[1])):
+            self._set_memo.clear()
+        self._objects = objects
+        if len(self._set_memo) > len(snap.nodes):
+            self._set_memo = {k: v for k, v in self._set_memo.items() if k in snap.nodes}
+        for node_name, found in self.desired_sets(snap).items():
             node = snap.nodes[node_name]
             if node_name not in snap.heartbeats:
                 continue
-            replicas.sort(key=lambda r: (r.metadata.namespace, r.metadata.name))
-            workloads = sorted({(r.metadata.namespace, r.workload) for r in replicas})
             # The node record's revision is in the digest: a node that
             # registered again (through any scheduler) gets its set again.
             registered = snap.mod_revisions.get(self.store.keys.node(node_name), 0)
-            configs, opened, problems = node_objects(snap, replicas, self.secrets)
-            for problem in set(problems) - self._secret_problems:
-                log.error("node=%s %s", node_name, problem)
-            self._secret_problems |= set(problems)
-            set_digest = hashlib.sha256(f"{registered};".encode() + b"".join(
-                f"{r.metadata.namespace}/{r.metadata.name}/{r.metadata.uid}/{r.spec_hash};"
-                .encode() for r in replicas) + b"".join(
-                config_digest(c) for c in configs) + b"".join(
-                version_of(snap.secrets.get((x.metadata.namespace, x.metadata.name), b""))
-                for x in opened)).digest()
+            memo = self._set_memo.get(node_name)
+            if memo is not None and memo.registered == registered and _same(memo.found, found):
+                replicas, workloads = memo.replicas, memo.workloads
+                configs, opened, set_digest = memo.configs, memo.opened, memo.digest
+            else:
+                replicas = sorted(found, key=lambda r: (r.metadata.namespace, r.metadata.name))
+                workloads = sorted({(r.metadata.namespace, r.workload) for r in replicas})
+                configs, opened, problems = node_objects(snap, replicas, self.secrets)
+                for problem in set(problems) - self._secret_problems:
+                    log.error("node=%s %s", node_name, problem)
+                self._secret_problems |= set(problems)
+                set_digest = hashlib.sha256(f"{registered};".encode() + b"".join(
+                    f"{r.metadata.namespace}/{r.metadata.name}/{r.metadata.uid}/{r.spec_hash};"
+                    .encode() for r in replicas) + b"".join(
+                    config_digest(c) for c in configs) + b"".join(
+                    version_of(snap.secrets.get((x.metadata.namespace, x.metadata.name), b""))
+                    for x in opened)).digest()
+                self._set_memo[node_name] = _NodeSet(registered, tuple(found), replicas,
+                                                     workloads, configs, opened, set_digest)
             net_digest = hashlib.sha256(routes_digest + b"".join(
                 peer_digests.get(key, b"") for key in workloads)).digest()
             last = self._pushed.get(node_name)
@@ -621,7 +733,7 @@ class Controller:
                 same_set, same_net = last[0] == set_digest, last[1] == net_digest
                 same_services = last[2] == services_digest
                 age = now - last[3]
-                if same_set and same_net and same_services and age < PUSH_RESYNC_SECONDS:
+                if same_set and same_net and same_services and age < resync:
                     continue
                 # Sent now when its replicas changed or the resync is due.
                 # When only the services or the network around it changed

@@ -64,6 +64,6 @@ def replica_view(r: types_pb2.Replica) -> ReplicaView:
     )
 
 
-def node_view(n: types_pb2.Node, ready: bool) -> NodeView:
+def node_view(n: types_pb2.Node, ready: bool, images: frozenset[str] = frozenset()) -> NodeView:
     return NodeView(name=n.name, capacity=resources(n.capacity), labels=dict(n.labels),
-                    ready=ready, cordoned=n.cordoned)
+                    ready=ready, cordoned=n.cordoned, images=images)

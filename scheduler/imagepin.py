@@ -16,7 +16,10 @@ When is a tag resolved again? `reuse` decides, from the stored spec:
 
 Resolution runs Debian's `skopeo inspect --raw` (the maintained client the
 agents also use) and hashes the manifest bytes it returns. Credentials are
-an auth.json handed by path, never on the command line. If the registry
+an auth.json handed by path, never on the command line: the workload's
+`imagePullSecret` (common/registryauth.py; written 0600 into the call's
+private temporary directory and removed with it), else the scheduler's
+`--registry-auth`. If the registry
 cannot answer, the workload is stored unpinned (a warning is logged and
 the apply still succeeds): its nodes then pull the tag, and report
 `ImagePullError` themselves while the cause lasts.
@@ -26,13 +29,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from mctl.common import imageref, skopeo
+from mctl.common import imageref, registryauth, skopeo
 from mctl.common.spec import spec_hash
 from mctl.v1 import types_pb2
 
@@ -84,21 +88,33 @@ class Resolver:
     def __init__(self, config: PinConfig) -> None:
         self.config = config
 
-    def command(self, ref: str, cert_dir: str) -> list[str]:
+    def command(self, ref: str, cert_dir: str, auth_file: str | None = None) -> list[str]:
         argv = [self.config.skopeo, "--command-timeout", f"{int(self.config.timeout_s)}s",
                 "inspect", "--raw", "--retry-times", "1"]
-        argv += skopeo.access_args("--", self.config.auth_file, cert_dir,
+        argv += skopeo.access_args("--", self.config.auth_file if auth_file is None
+                                   else auth_file, cert_dir,
                                    imageref.registry_of(ref) in self.config.insecure)
         return argv + [f"docker://{ref}"]
 
-    def resolve(self, ref: str) -> str:
-        """The sha256 digest of the manifest `ref` names now; raises PinError."""
+    def resolve(self, ref: str, auth: bytes | None = None) -> str:
+        """The sha256 digest of the manifest `ref` names now; raises PinError.
+
+        `auth`: an auth.json from the workload's imagePullSecret (None: --registry-auth).
+        """
         # skopeo takes extra CAs as a directory of *.crt files: one per call,
         # so a scheduler that is killed leaves at most one behind, not one per run.
-        cert_dir = tempfile.mkdtemp(prefix="mctl-registry-certs-")
+        # The directory is private (mkdtemp: 0700), so the credentials go there too.
+        private = tempfile.mkdtemp(prefix="mctl-registry-")
+        cert_dir = os.path.join(private, "certs")
+        auth_file = None
         try:
             skopeo.write_cert_dir(cert_dir, self.config.ca_files)
-            done = subprocess.run(self.command(ref, cert_dir), capture_output=True,
+            if auth is not None:
+                auth_file = os.path.join(private, "auth.json")
+                fd = os.open(auth_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(auth)
+            done = subprocess.run(self.command(ref, cert_dir, auth_file), capture_output=True,
                                   timeout=self.config.timeout_s + 10,
                                   stdin=subprocess.DEVNULL, env=skopeo.environment())
         except subprocess.TimeoutExpired:
@@ -106,7 +122,7 @@ class Resolver:
         except OSError as e:
             raise PinError(f"cannot run {self.config.skopeo}: {e.strerror}") from None
         finally:
-            shutil.rmtree(cert_dir, ignore_errors=True)
+            shutil.rmtree(private, ignore_errors=True)
         if done.returncode != 0:
             raise PinError(skopeo.explain(done.stderr.decode(errors="replace"), ref))
         if not done.stdout or len(done.stdout) > MAX_MANIFEST_BYTES:
@@ -115,14 +131,37 @@ class Resolver:
         return "sha256:" + hashlib.sha256(done.stdout).hexdigest()
 
 
+SecretOf = Callable[[str, str], types_pb2.Secret | None]
+
+
+def _auth(w: types_pb2.Workload, secret_of: SecretOf | None) -> bytes | None:
+    """The auth.json of the workload's imagePullSecret; None: the scheduler's own.
+
+    Raises PinError when the Secret is named but gives no credentials.
+    """
+    name = w.spec.image_pull_secret
+    if not name or secret_of is None:
+        return None
+    secret = secret_of(w.metadata.namespace, name)
+    if secret is None:
+        raise PinError(f"imagePullSecret {name}: secret not found")
+    try:
+        return registryauth.auth_json(secret.data, imageref.registry_of(w.spec.image) or "")
+    except registryauth.AuthError as e:
+        raise PinError(f"imagePullSecret {name}: {e}") from None
+
+
 def pins(resolver: Resolver | None, workloads: Iterable[types_pb2.Workload],
-         stored: dict[tuple[str, str], types_pb2.Workload]) -> dict[tuple[str, str], str]:
+         stored: dict[tuple[str, str], types_pb2.Workload],
+         secret_of: SecretOf | None = None) -> dict[tuple[str, str], str]:
     """(namespace, name) -> the digest to store with each workload ("" for none).
 
-    Each image is asked for at most once per apply, however many workloads name it.
+    `secret_of(namespace, name)` opens the Secrets that imagePullSecret
+    names. Each image is asked for at most once per apply and credentials,
+    however many workloads name it.
     """
     out: dict[tuple[str, str], str] = {}
-    asked: dict[str, str] = {}
+    asked: dict[tuple[str, str], str] = {}
     for w in workloads:
         key = (w.metadata.namespace, w.metadata.name)
         old = stored.get(key)
@@ -131,18 +170,25 @@ def pins(resolver: Resolver | None, workloads: Iterable[types_pb2.Workload],
         digest = reuse(w.spec, old.spec if old is not None else None)
         if digest is None:
             ref = imageref.normalize(w.spec.image)
-            if ref not in asked:
-                asked[ref] = _ask(resolver, ref)
-            digest = asked[ref]
+            try:
+                auth = _auth(w, secret_of)
+            except PinError as e:
+                log.warning("image %s not pinned (its nodes will pull the tag): %s", ref, e)
+                out[key] = ""
+                continue
+            asked_key = (ref, registryauth.fingerprint(auth))
+            if asked_key not in asked:
+                asked[asked_key] = _ask(resolver, ref, auth)
+            digest = asked[asked_key]
         out[key] = digest
     return out
 
 
-def _ask(resolver: Resolver | None, ref: str) -> str:
+def _ask(resolver: Resolver | None, ref: str, auth: bytes | None = None) -> str:
     if resolver is None:
         return ""
     try:
-        digest = resolver.resolve(ref)
+        digest = resolver.resolve(ref, auth)
     except PinError as e:
         log.warning("image %s not pinned (its nodes will pull the tag): %s", ref, e)
         return ""

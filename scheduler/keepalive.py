@@ -8,6 +8,11 @@ bidirectional stream meant to be kept open: requests name a lease, each
 response carries the lease's id and remaining TTL, in order. So one stream
 serves every refresh: callers queue a request and wait for the response
 for their lease id.
+
+A node's heartbeat does not wait for etcd's answer (`refresh_nowait`): the
+answer comes back on the stream's reader thread and is handed to a
+callback, so a heartbeat costs the scheduler a queue put, and a thousand of
+them a second never hold the API's worker threads on etcd round trips.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 import queue
 import threading
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 import grpc
@@ -68,6 +73,21 @@ class LeaseKeeper:
             raise KeepAliveBroken(f"no keep-alive answer for lease {lease_id} "
                                   f"within {self.timeout:.0f}s") from None
 
+    def refresh_nowait(self, lease_id: int, on_answer: Callable[[int], None]) -> None:
+        """Queues a refresh of `lease_id`; `on_answer(ttl)` is called from the reader
+        thread with the remaining TTL (0: expired), or with -1 if the stream ended
+        before the answer (whether etcd got the request is then unknown)."""
+        future: Future[int] = Future()
+
+        def done(f: Future[int]) -> None:
+            on_answer(-1 if f.exception() is not None else f.result())
+        future.add_done_callback(done)
+        with self._lock:
+            if self._stream is None or not self._stream.open:
+                self._stream = self._open()
+            self._stream.waiting[lease_id].append(future)
+            self._stream.requests.put(etcdrpc.LeaseKeepAliveRequest(ID=lease_id))
+
     def close(self) -> None:
         with self._lock:
             if self._stream is not None:
@@ -93,6 +113,10 @@ class LeaseKeeper:
                 with self._lock:
                     waiting = stream.waiting.get(response.ID)
                     future = waiting.popleft() if waiting else None
+                    if waiting is not None and not waiting:
+                        # Leases come and go (revived ones get new ids): keep
+                        # only those with a refresh on the way.
+                        del stream.waiting[response.ID]
                 if future is not None and not future.done():
                     future.set_result(int(response.TTL))
         except grpc.RpcError as e:

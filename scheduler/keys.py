@@ -13,6 +13,8 @@ Every durable fact lives under one prefix (default `/mctl/`):
     configs/<namespace>/<name>      Config       (protobuf)
     secrets/<namespace>/<name>      sealed Secret (secretbox.py: AES-GCM, never in clear)
     volumes/<namespace>/<name>      VolumeRecord (protobuf; its node once placed, volumes.py)
+    revisions/<ns>/<name>/<n>       WorkloadRevision (the last few spec revisions,
+                                    revisions.py; history: not in snapshots)
 
 The store (which reads whole ranges) and the cache (which follows a watch)
 both turn keys back into objects; they share this codec so the two can
@@ -99,10 +101,24 @@ class KeyCodec:
                 key += f"{namespace}/{name}/"
         return key
 
+    def revisions_prefix(self, namespace: str = "", name: str = "") -> str:
+        """Where spec revisions live; narrowed to one workload's when a name is given."""
+        key = f"{self.prefix}revisions/"
+        if name:
+            key += f"{namespace}/{name}/"
+        return key
+
+    def revision(self, namespace: str, name: str, number: int) -> str:
+        # Zero-padded, so that etcd's key order is the revisions' order.
+        return f"{self.revisions_prefix(namespace, name)}{number:012d}"
+
     # -- parsing keys ------------------------------------------------------------
 
     def parse(self, key: str) -> ParsedKey | None:
-        """What `key` names; None for a key outside the layout (or the prefix)."""
+        """What `key` names; None for a key outside the layout (or the prefix).
+
+        Revisions are history that no snapshot holds: None for them too.
+        """
         if not key.startswith(self.prefix):
             return None
         head, _, rest = key[self._cut:].partition("/")

@@ -36,6 +36,7 @@ from .leader import LeaderElector
 from .nodes import DEFAULT_NODE_GRACE_SECONDS, NODE_LEASE_TTL, NodeLeases
 from .store import EtcdTLS, Store, StoreUnavailable
 from .usage import UsageCache
+from .watchstream import WatchHub
 
 log = logging.getLogger("mctl.scheduler")
 
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a node may be NotReady before its replicas move elsewhere")
     p.add_argument("--node-lease-ttl", type=int, default=NODE_LEASE_TTL, metavar="SECONDS",
                    help="a node is NotReady this long after its last heartbeat (agents "
-                        "heartbeat 3 times per TTL; raise it for clusters of many nodes)")
+                        "heartbeat 3 times per TTL); longer beyond 300 nodes, so that "
+                        "heartbeats stay within 300 a second")
     p.add_argument("--leader-ttl", type=int, default=leader.DEFAULT_TTL, metavar="SECONDS",
                    help="the leader's lease: a dead leader is replaced after this long")
     p.add_argument("--cluster-cidr", default=subnets.DEFAULT_CLUSTER_CIDR,
@@ -95,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-listen", default="", metavar="ADDR",
                    help="serve Prometheus metrics over HTTP on host:port (default: none); "
                         "docs/observability.md lists them")
+    p.add_argument("--web-listen", default="", metavar="ADDR",
+                   help="serve the read-only web view of the cluster on host:port (default: "
+                        "none), to admins: their certificate over TLS or --web-token-file's "
+                        "token (docs/webview.md)")
+    p.add_argument("--web-token-file", default="", metavar="FILE",
+                   help="the web view's bearer token, one line, mode 0600")
     skopeo.add_flags(p)
     tls.add_flags(p)
     return p
@@ -116,6 +124,44 @@ def etcd_credentials(ca: str, cert: str, key: str) -> EtcdTLS | None:
         except OSError as e:
             raise ValueError(f"{flag} {path}: {e.strerror}") from None
     return EtcdTLS(ca, cert, key)
+
+
+def web_view_token(args: argparse.Namespace, credentials: tls.TLSConfig | None) -> str | None:
+    """--web-token-file's token after checking the --web-* flags (exits on bad ones)."""
+    # Imported here: a scheduler without --web-listen loads nothing of the view.
+    from .web import access as web_access
+    try:
+        web_access.parse_address(args.web_listen)
+        token = (web_access.read_token_file(args.web_token_file)
+                 if args.web_token_file else None)
+    except web_access.WebAccessError as e:
+        print(f"mctl-scheduler: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        print(f"mctl-scheduler: --web-token-file {args.web_token_file}: {e.strerror or e}",
+              file=sys.stderr)
+        sys.exit(2)
+    if token is None and credentials is None:
+        print("mctl-scheduler: --web-listen needs --web-token-file or TLS credentials: the "
+              "view is for admins only", file=sys.stderr)
+        sys.exit(2)
+    return token
+
+
+def follow_cache(cache: StateCache, watches: WatchHub) -> None:
+    """Has the cache tell `watches` of each change and event, after whoever it tells now."""
+    on_change, on_history = cache.on_change, cache.on_history
+
+    def changed() -> None:
+        if on_change is not None:
+            on_change()
+        watches.changed()
+
+    def history(stored: bytes) -> None:
+        if on_history is not None:
+            on_history(stored)
+        watches.history(stored)
+    cache.on_change, cache.on_history = changed, history
 
 
 def wait_for_cache(cache: StateCache, stop: threading.Event) -> bool:
@@ -156,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as e:
             print(f"mctl-scheduler: {e}", file=sys.stderr)
             sys.exit(2)
+    web_token = web_view_token(args, credentials) if args.web_listen else None
     if not 1 <= args.host_port_min <= 65536:
         print("mctl-scheduler: --host-port-min must be between 1 and 65536 (no hostPort)",
               file=sys.stderr)
@@ -205,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     cache.on_change = controller.wake
     elector.on_change = controller.on_leadership
     usage = UsageCache()
+    # `get -w` and `events -w` streams, fed by the cache (watchstream.py).
+    watches = WatchHub(cache, store.keys, usage, store)
+    follow_cache(cache, watches)
     server = rpc.make_server(max_workers=32,
                              interceptors=[Authorizer(POLICY)] if credentials else [])
     # NOT_SERVING until the cache is loaded; "mctl.leader" follows the election.
@@ -224,10 +274,12 @@ def main(argv: list[str] | None = None) -> None:
                      limits=validation.Limits(max_replicas=args.max_replicas,
                                               host_port_min=args.host_port_min),
                      max_cluster_replicas=args.max_cluster_replicas,
-                     secret_box=secret_box, image_resolver=resolver), server)
+                     secret_box=secret_box, image_resolver=resolver, watches=watches), server)
     node_pb2_grpc.add_NodeServiceServicer_to_server(
-        NodeService(NodeLeases(store, args.node_lease_ttl), controller, usage, allocator,
-                    events=events), server)
+        NodeService(NodeLeases(store, args.node_lease_ttl, live=cache.has_heartbeat,
+                               count=cache.node_count),
+                    controller, usage, allocator, events=events,
+                    service_cidr=str(controller.service_cidr or "")), server)
     try:
         port = rpc.bind(server, args.listen, credentials)
     except OSError as e:
@@ -251,6 +303,24 @@ def main(argv: list[str] | None = None) -> None:
         metrics.add_source(gauges.source(cache, lambda: elector.fence is not None))
         log.info("metrics serving address=%s:%d", rpc.host_of(args.metrics_listen),
                  metrics_port)
+    web = None
+    if args.web_listen:
+        from .web.feed import Feed
+        from .web.server import WebTLS, WebView
+        web_tls = WebTLS(credentials.ca, args.tls_cert, args.tls_key) if credentials else None
+        try:
+            web = WebView(args.web_listen, Feed(cache, usage, identity,
+                                                lambda: elector.fence is not None),
+                          web_token, web_tls)
+        except OSError as e:
+            print(f"mctl-scheduler: --web-listen {args.web_listen}: {e.strerror or e}",
+                  file=sys.stderr)
+            server.stop(grace=0)
+            sys.exit(1)
+        web.start()
+        log.info("web view serving address=%s:%d auth=%s", rpc.host_of(args.web_listen),
+                 web.port, "+".join(
+                     (["admin certificate"] if web_tls else []) + (["token"] if web_token else [])))
     controller.start()
     elector.start()
     stop = threading.Event()
@@ -268,7 +338,10 @@ def main(argv: list[str] | None = None) -> None:
     serving.shutdown()
     watchdog.close()
     metrics.close()
+    if web is not None:
+        web.close()
     elector.close()        # hands leadership over at once
+    watches.close()        # ends the watch streams, whose clients resume elsewhere
     server.stop(grace=1)
     controller.close()
     events.close()

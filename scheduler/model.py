@@ -102,6 +102,9 @@ class NodeView:
     # "no new replicas here" (mctl cordon/drain); running ones stay.
     ready: bool = True
     cordoned: bool = False
+    # Pinned image digests the node holds, as its agent last reported them
+    # (scheduler/imagescore.py).
+    images: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

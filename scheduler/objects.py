@@ -50,7 +50,9 @@ def workload_hash(w: types_pb2.Workload, snap: Snapshot) -> str:
     workload being deleted) counts as empty.
     """
     base = spec_hash(w.spec)
-    configs, secrets, _ = references(w.spec)
+    # The imagePullSecret is left out: a new registry password is used by
+    # the next pull, without rolling what runs (imagepin.py, agent/images/pull.py).
+    configs, secrets, _ = references(w.spec, pull_secret=False)
     if not configs and not secrets:
         return base
     ns = w.metadata.namespace
@@ -65,15 +67,18 @@ def workload_hash(w: types_pb2.Workload, snap: Snapshot) -> str:
     return h.hexdigest()[:12]
 
 
-def users_of(snap: Snapshot, kind: str, namespace: str, name: str) -> list[str]:
+def users_of(snap: Snapshot, kind: str, namespace: str, name: str,
+             rolling: bool = False) -> list[str]:
     """The workloads of `namespace` that use the config, secret or volume `name` (sorted).
 
     Workloads being deleted count while their record is there: their
-    replicas may still be running with it.
+    replicas may still be running with it. `rolling`: only those that a
+    change of its data rolls (an imagePullSecret alone rolls nothing).
     """
     index = {"config": 0, "secret": 1, "volume": 2}[kind]
     return sorted(w.metadata.name for (ns, _), w in snap.workloads.items()
-                  if ns == namespace and name in references(w.spec)[index])
+                  if ns == namespace
+                  and name in references(w.spec, pull_secret=not rolling)[index])
 
 
 class SecretReader:

@@ -45,6 +45,9 @@ class ReportMerge:
     removed: list[ReplicaKey] = field(default_factory=list)
     usage: dict[ReplicaKey, types_pb2.Usage] = field(default_factory=dict)
     events: list[types_pb2.Event] = field(default_factory=list)
+    # The same events by the replica whose change they tell, so that a
+    # writer whose commit went through only in part records only those.
+    key_events: dict[ReplicaKey, list[types_pb2.Event]] = field(default_factory=dict)
 
 
 def merge_report(stored: dict[ReplicaKey, types_pb2.Replica],
@@ -62,8 +65,9 @@ def merge_report(stored: dict[ReplicaKey, types_pb2.Replica],
             if report.complete and r.metadata.deletion_requested:
                 out.removed.append(key)
                 log.info("replica=%s/%s removed from node=%s", *key, report.node)
-                out.events.append(event("Replica", *key, "Removed",
-                                        f"container removed from node {report.node}"))
+                out.key_events[key] = [event("Replica", *key, "Removed",
+                                             f"container removed from node {report.node}")]
+                out.events += out.key_events[key]
             continue
         if rep.HasField("usage"):
             out.usage[key] = rep.usage
@@ -81,7 +85,32 @@ def merge_report(stored: dict[ReplicaKey, types_pb2.Replica],
             log.info("replica=%s/%s node=%s phase %s -> %s %s", *key, report.node,
                      phase_name(r.status.phase), phase_name(status.phase),
                      reason_name(status.reason))
-        out.events += status_events(key, report.node, r.status, status)
+        out.key_events[key] = status_events(key, report.node, r.status, status)
+        out.events += out.key_events[key]
+    return out
+
+
+def combine_reports(earlier: node_pb2.StatusReport,
+                    later: node_pb2.StatusReport) -> node_pb2.StatusReport:
+    """One report that says what `earlier` then `later` (same node) said.
+
+    Reports waiting to be written are folded per node, so a node that
+    reports faster than the store takes the writes costs one merge, not a
+    queue: a complete report replaces whatever came before it; a partial
+    one overrides the replicas it names and keeps the rest.
+    """
+    if later.complete:
+        return later
+    out = node_pb2.StatusReport()
+    out.CopyFrom(earlier)
+    index = {(r.namespace, r.name): i for i, r in enumerate(out.replicas)}
+    for r in later.replicas:
+        i = index.get((r.namespace, r.name))
+        if i is None:
+            index[(r.namespace, r.name)] = len(out.replicas)
+            out.replicas.append(r)
+        else:
+            out.replicas[i].CopyFrom(r)
     return out
 
 

@@ -264,15 +264,18 @@ class Store:
 
     @_translate
     def snapshot(self) -> Snapshot:
-        # Everything under the prefix but events/ (history, not state), read
-        # as two ranges at one revision.
+        # Everything under the prefix but events/ and revisions/ (history,
+        # not state), read as three ranges at one revision.
         events = self.keys.events_prefix()
+        revisions = self.keys.revisions_prefix()
         first = self.client.get_range_response(self.prefix, events)
         revision = first.header.revision
         second = self.client.get_range_response(
-            events[:-1] + "0", _prefix_end(self.prefix), revision=revision)
+            _prefix_end(events), revisions, revision=revision)
+        third = self.client.get_range_response(
+            _prefix_end(revisions), _prefix_end(self.prefix), revision=revision)
         snap = Snapshot(revision=int(revision))
-        for kv in [*first.kvs, *second.kvs]:
+        for kv in [*first.kvs, *second.kvs, *third.kvs]:
             key = kv.key.decode()
             parsed = self.keys.parse(key)
             if parsed is None:
@@ -387,6 +390,12 @@ class Store:
         return [value for value, _ in self.client.get_prefix(prefix)]
 
     @_translate
+    def get_prefix_meta(self, prefix: str) -> list[tuple[str, bytes, int]]:
+        """(key, value, mod_revision) of every key under `prefix`, in key order."""
+        return [(meta.key.decode(), value, int(meta.mod_revision))
+                for value, meta in self.client.get_prefix(prefix)]
+
+    @_translate
     def keys_with_prefix(self, prefix: str) -> list[str]:
         """Keys under `prefix` in key order."""
         return [meta.key.decode() for _, meta in self.client.get_prefix(prefix, keys_only=True)]
@@ -415,11 +424,19 @@ class Store:
     def refresh_lease(self, lease_id: int) -> int:
         """Refreshes a lease; returns its remaining TTL (0 = it had expired).
 
-        Over one long-lived keep-alive stream (leases.py), not a stream per call.
+        Over one long-lived keep-alive stream (keepalive.py), not a stream per call.
         """
         try:
             return self._keeper.refresh(lease_id)
         except KeepAliveBroken as e:
+            raise StoreUnavailable(f"etcd lease keep-alive: {e}") from None
+
+    def refresh_lease_nowait(self, lease_id: int, on_answer: Callable[[int], None]) -> None:
+        """Queues a refresh on the keep-alive stream; `on_answer(ttl)` gets the
+        remaining TTL (0: expired; -1: the stream ended first) on another thread."""
+        try:
+            self._keeper.refresh_nowait(lease_id, on_answer)
+        except (grpc.RpcError, ValueError) as e:
             raise StoreUnavailable(f"etcd lease keep-alive: {e}") from None
 
     @_translate

@@ -22,6 +22,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 
 @dataclass
@@ -103,6 +104,12 @@ def gz(data: bytes) -> bytes:
     return gzip.compress(data, mtime=0)
 
 
+def zst(data: bytes) -> bytes:
+    """zstd with a frame checksum, as `zstd` and skopeo write it."""
+    import zstandard  # noqa: PLC0415 - only the tests of zstd layers need it
+    return zstandard.ZstdCompressor(level=3, write_checksum=True).compress(data)
+
+
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -114,6 +121,7 @@ class ImageSpec:
     layers: list[bytes]
     name: str | None = None                   # RepoTags[0] / ref.name annotation
     gzip_layers: list[bool] | None = None     # OCI: which layers to gzip
+    zstd_layers: list[bool] | None = None     # OCI: which layers to zstd (needs zstandard)
     entrypoint: list[str] | None = None
     cmd: list[str] | None = None
     env: list[str] | None = None
@@ -175,9 +183,10 @@ def oci_layout(images: list[ImageSpec]) -> dict[str, bytes]:
         layers = []
         for i, tar in enumerate(image.layers):
             zipped = bool(image.gzip_layers and image.gzip_layers[i])
-            data = gz(tar) if zipped else tar
-            layers.append({"mediaType": OCI_LAYER_GZIP if zipped else OCI_LAYER,
-                           "digest": blob(data), "size": len(data)})
+            zstd_on = bool(image.zstd_layers and image.zstd_layers[i])
+            data = zst(tar) if zstd_on else gz(tar) if zipped else tar
+            media = OCI_LAYER_ZSTD if zstd_on else OCI_LAYER_GZIP if zipped else OCI_LAYER
+            layers.append({"mediaType": media, "digest": blob(data), "size": len(data)})
         manifest = _json({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                           "config": {"mediaType": OCI_CONFIG, "digest": blob(config),
                                      "size": len(config)},

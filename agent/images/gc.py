@@ -9,7 +9,9 @@ removes the layers (and kept blobs) no other image names (importer.py).
 
 "Used" is when a container was last created from the image (the store
 stamps the image record: `ImageStore.touch`); an image never used counts
-from when it was stored. Every removal is logged with what it freed.
+from when it was stored. Every removal is logged with what it freed and
+handed to `on_removed` as one line, which the agent sends as a Node event
+(reason ImageGarbageCollected: `mctl events`, `describe node`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from mctl.common.quantity import format_bytes_short
+
 from .importer import ImageImporter
 from .store import ImageError
 
@@ -27,6 +31,7 @@ log = logging.getLogger(__name__)
 
 BUILT_IN = "busybox:latest"
 PERIOD_S = 30.0
+EVENT_REASON = "ImageGarbageCollected"
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,8 @@ def used_percent(path: str) -> float:
 
 class ImageGC:
     def __init__(self, importer: ImageImporter, in_use: Callable[[], set[str]],
-                 high: float = 85.0, low: float = 80.0, period: float = PERIOD_S) -> None:
+                 high: float = 85.0, low: float = 80.0, period: float = PERIOD_S,
+                 on_removed: Callable[[str], None] = lambda _line: None) -> None:
         if not 0 < low <= high <= 100:
             raise ValueError(f"--image-gc-low {low} and --image-gc-high {high}: "
                              "need 0 < low <= high <= 100")
@@ -60,6 +66,7 @@ class ImageGC:
         self.in_use = in_use
         self.high, self.low = high, low
         self.period = period
+        self.on_removed = on_removed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -73,18 +80,23 @@ class ImageGC:
         for name in order(candidates, self.in_use()):
             if used <= self.low:
                 break
-            # Asked again for each: a replica may have started on it meanwhile.
-            if name in self.in_use():
-                continue
-            try:
-                layers, freed = self.importer.remove(name)
-            except (ImageError, OSError) as e:
-                log.warning("image gc could not remove %s: %s", name, e)
-                continue
+            # Asked again for each, under the lock the node loop holds while
+            # it makes a container: none is made from it until it is gone.
+            with self.store.users_lock:
+                if name in self.in_use():
+                    continue
+                try:
+                    layers, freed = self.importer.remove(name)
+                except (ImageError, OSError) as e:
+                    log.warning("image gc could not remove %s: %s", name, e)
+                    continue
             after = used_percent(self.store.root)
             log.warning("image gc removed image=%s layers=%d bytes=%d disk_used=%.1f%%->%.1f%% "
                         "(high %.0f%%, low %.0f%%)", name, layers, freed, used, after,
                         self.high, self.low)
+            self.on_removed(f"removed unused image {name} ({layers} layers, "
+                            f"{format_bytes_short(freed)} freed): disk {used:.0f}% -> "
+                            f"{after:.0f}% used (high {self.high:g}%, low {self.low:g}%)")
             removed.append(name)
             used = after
         if used > self.low:

@@ -27,6 +27,7 @@ from mctl.common import archivehead, imageref, metrics
 from mctl.v1 import agent_pb2
 
 from .archive import ImportResult, Limits, import_archive
+from .early import EarlyUnpacker
 from .store import Image, ImageStore
 
 log = logging.getLogger(__name__)
@@ -103,15 +104,21 @@ class ImageImporter:
             except FileNotFoundError:
                 pass
 
-    def import_layout(self, path: str, ref: str) -> ImportResult:
+    def import_layout(self, path: str, ref: str,
+                      early: EarlyUnpacker | None = None) -> ImportResult:
         """Imports a pulled OCI layout directory as `ref`, with every check an upload gets.
 
-        Under the one import lock: a pull and an upload never stage into the
-        store at the same time. Raises ArchiveError, leaving the store as it was.
+        Under the one import lock: a pull and an upload never place layers
+        into the store at the same time (`early` unpacked some of them into
+        staging while they were fetched, outside the lock: staging is not
+        the store). Raises ArchiveError, leaving the store as it was.
         """
         with self._lock:
+            # skopeo checked every blob it fetched against its digest; a
+            # kept blob it did not fetch is one of a layer the store has,
+            # which is not read again.
             return import_archive(self.store, path, name=ref, limits=self.limits,
-                                  label=ref, pinned=True)
+                                  label=ref, pinned=True, blobs_verified=True, early=early)
 
     def remove(self, ref: str) -> tuple[int, int]:
         """Removes an image and then every layer no image names; (layers, bytes) freed.

@@ -39,7 +39,7 @@ CONFIG_TYPES = {
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
 }
-# Compression is read from the blob itself (gzip's magic number), not trusted
+# Compression is read from the blob itself (gzip's or zstd's magic number), not trusted
 # from the media type: Docker has labelled uncompressed layers as gzip.
 LAYER_TYPES = {
     "application/vnd.oci.image.layer.v1.tar",
@@ -251,9 +251,7 @@ class ManifestReader:
         for n, d in enumerate(descs):
             w = f"{where}: layer {n + 1} of {len(descs)}"
             media, digest, size = self.descriptor(d, w)
-            if media in ZSTD_LAYER_TYPES:
-                raise self.fail(w, f"zstd-compressed layers ({media}) are not supported")
-            if media not in LAYER_TYPES:
+            if media not in LAYER_TYPES and media not in ZSTD_LAYER_TYPES:
                 raise self.fail(w, f"unknown layer media type {media!r}")
             path = self.blob_path(digest)
             layers.append(LayerRef(path=path, where=f"{w} ({digest[:19]})",

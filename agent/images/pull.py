@@ -8,20 +8,33 @@ digest and picking the node's platform from a manifest list; the layout is
 then imported exactly as an uploaded one is (importer.py, archive.py):
 every layer against its diff id, the same hostile-archive checks, layers
 already in the store not unpacked again, and nothing placed until all is
-verified. The scratch directory is removed whatever happens, and the
+verified. Each layer blob is unpacked (into staging) as soon as skopeo has
+landed it, while it fetches the others (early.py): the import then finds
+most of the work done. The scratch directory is removed whatever happens, and the
 agent removes the whole scratch directory when it starts, so a pull cut
 short (killed agent, timeout) leaves nothing.
 
-Credentials come from an auth.json file (`--registry-auth`), handed to
-skopeo by path: never on its command line, where /proc would show them.
+Credentials: a replica whose workload names an `imagePullSecret` pulls
+with that Secret's credentials (common/registryauth.py makes them an
+auth.json in a private 0600 file that lives only as long as the pull);
+any other pull uses the node-wide auth.json of `--registry-auth`. Either is
+handed to skopeo by path: never on its command line, where /proc would show
+them. A failure's back-off is kept per reference and credentials: a mended
+Secret is tried at once, not after the back-off the wrong one earned.
 Registries are verified with the system CAs plus the cluster CA and
 `--registry-ca` (copied into a certificate directory skopeo reads); TLS
 verification is off only for registries named by `--insecure-registry`.
 
 A node pulls one reference once at a time: replicas waiting for the same
-image share the pull in flight (`Puller.wait_for`). A failed pull is
-retried after a back-off of 1 s doubling to 5 min, per reference, and its
-one-line cause is what the waiting replicas report (`ImagePullError`).
+image share the pull in flight (`Puller.wait_for`). While it runs,
+`progress` says the bytes so far (the scratch layout's size: skopeo's
+partial blobs are in it), the total (the image's layer sizes, from a
+`skopeo inspect` run alongside the copy once it has taken more than
+TOTAL_AFTER_S, so that the many short pulls do not pay for a second
+process) and the time; once done, the size and time are kept for
+`describe replica`. A failed pull is retried after a back-off of 1 s
+doubling to 5 min, per reference and credentials, and its one-line cause
+is what the waiting replicas report (`ImagePullError`).
 """
 
 from __future__ import annotations
@@ -36,9 +49,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from mctl.common import imageref, metrics, skopeo
+from mctl.common import imageref, metrics, registryauth, skopeo
 from mctl.v1 import types_pb2
 
+from .early import EarlyUnpacker
 from .importer import ImageImporter
 from .source import ArchiveError
 from .store import Image, ImageError
@@ -50,6 +64,36 @@ BACKOFF_MAX_S = 300.0
 # Pulls of different references at once: each is a skopeo process and a
 # staging directory, and a node rarely needs more.
 MAX_CONCURRENT = 3
+# How stale the bytes-so-far of a pull may be: each look walks the scratch
+# layout (a few files), and the status report quantizes it further.
+PROGRESS_EVERY_S = 1.0
+# A pull still running after this long learns its total size (one `skopeo inspect`).
+TOTAL_AFTER_S = 1.0
+# Failed pulls remembered (a reference with each set of credentials tried).
+MAX_FAILURES_KEPT = 1024
+# Finished pulls remembered for `describe replica` (forgotten with `retain`).
+MAX_PULLED_KEPT = 256
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A pull as `describe replica` shows it."""
+
+    done: bool
+    bytes: int            # so far, or fetched in all when done
+    total: int            # 0 while unknown
+    elapsed_ms: int
+
+
+class _Running:
+    """A pull in flight: its scratch layout and what is known of its size."""
+
+    def __init__(self, layout: str) -> None:
+        self.layout = layout
+        self.started = time.monotonic()
+        self.total = 0
+        self.seen = 0
+        self.seen_at = 0.0
 
 
 @dataclass(frozen=True)
@@ -112,9 +156,17 @@ class Puller:
         self._mu = threading.Lock()
         self._ref_locks: dict[str, threading.Lock] = {}
         self._in_flight: set[str] = set()
-        # ref -> (failures in a row, retry at (monotonic s), one-line cause)
-        self._failed: dict[str, tuple[int, float, str]] = {}
+        # (ref, fingerprint of the credentials) -> (failures in a row, retry at
+        # (monotonic s), one-line cause): per credentials, so that two
+        # workloads pulling one image with different Secrets each keep their
+        # own back-off rather than resetting each other's.
+        self._failed: dict[tuple[str, str], tuple[int, float, str]] = {}
+        self._running: dict[str, _Running] = {}
+        self._pulled: dict[str, Progress] = {}
         self._slots = threading.BoundedSemaphore(MAX_CONCURRENT)
+        # Layers unpacked as their blobs land (early.py); off: only once all
+        # are fetched (kept for bench/pull.py's before/after).
+        self.overlap = True
 
     def _write_cert_dir(self) -> None:
         """The CAs skopeo trusts beyond the system's: one `*.crt` per file given."""
@@ -163,15 +215,28 @@ class Puller:
 
     # -- one pull --------------------------------------------------------------------
 
-    def _command(self, ref: str, dest: str) -> list[str]:
+    def _access(self, ref: str, prefix: str, auth_file: str) -> list[str]:
+        return skopeo.access_args(prefix, auth_file, self.cert_dir,
+                                  imageref.registry_of(ref) in self.config.insecure)
+
+    def _command(self, ref: str, dest: str, auth_file: str) -> list[str]:
         argv = [self.config.skopeo, "--command-timeout", f"{int(self.config.timeout_s)}s",
                 "copy", "--quiet", "--retry-times", "2"]
-        argv += skopeo.access_args("--src-", self.config.auth_file, self.cert_dir,
-                                   imageref.registry_of(ref) in self.config.insecure)
+        argv += self._access(ref, "--src-", auth_file)
         return argv + [f"docker://{imageref.fetch_reference(ref)}", f"oci:{dest}"]
 
-    def pull(self, ref: str) -> Pulled:
-        """Pulls `ref` into the store (one pull per reference at a time); raises PullError."""
+    def _size_command(self, ref: str, auth_file: str) -> list[str]:
+        argv = [self.config.skopeo, "--command-timeout", "30s", "inspect", "--format",
+                "{{range .LayersData}}{{.Size}} {{end}}"]
+        argv += self._access(ref, "--", auth_file)
+        return argv + [f"docker://{imageref.fetch_reference(ref)}"]
+
+    def pull(self, ref: str, auth: bytes | None = None) -> Pulled:
+        """Pulls `ref` into the store (one pull per reference at a time); raises PullError.
+
+        `auth`: an auth.json from the workload's imagePullSecret; None: the
+        node's --registry-auth.
+        """
         ref = imageref.normalize_reference(ref)
         with self._mu:
             lock = self._ref_locks.setdefault(ref, threading.Lock())
@@ -182,18 +247,44 @@ class Puller:
             except ImageError:
                 pass
             with self._slots:
-                return self._pull_locked(ref)
+                if auth is None:
+                    return self._pull_locked(ref, self.config.auth_file)
+                with registryauth.private_file(auth, self.importer.tmp_dir) as path:
+                    return self._pull_locked(ref, path)
 
-    def _pull_locked(self, ref: str) -> Pulled:
+    def _measure_total(self, ref: str, auth_file: str, running: _Running) -> None:
+        """The image's layer bytes, for progress only: any failure leaves it unknown."""
+        try:
+            out = subprocess.run(self._size_command(ref, auth_file), capture_output=True,
+                                 text=True, timeout=40, stdin=subprocess.DEVNULL,
+                                 env=skopeo.environment())
+            if out.returncode == 0:
+                running.total = sum(int(x) for x in out.stdout.split()[:1000] if x.isdigit())
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+    def _pull_locked(self, ref: str, auth_file: str) -> Pulled:
         t0 = time.monotonic()
         os.makedirs(self.importer.tmp_dir, mode=0o700, exist_ok=True)
         scratch = tempfile.mkdtemp(prefix="pull-", dir=self.importer.tmp_dir)
         layout = os.path.join(scratch, "layout")
+        running = _Running(layout)
+        sizer: threading.Timer | None = None
+        early: EarlyUnpacker | None = None
         try:
             seeded = self._seed(layout)
+            if self.overlap:
+                early = EarlyUnpacker(layout, self.store.layers_dir, ref, self.importer.limits)
+                early.start()
             log.info("pulling image ref=%s blobs_kept=%d", ref, seeded)
+            with self._mu:
+                self._running[ref] = running
+            sizer = threading.Timer(TOTAL_AFTER_S, self._measure_total,
+                                    args=(ref, auth_file, running))
+            sizer.daemon = True
+            sizer.start()
             try:
-                done = subprocess.run(self._command(ref, layout), capture_output=True,
+                done = subprocess.run(self._command(ref, layout, auth_file), capture_output=True,
                                       text=True, timeout=self.config.timeout_s + 30,
                                       stdin=subprocess.DEVNULL, env=skopeo.environment())
             except subprocess.TimeoutExpired:
@@ -201,6 +292,8 @@ class Puller:
             except OSError as e:
                 raise PullError(f"cannot run {self.config.skopeo}: {e.strerror} "
                                 "(apt-get install skopeo)") from None
+            if early is not None:
+                early.fetched()
             if done.returncode != 0:
                 raise PullError(skopeo.explain(done.stderr, imageref.fetch_reference(ref)))
             # What came over the network: the layout less the blobs seeded into it.
@@ -208,26 +301,54 @@ class Puller:
             metrics.inc("image_pull_bytes_total", fetched)
             t1 = time.monotonic()
             try:
-                result = self.importer.import_layout(layout, ref)
+                result = self.importer.import_layout(layout, ref, early)
             except ArchiveError as e:
                 raise PullError(str(e)) from None
             self._keep(layout, result.layer_blobs)
             log.info("image pulled ref=%s bytes=%d fetch_ms=%.0f import_ms=%.0f new_layers=%d",
                      ref, fetched, (t1 - t0) * 1000, (time.monotonic() - t1) * 1000,
                      result.layers_new)
-            return Pulled(self.store.get(ref), fetched_bytes=fetched,
-                          elapsed_ms=int((time.monotonic() - t0) * 1000),
+            elapsed_ms = int((time.monotonic() - t0) * 1000)
+            with self._mu:
+                self._pulled[ref] = Progress(True, fetched, fetched, elapsed_ms)
+                while len(self._pulled) > MAX_PULLED_KEPT:
+                    del self._pulled[next(iter(self._pulled))]
+            return Pulled(self.store.get(ref), fetched_bytes=fetched, elapsed_ms=elapsed_ms,
                           layers_new=result.layers_new)
         finally:
+            with self._mu:
+                self._running.pop(ref, None)
+            if early is not None:
+                early.close()       # before the layout it reads goes
             shutil.rmtree(scratch, ignore_errors=True)
+            if sizer is not None:
+                sizer.cancel()      # if it started, it ends with its (bounded) skopeo
+
+    def progress(self, ref: str) -> Progress | None:
+        """The pull of `ref` in flight, or the last finished one here; None: neither."""
+        ref = imageref.normalize_reference(ref)
+        now = time.monotonic()
+        with self._mu:
+            running = self._running.get(ref)
+            if running is None:
+                return self._pulled.get(ref)
+        if now - running.seen_at >= PROGRESS_EVERY_S:
+            try:
+                running.seen = layout_bytes(running.layout, skip_links=True)
+            except OSError:
+                pass    # the pull ended meanwhile and removed its layout
+            running.seen_at = now
+        return Progress(False, running.seen, running.total, int((now - running.started) * 1000))
 
     # -- replicas waiting for images --------------------------------------------------
 
-    def wait_for(self, ref: str) -> tuple[bool, str] | None:
+    def wait_for(self, ref: str, auth: bytes | None = None) -> tuple[bool, str] | None:
         """None when `ref` is ready to use (or not a registry's); else (failed, message).
 
         Never blocks: a pull that is due starts in the background and calls
-        `on_change` when it ends, and again when its back-off is over.
+        `on_change` when it ends, and again when its back-off is over. `auth`
+        as for `pull`; other credentials than those that failed last are
+        tried at once.
         """
         if not is_pulled(ref):
             return None
@@ -241,35 +362,39 @@ class Puller:
         with self._mu:
             if ref in self._in_flight:
                 return False, f"pulling image {ref}"
-            failed = self._failed.get(ref)
+            failed = self._failed.get((ref, registryauth.fingerprint(auth)))
             if failed is not None and now < failed[1]:
                 return True, failed[2]
             self._in_flight.add(ref)
-        threading.Thread(target=self._background, args=(ref,), name=f"pull-{ref[:40]}",
+        threading.Thread(target=self._background, args=(ref, auth), name=f"pull-{ref[:40]}",
                          daemon=True).start()
         return False, f"pulling image {ref}"
 
-    def _background(self, ref: str) -> None:
+    def _background(self, ref: str, auth: bytes | None = None) -> None:
         try:
-            self.pull(ref)
+            self.pull(ref, auth)
             with self._mu:
-                self._failed.pop(ref, None)
+                self._failed = {k: v for k, v in self._failed.items() if k[0] != ref}
         except PullError as e:
-            self._failure(ref, str(e))
+            self._failure(ref, str(e), auth)
         except Exception:  # noqa: BLE001 - e.g. the node's disk: retried like any failure
             log.exception("image pull failed ref=%s", ref)
-            self._failure(ref, "the node could not store the image (see the agent's log)")
+            self._failure(ref, "the node could not store the image (see the agent's log)", auth)
         finally:
             with self._mu:
                 self._in_flight.discard(ref)
             self.on_change()
 
-    def _failure(self, ref: str, cause: str) -> None:
+    def _failure(self, ref: str, cause: str, auth: bytes | None = None) -> None:
+        key = (ref, registryauth.fingerprint(auth))
         with self._mu:
-            count = self._failed.get(ref, (0, 0.0, ""))[0] + 1
+            count = self._failed.get(key, (0, 0.0, ""))[0] + 1
             delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (count - 1))
-            self._failed[ref] = (count, time.monotonic() + delay,
+            self._failed.pop(key, None)
+            self._failed[key] = (count, time.monotonic() + delay,
                                  f"{cause} (attempt {count}; next in {delay:.0f}s)")
+            while len(self._failed) > MAX_FAILURES_KEPT:   # the oldest first
+                del self._failed[next(iter(self._failed))]
         log.warning("image pull failed ref=%s attempt=%d retry_in_s=%.0f: %s",
                     ref, count, delay, cause)
         # Wakes the node loop when the back-off is over, so the retry is not
@@ -282,7 +407,8 @@ class Puller:
         """Forgets failures and locks of references no replica here wants any more (a bound)."""
         keep = {imageref.normalize_reference(r) for r in refs}
         with self._mu:
-            self._failed = {r: v for r, v in self._failed.items() if r in keep}
+            self._failed = {k: v for k, v in self._failed.items() if k[0] in keep}
+            self._pulled = {r: v for r, v in self._pulled.items() if r in keep}
             self._ref_locks = {r: lk for r, lk in self._ref_locks.items()
                                if r in keep or lk.locked()}
 

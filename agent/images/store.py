@@ -23,6 +23,8 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .userslock import UsersLock
+
 log = logging.getLogger(__name__)
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
@@ -61,6 +63,12 @@ class ImageStore:
         # Layers keep their images' setuid-root files: no host user may reach them.
         os.chmod(self.layers_dir, 0o700)
         self._cache: dict[str, Image] = {}
+        # Held by whoever asks which containers use an image and acts on the
+        # answer: making a container from it (node.py) or removing it (`image
+        # rm`, image GC). Else a container could be made from an image between
+        # the check that found it unused and its removal. Makers hold it
+        # shared (several containers are made at once), removers exclusive.
+        self.users_lock = UsersLock()
 
     def layer_path(self, digest: str) -> str:
         return os.path.join(self.layers_dir, digest.replace(":", "_"))
@@ -130,6 +138,21 @@ class ImageStore:
             return os.stat(self._record_path(normalize_name(ref))).st_mtime
         except FileNotFoundError:
             return 0.0
+
+    def pinned_digests(self, limit: int) -> list[str]:
+        """The digests of the pinned images here (`NAME@sha256:...`), sorted: the `limit`
+        most recently used. Read from the record file names: no record is opened."""
+        found = []
+        for entry in os.listdir(self.images_dir):
+            name, at, digest = entry.removesuffix(".json").rpartition("@")
+            if not at or not entry.endswith(".json") or not digest.startswith("sha256:"):
+                continue
+            try:
+                found.append((os.stat(os.path.join(self.images_dir, entry)).st_mtime, digest))
+            except FileNotFoundError:
+                continue
+        found.sort(reverse=True)
+        return sorted({d for _, d in found[:limit]})
 
     def remove(self, ref: str) -> None:
         """Forgets the image record (its layers stay: see unused_layers)."""

@@ -45,6 +45,7 @@ import os
 import shutil
 import stat
 import tarfile
+import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -69,15 +70,22 @@ class LayerError(Exception):
 
 @dataclass
 class Budget:
-    """What one import may still unpack, shared by all the layers of an archive."""
+    """What one import may still unpack, shared by all the layers of an archive.
+
+    Layers may be unpacked by several threads at once (archive.py): the
+    count is taken under a lock, so the limit holds for their sum.
+    """
 
     max_file_bytes: int
     max_members: int
     members: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take_member(self, name: str) -> None:
-        self.members += 1
-        if self.members > self.max_members:
+        with self._lock:
+            self.members += 1
+            over = self.members > self.max_members
+        if over:
             raise LayerError(name, f"more than {self.max_members} members in the archive's "
                                    "layers (the node's limit)")
 

@@ -272,6 +272,10 @@ def exec_container(
         else:
             step = "chroot"
             rootfs.enter_by_chroot(sys, root)
+        # A process.cwd the image lacks is made (0755, by the container's
+        # root, inside its root), as runc and Docker do.
+        step = "process.cwd"
+        os.makedirs(config.cwd, 0o755, exist_ok=True)
         if config.sysctl:
             # After /proc is mounted, before readonlyPaths makes /proc/sys read-only.
             step = "linux.sysctl"

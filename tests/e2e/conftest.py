@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,9 +22,54 @@ from pathlib import Path
 
 import pytest
 
+from mctl.common import netns
 from mctl.common.procfs import processes_mentioning, start_time
 
 MCTL = [sys.executable, "-m", "mctl.cli.main"]
+# The host's static busybox, run inside a namespace (a node's or a container's).
+BUSYBOX = "/bin/busybox"
+
+
+def busybox_workload(name: str, command: str, replicas: int = 1, ports: str = "") -> str:
+    """A busybox Workload's YAML running `command` with /bin/sh -c; `ports` a YAML flow list."""
+    return "\n".join([
+        "apiVersion: mctl/v1",
+        "kind: Workload",
+        "metadata:",
+        f"  name: {name}",
+        "spec:",
+        f"  replicas: {replicas}",
+        "  image: busybox",
+        # JSON's string syntax is YAML's double-quoted one: any command goes as is.
+        f'  command: ["/bin/sh", "-c", {json.dumps(command)}]',
+        *([f"  ports: {ports}"] if ports else []),
+        "  resources: {cpu: 100m, memory: 32Mi}",
+        "",
+    ])
+
+
+def in_netns(name: str, *argv: str) -> str:
+    """Runs `argv` inside the named network namespace; its stdout (it must succeed)."""
+    proc = subprocess.run(["ip", "netns", "exec", name, *argv], capture_output=True,
+                          text=True, timeout=20)
+    assert proc.returncode == 0, f"{argv} in {name}: {proc.stderr}"
+    return proc.stdout
+
+
+def http_get_in_netns(name: str, ip: str, port: int, timeout: float = 2.0) -> str:
+    """The body of GET / at ip:port, from a socket inside namespace `name`; "" on failure."""
+    def get() -> str:
+        with socket.create_connection((ip, port), timeout=timeout) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            reply = b""
+            while len(reply) < 65536 and (chunk := s.recv(4096)):
+                reply += chunk
+        head, _, body = reply.decode(errors="replace").partition("\r\n\r\n")
+        return body.strip() if head.split(" ")[1:2] == ["200"] else ""
+    try:
+        return netns.run_in(name, get)
+    except OSError:
+        return ""
 
 
 class Cluster:
@@ -52,9 +98,42 @@ class Cluster:
         """The node's address on the cluster bridge (its "VM" address)."""
         return self.state()["network"]["nodes"][node]["ip"]
 
+    def node_netns(self, node: str) -> str:
+        """The named network namespace the cluster made for a node (its "VM")."""
+        return self.state()["network"]["nodes"][node]["netns"]
+
+    def nodes(self) -> dict[str, dict]:
+        """`get nodes -o json`'s items by name."""
+        items = json.loads(self.mctl("get", "nodes", "-o", "json").stdout)["items"]
+        return {n["name"]: n for n in items}
+
+    def apply_text(self, path: Path, text: str) -> None:
+        """Writes `text` to `path` and applies it, waiting (60 s at most) for its replicas."""
+        path.write_text(text)
+        self.mctl("apply", "-f", str(path), "--wait", "--timeout", "60")
+
+    def running_by_node(self, workload: str, count: int, timeout: float = 30) -> dict[str, dict]:
+        """The workload's Running replicas with an address, by node, once `count` nodes have one.
+
+        One per node (spread): a node with two would count once and the wait goes on.
+        """
+        def spread() -> dict[str, dict]:
+            reps = [r for r in self.replicas(workload) if r["status"].get("phase") == "Running"
+                    and r["status"].get("ip")]
+            by_node = {r["node"]: r for r in reps}
+            return by_node if len(by_node) == count == len(reps) else {}
+        return self.wait_for(f"{count} Running replicas of {workload} with addresses, one per "
+                             "node", spread, timeout=timeout)  # type: ignore[return-value]
+
+    def virtual_ip(self, workload: str) -> str:
+        """The workload's service address as stored ("" if it has none yet)."""
+        items = json.loads(self.mctl("get", "workloads", "-o", "json").stdout)["items"]
+        return next(w for w in items if w["metadata"]["name"] == workload).get(
+            "status", {}).get("virtualIP", "")
+
     def netns_of(self, node: str, replica: str, namespace: str = "default") -> str:
         """The named network namespace the agent made for a replica's container."""
-        return f"{self.state()['network']['nodes'][node]['netns']}-{namespace}_{replica}"
+        return f"{self.node_netns(node)}-{namespace}_{replica}"
 
     def replicas(self, workload: str | None = None) -> list[dict]:
         items = json.loads(self.mctl("get", "replicas", "-o", "json").stdout)["items"]

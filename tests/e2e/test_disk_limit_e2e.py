@@ -56,6 +56,21 @@ def one(cluster: Cluster, workload: str) -> dict:
     return reps[0] if len(reps) == 1 else {}
 
 
+def both_runs(cluster: Cluster, name: str) -> str | None:
+    """The first run's log (`--previous`) and the second's, once both have written.
+
+    None while the replica is between runs (no container to read a log of
+    for a moment) or the second run has not written yet.
+    """
+    previous = cluster.mctl("logs", name, "--previous", check=False)
+    current = cluster.mctl("logs", name, check=False)
+    if previous.returncode or current.returncode:
+        return None
+    if "writing" not in previous.stdout or "writing" not in current.stdout:
+        return None
+    return previous.stdout + current.stdout
+
+
 def test_writing_past_the_disk_limit_stops_the_container_and_not_its_neighbour(
         cluster: Cluster, tmp_path):
     path = tmp_path / "disk.yaml"
@@ -81,10 +96,8 @@ def test_writing_past_the_disk_limit_stops_the_container_and_not_its_neighbour(
     name = r["metadata"]["name"]
     described = cluster.mctl("describe", "replica", name).stdout
     assert "last exit: DiskLimit: writable layer and logs use" in described, described
-    # Both runs' output (the log is kept while small), and the second found no /big.
-    logs = cluster.wait_for("the restart's output", lambda: (
-        out if (out := cluster.mctl("logs", name).stdout).count("writing") >= 2 else None),
-        timeout=30)
+    # Both runs' output (`logs --previous` and `logs`), and the second found no /big.
+    logs = cluster.wait_for("the restart's output", lambda: both_runs(cluster, name), timeout=30)
     assert "dirty" not in logs
 
     # The neighbour on the same node ran on, untouched.
@@ -106,8 +119,6 @@ def test_a_user_namespace_container_restarts_into_an_empty_rootfs_too(cluster: C
         else None), timeout=60)
     assert r["status"]["lastExit"].startswith("DiskLimit: writable layer and logs use")
     name = r["metadata"]["name"]
-    logs = cluster.wait_for("the restart's output", lambda: (
-        out if (out := cluster.mctl("logs", name).stdout).count("writing") >= 2 else None),
-        timeout=30)
+    logs = cluster.wait_for("the restart's output", lambda: both_runs(cluster, name), timeout=30)
     assert "dirty" not in logs
     cluster.mctl("delete", "-f", str(path), "--timeout", "30")

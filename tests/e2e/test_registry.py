@@ -56,15 +56,25 @@ class Setup:
         return self.registry.push(archive, repo_tag)
 
     def apply(self, name: str, image: str, replicas: int = 1, policy: str = "",
-              wait: bool = True) -> None:
+              wait: bool = True, pull_secret: str = "", spread: bool = True) -> None:
         text = (f"apiVersion: mctl/v1\nkind: Workload\nmetadata: {{name: {name}}}\n"
                 f"spec:\n  replicas: {replicas}\n  image: {image}\n")
         if policy:
             text += f"  imagePullPolicy: {policy}\n"
+        if pull_secret:
+            text += f"  imagePullSecret: {pull_secret}\n"
+        if not spread:
+            text += "  spread: false\n"
         path = self.work / f"{name}.yaml"
         path.write_text(text)
         args = ["apply", "-f", str(path)] + (["--wait", "--timeout", "90"] if wait else [])
         self.cluster.mctl(*args)
+
+    def secret(self, name: str, user: str, password: str) -> None:
+        path = self.work / f"secret-{name}.yaml"
+        path.write_text(f"apiVersion: mctl/v1\nkind: Secret\nmetadata: {{name: {name}}}\n"
+                        f"data: {{username: {user}, password: {password}}}\n")
+        self.cluster.mctl("apply", "-f", str(path))
 
     def delete(self, name: str) -> None:
         self.cluster.mctl("delete", "workload", name)
@@ -244,3 +254,53 @@ def test_image_pull_ls_and_rm(setup: Setup):
     assert ref not in listed
     gone = cluster.mctl("image", "rm", ref, check=False)
     assert gone.returncode != 0 and "on none of the nodes" in gone.stderr
+
+
+def test_a_pull_secret_with_a_wrong_password_is_explained_and_recovers_once_mended(setup: Setup):
+    setup.push("v7", "team/app:private")
+    image = f"{setup.registry.address}/team/app:private"
+    # The agents' own --registry-auth is right: the Secret replaces it for this workload.
+    setup.secret("reg-login", USER, "not-the-password")
+    refused = setup.cluster.mctl("apply", "-f", "-", check=False, input=(
+        f"apiVersion: mctl/v1\nkind: Workload\nmetadata: {{name: nosecret}}\n"
+        f"spec:\n  image: {image}\n  imagePullSecret: missing\n"))
+    assert refused.returncode != 0
+    assert 'spec.imagePullSecret: secret "missing" does not exist' in refused.stderr
+    setup.apply("private", image, wait=False, pull_secret="reg-login")
+    r = setup.waiting_reason("private", "unauthorized")
+    replica = r["metadata"]["name"]
+    described = setup.cluster.mctl("describe", "replica", replica).stdout
+    events = setup.cluster.mctl("events").stdout
+    for text in (described, events, str(r)):
+        assert "not-the-password" not in text and PASSWORD not in text
+    # A Secret in use cannot go.
+    busy = setup.cluster.mctl("delete", "secret", "reg-login", check=False)
+    assert busy.returncode != 0 and "private" in busy.stderr
+    # Mended: the waiting replica is not replaced (a password rolls nothing);
+    # its node tries the new credentials at once, whatever its back-off.
+    setup.secret("reg-login", USER, PASSWORD)
+    (running,) = setup.running("private", 1, timeout=60)
+    assert running["metadata"]["name"] == replica
+    assert set(setup.versions("private").values()) == {"version=v7"}
+    shown = setup.cluster.mctl("describe", "replica", replica).stdout
+    assert "Image pull:" in shown and "pulled " in shown, shown
+    setup.delete("private")
+    setup.cluster.wait_for("private gone", lambda: not setup.cluster.replicas("private"))
+    setup.cluster.mctl("delete", "secret", "reg-login")
+
+
+def test_a_scale_up_lands_where_the_image_already_is(setup: Setup):
+    setup.push("v8", "team/app:local")
+    image = f"{setup.registry.address}/team/app:local"
+    setup.apply("first", image)
+    (first,) = setup.running("first", 1)
+    holder = first["node"]
+    # Another workload of the same image (the same pinned digest): nothing
+    # else tells the nodes apart, so it goes where the image is; scaled up
+    # without spreading, it stays there while the node has room.
+    setup.apply("second", image, replicas=1, spread=False)
+    assert [r["node"] for r in setup.running("second", 1)] == [holder]
+    setup.apply("second", image, replicas=3, spread=False)
+    assert {r["node"] for r in setup.running("second", 3)} == {holder}
+    setup.delete("second")
+    setup.delete("first")

@@ -55,9 +55,15 @@ def alive(pid: int) -> bool:
 
 def running(cluster, workload: str, count: int, timeout: float = 60) -> Replicas:
     """Waits for exactly `count` replicas of `workload`, all Running; returns them."""
-    reps = cluster.wait_for(f"{count} Running replicas of {workload}", lambda: (
-        r if len(r := replicas(cluster, workload)) == count
-        and all(v[3] == "Running" for v in r.values()) else None), timeout=timeout)
+    try:
+        reps = cluster.wait_for(f"{count} Running replicas of {workload}", lambda: (
+            r if len(r := replicas(cluster, workload)) == count
+            and all(v[3] == "Running" for v in r.values()) else None), timeout=timeout)
+    except AssertionError as e:
+        # What was not Running, and why, is what a failure here needs to say.
+        statuses = {r["metadata"]["name"]: (r.get("node", ""), r.get("status", {}))
+                    for r in cluster.replicas(workload)}
+        raise AssertionError(f"{e}: {statuses}") from None
     assert isinstance(reps, dict)
     return reps
 

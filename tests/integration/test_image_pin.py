@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from mctl.common import pki
+from mctl.common import pki, registryauth
 from mctl.scheduler import imagepin
 from mctl.v1 import types_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import imagebuild as ib  # noqa: E402
-from registry import Registry  # noqa: E402
+from registry import PASSWORD, USER, Registry, auth_json  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not (shutil.which("skopeo") and shutil.which("docker-registry")
                                      and shutil.which("htpasswd")),
@@ -54,7 +54,8 @@ def resolver(registry) -> Iterator[imagepin.Resolver]:
     before = set(os.listdir(tempfile.gettempdir()))
     yield imagepin.Resolver(imagepin.PinConfig(auth_file=reg.auth, ca_files=(reg.ca_file,)))
     left = set(os.listdir(tempfile.gettempdir())) - before
-    assert not [n for n in left if n.startswith("mctl-registry-certs-")]
+    # The per-call directory (certificates, and credentials from a Secret).
+    assert not [n for n in left if n.startswith("mctl-registry-")]
 
 
 def workload(image: str, policy: str = "", env: str = "") -> types_pb2.Workload:
@@ -116,3 +117,27 @@ def test_local_and_pinned_images_are_not_resolved():
     for image in ("busybox", "team/app:1", "reg.local/app@sha256:" + "a" * 64):
         assert imagepin.reuse(workload(image).spec, None) == ""
     assert imagepin.pins(None, [workload("busybox")], {}) == {("default", "web"): ""}
+
+
+def test_a_pull_secret_is_used_instead_of_the_schedulers_credentials(registry, tmp_path):
+    reg, _ = registry
+    wrong = auth_json(str(tmp_path / "auth.json"), reg.address, USER, "wrong")
+    before = set(os.listdir(tempfile.gettempdir()))
+    resolver = imagepin.Resolver(imagepin.PinConfig(auth_file=wrong, ca_files=(reg.ca_file,)))
+    ref = f"{reg.address}/team/app:stable"
+    with pytest.raises(imagepin.PinError, match="unauthorized"):
+        resolver.resolve(ref)
+    good = registryauth.auth_json({"username": USER.encode(), "password": PASSWORD.encode()},
+                                  reg.address)
+    assert resolver.resolve(ref, good) == reg.digest("team/app:stable")
+    bad = registryauth.auth_json({"username": USER.encode(), "password": b"nope"}, reg.address)
+    with pytest.raises(imagepin.PinError, match="unauthorized") as e:
+        resolver.resolve(ref, bad)
+    assert "nope" not in str(e.value)
+    w = workload(ref)
+    w.spec.image_pull_secret = "creds"
+    secret = types_pb2.Secret(data={"username": USER.encode(), "password": PASSWORD.encode()})
+    pins = imagepin.pins(resolver, [w], {}, lambda ns, name: secret)
+    assert pins == {("default", "web"): reg.digest("team/app:stable")}
+    left = set(os.listdir(tempfile.gettempdir())) - before
+    assert not [n for n in left if n.startswith("mctl-registry-")]

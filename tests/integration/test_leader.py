@@ -143,6 +143,28 @@ def test_many_leases_refresh_over_one_stream_concurrently(stores):
     assert store.refresh_lease(leases[1]) >= 3          # the stream still serves the rest
 
 
+def test_refreshes_that_wait_for_nothing_are_answered_on_the_stream(stores):
+    import threading
+    store = stores()
+    leases = [store.grant_lease(5) for _ in range(20)]
+    store.revoke_lease(leases[0])
+    answers: dict[int, list[int]] = {lease: [] for lease in leases}
+    done = threading.Event()
+
+    def answered(lease: int, ttl: int) -> None:
+        answers[lease].append(ttl)
+        if all(len(a) == 3 for a in answers.values()):
+            done.set()
+    for _ in range(3):
+        for lease in leases:
+            store.refresh_lease_nowait(lease, lambda ttl, lease=lease: answered(lease, ttl))
+    assert done.wait(10)
+    assert answers[leases[0]] == [0, 0, 0]               # revoked: etcd says TTL 0
+    assert all(len(a) == 3 and all(3 <= t <= 5 for t in a)
+               for lease, a in answers.items() if lease != leases[0])
+    assert store.refresh_lease(leases[1]) >= 3          # waiting refreshes share the stream
+
+
 class _Context:
     def abort(self, code, details):
         raise AssertionError(f"aborted {code}: {details}")

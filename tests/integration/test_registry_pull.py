@@ -26,7 +26,7 @@ import pytest
 from mctl.agent.images.importer import ImageImporter
 from mctl.agent.images.pull import Puller, PullError, RegistryConfig
 from mctl.agent.images.store import ImageError, ImageStore
-from mctl.common import pki
+from mctl.common import pki, registryauth
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import imagebuild as ib  # noqa: E402
@@ -160,7 +160,7 @@ def test_an_insecure_registry_is_reached_without_verifying_its_certificate(store
 
 def test_credentials_never_reach_the_command_line(store, registry):
     p = puller(store, registry)
-    argv = p._command(f"{registry.address}/team/app:v1", "/tmp/x")
+    argv = p._command(f"{registry.address}/team/app:v1", "/tmp/x", registry.auth)
     assert PASSWORD not in " ".join(argv)
     assert "--src-authfile" in argv and registry.auth in argv
     assert "--src-tls-verify=false" not in argv
@@ -245,3 +245,70 @@ def test_a_failed_pull_backs_off_and_recovers_once_fixed(store, registry, tmp_pa
     time.sleep(2.1)
     assert settled() is None
     assert store.get(ref).name == ref
+
+
+def secret_auth(registry: Registry, password: str) -> bytes:
+    return registryauth.auth_json({"username": USER.encode(), "password": password.encode()},
+                                  registry.address)
+
+
+def test_a_pull_secret_replaces_the_nodes_credentials_and_a_mended_one_is_tried_at_once(
+        store, registry, tmp_path):
+    # The node's own file is wrong: only the Secret's credentials can pull.
+    bad = auth_json(str(tmp_path / "auth.json"), registry.address, USER, "wrong")
+    woke = threading.Event()
+    p = Puller(ImageImporter(store), RegistryConfig(auth_file=bad, ca_files=(registry.ca_file,)),
+               on_change=woke.set)
+    ref = f"{registry.address}/team/app:v1"
+
+    def settled(auth: bytes) -> tuple[bool, str] | None:
+        deadline = time.monotonic() + 30
+        while True:
+            w = p.wait_for(ref, auth)
+            if w is None or w[0]:
+                return w
+            assert time.monotonic() < deadline
+            woke.wait(0.5)
+            woke.clear()
+
+    wrong = settled(secret_auth(registry, "also-wrong"))
+    assert wrong is not None and wrong[0] and "unauthorized" in wrong[1]
+    assert "also-wrong" not in wrong[1]
+    # The same credentials wait out their back-off; mended ones do not.
+    assert p.wait_for(ref, secret_auth(registry, "also-wrong")) == wrong
+    assert "attempt 1;" in wrong[1]
+    # Other credentials count their failures apart: neither resets the other.
+    other = settled(secret_auth(registry, "wrong-too"))
+    assert other is not None and "attempt 1;" in other[1]
+    time.sleep(1.1)
+    again = settled(secret_auth(registry, "also-wrong"))
+    assert again is not None and "attempt 2;" in again[1]
+    assert settled(secret_auth(registry, PASSWORD)) is None
+    assert store.get(ref).name == ref
+    # The private auth.json went with the pull.
+    assert scratch_left(store) == []
+    done = p.progress(ref)
+    assert done is not None and done.done and done.bytes > 0 and done.elapsed_ms > 0
+
+
+def test_progress_shows_bytes_and_the_total_while_pulling(store, registry):
+    p = puller(store, registry)
+    ref = f"{registry.address}/team/app:v2"
+    seen = []
+    worker = threading.Thread(target=p.pull, args=(ref,))
+    worker.start()
+    while worker.is_alive():
+        progress = p.progress(ref)
+        if progress is not None and not progress.done:
+            seen.append(progress)
+        time.sleep(0.02)
+    worker.join()
+    assert seen, "no progress while pulling"
+    done = p.progress(ref)
+    assert done is not None and done.done and done.bytes == done.total
+    assert all(0 <= s.bytes for s in seen) and seen[-1].elapsed_ms <= done.elapsed_ms
+    # The total comes from the registry's manifest: the layers' compressed sizes.
+    totals = {s.total for s in seen if s.total}
+    assert all(t >= 256 << 10 for t in totals)
+    p.retain([])
+    assert p.progress(ref) is None

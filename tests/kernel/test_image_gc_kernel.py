@@ -86,9 +86,14 @@ def test_gc_removes_unused_images_lru_down_to_the_low_mark(store):
     # Under the high mark now: nothing more goes.
     assert gc.run_once() == []
     # With the marks at the bottom, only what is in use stays.
-    gc = ImageGC(importer, in_use=lambda: {"app/four:1"}, high=1, low=1)
+    lines: list[str] = []
+    gc = ImageGC(importer, in_use=lambda: {"app/four:1"}, high=1, low=1, on_removed=lines.append)
     assert gc.run_once() == ["app/three:1"]
     assert {i.name for i in store.list()} == {"app/four:1"}
+    # One line per removal, for the node's event: what went and what it freed.
+    (line,) = lines
+    assert line.startswith("removed unused image app/three:1 (1 layers, ")
+    assert "freed): disk " in line and line.endswith("(high 1%, low 1%)")
 
 
 def test_bad_marks_are_refused(store):

@@ -7,10 +7,13 @@ then checks that no namespace, mount or file of the test is left.
 Traffic is plain TCP between sockets opened inside the namespaces.
 The drift tests change what the agent made by hand (`ip`, `nft` inside a
 test namespace) and check that repair() puts it back and traffic works.
+The service CIDR's route (the node's own way to virtual IPs) is made,
+used, repaired and removed at the end.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
@@ -26,11 +29,19 @@ from typing import cast
 
 import pytest
 
-from mctl.agent import hostports, selfcheck
+from mctl.agent import hostports, selfcheck, services
 from mctl.agent.containers import Container, ContainerManager
 from mctl.agent.network import MCTL_RTPROT, Attachment, NetworkError, NodeNetwork, PeerNode
+from mctl.agent.services import Endpoint, ServicePort, VirtualService
 from mctl.common import netns
-from mctl.common.rtnetlink import RTM_DELADDR, RTM_NEWLINK, NetlinkError, RtMonitor
+from mctl.common.rtnetlink import (
+    RT_SCOPE_LINK,
+    RTM_DELADDR,
+    RTM_NEWLINK,
+    NetlinkError,
+    Route,
+    RtMonitor,
+)
 
 pytestmark = [
     pytest.mark.kernel,
@@ -675,3 +686,111 @@ def test_self_check_repairs_promptly_on_notifications_alone(make_node, monkeypat
     assert "route 10.99.2.0/24 via 172.31.250.2: missing; re-added" in text
     if HAS_NFT:
         assert "nft table inet mctl0_guard: changed; rewritten" in text
+
+
+# -- the service CIDR's route into the bridge ----------------------------------------
+# A test node has no default route, like a local cluster's: before the route,
+# a connection the node opens to a virtual IP fails with ENETUNREACH before
+# services.py's nat output chain can rewrite it.
+
+SERVICE_CIDR = "10.96.0.0/16"
+
+
+def service_routes(node: Node) -> list[Route]:
+    with netns.rtnl(node.ns) as rt:
+        return [r for r in rt.routes(socket.AF_INET) if r.destination == SERVICE_CIDR]
+
+
+def assert_routed_into_the_bridge(node: Node) -> None:
+    routes = service_routes(node)
+    assert len(routes) == 1, routes
+    with netns.rtnl(node.ns) as rt:
+        bridge = rt.index("mctl0")
+    assert [(r.gateway, r.oif, r.protocol, r.scope) for r in routes] == [
+        ("", bridge, MCTL_RTPROT, RT_SCOPE_LINK)], routes
+
+
+def serviced_node(make_node) -> Node:
+    node = make_node()
+    node.net.configure("10.99.1.0/24", "10.99.0.0/16", SERVICE_CIDR)
+    return node
+
+
+@pytest.mark.skipif(not HAS_NFT, reason="needs nft")
+def test_the_node_itself_reaches_a_virtual_ip_through_its_bridge(make_node):
+    node = serviced_node(make_node)
+    assert_routed_into_the_bridge(node)
+    att = node.net.attach("default_api-1")
+    server = Server(os.path.basename(att.netns), "0.0.0.0", 8080, b"api-1")
+    table = services.table_name("mctl0")
+    try:
+        svc = VirtualService("default", "api", "10.96.0.10", (ServicePort("tcp", 8080),),
+                             (Endpoint("api-1", att.ip, True),))
+        netns.run_in(node.ns, lambda: services.apply(table, [svc]))
+        assert fetch(node.ns, "10.96.0.10", 8080) == b"api-1"
+        # A VIP no rule rewrites is asked for on the bridge, never sent elsewhere.
+        where = ip_out(node.ns, "route", "get", "10.96.200.1")
+        assert " dev mctl0 " in where and " via " not in where, where
+    finally:
+        server.close()
+        node.net.detach("default_api-1", att)
+        netns.run_in(node.ns, lambda: services.delete(table))
+
+
+def test_without_a_service_cidr_the_node_cannot_reach_one(make_node):
+    node = serviced_node(make_node)
+    node.net.configure("10.99.1.0/24", "10.99.0.0/16", "")
+    assert service_routes(node) == []
+    with pytest.raises(OSError) as e:
+        fetch(node.ns, "10.96.0.10", 8080)
+    assert e.value.errno == errno.ENETUNREACH
+    node.net.configure("10.99.1.0/24", "10.99.0.0/16", SERVICE_CIDR)
+    assert_routed_into_the_bridge(node)
+
+
+def test_service_route_deleted_is_put_back_and_peer_syncs_keep_it(make_node):
+    node = serviced_node(make_node)
+    assert node.net.repair({}) == []                 # nothing to repair: no false alarm
+    node.net.sync_routes([])
+    assert_routed_into_the_bridge(node)
+    sh(node.ns, f"ip route del {SERVICE_CIDR}")
+    assert service_routes(node) == []
+    repairs = node.net.repair({})
+    assert [(r.what, r.found, r.done, r.ok) for r in repairs] == [
+        (f"route {SERVICE_CIDR} dev mctl0", "missing", "re-added", True)]
+    assert_routed_into_the_bridge(node)
+    assert node.net.repair({}) == []
+
+
+def test_bridge_deleted_comes_back_with_the_service_route(make_node):
+    node = serviced_node(make_node)
+    sh(node.ns, "ip link del mctl0")
+    assert service_routes(node) == []                # the kernel drops it with the link
+    found = {(r.what, r.found) for r in node.net.repair({})}
+    assert {("bridge mctl0", "missing"), (f"route {SERVICE_CIDR} dev mctl0", "missing")} <= found
+    assert_routed_into_the_bridge(node)
+
+
+def test_someone_elses_service_route_is_neither_replaced_nor_taken_over(make_node):
+    node = serviced_node(make_node)
+    sh(node.ns, f"ip route del {SERVICE_CIDR}; ip route add blackhole {SERVICE_CIDR}")
+    repairs = node.net.repair({})
+    assert [(r.what, r.ok) for r in repairs] == [(f"route {SERVICE_CIDR} dev mctl0", False)]
+    assert [r.protocol for r in service_routes(node)] != [MCTL_RTPROT]
+    # A (re)registration now refuses to route it at all, and leaves the operator's alone.
+    node.net.configure("10.99.1.0/24", "10.99.0.0/16", SERVICE_CIDR)
+    assert node.net.repair({}) == []
+    assert [r.protocol for r in service_routes(node)] != [MCTL_RTPROT]
+    sh(node.ns, f"ip route del blackhole {SERVICE_CIDR}")
+
+
+def test_a_changed_service_cidr_moves_the_route_and_cleanup_removes_it(make_node):
+    node = serviced_node(make_node)
+    node.net.configure("10.99.1.0/24", "10.99.0.0/16", "10.97.0.0/16")
+    with netns.rtnl(node.ns) as rt:
+        assert {r.destination for r in rt.routes(socket.AF_INET, protocol=MCTL_RTPROT)} == {
+            "10.97.0.0/16"}
+    node.net.cleanup()
+    with netns.rtnl(node.ns) as rt:
+        assert rt.routes(socket.AF_INET, protocol=MCTL_RTPROT) == []
+        assert rt.link("mctl0") is None

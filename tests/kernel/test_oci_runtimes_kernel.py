@@ -182,12 +182,13 @@ def make(env: Env, rt: Runtime, request: pytest.FixtureRequest) -> Callable[...,
     """make(script, **spec) -> Box: a replica's bundle made by the agent's ContainerManager."""
 
     def build(script: str, *, memory: int = 48 * MiB, pids: int = 64, hostname: str = "",
-              read_only: bool = False) -> Box:
+              read_only: bool = False, working_dir: str = "") -> Box:
         name = f"k{secrets.token_hex(4)}"
         replica = types_pb2.Replica(
             metadata=types_pb2.ObjectMeta(name=name, namespace="test", uid=name),
             spec=types_pb2.WorkloadSpec(
                 image="busybox", command=["sh", "-c", script], hostname=hostname,
+                working_dir=working_dir,
                 resources=types_pb2.Resources(memory_bytes=memory, pids=pids),
                 security_context=types_pb2.SecurityContext(read_only_rootfs=read_only)))
         container = env.manager.create(replica)
@@ -375,6 +376,12 @@ def test_hostname_is_the_configs(rt, make):
     box = make("hostname", hostname="oci-host")
     rt("run", "--bundle", box.bundle, box.id, out=box.out)
     assert box.output() == "oci-host\n"
+
+
+def test_a_missing_working_directory_is_made(rt, make):
+    box = make("pwd; stat -c %a .", working_dir="/srv/made/here")
+    rt("run", "--bundle", box.bundle, box.id, out=box.out)
+    assert box.output() == "/srv/made/here\n755\n"
 
 
 def test_readonly_rootfs(rt, make):

@@ -22,24 +22,24 @@ sandbox; the test asks for 1024 of each instead.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import secrets
-import select
 import shutil
-import struct
 import subprocess
+import sys
 import tarfile
 import tempfile
-import termios
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from mctl.agent.runtime.oci import client as ociclient
 from mctl.common import procfs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from busybox_tty import add_busybox_root, talk  # noqa: E402
 
 pytestmark = [
     pytest.mark.kernel,
@@ -49,8 +49,6 @@ pytestmark = [
 ]
 
 IMAGE = "localhost/mctl-busybox:test"
-BUSYBOX = "/bin/busybox"
-APPLETS = ("sh", "sleep", "cat", "echo", "tty", "stty", "id", "readlink", "true", "date")
 
 
 class Podman:
@@ -89,15 +87,7 @@ def podman() -> Iterator[Podman]:
     try:
         image = os.path.join(tmp, "image.tar")
         with tarfile.open(image, "w") as tar:
-            for d in ("bin", "proc", "sys", "dev", "etc", "tmp"):
-                info = tarfile.TarInfo(d)
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-            tar.add(BUSYBOX, "bin/busybox")
-            for applet in APPLETS:
-                info = tarfile.TarInfo(f"bin/{applet}")
-                info.type, info.linkname = tarfile.SYMTYPE, "busybox"
-                tar.addfile(info)
+            add_busybox_root(tar)
         pm("import", image, IMAGE)
         yield pm
     finally:
@@ -150,35 +140,8 @@ def test_run_detached_exec_and_stop(podman):
         podman("rm", "--force", "--time", "0", name, check=False)
 
 
-def _talk(argv: list[str], send: bytes, rows: int, cols: int) -> tuple[bytes, int]:
-    """Runs argv on a pty of ours of the given size, types `send`, returns what it printed."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execvp(argv[0], argv)
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    out = b""
-    sent = False
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:     # EIO: podman has exited and closed the terminal
-                break
-            if not data:
-                break
-            out += data
-        if not sent and b"# " in out:      # the shell's prompt: it reads the terminal now
-            os.write(fd, send)
-            sent = True
-    os.close(fd)
-    _, status = os.waitpid(pid, 0)
-    return out, os.waitstatus_to_exitcode(status)
-
-
 def test_run_interactive_with_a_terminal(podman):
-    out, code = _talk([*podman.base, "run", "--rm", "-it", *podman.run_options, IMAGE, "sh"],
+    out, code = talk([*podman.base, "run", "--rm", "-it", *podman.run_options, IMAGE, "sh"],
                       b"tty; stty size; echo $((6*7)); exit 3\n", 50, 132)
     assert code == 3, out
     # The container's own pty, our window size, and what the shell computed.
@@ -189,7 +152,7 @@ def test_exec_interactive_with_a_terminal(podman):
     name = f"t{secrets.token_hex(3)}"
     podman("run", "--detach", "--name", name, *podman.run_options, IMAGE, "sleep", "300")
     try:
-        out, code = _talk([*podman.base, "exec", "-it", name, "sh"],
+        out, code = talk([*podman.base, "exec", "-it", name, "sh"],
                           b"tty; stty size; exit 4\n", 30, 90)
         assert code == 4, out
         assert b"\r\n/dev/pts/0\r\n30 90\r\n" in out, out

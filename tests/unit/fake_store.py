@@ -77,6 +77,8 @@ class FakeStore:
         self._held: list[WatchResponse] = []
         self._watchers: list[Callable[[object], None]] = []
         self._leases: dict[int, int] = {}   # lease id -> ttl; absent = lapsed
+        self.refreshes_sent = 0           # refresh_lease_nowait calls
+        self.hold_refreshes = False       # True: queued refreshes are never answered
         self._next_lease = 1000
         self._lock = threading.RLock()
 
@@ -123,6 +125,15 @@ class FakeStore:
     def revision(self) -> int:
         self._check()
         return self.rev
+
+    def get_prefix_meta(self, prefix: str) -> list[tuple[str, bytes, int]]:
+        self._check()
+        with self._lock:
+            return [(key, v.value, v.mod_revision) for key, v in sorted(self.data.items())
+                    if key.startswith(prefix)]
+
+    def get_prefix(self, prefix: str) -> list[bytes]:
+        return [value for _, value, _ in self.get_prefix_meta(prefix)]
 
     def subnet_claims(self) -> dict[str, tuple[str, int]]:
         self._check()
@@ -197,6 +208,14 @@ class FakeStore:
     def refresh_lease(self, lease: int) -> int:
         self._check()
         return self._leases.get(lease, 0)
+
+    def refresh_lease_nowait(self, lease: int, on_answer: Callable[[int], None]) -> None:
+        """As etcd's keep-alive stream, with the answer at once (see hold_refreshes)."""
+        self._check()
+        self.refreshes_sent += 1
+        if self.hold_refreshes:
+            return
+        on_answer(self._leases.get(lease, 0))
 
     def watch_events(self, callback: Callable[[object], None],
                      start_revision: int) -> Callable[[], None]:

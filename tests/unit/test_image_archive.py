@@ -371,10 +371,6 @@ def archive_cases() -> dict[str, tuple[object, str]]:
     def unknown_layer_type(f):
         manifest_fix(f, 0, f[blob_of_layer(f)], media="application/x-mystery")
 
-    def zstd_layer(f):
-        manifest_fix(f, 0, f[blob_of_layer(f)],
-                     media="application/vnd.oci.image.layer.v1.tar+zstd")
-
     def unknown_index_type(f):
         index = json.loads(f["index.json"])
         index["manifests"][0]["mediaType"] = "application/x-mystery"
@@ -406,7 +402,6 @@ def archive_cases() -> dict[str, tuple[object, str]]:
         "missing-blob": (missing_blob, "layer 1 of 1 (sha256:"),
         "unknown-layer-type": (unknown_layer_type, "unknown layer media type "
                                                    "'application/x-mystery'"),
-        "zstd-layer": (zstd_layer, "zstd-compressed layers"),
         "unknown-index-type": (unknown_index_type, "index.json manifest 1: unknown media type"),
         "wrong-diff-id": (wrong_diff_id, "diff id mismatch: the config says sha256:"),
         "truncated-layer": (truncated_layer, "layer 1 of 1"),

@@ -218,8 +218,16 @@ def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int, P
             log_line(inv, "warning", f"cleanup after a failed create: {cleanup}")
         if isinstance(e, RuntimeFailure | KeyboardInterrupt):
             raise
-        raise RuntimeFailure(str(e)) from None
+        raise RuntimeFailure(_error_text(e)) from None
     return c, pid, proxy
+
+
+def _error_text(e: BaseException) -> str:
+    """One line for an unexpected error: `'/proc/1/ns/pid': Permission denied`, not
+    Python's `[Errno 13] ...` (containerd's shim shows the user this line)."""
+    from .cli_exec import describe_failure  # only on failure: `run` does not pay for it
+
+    return describe_failure("", e)
 
 
 def _console(inv: Invocation, terminal: bool, detach: bool) -> tuple[int, Proxy | None]:
@@ -232,7 +240,7 @@ def _console(inv: Invocation, terminal: bool, detach: bool) -> tuple[int, Proxy 
     try:
         return console.open_for(terminal, detach, inv.console_socket)
     except OSError as e:
-        raise RuntimeFailure(str(e)) from None
+        raise RuntimeFailure(_error_text(e)) from None
 
 
 def _close_console(console_fd: int, proxy: Proxy | None) -> None:
@@ -590,6 +598,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         inv = parse(args)
     except UsageError as e:
+        if e.log:
+            failed = Invocation()
+            failed.log, failed.log_format = e.log, e.log_format
+            log_line(failed, "error", str(e))
         print(f"{PROG}: {e} (see {PROG} --help)", file=sys.stderr)
         return 2
     if inv.command == "help":

@@ -116,7 +116,15 @@ _COMMANDS: dict[str, tuple[dict[str, tuple[bool, str]], int, int]] = {
 
 
 class UsageError(Exception):
-    """The command line is wrong; the message says where."""
+    """The command line is wrong; the message says where.
+
+    `log`/`log_format` are the global --log options read before the error, if
+    any: the error goes to that file too, as runc's does, since containerd's
+    shim reports the last error line of it (a stale one otherwise).
+    """
+
+    log = ""
+    log_format = "text"
 
 
 class Invocation:
@@ -199,6 +207,15 @@ def _take(inv: Invocation, options: dict[str, tuple[bool, str]], argv: list[str]
 def parse(argv: list[str]) -> Invocation:
     """Parses the arguments after the program name; UsageError on anything unknown."""
     inv = Invocation()
+    try:
+        return _parse(inv, argv)
+    except UsageError as e:
+        if inv.log_format in ("text", "json"):
+            e.log, e.log_format = inv.log, inv.log_format
+        raise
+
+
+def _parse(inv: Invocation, argv: list[str]) -> Invocation:
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
         if argv[i] in ("--version", "-v"):

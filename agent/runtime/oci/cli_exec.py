@@ -74,6 +74,15 @@ NS_GET_USERNS = 0xB701
 MAX_PROCESS_FILE = 1 << 20
 
 
+def describe_failure(step: str, e: BaseException) -> str:
+    """A child's setup error as the one line the caller reports: `exec: '/x': No such file
+    or directory`, not Python's `[Errno 2] ...` (containerd's shim shows it to the user)."""
+    text = str(e)
+    if isinstance(e, OSError) and e.strerror:
+        text = f"{e.filename!r}: {e.strerror}" if e.filename is not None else e.strerror
+    return f"{step}: {text}" if step else text
+
+
 class ExecError(Exception):
     """exec cannot start the process; the message is the one line the user sees."""
 
@@ -314,7 +323,7 @@ def _first_child(sys: sc_types.Syscalls, config: Config, join_files: list[str],
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - everything must reach the runtime
         try:
-            os.write(sync_w, (f"{step}: {e}" if step else str(e)).encode()[:4000])
+            os.write(sync_w, describe_failure(step, e).encode()[:4000])
         finally:
             os._exit(1)
 
@@ -351,7 +360,7 @@ def _second_child(sys: sc_types.Syscalls, config: Config, console_fd: int,
         exec_program(list(config.args), env_dict(config.env))
     except BaseException as e:  # noqa: BLE001 - everything must reach the runtime
         try:
-            os.write(sync_w, (f"{step}: {e}" if step else str(e)).encode()[:4000])
+            os.write(sync_w, describe_failure(step, e).encode()[:4000])
         finally:
             os._exit(127)
 

@@ -482,7 +482,10 @@ def write_config(bundle: str, config: Config) -> None:
     tmp = os.path.join(bundle, ".config.json.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with open(fd, "w") as f:
-        json.dump(to_json(config), f, indent=1)
+        # Compact: only then does json use its C encoder (json.dump, and any
+        # indent, take the pure-Python one: 0.44 ms against 0.04 ms here,
+        # about a quarter of the agent's Python time in a 30-replica apply).
+        f.write(json.dumps(to_json(config), separators=(",", ":")))
     os.replace(tmp, os.path.join(bundle, "config.json"))
 
 

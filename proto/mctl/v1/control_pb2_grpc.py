@@ -104,6 +104,36 @@ class ControlPlaneStub:
                 request_serializer=mctl_dot_v1_dot_control__pb2.ListRequest.SerializeToString,
                 response_deserializer=mctl_dot_v1_dot_control__pb2.VolumeList.FromString,
                 _registered_method=True)
+        self.WatchObjects = channel.unary_stream(
+                '/mctl.v1.ControlPlane/WatchObjects',
+                request_serializer=mctl_dot_v1_dot_control__pb2.WatchObjectsRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_control__pb2.WatchObjectsResponse.FromString,
+                _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/mctl.v1.ControlPlane/WatchEvents',
+                request_serializer=mctl_dot_v1_dot_control__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_control__pb2.WatchEventsResponse.FromString,
+                _registered_method=True)
+        self.Scale = channel.unary_unary(
+                '/mctl.v1.ControlPlane/Scale',
+                request_serializer=mctl_dot_v1_dot_control__pb2.ScaleRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_control__pb2.ScaleResponse.FromString,
+                _registered_method=True)
+        self.RolloutHistory = channel.unary_unary(
+                '/mctl.v1.ControlPlane/RolloutHistory',
+                request_serializer=mctl_dot_v1_dot_control__pb2.RolloutHistoryRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_control__pb2.RolloutHistoryResponse.FromString,
+                _registered_method=True)
+        self.RolloutUndo = channel.unary_unary(
+                '/mctl.v1.ControlPlane/RolloutUndo',
+                request_serializer=mctl_dot_v1_dot_control__pb2.RolloutUndoRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_control__pb2.RolloutChangeResponse.FromString,
+                _registered_method=True)
+        self.RolloutRestart = channel.unary_unary(
+                '/mctl.v1.ControlPlane/RolloutRestart',
+                request_serializer=mctl_dot_v1_dot_control__pb2.RolloutRestartRequest.SerializeToString,
+                response_deserializer=mctl_dot_v1_dot_control__pb2.RolloutChangeResponse.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServicer:
@@ -203,6 +233,49 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchObjects(self, request, context):
+        """`get -w`: the current objects of one kind, then each change as it
+        comes from the scheduler's watch (scheduler/watchstream.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEvents(self, request, context):
+        """`events [-w]`: the stored events, then (when following) each new one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Scale(self, request, context):
+        """Sets a workload's spec.replicas only (no new revision, nothing rolls).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RolloutHistory(self, request, context):
+        """A workload's spec revisions, oldest first (scheduler/revisions.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RolloutUndo(self, request, context):
+        """Back to an earlier revision's template: a new revision, rolled under the strategy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RolloutRestart(self, request, context):
+        """Replaces every replica under the update strategy, with no spec change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -275,6 +348,36 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.ListVolumes,
                     request_deserializer=mctl_dot_v1_dot_control__pb2.ListRequest.FromString,
                     response_serializer=mctl_dot_v1_dot_control__pb2.VolumeList.SerializeToString,
+            ),
+            'WatchObjects': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchObjects,
+                    request_deserializer=mctl_dot_v1_dot_control__pb2.WatchObjectsRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_control__pb2.WatchObjectsResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=mctl_dot_v1_dot_control__pb2.WatchEventsRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_control__pb2.WatchEventsResponse.SerializeToString,
+            ),
+            'Scale': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scale,
+                    request_deserializer=mctl_dot_v1_dot_control__pb2.ScaleRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_control__pb2.ScaleResponse.SerializeToString,
+            ),
+            'RolloutHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.RolloutHistory,
+                    request_deserializer=mctl_dot_v1_dot_control__pb2.RolloutHistoryRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_control__pb2.RolloutHistoryResponse.SerializeToString,
+            ),
+            'RolloutUndo': grpc.unary_unary_rpc_method_handler(
+                    servicer.RolloutUndo,
+                    request_deserializer=mctl_dot_v1_dot_control__pb2.RolloutUndoRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_control__pb2.RolloutChangeResponse.SerializeToString,
+            ),
+            'RolloutRestart': grpc.unary_unary_rpc_method_handler(
+                    servicer.RolloutRestart,
+                    request_deserializer=mctl_dot_v1_dot_control__pb2.RolloutRestartRequest.FromString,
+                    response_serializer=mctl_dot_v1_dot_control__pb2.RolloutChangeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -655,6 +758,168 @@ class ControlPlane:
             '/mctl.v1.ControlPlane/ListVolumes',
             mctl_dot_v1_dot_control__pb2.ListRequest.SerializeToString,
             mctl_dot_v1_dot_control__pb2.VolumeList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mctl.v1.ControlPlane/WatchObjects',
+            mctl_dot_v1_dot_control__pb2.WatchObjectsRequest.SerializeToString,
+            mctl_dot_v1_dot_control__pb2.WatchObjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mctl.v1.ControlPlane/WatchEvents',
+            mctl_dot_v1_dot_control__pb2.WatchEventsRequest.SerializeToString,
+            mctl_dot_v1_dot_control__pb2.WatchEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scale(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mctl.v1.ControlPlane/Scale',
+            mctl_dot_v1_dot_control__pb2.ScaleRequest.SerializeToString,
+            mctl_dot_v1_dot_control__pb2.ScaleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RolloutHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mctl.v1.ControlPlane/RolloutHistory',
+            mctl_dot_v1_dot_control__pb2.RolloutHistoryRequest.SerializeToString,
+            mctl_dot_v1_dot_control__pb2.RolloutHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RolloutUndo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mctl.v1.ControlPlane/RolloutUndo',
+            mctl_dot_v1_dot_control__pb2.RolloutUndoRequest.SerializeToString,
+            mctl_dot_v1_dot_control__pb2.RolloutChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RolloutRestart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mctl.v1.ControlPlane/RolloutRestart',
+            mctl_dot_v1_dot_control__pb2.RolloutRestartRequest.SerializeToString,
+            mctl_dot_v1_dot_control__pb2.RolloutChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

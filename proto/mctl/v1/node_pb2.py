@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from mctl.v1 import types_pb2 as mctl_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12mctl/v1/node.proto\x12\x07mctl.v1\x1a\x13mctl/v1/types.proto\".\n\x0fRegisterRequest\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.mctl.v1.Node\"[\n\x10RegisterResponse\x12\x1d\n\x15heartbeat_interval_ms\x18\x01 \x01(\x03\x12\x12\n\npod_subnet\x18\x02 \x01(\t\x12\x14\n\x0c\x63luster_cidr\x18\x03 \x01(\t\"?\n\x10HeartbeatRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x1d\n\x05usage\x18\x02 \x01(\x0b\x32\x0e.mctl.v1.Usage\"\'\n\x11HeartbeatResponse\x12\x12\n\nreregister\x18\x01 \x01(\x08\"\x97\x01\n\rReplicaReport\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x11\n\tspec_hash\x18\x04 \x01(\t\x12&\n\x06status\x18\x05 \x01(\x0b\x32\x16.mctl.v1.ReplicaStatus\x12\x1d\n\x05usage\x18\x06 \x01(\x0b\x32\x0e.mctl.v1.Usage\"\x9f\x01\n\x0cStatusReport\x12\x0c\n\x04node\x18\x01 \x01(\t\x12(\n\x08replicas\x18\x02 \x03(\x0b\x32\x16.mctl.v1.ReplicaReport\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x12\x1e\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x0e.mctl.v1.Event\x12%\n\x07volumes\x18\x05 \x03(\x0b\x32\x14.mctl.v1.VolumeUsage\"B\n\x0bVolumeUsage\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nused_bytes\x18\x03 \x01(\x03\"\x0b\n\tStatusAck2\xcd\x01\n\x0bNodeService\x12?\n\x08Register\x12\x18.mctl.v1.RegisterRequest\x1a\x19.mctl.v1.RegisterResponse\x12\x42\n\tHeartbeat\x12\x19.mctl.v1.HeartbeatRequest\x1a\x1a.mctl.v1.HeartbeatResponse\x12\x39\n\x0cReportStatus\x12\x15.mctl.v1.StatusReport\x1a\x12.mctl.v1.StatusAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12mctl/v1/node.proto\x12\x07mctl.v1\x1a\x13mctl/v1/types.proto\".\n\x0fRegisterRequest\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.mctl.v1.Node\"r\n\x10RegisterResponse\x12\x1d\n\x15heartbeat_interval_ms\x18\x01 \x01(\x03\x12\x12\n\npod_subnet\x18\x02 \x01(\t\x12\x14\n\x0c\x63luster_cidr\x18\x03 \x01(\t\x12\x15\n\x0cservice_cidr\x18\xd4\x02 \x01(\t\"?\n\x10HeartbeatRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x1d\n\x05usage\x18\x02 \x01(\x0b\x32\x0e.mctl.v1.Usage\"G\n\x11HeartbeatResponse\x12\x12\n\nreregister\x18\x01 \x01(\x08\x12\x1e\n\x15heartbeat_interval_ms\x18\x98\x02 \x01(\x03\"\x97\x01\n\rReplicaReport\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x11\n\tspec_hash\x18\x04 \x01(\t\x12&\n\x06status\x18\x05 \x01(\x0b\x32\x16.mctl.v1.ReplicaStatus\x12\x1d\n\x05usage\x18\x06 \x01(\x0b\x32\x0e.mctl.v1.Usage\"\xb7\x01\n\x0cStatusReport\x12\x0c\n\x04node\x18\x01 \x01(\t\x12(\n\x08replicas\x18\x02 \x03(\x0b\x32\x16.mctl.v1.ReplicaReport\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x12\x1e\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x0e.mctl.v1.Event\x12%\n\x07volumes\x18\x05 \x03(\x0b\x32\x14.mctl.v1.VolumeUsage\x12\x16\n\rimage_digests\x18\xac\x02 \x03(\t\"B\n\x0bVolumeUsage\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nused_bytes\x18\x03 \x01(\x03\"\x0b\n\tStatusAck2\xcd\x01\n\x0bNodeService\x12?\n\x08Register\x12\x18.mctl.v1.RegisterRequest\x1a\x19.mctl.v1.RegisterResponse\x12\x42\n\tHeartbeat\x12\x19.mctl.v1.HeartbeatRequest\x1a\x1a.mctl.v1.HeartbeatResponse\x12\x39\n\x0cReportStatus\x12\x15.mctl.v1.StatusReport\x1a\x12.mctl.v1.StatusAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,19 +35,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERREQUEST']._serialized_start=52
   _globals['_REGISTERREQUEST']._serialized_end=98
   _globals['_REGISTERRESPONSE']._serialized_start=100
-  _globals['_REGISTERRESPONSE']._serialized_end=191
-  _globals['_HEARTBEATREQUEST']._serialized_start=193
-  _globals['_HEARTBEATREQUEST']._serialized_end=256
-  _globals['_HEARTBEATRESPONSE']._serialized_start=258
-  _globals['_HEARTBEATRESPONSE']._serialized_end=297
-  _globals['_REPLICAREPORT']._serialized_start=300
-  _globals['_REPLICAREPORT']._serialized_end=451
-  _globals['_STATUSREPORT']._serialized_start=454
-  _globals['_STATUSREPORT']._serialized_end=613
-  _globals['_VOLUMEUSAGE']._serialized_start=615
-  _globals['_VOLUMEUSAGE']._serialized_end=681
-  _globals['_STATUSACK']._serialized_start=683
-  _globals['_STATUSACK']._serialized_end=694
-  _globals['_NODESERVICE']._serialized_start=697
-  _globals['_NODESERVICE']._serialized_end=902
+  _globals['_REGISTERRESPONSE']._serialized_end=214
+  _globals['_HEARTBEATREQUEST']._serialized_start=216
+  _globals['_HEARTBEATREQUEST']._serialized_end=279
+  _globals['_HEARTBEATRESPONSE']._serialized_start=281
+  _globals['_HEARTBEATRESPONSE']._serialized_end=352
+  _globals['_REPLICAREPORT']._serialized_start=355
+  _globals['_REPLICAREPORT']._serialized_end=506
+  _globals['_STATUSREPORT']._serialized_start=509
+  _globals['_STATUSREPORT']._serialized_end=692
+  _globals['_VOLUMEUSAGE']._serialized_start=694
+  _globals['_VOLUMEUSAGE']._serialized_end=760
+  _globals['_STATUSACK']._serialized_start=762
+  _globals['_STATUSACK']._serialized_end=773
+  _globals['_NODESERVICE']._serialized_start=776
+  _globals['_NODESERVICE']._serialized_end=981
 # @@protoc_insertion_point(module_scope)

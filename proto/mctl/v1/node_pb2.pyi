@@ -14,14 +14,16 @@ class RegisterRequest(_message.Message):
     def __init__(self, node: _Optional[_Union[_types_pb2.Node, _Mapping]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = ("heartbeat_interval_ms", "pod_subnet", "cluster_cidr")
+    __slots__ = ("heartbeat_interval_ms", "pod_subnet", "cluster_cidr", "service_cidr")
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     POD_SUBNET_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_CIDR_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_CIDR_FIELD_NUMBER: _ClassVar[int]
     heartbeat_interval_ms: int
     pod_subnet: str
     cluster_cidr: str
-    def __init__(self, heartbeat_interval_ms: _Optional[int] = ..., pod_subnet: _Optional[str] = ..., cluster_cidr: _Optional[str] = ...) -> None: ...
+    service_cidr: str
+    def __init__(self, heartbeat_interval_ms: _Optional[int] = ..., pod_subnet: _Optional[str] = ..., cluster_cidr: _Optional[str] = ..., service_cidr: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("node", "usage")
@@ -32,10 +34,12 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, node: _Optional[str] = ..., usage: _Optional[_Union[_types_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("reregister",)
+    __slots__ = ("reregister", "heartbeat_interval_ms")
     REREGISTER_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     reregister: bool
-    def __init__(self, reregister: _Optional[bool] = ...) -> None: ...
+    heartbeat_interval_ms: int
+    def __init__(self, reregister: _Optional[bool] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
 
 class ReplicaReport(_message.Message):
     __slots__ = ("namespace", "name", "uid", "spec_hash", "status", "usage")
@@ -54,18 +58,20 @@ class ReplicaReport(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., uid: _Optional[str] = ..., spec_hash: _Optional[str] = ..., status: _Optional[_Union[_types_pb2.ReplicaStatus, _Mapping]] = ..., usage: _Optional[_Union[_types_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class StatusReport(_message.Message):
-    __slots__ = ("node", "replicas", "complete", "events", "volumes")
+    __slots__ = ("node", "replicas", "complete", "events", "volumes", "image_digests")
     NODE_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGESTS_FIELD_NUMBER: _ClassVar[int]
     node: str
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaReport]
     complete: bool
     events: _containers.RepeatedCompositeFieldContainer[_types_pb2.Event]
     volumes: _containers.RepeatedCompositeFieldContainer[VolumeUsage]
-    def __init__(self, node: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., complete: _Optional[bool] = ..., events: _Optional[_Iterable[_Union[_types_pb2.Event, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[VolumeUsage, _Mapping]]] = ...) -> None: ...
+    image_digests: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., complete: _Optional[bool] = ..., events: _Optional[_Iterable[_Union[_types_pb2.Event, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[VolumeUsage, _Mapping]]] = ..., image_digests: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class VolumeUsage(_message.Message):
     __slots__ = ("namespace", "name", "used_bytes")

@@ -214,7 +214,7 @@ class SecurityContext(_message.Message):
     def __init__(self, user_namespace: _Optional[bool] = ..., read_only_rootfs: _Optional[bool] = ..., seccomp_profile: _Optional[str] = ...) -> None: ...
 
 class WorkloadSpec(_message.Message):
-    __slots__ = ("replicas", "image", "command", "args", "env", "working_dir", "hostname", "resources", "ports", "restart_policy", "health_check", "node_selector", "spread", "update", "security_context", "replace_failed", "readiness", "volumes", "volume_mounts", "image_pull_policy", "image_pull_secret", "image_digest")
+    __slots__ = ("replicas", "image", "command", "args", "env", "working_dir", "hostname", "resources", "ports", "restart_policy", "health_check", "node_selector", "spread", "update", "security_context", "replace_failed", "readiness", "volumes", "volume_mounts", "image_pull_policy", "image_pull_secret", "image_digest", "restarted_at_unix_ms")
     class NodeSelectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -244,6 +244,7 @@ class WorkloadSpec(_message.Message):
     IMAGE_PULL_POLICY_FIELD_NUMBER: _ClassVar[int]
     IMAGE_PULL_SECRET_FIELD_NUMBER: _ClassVar[int]
     IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    RESTARTED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     replicas: int
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -266,7 +267,8 @@ class WorkloadSpec(_message.Message):
     image_pull_policy: str
     image_pull_secret: str
     image_digest: str
-    def __init__(self, replicas: _Optional[int] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., working_dir: _Optional[str] = ..., hostname: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., restart_policy: _Optional[str] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., spread: _Optional[bool] = ..., update: _Optional[_Union[UpdateStrategy, _Mapping]] = ..., security_context: _Optional[_Union[SecurityContext, _Mapping]] = ..., replace_failed: _Optional[bool] = ..., readiness: _Optional[_Union[HealthCheck, _Mapping]] = ..., volumes: _Optional[_Iterable[_Union[Volume, _Mapping]]] = ..., volume_mounts: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., image_pull_policy: _Optional[str] = ..., image_pull_secret: _Optional[str] = ..., image_digest: _Optional[str] = ...) -> None: ...
+    restarted_at_unix_ms: int
+    def __init__(self, replicas: _Optional[int] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., working_dir: _Optional[str] = ..., hostname: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., restart_policy: _Optional[str] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., spread: _Optional[bool] = ..., update: _Optional[_Union[UpdateStrategy, _Mapping]] = ..., security_context: _Optional[_Union[SecurityContext, _Mapping]] = ..., replace_failed: _Optional[bool] = ..., readiness: _Optional[_Union[HealthCheck, _Mapping]] = ..., volumes: _Optional[_Iterable[_Union[Volume, _Mapping]]] = ..., volume_mounts: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., image_pull_policy: _Optional[str] = ..., image_pull_secret: _Optional[str] = ..., image_digest: _Optional[str] = ..., restarted_at_unix_ms: _Optional[int] = ...) -> None: ...
 
 class ObjectMeta(_message.Message):
     __slots__ = ("name", "namespace", "labels", "uid", "generation", "created_unix_ms", "deletion_requested")
@@ -310,7 +312,7 @@ class WorkloadStatus(_message.Message):
     def __init__(self, virtual_ip: _Optional[str] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("phase", "reason", "ready", "message", "exit_code", "restarts", "ip", "started_unix_ms", "finished_unix_ms", "last_exit")
+    __slots__ = ("phase", "reason", "ready", "message", "exit_code", "restarts", "ip", "started_unix_ms", "finished_unix_ms", "last_exit", "image_pull")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
@@ -321,6 +323,7 @@ class ReplicaStatus(_message.Message):
     STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     FINISHED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     LAST_EXIT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_PULL_FIELD_NUMBER: _ClassVar[int]
     phase: ReplicaPhase
     reason: ReplicaReason
     ready: bool
@@ -331,7 +334,20 @@ class ReplicaStatus(_message.Message):
     started_unix_ms: int
     finished_unix_ms: int
     last_exit: str
-    def __init__(self, phase: _Optional[_Union[ReplicaPhase, str]] = ..., reason: _Optional[_Union[ReplicaReason, str]] = ..., ready: _Optional[bool] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., restarts: _Optional[int] = ..., ip: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., last_exit: _Optional[str] = ...) -> None: ...
+    image_pull: ImagePullProgress
+    def __init__(self, phase: _Optional[_Union[ReplicaPhase, str]] = ..., reason: _Optional[_Union[ReplicaReason, str]] = ..., ready: _Optional[bool] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., restarts: _Optional[int] = ..., ip: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., last_exit: _Optional[str] = ..., image_pull: _Optional[_Union[ImagePullProgress, _Mapping]] = ...) -> None: ...
+
+class ImagePullProgress(_message.Message):
+    __slots__ = ("done", "bytes", "total_bytes", "elapsed_ms")
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    done: bool
+    bytes: int
+    total_bytes: int
+    elapsed_ms: int
+    def __init__(self, done: _Optional[bool] = ..., bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., elapsed_ms: _Optional[int] = ...) -> None: ...
 
 class Replica(_message.Message):
     __slots__ = ("metadata", "workload", "spec_hash", "spec", "node", "status")
@@ -415,3 +431,15 @@ class Event(_message.Message):
     message: str
     source: str
     def __init__(self, unix_ms: _Optional[int] = ..., kind: _Optional[str] = ..., namespace: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class WorkloadRevision(_message.Message):
+    __slots__ = ("number", "created_unix_ms", "change_cause", "spec")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_CAUSE_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    created_unix_ms: int
+    change_cause: str
+    spec: WorkloadSpec
+    def __init__(self, number: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., change_cause: _Optional[str] = ..., spec: _Optional[_Union[WorkloadSpec, _Mapping]] = ...) -> None: ...
