@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between TERM and KILL when stopping a container")
     p.add_argument("--max-parallel-starts", type=_parallel_starts, default=0, metavar="N",
                    help=f"containers made and started at once (1-{MAX_PARALLEL_STARTS}; "
-                        "default twice the CPUs, at least 2)")
+                        "default 1; twice the CPUs measured fastest)")
     p.add_argument("--cleanup-on-exit", action="store_true",
                    help="on SIGTERM, remove every container instead of leaving them running")
     p.add_argument("--netns", default="",

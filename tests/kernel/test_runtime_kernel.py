@@ -23,7 +23,6 @@ import secrets
 import shutil
 import signal
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from mctl.agent.runtime import capabilities
 from mctl.agent.runtime import syscalls as sc
 from mctl.agent.runtime.api import StartError
 from mctl.agent.runtime.cgroups import CgroupDriver, ControllerUnavailable, V1Driver, detect
-from mctl.agent.runtime.containerlog_writer import MAX_LINE, LogLimits
+from mctl.agent.runtime.containerlog_writer import MAX_LINE
 from mctl.agent.runtime.native import NativeRuntime
 from mctl.agent.runtime.oci import config as oci
 from mctl.agent.runtime.state import EXIT_FILE, LOG_FILE, STATE_FILE
@@ -492,53 +491,6 @@ def test_runtime_still_starts_after_a_failure(env, make, run):
     box = run("echo ok")
     assert box.wait_exit()["exit_code"] == 0
     assert box.stdout() == "ok\n"
-
-
-def test_starts_are_in_flight_at_once_and_each_gets_its_own_reply(env, make, run):
-    # A slow start (an OCI runtime command that takes seconds to `create`)
-    # is still waiting on the zygote while other starts, from other threads,
-    # are handed out and answered: the zygote no longer serves one at a time,
-    # and each reply reaches the start it belongs to (tags, zygote.py).
-    env.runtime.warm_up()           # from this thread: the zygote dies with the thread that made it
-    slow_box = make("true")
-    # An OCI runtime's base argv is `BINARY --root DIR` (oci/client.py).
-    binary = os.path.join(env.tmp, "slow-runtime")
-    with open(binary, "w") as f:
-        f.write('#!/bin/sh\nfor a; do [ "$a" = create ] && sleep 3; done\nexit 7\n')
-    os.chmod(binary, 0o755)
-    slow_runtime = [binary, "--root", os.path.join(env.tmp, "slow-runtime-root")]
-    slow_error: list[str] = []
-
-    def slow() -> None:
-        try:
-            env.runtime.zygote.start(slow_box.id, slow_box.bundle, LogLimits(), slow_runtime)
-        except StartError as e:
-            slow_error.append(str(e))
-
-    waiting = threading.Thread(target=slow)
-    waiting.start()
-    try:
-        time.sleep(0.2)                 # the slow request is with its monitor
-        boxes: dict[str, Box] = {}
-
-        def fast(word: str) -> None:
-            boxes[word] = run(f"echo {word}")
-
-        threads = [threading.Thread(target=fast, args=(f"w{i}",)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(WAIT)
-        assert sorted(boxes) == ["w0", "w1", "w2", "w3"]
-        assert waiting.is_alive(), "the fast starts waited for the slow one"
-        for word, box in boxes.items():
-            assert box.wait_exit()["exit_code"] == 0
-            assert box.stdout() == f"{word}\n"
-            with open(box.path(STATE_FILE)) as f:
-                assert json.load(f)["monitor_pid"] == box.monitor_pid
-    finally:
-        waiting.join(WAIT)
-    assert slow_error and slow_error[0].endswith("exited with status 7"), slow_error
 
 
 def test_a_spare_monitor_killed_while_it_waits_is_replaced(env, run):
