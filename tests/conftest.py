@@ -66,3 +66,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if outside:
         raise pytest.UsageError("tests outside the tier folders of tests/ ("
                                 + ", ".join(TIERS) + "): " + ", ".join(sorted(outside)))
+
+
+# Cgroups the tests make for themselves are named mctl/test-*, in every
+# hierarchy a runtime joins (runc and mctl-runtime also join cpuset,
+# devices, freezer, blkio and name=systemd). A module's own leak check runs
+# only if the module ends; this one covers the whole run: what is there at
+# the end that was not there at the start is a leak (an earlier run's
+# leftovers are reported by that run, not this one).
+TEST_CGROUPS = "/sys/fs/cgroup/*/mctl/test-*"
+
+
+def _test_cgroups() -> set[str]:
+    import glob
+
+    return set(glob.glob(TEST_CGROUPS))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_CGROUPS_BEFORE] = _test_cgroups()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    left = sorted(_test_cgroups() - session.config.stash.get(_CGROUPS_BEFORE, set()))
+    if left:
+        session.config.get_terminal_writer().line(
+            f"cgroups made by the tests and left behind: {', '.join(left)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_CGROUPS_BEFORE = pytest.StashKey[set[str]]()
