@@ -57,6 +57,7 @@ import os
 
 from . import cli_state, console
 from .cli_args import Invocation
+from .config_fields import JSONFileError, read_json_object
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -147,19 +148,9 @@ def process_from_flags(inv: Invocation, base: dict[str, Any]) -> dict[str, Any]:
 
 def _read_process_file(path: str) -> dict[str, Any]:
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_PROCESS_FILE + 1)
-    except OSError as e:
-        raise ExecError(f"--process {path}: {e.strerror}") from None
-    if len(raw) > MAX_PROCESS_FILE:
-        raise ExecError(f"--process {path}: larger than {MAX_PROCESS_FILE} bytes")
-    try:
-        doc = json.loads(raw)
-    except ValueError as e:
-        raise ExecError(f"--process {path}: not JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise ExecError(f"--process {path}: must be a JSON object (a process)")
-    return doc
+        return read_json_object(path, MAX_PROCESS_FILE, "a process")
+    except JSONFileError as e:
+        raise ExecError(f"--process {path}: {e}") from None
 
 
 def exec_config(inv: Invocation, bundle: str, seccomp_cache: str | None) -> Config:

@@ -24,11 +24,9 @@ and the record keeps the old values.
 
 from __future__ import annotations
 
-import json
-import sys
-
 from . import cli_state
 from .cli_args import UPDATE_FLAGS
+from .config_fields import JSONFileError, read_json_object
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -85,22 +83,9 @@ def _flag_value(flag: str, text: str) -> object:
 def _read_resources(path: str) -> dict[str, Any]:
     where = "-r (stdin)" if path == "-" else f"-r {path}"
     try:
-        if path == "-":
-            data = sys.stdin.buffer.read(MAX_RESOURCES_FILE + 1)
-        else:
-            with open(path, "rb") as f:
-                data = f.read(MAX_RESOURCES_FILE + 1)
-    except OSError as e:
-        raise UpdateError(f"{where}: {e.strerror or e}") from None
-    if len(data) > MAX_RESOURCES_FILE:
-        raise UpdateError(f"{where}: larger than {MAX_RESOURCES_FILE} bytes")
-    try:
-        doc = json.loads(data)
-    except ValueError as e:
-        raise UpdateError(f"{where}: not JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise UpdateError(f"{where}: must be a JSON object (LinuxResources)")
-    return doc
+        return read_json_object(path, MAX_RESOURCES_FILE, "LinuxResources")
+    except JSONFileError as e:
+        raise UpdateError(f"{where}: {e}") from None
 
 
 def merged(recorded: dict[str, Any], given: dict[str, Any] | None,

@@ -12,6 +12,38 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+class JSONFileError(ValueError):
+    """A file given on the command line (--process, -r) that is no bounded JSON object."""
+
+
+def read_json_object(path: str, limit: int, what: str) -> dict[str, Any]:
+    """The JSON object in `path` ("-": standard input), of at most `limit` bytes.
+
+    JSONFileError says what is wrong in a few words, for the caller to
+    prefix with the flag; `what` names the object the file must hold.
+    """
+    import json
+    import sys
+
+    try:
+        if path == "-":
+            raw = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as f:
+                raw = f.read(limit + 1)
+    except OSError as e:
+        raise JSONFileError(e.strerror or str(e)) from None
+    if len(raw) > limit:
+        raise JSONFileError(f"larger than {limit} bytes")
+    try:
+        doc = json.loads(raw)
+    except ValueError as e:
+        raise JSONFileError(f"not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise JSONFileError(f"must be a JSON object ({what})")
+    return doc
+
+
 class ConfigError(ValueError):
     """config.json is missing, unreadable or has a bad field."""
 
