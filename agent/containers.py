@@ -507,6 +507,20 @@ class ContainerManager:
                 self.teardown(Container(id=cid, bundle=bundle, replica=types_pb2.Replica(),
                                         cgroup=f"{self.cgroup_parent}/{cid}"))
                 continue
+            if self.runtime.state(bundle) is None:
+                # No state.json: no monitor recorded a container here, and
+                # none ever will (a start dies with the agent until it has
+                # recorded one: runtime/zygote.py). The agent was killed
+                # while making or starting it, or its start failed; which
+                # step it reached is unknown (an address, a namespace,
+                # mounts, a cgroup with a process in it), so it is removed
+                # and the node loop makes it again. Adopted as it is, it
+                # showed Starting for good: nothing would ever start it.
+                log.warning("container=%s was never started (cut short by the agent's end, or "
+                            "failed): removing it to make it again", cid)
+                self.teardown(Container(id=cid, bundle=bundle, replica=replica,
+                                        cgroup=f"{self.cgroup_parent}/{cid}"))
+                continue
             meta = _read_json(os.path.join(bundle, META_FILE)) or {}
             container = Container(id=cid, bundle=bundle, replica=replica,
                                   cgroup=f"{self.cgroup_parent}/{cid}",

@@ -25,7 +25,6 @@ import signal
 import struct
 import subprocess
 import sys
-import termios
 import threading
 from collections.abc import Callable, Iterator
 
@@ -199,6 +198,8 @@ def container_pty(init_pid: int) -> tuple[int, int]:
 
 
 def set_size(fd: int, size: control_pb2.TerminalSize) -> None:
+    import termios  # terminals only: not in an idle agent
+
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", size.rows, size.cols, 0, 0))
 
 

@@ -11,10 +11,18 @@ With TLS, its certificate must be an agent certificate for --name, and only
 the scheduler and admins may call it (access.py).
 """
 
+# ruff: noqa: E402 - gRPC's asyncio half is deferred before the imports below load grpc.
+
 from __future__ import annotations
 
+from mctl.common import lazyload
+
+# First, before anything imports grpc or protobuf: asyncio, ssl, OpenSSL and
+# protobuf's pure-Python classes are ~4.5 MiB of RSS the agent never uses
+# (common/lazyload.py).
+lazyload.defer(lazyload.GRPC_ASYNCIO + lazyload.GRPC_BUNDLED_ROOTS + lazyload.PROTOBUF_PYTHON)
+
 import argparse
-import hashlib
 import logging
 import os
 import shutil
@@ -27,6 +35,7 @@ from mctl.common import imageref, logs, metrics, netns, pki, rpc, sdnotify, skop
 from mctl.common.authz import Authorizer
 from mctl.common.health import Health as ReadinessService
 from mctl.common.quantity import QuantityError, parse_memory
+from mctl.common.sha256 import sha256
 from mctl.v1 import agent_pb2_grpc, types_pb2
 
 from . import debug, gauges, volumes
@@ -36,14 +45,14 @@ from .disklimit import CHECK_SECONDS, DiskGuard
 from .diskusage import DEFAULT_LIMIT_BYTES
 from .health import HealthChecker
 from .idranges import IdRangeError, IdRanges
-from .images.archive import Limits
 from .images.gc import EVENT_REASON, ImageGC
 from .images.importer import ImageImporter
 from .images.pull import Puller, RegistryConfig, image_of
+from .images.source import Limits
 from .images.store import ImageError, ImageStore
 from .ipam import IpamError
 from .network import NodeNetwork
-from .node import NodeLoop
+from .node import MAX_PARALLEL_STARTS, NodeLoop
 from .runtime.api import Runtime
 from .runtime.cgroups import detect
 from .runtime.choose import make_runtime
@@ -102,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between TERM and KILL when stopping a container")
     p.add_argument("--max-parallel-starts", type=_parallel_starts, default=0, metavar="N",
                    help=f"containers made and started at once (1-{MAX_PARALLEL_STARTS}; "
-                        "default 1; twice the CPUs measured fastest)")
+                        "default twice the CPUs, at least 2)")
     p.add_argument("--cleanup-on-exit", action="store_true",
                    help="on SIGTERM, remove every container instead of leaving them running")
     p.add_argument("--netns", default="",
@@ -164,11 +173,6 @@ def _byte_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-# Each start in flight is a pool thread and a monitor mid-setup: a bound
-# far above what helps (bench/apply.py) keeps a typo from forking hundreds.
-MAX_PARALLEL_STARTS = 64
-
-
 def _parallel_starts(text: str) -> int:
     try:
         n = int(text)
@@ -212,7 +216,7 @@ def make_manager(args: argparse.Namespace, runtime: Runtime) -> ContainerManager
         log.error("%s", e)
     # The default prefix tells apart agents of the same name on one machine.
     prefix = (args.netns_prefix or
-              f"mctl-{args.name}-{hashlib.sha256(args.state_dir.encode()).hexdigest()[:6]}-")
+              f"mctl-{args.name}-{sha256(args.state_dir.encode()).hexdigest()[:6]}-")
     network = NodeNetwork(args.state_dir, prefix, bridge=args.bridge)
     return ContainerManager(args.state_dir, args.name, images, cgroups, runtime,
                             cgroup_parent=args.cgroup_parent or f"mctl/{args.name}",

@@ -51,7 +51,6 @@ bridge), ip-route(8), ip-netns(8), network_namespaces(7).
 from __future__ import annotations
 
 import errno
-import hashlib
 import ipaddress
 import json
 import logging
@@ -67,6 +66,7 @@ from typing import TypeVar
 
 from mctl.common import netns
 from mctl.common.rtnetlink import RTPROT_STATIC, Link, NetlinkError, Route, RtNetlink
+from mctl.common.sha256 import sha256
 
 from . import firewall, hostports, nft
 from .drift import FAILED, Repair
@@ -192,7 +192,7 @@ def check_service_cidr(text: str, cluster: IPv4Network, routes: Iterable[Route])
 
 def veth_name(bridge: str, container_id: str) -> str:
     """The node-side veth name: 15 characters at most (IFNAMSIZ), unique per bridge."""
-    digest = hashlib.sha256(f"{bridge}/{container_id}".encode()).hexdigest()
+    digest = sha256(f"{bridge}/{container_id}".encode()).hexdigest()
     return "mctl" + digest[:11]
 
 

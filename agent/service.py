@@ -15,9 +15,9 @@ from mctl.v1 import agent_pb2, agent_pb2_grpc, control_pb2, types_pb2
 
 from . import debug, execution
 from .containers import ContainerManager
-from .images.archive import ArchiveError
 from .images.importer import ImageImporter, ImportRefused, is_disk_full
 from .images.pull import PullError, image_of, is_pulled
+from .images.source import ArchiveError
 from .images.store import ImageError
 from .node import NodeLoop
 from .usage import UsageSampler

@@ -743,3 +743,17 @@ def agent_processes(agent_pid: int) -> AgentProcesses:
     zygotes = [p for p in children_of(agent_pid) if "runtime.zygote" in cmdline(p)]
     zygote = zygotes[0] if zygotes else 0
     return AgentProcesses(agent_pid, zygote, children_of(zygote) if zygote else [])
+
+
+# pyproject.toml's package-dir: where each mctl sub-package lives in a checkout.
+LAYOUT = {"v1": "proto/mctl/v1", "common": "common", "scheduler": "scheduler",
+          "agent": "agent", "cli": "cli"}
+
+
+def tree_layout(base: Path, tree: Path) -> Path:
+    """A directory whose `mctl` namespace is the checkout `tree`, for PYTHONPATH."""
+    top = base / "mctl"
+    top.mkdir(parents=True)
+    for package, folder in LAYOUT.items():
+        (top / package).symlink_to(tree / folder)
+    return base

@@ -105,6 +105,8 @@ TARGETS: list[tuple[str, str, Callable[..., str] | str]] = [
      else "unshare mnt, uts, ipc, net, cgroup"),
     ("syscalls", "LibcSyscalls.sethostname", "sethostname"),
     ("process", "join_namespaces", "join namespaces by path"),
+    ("process", "join_cgroup", "join the cgroup (files from the monitor)"),
+    ("spawn", "_make_cgroup", "cgroup: made after the fork"),
     ("process", "loopback_up", "loopback up (ioctl)"),
     ("rootfs", "prepare", "mount proc, dev, sys, binds; mknod devices"),
     ("rootfs", "pivot", "pivot_root, detach old root"),
@@ -197,12 +199,14 @@ class TracedZygote:
 
     def start(self, container_id: str, bundle: str) -> tuple[StartResult, int, int]:
         """Starts a bundle as the agent does; returns the result, send and reply times."""
-        request = json.dumps({"bundle": os.path.abspath(bundle), "id": container_id}).encode()
+        # zygote.py's protocol: `TAG\nJSON` each way; one start at a time here.
+        request = b"1\n" + json.dumps({"bundle": os.path.abspath(bundle),
+                                       "id": container_id}).encode()
         sent = _now()
         self.sock.send(request)
         reply = self.sock.recv(65536)
         received = _now()
-        return StartResult.from_bytes(reply), sent, received
+        return StartResult.from_bytes(reply.partition(b"\n")[2]), sent, received
 
     def close(self) -> None:
         """Closes the socket (the zygote then flushes and exits) and reaps the zygote."""

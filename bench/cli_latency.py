@@ -29,26 +29,22 @@ import sys
 import time
 from pathlib import Path
 
-from _common import Cleanup, LocalCluster, Table, print_header, temp_dir, wait_for, workload_yaml
-
-# pyproject.toml's package-dir: where each mctl sub-package lives in a checkout.
-LAYOUT = {"v1": "proto/mctl/v1", "common": "common", "scheduler": "scheduler",
-          "agent": "agent", "cli": "cli"}
+from _common import (
+    Cleanup,
+    LocalCluster,
+    Table,
+    print_header,
+    temp_dir,
+    tree_layout,
+    wait_for,
+    workload_yaml,
+)
 
 
 def entry_script() -> list[str]:
     """The installed `mctl` (console script) next to this interpreter, else -m."""
     script = Path(sys.executable).parent / "mctl"
     return [str(script)] if script.exists() else [sys.executable, "-m", "mctl.cli.main"]
-
-
-def tree_layout(base: Path, tree: Path) -> Path:
-    """A directory whose `mctl` namespace is the checkout `tree`, for PYTHONPATH."""
-    top = base / "mctl"
-    top.mkdir(parents=True)
-    for package, folder in LAYOUT.items():
-        (top / package).symlink_to(tree / folder)
-    return base
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:

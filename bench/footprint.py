@@ -1,6 +1,7 @@
 """Memory: the scheduler, an idle agent, and what each running replica adds on a node.
 
     .venv/bin/python bench/footprint.py [--levels 1,10,100] [--samples 5] [--restarts 5]
+    .venv/bin/python bench/footprint.py --before DIR [--rounds 3]   # idle agent, two trees
 
 Not a test; needs root. On a local 1-node cluster (`mctl cluster up` in a
 temporary --dir and MCTL_HOME): RSS and PSS (from /proc/PID/smaps_rollup)
@@ -27,6 +28,15 @@ threads, anonymous memory (Python objects, malloc) against pages of mapped
 files (the interpreter, gRPC's C core, shared libraries; shared with other
 processes, so their PSS is lower), and the fresh-interpreter RSS after each
 group of the agent's imports.
+
+With --before DIR (a folder holding `mctl/` with agent, scheduler, cli,
+common and v1 of another tree, e.g. a `git worktree` of HEAD with
+symlinks, as bench/apply.py takes), only the idle agent is measured, in
+1-node clusters of that tree (PYTHONPATH) and of this one in turns, so load
+from elsewhere falls on both alike; each tree's import cost is measured
+between rounds. Run it with bytecode written (`env -u
+PYTHONDONTWRITEBYTECODE`, or PYTHONPYCACHEPREFIX): a module compiled at
+start leaves its garbage in the process.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -74,14 +85,24 @@ def sample(procs: AgentProcesses) -> dict[str, tuple[int, int]]:
 
 
 # What the agent's RSS is made of: a fresh interpreter's RSS after importing
-# each group of modules, in the order the agent imports them.
-_API = "import grpc, mctl.v1.agent_pb2_grpc, mctl.v1.node_pb2_grpc"
+# each group of modules, in the order the agent imports them. The agent
+# defers gRPC's asyncio half and protobuf's pure-Python classes before it
+# imports grpc (common/lazyload.py); the rows do the same.
+_DEFER = ("from mctl.common import lazyload; lazyload.defer(lazyload.GRPC_ASYNCIO + "
+          "lazyload.GRPC_BUNDLED_ROOTS + lazyload.PROTOBUF_PYTHON)\n")
+_API = _DEFER + "import grpc, mctl.v1.agent_pb2_grpc, mctl.v1.node_pb2_grpc"
 IMPORTS = [
     ("python alone", ""),
-    ("+ grpc", "import grpc"),
+    ("+ grpc as a plain import would load it", "import grpc"),
+    ("+ grpc, its asyncio half deferred", _DEFER + "import grpc"),
     ("+ protobuf and mctl's API", _API),
     ("+ mctl's netlink client (common.rtnetlink)", _API + ", mctl.common.rtnetlink"),
     ("mctl.agent.main (everything the agent imports)", "import mctl.agent.main"),
+    # Deferred or imported where used (tests/unit/test_agent_imports.py):
+    # what each would add were it imported at start.
+    ("  (+ hashlib, i.e. OpenSSL's libcrypto)", "import mctl.agent.main, hashlib"),
+    ("  (+ the image archive code, with tarfile)",
+     "import mctl.agent.main, mctl.agent.images.archive, mctl.agent.images.early"),
     # Not imported by the agent any more (tls.py checks certificates in a
     # forked child; authz.py reads callers' names with certname.py): the
     # megabytes that saves.
@@ -89,7 +110,7 @@ IMPORTS = [
     ("mctl.agent.runtime.zygote (the zygote)", "import mctl.agent.runtime.zygote"),
 ]
 # Mapped files whose presence in the agent is a regression worth a line.
-UNWANTED = ("pyroute2", "cryptography")
+UNWANTED = ("pyroute2", "cryptography", "libcrypto", "libssl", "_ssl.")
 
 
 def _gone(pid: int) -> bool:
@@ -214,6 +235,59 @@ def metrics_cost(cluster: LocalCluster, samples: int) -> None:
     table.add("with --metrics-listen: PSS", [p / MiB for _, p in with_metrics])
 
 
+def _with_pythonpath(value: str | None) -> None:
+    if value is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = value
+
+
+def import_rss() -> float:
+    """MiB: a fresh interpreter's RSS after importing the agent's main (this environment)."""
+    out = subprocess.run(
+        [PYTHON, "-c", "import mctl.agent.main, re\n"
+         "print(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read())[1])"],
+        capture_output=True, text=True, check=True).stdout
+    return int(out) / 1024
+
+
+def compare(args: argparse.Namespace) -> None:
+    """The idle agent of the --before tree and of this one, in 1-node clusters in turns."""
+    plain = os.environ.get("PYTHONPATH")
+    rows: dict[str, list[float]] = {}
+    ids, dirs = [], []
+    try:
+        for r in range(args.rounds):
+            for variant in ("before", "after"):
+                _with_pythonpath(os.path.abspath(args.before) if variant == "before" else plain)
+                import_rss()        # bytecode written (if allowed) before anything is measured
+                for _ in range(3):
+                    rows.setdefault(f"{variant}: imports alone (fresh interpreter), RSS",
+                                    []).append(import_rss())
+                with Cleanup() as stack:
+                    base = temp_dir(stack, f"footprint-{variant}")
+                    cluster = LocalCluster(stack, base, 1)
+                    ids.append(cluster.id)
+                    dirs.append(str(base))
+                    time.sleep(SETTLE)
+                    for _ in range(args.samples):
+                        rss, pss = memory_of(cluster.pid("node1"))
+                        rows.setdefault(f"{variant}: idle agent, RSS", []).append(rss / MiB)
+                        rows.setdefault(f"{variant}: idle agent, PSS", []).append(pss / MiB)
+                        time.sleep(1)
+                    if r == 0:
+                        print(f"\n{variant} ({os.environ.get('PYTHONPATH') or 'this tree'}):")
+                        breakdown(cluster.pid("node1"))
+                print(f"  round {r + 1}/{args.rounds} {variant}: done", flush=True)
+    finally:
+        _with_pythonpath(plain)
+    table = Table(f"idle agent of each tree ({args.rounds} rounds in turns, {args.samples} "
+                  "samples 1 s apart each)", "MiB", width=50)
+    for label in sorted(rows, key=lambda k: (k.split(": ", 1)[1], k)):
+        table.add(label, rows[label])
+    check_leftovers(dirs, ids)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", default="1,10,100")
@@ -223,9 +297,20 @@ def main() -> None:
     parser.add_argument("--metrics", action="store_true",
                         help="only: the idle agent's RSS without and with --metrics-listen "
                              "(scraped once)")
+    parser.add_argument("--before", default="", metavar="DIR",
+                        help="only: the idle agent of the tree whose mctl/ is in DIR "
+                             "(PYTHONPATH) against this one's, in turns")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="with --before: clusters of each tree, taking turns")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     print_header("bench/footprint.py: memory of the control plane and per running replica")
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+        print("warning: PYTHONDONTWRITEBYTECODE is set: modules changed since their bytecode "
+              "was written are compiled at every start, which shows in RSS", file=sys.stderr)
+    if args.before:
+        compare(args)
+        return
     if args.metrics:
         with Cleanup() as stack:
             base = temp_dir(stack, "footprint-metrics")

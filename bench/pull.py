@@ -1,21 +1,26 @@
 """What an image pull costs the agent, against `skopeo copy` of the same image.
 
-    .venv/bin/python bench/pull.py [--runs 5] [--mib 30]
+    .venv/bin/python bench/pull.py [--runs 5] [--mib 30] [--compare-tree DIR]
 
 Not a test. A registry (Debian's docker-registry, TLS from a CA of its own,
 htpasswd auth: tests/registry.py) on loopback holds a 3-layer image of
 about --mib MiB of random (incompressible) data, and a second image sharing
-its two bottom layers. Timed, in process, each on fresh stores:
+its two bottom layers. Timed, each on fresh stores:
 
 - reference: `skopeo copy docker://... oci:DIR` to an empty directory, the
   network and digest checks only (what the agent's pull runs first);
 - pull to 1 node: the agent's Puller.pull: skopeo copy and the import
   (every layer decompressed, checked against its diff id and unpacked),
-  as it was (unpacking once skopeo is done: "before") and as it is (each
-  layer unpacked as soon as skopeo lands its blob: agent/images/early.py),
-  rounds interleaved with the skopeo reference;
-- pull to 3 nodes at once: three stores pulling concurrently, against three
-  concurrent `skopeo copy` (on one machine both share the CPUs and disk);
+  each in a process of its own, as an agent is (started and ready before
+  the clock starts; the time is from "go" to its answer): with unpacking
+  once skopeo is done ("after the fetch") and as the agent does it (each
+  layer unpacked as skopeo writes its blob: agent/images/early.py), rounds
+  interleaved with the skopeo reference; with --compare-tree DIR, the pull
+  of another checkout (e.g. `git worktree add /tmp/base HEAD`) alternated
+  with them, run the same way;
+- pull to 3 nodes at once: three such processes (three agents) pulling
+  together, against three concurrent `skopeo copy` (on one machine both
+  share the CPUs and disk);
 - the same image with zstd layers (skopeo recompresses it), when the
   `zstandard` package is installed;
 - second pull sharing layers: bytes fetched, and layers unpacked, when the
@@ -33,6 +38,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -76,6 +82,66 @@ def puller(reg: Registry, root: Path) -> Puller:
                   RegistryConfig(auth_file=reg.auth, ca_files=(reg.ca_file,)))
 
 
+# The folders of a checkout under the `mctl` namespace (pyproject's package-dir).
+LAYOUT = {"v1": "proto/mctl/v1", "common": "common", "scheduler": "scheduler",
+          "agent": "agent", "cli": "cli"}
+
+
+def tree_layout(base: Path, tree: Path) -> str:
+    """A directory whose `mctl` namespace is the checkout `tree`, for PYTHONPATH."""
+    top = base / "mctl"
+    top.mkdir(parents=True)
+    for package, folder in LAYOUT.items():
+        (top / package).symlink_to(tree / folder)
+    return str(base)
+
+
+def child(argv: list[str]) -> None:
+    """One agent's pull, in this process: `--child STORE REF AUTH CA OVERLAP`.
+
+    Says "ready" once the Puller is made, pulls on a line from stdin, says
+    "done MS" (from that line to the pull's end, by its own clock).
+    """
+    store, ref, auth, ca, overlap = argv
+    p = Puller(ImageImporter(ImageStore(store)), RegistryConfig(auth_file=auth, ca_files=(ca,)))
+    p.overlap = overlap == "1"
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t0 = time.perf_counter()
+    p.pull(ref)
+    print(f"done {(time.perf_counter() - t0) * 1000:.3f}", flush=True)
+
+
+def pulls_in_processes(reg: Registry, ref: str, stores: list[Path], overlap: bool = True,
+                       pythonpath: str = "") -> float:
+    """Wall seconds of one pull per store, each by a process of its own, all started at once."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    procs = [subprocess.Popen([sys.executable, __file__, "--child", str(store), ref, reg.auth,
+                               reg.ca_file, "1" if overlap else "0"], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+             for store in stores]
+    try:
+        for pr in procs:
+            assert pr.stdout is not None and pr.stdout.readline().strip() == "ready"
+        t0 = time.perf_counter()
+        for pr in procs:
+            assert pr.stdin is not None
+            pr.stdin.write("go\n")
+            pr.stdin.flush()
+        for pr in procs:
+            assert pr.stdout is not None
+            line = pr.stdout.readline()
+            if not line.startswith("done"):
+                raise RuntimeError(f"a pull in a child process failed: {line!r}")
+        return time.perf_counter() - t0
+    finally:
+        for pr in procs:
+            if pr.wait(timeout=60) != 0:
+                raise RuntimeError("a pull in a child process failed")
+
+
 def at_once(fns: list) -> float:
     """Wall time of running every fn in its own thread, all started together."""
     threads = [threading.Thread(target=f) for f in fns]
@@ -91,6 +157,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mib", type=int, default=30, help="size of the 3-layer image")
+    ap.add_argument("--compare-tree", type=Path, default=None, metavar="DIR",
+                    help="also time the pulls of the checkout DIR, alternated with this one's")
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2:])
+        return
     args = ap.parse_args()
     print_header("image pull: the agent's pull vs skopeo copy to a local directory")
     with Cleanup() as stack:
@@ -132,38 +203,44 @@ def main() -> None:
             p.overlap = overlap
             return p.pull(image).elapsed_ms / 1000
 
-        def pulls_at_once(overlap: bool) -> float:
-            pullers = [puller(reg, fresh("store")) for _ in range(3)]
-            for p in pullers:
-                p.overlap = overlap
-            return at_once([lambda p=p: p.pull(ref) for p in pullers])
+        def stores(k: int) -> list[Path]:
+            return [fresh("store") for _ in range(k)]
 
-        # Rounds interleaved (skopeo, before, after, ...) so that the load of
-        # the machine, which moves, falls on all three alike.
-        copy1, before1, after1 = [], [], []
-        copy3, before3, after3 = [], [], []
-        for _ in range(args.runs):
-            copy1.append(skopeo_copy(reg, ref, str(fresh("copy"))))
-            before1.append(pull_s(overlap=False))
-            after1.append(pull_s(overlap=True))
-        for _ in range(args.runs):
-            copy3.append(at_once([lambda d=fresh("copy"): skopeo_copy(reg, ref, str(d))
-                                  for _ in range(3)]))
-            before3.append(pulls_at_once(overlap=False))
-            after3.append(pulls_at_once(overlap=True))
-        for title, copy, before, after in (("one node (seconds)", copy1, before1, after1),
-                                           ("three nodes at once (seconds, wall)", copy3,
-                                            before3, after3)):
+        compare = ""
+        if args.compare_tree is not None:
+            compare = tree_layout(Path(tempfile.mkdtemp(prefix="tree-", dir=work)),
+                                  args.compare_tree.resolve())
+        rows = {"skopeo copy to a directory": "copy",
+                "pull: unpacking after the fetch": "after",
+                "pull: unpacking as blobs land (now)": "now"}
+        if compare:
+            rows[f"pull of {args.compare_tree}"] = "compare"
+        # Rounds interleaved (skopeo, after, now, compare, ...) so that the
+        # load of the machine, which moves, falls on all alike.
+        for title, nodes in (("one node (seconds)", 1),
+                             ("three nodes at once (seconds, wall)", 3)):
+            times: dict[str, list[float]] = {kind: [] for kind in rows.values()}
+            for _ in range(args.runs):
+                times["copy"].append(at_once([lambda d=fresh("copy"): skopeo_copy(reg, ref, str(d))
+                                              for _ in range(nodes)]))
+                times["after"].append(pulls_in_processes(reg, ref, stores(nodes), overlap=False))
+                times["now"].append(pulls_in_processes(reg, ref, stores(nodes)))
+                if compare:
+                    times["compare"].append(pulls_in_processes(reg, ref, stores(nodes),
+                                                               pythonpath=compare))
             t = Table(title, "s")
-            t.add("skopeo copy to a directory", copy)
-            t.add("pull: unpacking after the fetch (before)", before)
-            t.add("pull: unpacking as blobs land (now)", after)
-            t.ratio("before / skopeo", "pull: unpacking after the fetch (before)",
-                    "skopeo copy to a directory")
-            t.ratio("now / skopeo", "pull: unpacking as blobs land (now)",
-                    "skopeo copy to a directory")
-            t.note(f"minimums: before / skopeo {min(before) / min(copy):.2f}x, "
-                   f"now / skopeo {min(after) / min(copy):.2f}x")
+            for label, kind in rows.items():
+                t.add(label, times[kind])
+            copy_label = "skopeo copy to a directory"
+            for label, kind in rows.items():
+                if kind != "copy":
+                    t.ratio(f"{kind} / skopeo", label, copy_label)
+            if compare:
+                t.ratio("now / compare", "pull: unpacking as blobs land (now)",
+                        f"pull of {args.compare_tree}")
+            t.note("minimums: " + ", ".join(
+                f"{kind} / skopeo {min(times[kind]) / min(times['copy']):.2f}x"
+                for kind in rows.values() if kind != "copy"))
 
         if zstd_ref:
             z = Table("the same image with zstd layers, one node (seconds)", "s")

@@ -1,7 +1,7 @@
 """Scheduler throughput: placements per second on a real etcd and scheduler, simulated nodes.
 
     .venv/bin/python bench/scheduler_throughput.py [--runs 2] [--scale 100,1000,5000]
-        [--scale-replicas 1000] [--deadline 120] [--no-profile]
+        [--scale-replicas 1000] [--deadline 120] [--no-profile] [--compare-tree DIR]
 
 Not a test. A real etcd (Debian's, free loopback ports, temporary data dir)
 and a real scheduler process (`python -m mctl.scheduler.main`, plain text
@@ -24,12 +24,19 @@ share this machine's cores; py-spy samples the scheduler idle (heartbeats
 only), while placing (run 1) and while taking status reports (run 2).
 It takes 10 to 20 minutes today, mostly waiting for status reports and for
 nodes to become Ready; `--scale '' --runs 1` measures the main figure alone.
+
+`--compare-tree DIR` runs the scheduler of another checkout of mctl too
+(e.g. `git worktree add /tmp/base HEAD`), the two taking turns run by run,
+each run on a control plane of its own (fresh etcd, scheduler and nodes):
+figures of one tree against the other under the same load. The simulated
+nodes and this script are this checkout's either way.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import subprocess
 import sys
 import threading
@@ -57,6 +64,7 @@ from _common import (
     wait_for,
     wait_port,
 )
+from cli_latency import tree_layout
 
 from mctl.common import rpc
 from mctl.common.phases import phase_name
@@ -82,16 +90,32 @@ class Simulator:
 
     proc: subprocess.Popen
     lines: dict[str, str] = field(default_factory=dict)
+    # (time.monotonic(), stats) of the last STATS_KEPT stats lines.
+    history: list[tuple[float, dict[str, int]]] = field(default_factory=list)
 
     def read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             word, _, rest = line.strip().partition(" ")
             self.lines[word] = rest
+            if word == "stats":
+                self.history = self.history[-STATS_KEPT:] + [(time.monotonic(), self.stats())]
 
     def stats(self) -> dict[str, int]:
         return {k: int(v) for k, _, v in (item.partition("=") for item in
                                           self.lines.get("stats", "").split())}
+
+    def timeline(self, since: float, until: float) -> str:
+        """What the nodes were sent and reported, per STATS_EVERY, between two moments."""
+        rows = [(t, st) for t, st in self.history if since - STATS_EVERY <= t <= until + 1]
+        out = []
+        for (_, a), (t, b) in zip(rows, rows[1:], strict=False):
+            grew = {k: b.get(k, 0) - a.get(k, 0) for k in ("desired_sets", "reports",
+                                                             "report_errors")}
+            out.append(f"{t - since:.1f}s: +{grew['desired_sets']} sets, +{grew['reports']} "
+                       "reports" + (f", +{grew['report_errors']} refused"
+                                    if grew["report_errors"] else ""))
+        return "; ".join(out)
 
     def stop(self) -> None:
         if self.proc.stdin is not None and not self.proc.stdin.closed:
@@ -102,13 +126,15 @@ class Simulator:
 class ControlPlane:
     """etcd, one scheduler and N simulated nodes, all Ready."""
 
-    def __init__(self, stack: Cleanup, base: Path, nodes: int) -> None:
+    def __init__(self, stack: Cleanup, base: Path, nodes: int,
+                 env: dict[str, str] | None = None) -> None:
+        """`env`: the scheduler's environment (PYTHONPATH naming another tree)."""
         self.base = base
         self.nodes = nodes
         self.etcd = Etcd(base)
         stack.callback(self.etcd.close)
         flags = subprocess.run([PYTHON, "-m", "mctl.scheduler.main", "--help"],
-                               capture_output=True, text=True, check=True).stdout
+                               capture_output=True, text=True, check=True, env=env).stdout
         port = free_port()
         self.address = f"127.0.0.1:{port}"
         argv = [PYTHON, "-m", "mctl.scheduler.main", "--etcd", self.etcd.endpoint,
@@ -120,7 +146,7 @@ class ControlPlane:
         argv += SCHEDULER_FLAGS
         with open(base / "scheduler.out", "wb") as out:
             self.scheduler = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                              stderr=out)
+                                              stderr=out, env=env)
         stack.callback(stop_process, self.scheduler)
         wait_port(port, 30, "scheduler", self.scheduler)
         self.watch = ReplicaWatch(self.etcd.endpoint)
@@ -132,7 +158,8 @@ class ControlPlane:
         start = time.monotonic()
         sim = subprocess.Popen(
             [PYTHON, str(ROOT / "bench" / "_simulated_agents.py"), "--scheduler", self.address,
-             "--nodes", str(nodes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             "--nodes", str(nodes), "--stats-every", str(STATS_EVERY)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.sim = Simulator(sim)
         stack.callback(self.sim.stop)
         threading.Thread(target=self.sim.read, daemon=True).start()
@@ -149,6 +176,10 @@ class ControlPlane:
             print(f"  only {self.ready()} of {nodes} nodes Ready after 60 s; going on "
                   f"(simulator: {self.sim.lines.get('stats', '')})", file=sys.stderr)
         self.ready_seconds = time.monotonic() - start
+        # The simulator's counters once every node has had a pass to be sent
+        # its (empty) set: how many sets registration cost per node.
+        time.sleep(3.0)
+        self.at_ready = self.sim.stats()
 
     def ready(self) -> int:
         with self.watch.cond:      # the watch thread changes the keys meanwhile
@@ -204,7 +235,8 @@ def run_once(cp: ControlPlane, tag: str, replicas: int, deadline: float,
     """Apply `replicas` in workloads of `per_workload`, wait placed and Running, delete.
 
     Each wait gives up after `deadline` seconds. `profile` may name py-spy
-    outputs for the phases "placing" (Apply -> all placed) and "reporting"
+    outputs for the phases "placing" (Apply -> all placed), "deleting" (Delete
+    -> all removed) and "reporting"
     (all placed -> all Running).
     """
     profile = profile or {}
@@ -227,9 +259,13 @@ def run_once(cp: ControlPlane, tag: str, replicas: int, deadline: float,
             return None
     result = RunResult(replicas, cp.ready())
     fewest: list[int] = []
+    t0 = time.monotonic()
     with cp.fewest_ready(fewest):
         _phases(cp, result, workloads, names, until, profile)
     result.ready_fewest = fewest[0]
+    print(f"  run {tag}: placed {result.placed or 0:.2f} s, Running {result.running or 0:.2f} s,"
+          f" removed {result.deleted or 0:.2f} s after its Delete; from Apply on, per "
+          f"{STATS_EVERY} s: {cp.sim.timeline(t0, time.monotonic())}", flush=True)
     return result
 
 
@@ -252,10 +288,13 @@ def _phases(cp: ControlPlane, result: RunResult, workloads: list[types_pb2.Workl
                                replicas, t0)
     cpu1 = cp.cpu()
     result.cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
-    d0 = time.monotonic()
-    cp.stub.Delete(control_pb2.DeleteRequest(workloads=[
-        control_pb2.ObjectRef(namespace="default", name=n) for n in names]), timeout=60)
-    result.deleted = until("removed", w.count_n, 0, d0)
+    with contextlib.ExitStack() as phase:
+        if "deleting" in profile:
+            phase.enter_context(py_spy_record(cp.scheduler.pid, profile["deleting"]))
+        d0 = time.monotonic()
+        cp.stub.Delete(control_pb2.DeleteRequest(workloads=[
+            control_pb2.ObjectRef(namespace="default", name=n) for n in names]), timeout=60)
+        result.deleted = until("removed", w.count_n, 0, d0)
 
 
 def report_runs(label: str, results: list[RunResult]) -> None:
@@ -285,6 +324,10 @@ def report_runs(label: str, results: list[RunResult]) -> None:
                + (" (least of the runs)" if len(results) > 1 else ""))
 
 
+# How often the simulator reports its counters (s), and how many reports are kept.
+STATS_EVERY = 0.5
+STATS_KEPT = 2000
+
 # Extra flags for the scheduler process, from the command line.
 SCHEDULER_FLAGS: list[str] = []
 
@@ -304,6 +347,8 @@ def main() -> None:
     parser.add_argument("--node-lease-ttl", type=int, default=0,
                         help="the scheduler's --node-lease-ttl (0: its default); Kubernetes "
                              "renews node leases every 10 s of 40 s")
+    parser.add_argument("--compare-tree", type=Path, default=None, metavar="DIR",
+                        help="also run the scheduler of this checkout, runs alternated")
     args = parser.parse_args()
     if args.node_lease_ttl:
         SCHEDULER_FLAGS.extend(["--node-lease-ttl", str(args.node_lease_ttl)])
@@ -312,9 +357,39 @@ def main() -> None:
     with Cleanup() as stack:
         base = temp_dir(stack, "throughput")
         for nodes in sorted(set(scale) | {args.nodes}):
+            if args.compare_tree is not None:
+                compare(base, nodes, args)
+                continue
             with Cleanup() as inner:   # one control plane per node count, then gone
                 measure(inner, base, nodes, args, scale)
     check_leftovers([str(base)])
+
+
+def compare(base: Path, nodes: int, args: argparse.Namespace) -> None:
+    """Runs of this tree's scheduler and the other's, taking turns, each on its own
+    control plane."""
+    replicas = args.replicas if nodes == args.nodes else args.scale_replicas
+    other = tree_layout(base / f"tree-n{nodes}", args.compare_tree.resolve())
+    envs = {"this tree": None,
+            f"{args.compare_tree}": {**os.environ, "PYTHONPATH": str(other)}}
+    results: dict[str, list[RunResult]] = {label: [] for label in envs}
+    for i in range(args.runs):
+        order = list(envs) if i % 2 == 0 else list(envs)[::-1]
+        for label in order:
+            cp_dir = base / f"n{nodes}-r{i}-{'this' if envs[label] is None else 'other'}"
+            cp_dir.mkdir()
+            print(f"\n{nodes} nodes, run {i + 1}, {label}: starting etcd, the scheduler and "
+                  "the simulated agents", flush=True)
+            with Cleanup() as stack:
+                cp = ControlPlane(stack, cp_dir, nodes, envs[label])
+                stats = cp.at_ready
+                print(f"  registered in {cp.register_seconds:.1f} s; {cp.ready()} Ready after "
+                      f"{cp.ready_seconds:.1f} s; desired sets 3 s later "
+                      f"{stats.get('desired_sets', 0) / nodes:.2f} per node; failed heartbeats "
+                      f"{stats.get('heartbeat_errors', 0)}", flush=True)
+                results[label].append(run_once(cp, f"m{i}", replicas, args.deadline))
+    for label, found in results.items():
+        report_runs(f"{nodes} nodes, {replicas} replicas, {label}", found)
 
 
 def measure(stack: Cleanup, base: Path, nodes: int, args: argparse.Namespace,
@@ -324,15 +399,18 @@ def measure(stack: Cleanup, base: Path, nodes: int, args: argparse.Namespace,
     print(f"\n{nodes} nodes: starting etcd, the scheduler and the simulated agents",
           flush=True)
     cp = ControlPlane(stack, cp_dir, nodes)
-    stats = cp.sim.stats()
+    stats = cp.at_ready
     print(f"  registered in {cp.register_seconds:.1f} s ({nodes / cp.register_seconds:.0f}/s); "
-          f"{cp.ready()} Ready after {cp.ready_seconds:.1f} s; simulator so far: heartbeats "
+          f"{cp.ready()} Ready after {cp.ready_seconds:.1f} s; simulator 3 s later: heartbeats "
           f"{stats.get('heartbeats', 0)}, failed {stats.get('heartbeat_errors', 0)}, "
-          f"re-registered {stats.get('reregistered', 0)}", flush=True)
+          f"re-registered {stats.get('reregistered', 0)}, desired sets "
+          f"{stats.get('desired_sets', 0)} ({stats.get('desired_sets', 0) / nodes:.2f} per "
+          "node)", flush=True)
     profiles: dict[str, Path] = {}
     if nodes == args.nodes and not args.no_profile and py_spy():
         profiles = {"idle": cp_dir / "idle.pyspy", "placing": cp_dir / "placing.pyspy",
-                    "reporting": cp_dir / "reporting.pyspy"}
+                    "reporting": cp_dir / "reporting.pyspy",
+                    "deleting": cp_dir / "deleting.pyspy"}
         with py_spy_record(cp.scheduler.pid, profiles["idle"]):
             time.sleep(5)
     if nodes == args.nodes:
@@ -340,8 +418,8 @@ def measure(stack: Cleanup, base: Path, nodes: int, args: argparse.Namespace,
         for i in range(args.runs):
             # Run 0 profiles placing, run 1 reporting (py-spy's attach pause then
             # falls outside the phase it times).
-            wanted = "placing" if i == 0 else "reporting" if i == 1 else ""
-            phase = {k: v for k, v in profiles.items() if k == wanted}
+            wanted = ("placing", "deleting") if i == 0 else ("reporting",) if i == 1 else ()
+            phase = {k: v for k, v in profiles.items() if k in wanted}
             results.append(run_once(cp, f"m{i}", args.replicas, args.deadline,
                                     profile=phase))
             if results[-1].deleted is None:
@@ -357,7 +435,8 @@ def measure(stack: Cleanup, base: Path, nodes: int, args: argparse.Namespace,
                       "(5 s)",
               "placing": f"the scheduler placing {args.replicas} replicas "
                          "(Apply -> all placed)",
-              "reporting": "the scheduler taking status reports (all placed -> all Running)"}
+              "reporting": "the scheduler taking status reports (all placed -> all Running)",
+              "deleting": "the scheduler deleting them (Delete -> all removed)"}
     for key, path in profiles.items():
         if path.exists():
             print_profile(titles[key], path, count=12)

@@ -152,13 +152,14 @@ class Printer:
 
     def _table(self, resp: control_pb2.WorkloadList | control_pb2.ReplicaList
                | control_pb2.NodeList) -> str:
-        wide = self.args.output == "wide"
-        all_ns = self.args.all_namespaces
-        if isinstance(resp, control_pb2.WorkloadList):
-            return output.workloads(resp, wide, all_ns)
-        if isinstance(resp, control_pb2.ReplicaList):
-            return output.replicas(resp, wide, all_ns)
-        return output.nodes(resp, wide)
+        headers, rows = output.rows(resp, self.args.output == "wide", self.args.all_namespaces)
+        # As `get --show-labels`: the column is added unless the table has one
+        # (nodes' wide table does).
+        if getattr(self.args, "show_labels", False) and "LABELS" not in headers:
+            headers.append("LABELS")
+            for row, labels in zip(rows, output.labels(resp), strict=True):
+                row.append(labels)
+        return output.table(headers, rows)
 
 
 def watch(args: argparse.Namespace, kind: str, namespace: str, name: str,

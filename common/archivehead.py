@@ -12,10 +12,10 @@ Both sides use it: the CLI to refuse before sending, the agent as the gate.
 
 from __future__ import annotations
 
-import tarfile
-
-# Enough for a tar header, and for every magic number below.
-HEAD_BYTES = tarfile.BLOCKSIZE
+# Enough for a tar header (tarfile.BLOCKSIZE), and for every magic number
+# below. tarfile itself is imported where a header is parsed: the agent
+# imports this module at start, and reads an archive only when one comes.
+HEAD_BYTES = 512
 
 _MAGICS = {
     b"\x1f\x8b": "gzip",
@@ -36,6 +36,8 @@ def problem(head: bytes) -> str | None:
     if head[:HEAD_BYTES].count(0) == HEAD_BYTES:
         # tar's end-of-archive block, or /dev/zero.
         return "starts with an empty block: not a tar archive (or an empty one)"
+    import tarfile
+
     try:
         tarfile.TarInfo.frombuf(head[:HEAD_BYTES], "utf-8", "surrogateescape")
     except tarfile.HeaderError:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -96,6 +95,10 @@ def _now() -> datetime.datetime:
 
 
 def make_ca(common_name: str = "", days: int = CA_DAYS) -> Issued:
+    # secrets here, not at the top: it imports hmac and with it OpenSSL's
+    # libcrypto, megabytes in the agent, which only reads names from here.
+    import secrets
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID

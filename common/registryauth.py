@@ -21,15 +21,14 @@ checks at apply that the Secret exists and has one of the two shapes.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
+
+from .sha256 import sha256
 
 USERNAME, PASSWORD, DOCKER_CONFIG = "username", "password", ".dockerconfigjson"
 # A Secret is at most 1 MiB (validation.py); a docker config with more hosts
@@ -57,6 +56,10 @@ def _text(data: Mapping[str, bytes], key: str) -> str:
 
 
 def _docker_config(raw: str) -> dict[str, dict[str, str]]:
+    # Here and in auth_json: pulls only, not an idle agent.
+    import base64
+    import binascii
+
     try:
         doc = json.loads(raw)
     except ValueError:
@@ -91,6 +94,8 @@ def _docker_config(raw: str) -> dict[str, dict[str, str]]:
 
 def auth_json(data: Mapping[str, bytes], registry: str) -> bytes:
     """The auth.json (bytes) the Secret's `data` gives for pulls from `registry`."""
+    import base64
+
     if DOCKER_CONFIG in data:
         auths = _docker_config(_text(data, DOCKER_CONFIG))
     elif USERNAME in data and PASSWORD in data:
@@ -106,7 +111,7 @@ def auth_json(data: Mapping[str, bytes], registry: str) -> bytes:
 
 def fingerprint(auth: bytes | None) -> str:
     """A short, in-memory-only tag telling one set of credentials from another."""
-    return hashlib.sha256(auth).hexdigest()[:16] if auth else ""
+    return sha256(auth).hexdigest()[:16] if auth else ""
 
 
 @contextlib.contextmanager

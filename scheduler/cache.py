@@ -17,6 +17,12 @@ cache do. Every write is still a compare-and-swap on the mod revisions the
 snapshot carries, so a stale read can only make a write fail, never
 overwrite newer data. If the watch breaks (etcd restarted, history
 compacted), the cache reloads from scratch.
+
+Changes since a revision: the cache keeps the keys of its last
+JOURNAL_LIMIT changes, so a follower of the state (the watch streams,
+watchstream.py) can ask what moved since it last looked and pay for that
+alone instead of comparing every object (`changes_since`). One that falls
+further behind, or asks across a reload, is told to read everything again.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from .keys import Kind, ParsedKey
@@ -34,6 +41,11 @@ log = logging.getLogger(__name__)
 # How long a reader waits for the watch to deliver a revision it needs
 # before reading etcd directly.
 CATCH_UP_SECONDS = 2.0
+# Changed keys remembered for `changes_since` (about 370 bytes each: 3.7 MB).
+JOURNAL_LIMIT = 10_000
+
+_COPIED = {Kind.WORKLOAD: "workloads", Kind.REPLICA: "replicas", Kind.CONFIG: "configs",
+           Kind.SECRET: "secrets", Kind.VOLUME: "volumes"}
 
 
 class StateCache:
@@ -47,6 +59,10 @@ class StateCache:
         self._snap: Snapshot | None = None      # None: not loaded, or the watch broke
         self._cancel: Callable[[], None] | None = None
         self._by_node: dict[str, set[tuple[str, str]]] = {}   # node -> its replicas' keys
+        # (mod revision, key, parsed) of the latest changes, oldest first; complete
+        # for every revision after _journal_floor.
+        self._journal: deque[tuple[int, str, ParsedKey]] = deque()
+        self._journal_floor = 0
 
     @property
     def revision(self) -> int:
@@ -124,6 +140,24 @@ class StateCache:
                 out.mod_revisions[rkey] = s.mod_revisions[rkey]
             return out
 
+    def changes_since(self, revision: int) -> tuple[Snapshot, list[ParsedKey]] | None:
+        """What changed after `revision`: the changed keys, and a snapshot holding the
+        current records of those still there (at the cache's revision); None when the
+        cache cannot tell (not loaded, reloaded since, or more changes than it keeps)."""
+        with self._lock:
+            s = self._snap
+            if s is None or revision < self._journal_floor:
+                return None
+            out = Snapshot(revision=s.revision)
+            changed: dict[str, ParsedKey] = {}
+            for rev, key, parsed in reversed(self._journal):
+                if rev <= revision:
+                    break
+                changed.setdefault(key, parsed)
+            for key, parsed in changed.items():
+                _copy(s, out, key, parsed)
+            return out, list(changed.values())
+
     def close(self) -> None:
         with self._lock:
             self._reset()
@@ -138,6 +172,8 @@ class StateCache:
         except StoreUnavailable:
             raise
         self._snap = snap
+        self._journal.clear()
+        self._journal_floor = snap.revision
         self._by_node = {}
         for key, r in snap.replicas.items():
             self._by_node.setdefault(r.node, set()).add(key)
@@ -193,6 +229,9 @@ class StateCache:
     def _apply(self, snap: Snapshot, key: str, parsed: ParsedKey, event: object) -> None:
         deleted = type(event).__name__ == "DeleteEvent"
         replica = (parsed.namespace, parsed.name)
+        if len(self._journal) >= JOURNAL_LIMIT:
+            self._journal_floor = self._journal.popleft()[0]
+        self._journal.append((int(event.mod_revision), key, parsed))  # type: ignore[attr-defined]
         if parsed.kind is Kind.REPLICA:
             old = snap.replicas.get(replica)
             if old is not None:
@@ -205,3 +244,25 @@ class StateCache:
         snap.put(parsed, event.value)                      # type: ignore[attr-defined]
         if parsed.kind is Kind.REPLICA:
             self._by_node.setdefault(snap.replicas[replica].node, set()).add(replica)
+
+
+def _copy(src: Snapshot, dst: Snapshot, key: str, parsed: ParsedKey) -> None:
+    """Copies one key's record (if `src` has it) and mod revision from `src` to `dst`."""
+    if key in src.mod_revisions:
+        dst.mod_revisions[key] = src.mod_revisions[key]
+    kind, item = parsed.kind, (parsed.namespace, parsed.name)
+    if kind in _COPIED:
+        found = getattr(src, _COPIED[kind]).get(item)
+        if found is not None:
+            getattr(dst, _COPIED[kind])[item] = found
+    elif kind is Kind.NODE:
+        if parsed.name in src.nodes:
+            dst.nodes[parsed.name] = src.nodes[parsed.name]
+    elif kind is Kind.HEARTBEAT:
+        if parsed.name in src.heartbeats:
+            dst.heartbeats.add(parsed.name)
+    elif kind is Kind.VIP:
+        if parsed.name in src.vip_claims:
+            dst.vip_claims[parsed.name] = src.vip_claims[parsed.name]
+    elif kind is Kind.LEADER:
+        dst.leader = src.leader

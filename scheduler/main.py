@@ -33,7 +33,13 @@ from .cache import StateCache
 from .controller import Controller
 from .events import EventRecorder
 from .leader import LeaderElector
-from .nodes import DEFAULT_NODE_GRACE_SECONDS, NODE_LEASE_TTL, NodeLeases
+from .nodes import (
+    DEFAULT_NODE_GRACE_SECONDS,
+    MAX_HEARTBEATS_PER_SECOND,
+    MAX_HEARTBEATS_PER_SECOND_LIMIT,
+    NODE_LEASE_TTL,
+    NodeLeases,
+)
 from .store import EtcdTLS, Store, StoreUnavailable
 from .usage import UsageCache
 from .watchstream import WatchHub
@@ -62,8 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a node may be NotReady before its replicas move elsewhere")
     p.add_argument("--node-lease-ttl", type=int, default=NODE_LEASE_TTL, metavar="SECONDS",
                    help="a node is NotReady this long after its last heartbeat (agents "
-                        "heartbeat 3 times per TTL); longer beyond 300 nodes, so that "
-                        "heartbeats stay within 300 a second")
+                        "heartbeat 3 times per TTL); longer in clusters too large for "
+                        "--max-heartbeats-per-second (beyond 300 nodes by default)")
+    p.add_argument("--max-heartbeats-per-second", type=int, default=MAX_HEARTBEATS_PER_SECOND,
+                   metavar="N",
+                   help="heartbeats this scheduler takes per second at most, whatever the "
+                        "cluster's size: beyond N x --node-lease-ttl / 3 nodes the lease "
+                        "TTL grows with the node count (so does the time until a dead node "
+                        "is NotReady: 10 s at 1,000 nodes, 50 s at 5,000 by default); "
+                        "Nomad's max_heartbeats_per_second, 50 there")
     p.add_argument("--leader-ttl", type=int, default=leader.DEFAULT_TTL, metavar="SECONDS",
                    help="the leader's lease: a dead leader is replaced after this long")
     p.add_argument("--cluster-cidr", default=subnets.DEFAULT_CLUSTER_CIDR,
@@ -192,6 +205,10 @@ def main(argv: list[str] | None = None) -> None:
         print("mctl-scheduler: --node-grace must be >= 0, --leader-ttl >= 1 and "
               "--node-lease-ttl >= 2", file=sys.stderr)
         sys.exit(2)
+    if not 1 <= args.max_heartbeats_per_second <= MAX_HEARTBEATS_PER_SECOND_LIMIT:
+        print("mctl-scheduler: --max-heartbeats-per-second must be between 1 and "
+              f"{MAX_HEARTBEATS_PER_SECOND_LIMIT}", file=sys.stderr)
+        sys.exit(2)
     if args.max_replicas < 0 or args.max_cluster_replicas < 0:
         print("mctl-scheduler: --max-replicas and --max-cluster-replicas must be >= 0",
               file=sys.stderr)
@@ -277,7 +294,8 @@ def main(argv: list[str] | None = None) -> None:
                      secret_box=secret_box, image_resolver=resolver, watches=watches), server)
     node_pb2_grpc.add_NodeServiceServicer_to_server(
         NodeService(NodeLeases(store, args.node_lease_ttl, live=cache.has_heartbeat,
-                               count=cache.node_count),
+                               count=cache.node_count,
+                               max_heartbeats_per_second=args.max_heartbeats_per_second),
                     controller, usage, allocator, events=events,
                     service_cidr=str(controller.service_cidr or "")), server)
     try:

@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import enum
 import logging
+import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from mctl.v1 import types_pb2
@@ -72,6 +73,10 @@ NODE_LEASE_TTL = 3
 # third of a core. A node that stops is NotReady after its lease: 3 s up to
 # 300 nodes, 10 s at 1,000, 50 s at 5,000.
 MAX_HEARTBEATS_PER_SECOND = 300
+# The most `--max-heartbeats-per-second` may say: one scheduler process
+# serves a few thousand gRPC calls a second at best, so a budget beyond
+# this would only let leases stay short while heartbeats time out.
+MAX_HEARTBEATS_PER_SECOND_LIMIT = 10_000
 # Heartbeats that need etcd round trips (a lapsed lease revived, a lease
 # re-let for the cluster's size) served at once; others are told to come
 # back (NodesBusy), so they cannot take every API thread.
@@ -108,10 +113,19 @@ class LifecyclePlan:
     events: list[types_pb2.Event] = field(default_factory=list)
 
 
-def plan_lifecycle(snap: Snapshot, now_ms: int, grace_ms: int, keys: KeyCodec) -> LifecyclePlan:
-    """Marks nodes NotReady or Ready again in their records; names the lost ones."""
+def plan_lifecycle(snap: Snapshot, now_ms: int, grace_ms: int, keys: KeyCodec,
+                   names: Iterable[str] | None = None) -> LifecyclePlan:
+    """Marks nodes NotReady or Ready again in their records; names the lost ones.
+
+    `names`: only these nodes (the controller's incremental passes give the
+    ones whose records or heartbeats changed and those not Ready, the only
+    ones a transition can happen to); None: all.
+    """
     plan = LifecyclePlan()
-    for name, node in sorted(snap.nodes.items()):
+    for name in sorted(snap.nodes if names is None else names):
+        node = snap.nodes.get(name)
+        if node is None:
+            continue
         step = transition(name in snap.heartbeats, node.not_ready_since_unix_ms, now_ms,
                           grace_ms)
         if step is Transition.LOST:
@@ -149,6 +163,9 @@ def registered_record(incoming: types_pb2.Node, stored: types_pb2.Node | None,
         record.registered_unix_ms = now_ms
     record.ready = False   # readiness is the heartbeat key, never stored
     record.not_ready_since_unix_ms = 0
+    # Tells this registration from the last one, whichever scheduler took
+    # it: the leader sends the node its set once per registration.
+    record.registration = random.getrandbits(63) | 1
     return record, was_not_ready
 
 

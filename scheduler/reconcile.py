@@ -137,6 +137,33 @@ def decide(workload: WorkloadView | None, replicas: Sequence[ReplicaView], now_m
     return _converge(workload, replicas, now_ms)
 
 
+def settled(workload: WorkloadView | None, replicas: Sequence[ReplicaView]) -> bool:
+    """Whether no replica moving between Pending, Starting and Running (and no
+    other change of status) can change what `decide` says for `replicas`.
+
+    True when the workload is being deleted and every replica was asked to
+    leave (`decide` only asks replicas to leave), or when every replica not
+    leaving is of the current spec, there are exactly `replicas` of them,
+    and none is Failed waiting for replaceFailed: then rules 2-4 have
+    nothing to delete and rule 5 nothing to create, whatever the phases
+    within that set. The controller skips such workloads on status reports
+    (scheduler/changes.py); a replica new, gone, placed, asked to leave or
+    ended makes it decide again.
+    """
+    if workload is None or workload.deletion_requested:
+        return all(r.deletion_requested for r in replicas)
+    live = 0
+    for r in replicas:
+        if is_leaving(r):
+            continue
+        if r.spec_hash != workload.spec_hash:
+            return False
+        if workload.replace_failed and r.phase == Phase.FAILED:
+            return False
+        live += 1
+    return live == max(0, workload.replicas)
+
+
 def _delete_all(replicas: Sequence[ReplicaView]) -> Decision:
     doomed = [r for r in deletion_order(replicas, None) if not r.deletion_requested]
     notes = (f"workload deleted: deleting {len(doomed)} replicas",) if doomed else ()

@@ -9,12 +9,17 @@ the state moved (`changed`) and hands it each new event record (`history`).
 Objects: the hub keeps, per kind, the *version* of each object's row as it
 last published it: etcd's mod revision plus what the row derives from other
 objects (a workload's ready counts, a node's placed replicas, a replica
-whose node stopped heartbeating). On each change it takes one snapshot,
-compares versions, builds rows only for what differs and hands them to the
-streams whose filter they match. Bursts coalesce: one pass per wake-up,
-whatever the number of etcd events behind it. The versions are the same on
-every scheduler, so a client that reconnects to another one after a leader
-change skips what it has already printed.
+whose node stopped heartbeating). On each change it asks the cache which
+keys changed since its last pass (`changes_since`), updates what rows
+derive by the difference those make (`Tracker`), computes the versions of
+the rows they touch, builds rows only for those that moved and hands them
+to the streams whose filter they match: a pass costs what changed, not the
+size of the cluster. When the cache cannot tell (it reloaded, or more
+changed than it keeps), the pass compares every row with a whole snapshot
+instead. Bursts coalesce: one pass per wake-up, whatever the number of etcd
+events behind it. The versions are the same on every scheduler, so a
+client that reconnects to another one after a leader change skips what it
+has already printed.
 
 Events: history is not in the cache. A stream is registered first, then
 the stored events are read from etcd and sent; live ones that were also
@@ -36,17 +41,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 import grpc
 
 from mctl.common import names, reasons, selectors
 from mctl.common.phases import is_terminal
+from mctl.common.validation import references
 from mctl.v1 import control_pb2, types_pb2
 
 from . import objects, paging
-from .keys import KeyCodec
+from .keys import KeyCodec, Kind, ParsedKey
 from .store import Snapshot, StoreUnavailable
 from .usage import UsageCache
 
@@ -72,14 +78,18 @@ DELETED = control_pb2.WATCH_CHANGE_TYPE_DELETED
 
 Key = tuple[str, str]          # (namespace, name); nodes: ("", name)
 T = TypeVar("T")
+V = TypeVar("V")
 
 
 class StateSource(Protocol):
-    """The watch cache (cache.py): snapshots, and one that has every earlier write."""
+    """The watch cache (cache.py): snapshots, one that has every earlier write, and
+    what changed since a revision."""
 
     def snapshot(self, min_revision: int = 0) -> Snapshot: ...
 
     def latest(self) -> Snapshot: ...
+
+    def changes_since(self, revision: int) -> tuple[Snapshot, list[ParsedKey]] | None: ...
 
 
 class EventSource(Protocol):
@@ -100,10 +110,11 @@ def event_id(stored: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Replica:
-    """What rows need of one replica record: read once per version of the record.
+    """What rows and tallies need of one replica record, read once when it changes.
 
-    Reading protobuf fields costs: 20,000 replicas read on every publish
-    were most of its time (bench/watch_publish.py).
+    Reading protobuf fields costs: it is most of a first list's time
+    (bench/watch_publish.py), and a tally takes away what the record it
+    replaces counted without reading that again.
     """
 
     workload: str
@@ -126,88 +137,238 @@ def _read(r: types_pb2.Replica) -> _Replica:
                     res.memory_bytes, res.pids)
 
 
-@dataclass
-class View:
-    """One snapshot as rows: each object's row version, and what rows derive from others."""
+@dataclass(slots=True)
+class _Tally:
+    """What one workload's summary counts, kept as its replicas come, change and go."""
 
-    snap: Snapshot
-    versions: dict[str, dict[Key, str]]
-    # As ListWorkloads' WorkloadSummary: desired, running, up to date,
-    # present, up to date and ready.
-    summaries: dict[Key, tuple[int, int, int, int, int]]
-    placed: dict[str, list[int]]       # node -> replicas, cpu, memory, pids placed there
+    present: int = 0
+    running: int = 0        # not being deleted, and running
+    # spec hash -> [replicas not being deleted, those of them ready]: the
+    # workload's own hash picks "up to date" out of it, whatever it is now.
+    by_hash: dict[str, list[int]] = field(default_factory=dict)
 
 
-class Versions:
-    """Computes views, remembering what each record said at its mod revision."""
+_SCOPED = {Kind.CONFIG: "config", Kind.SECRET: "secret"}
+
+
+class Tracker:
+    """What rows are built from, kept current change by change; each row's version.
+
+    It holds the records of workloads, replicas, nodes, heartbeats, Configs
+    and Secrets (references to the cache's: they are never mutated), and
+    what rows derive from other objects, updated by the difference each
+    change makes: a workload's tally of its replicas, a node's placed sums,
+    which replicas each node holds (a heartbeat that stops or resumes
+    changes their rows) and which workloads use each Config and Secret
+    (their hash covers its data). So a change costs what it touches, not
+    the size of the cluster.
+    """
 
     def __init__(self, keys: KeyCodec) -> None:
         self.keys = keys
-        self._replicas: dict[Key, tuple[int, _Replica]] = {}
-        # workload -> (its mod revision, the Configs' and Secrets' state, its hash)
-        self._hashes: dict[Key, tuple[int, tuple[int, int], str]] = {}
+        self.snap = Snapshot()
+        self._info: dict[Key, _Replica] = {}
+        self._on_node: dict[str, set[Key]] = {}
+        self.placed: dict[str, list[int]] = {}    # node -> replicas, cpu, memory, pids placed
+        self._tallies: dict[Key, _Tally] = {}     # (namespace, workload) -> its replicas' tally
+        self._hashes: dict[Key, str] = {}
+        self._uses: dict[Key, list[tuple[str, str, str]]] = {}
+        self._users: dict[tuple[str, str, str], set[Key]] = {}
 
-    def view(self, snap: Snapshot) -> View:
-        """The row versions of `snap`: a version changes whenever its row may."""
-        keys, mods, heartbeats = self.keys, snap.mod_revisions, snap.heartbeats
-        replicas: dict[Key, str] = {}
-        by_workload: dict[Key, list[_Replica]] = {}
-        placed: dict[str, list[int]] = {}
-        seen: dict[Key, tuple[int, _Replica]] = {}
-        for key, r in snap.replicas.items():
-            rev = mods.get(keys.replica(*key), 0)
-            cached = self._replicas.get(key)
-            info = cached[1] if cached is not None and cached[0] == rev else _read(r)
-            seen[key] = (rev, info)
-            lost = info.node and info.active and info.node not in heartbeats
-            replicas[key] = f"{rev}-lost" if lost else str(rev)
-            by_workload.setdefault((key[0], info.workload), []).append(info)
-            if info.node and info.active:
-                p = placed.setdefault(info.node, [0, 0, 0, 0])
-                p[0] += 1
-                p[1] += info.cpu_millis
-                p[2] += info.memory_bytes
-                p[3] += info.pids
-        self._replicas = seen       # deleted replicas forgotten
-        # A workload's hash covers the Configs and Secrets it names: any change
-        # to them (a newer revision, or one fewer) makes it computed again.
-        refs = (len(snap.configs) + len(snap.secrets),
-                max([mods.get(keys.config(*k), 0) for k in snap.configs]
-                    + [mods.get(keys.secret(*k), 0) for k in snap.secrets], default=0))
-        workloads: dict[Key, str] = {}
-        summaries: dict[Key, tuple[int, int, int, int, int]] = {}
-        hashes: dict[Key, tuple[int, tuple[int, int], str]] = {}
-        for key, w in snap.workloads.items():
-            rev = mods.get(keys.workload(*key), 0)
-            known = self._hashes.get(key)
-            if known is None or known[:2] != (rev, refs):
-                known = (rev, refs, objects.workload_hash(w, snap))
-            hashes[key] = known
-            mine = by_workload.get(key, [])
-            live = [i for i in mine if not i.deleting]
-            s = (w.spec.replicas, sum(i.running for i in live),
-                 sum(i.spec_hash == known[2] for i in live), len(mine),
-                 sum(i.spec_hash == known[2] and i.ready for i in live))
-            summaries[key] = s
-            workloads[key] = f"{rev}-" + "-".join(map(str, s))
-        self._hashes = hashes
-        nodes: dict[Key, str] = {}
-        for name in snap.nodes:
-            p = placed.get(name, [0, 0, 0, 0])
-            nodes[("", name)] = (f"{mods.get(keys.node(name), 0)}-{int(name in heartbeats)}"
-                                 f"-{p[0]}-{p[1]}-{p[2]}-{p[3]}")
-        return View(snap, {"workloads": workloads, "replicas": replicas, "nodes": nodes},
-                    summaries, placed)
+    def load(self, snap: Snapshot) -> dict[str, set[Key]]:
+        """Takes in a whole snapshot (a tracker that holds nothing yet); every row's key.
+
+        The same as `apply` with every key of `snap` (the tests hold them to
+        that), without its bookkeeping of what each change touches.
+        """
+        own, keys, mods = self.snap, self.keys, snap.mod_revisions
+        own.heartbeats.update(snap.heartbeats)
+        own.configs.update(snap.configs)
+        own.secrets.update(snap.secrets)
+        for name, node in snap.nodes.items():
+            own.nodes[name] = node
+            own.mod_revisions[keys.node(name)] = mods.get(keys.node(name), 0)
+        for item, w in snap.workloads.items():
+            self._workload(item, w, mods.get(keys.workload(*item), 0))
+        for item, r in snap.replicas.items():
+            key = keys.replica(*item)
+            self._replica(item, key, r, mods.get(key, 0), None)
+        for item, w in own.workloads.items():
+            self._hashes[item] = objects.workload_hash(w, own)
+        return {"workloads": set(own.workloads), "replicas": set(own.replicas),
+                "nodes": {("", name) for name in own.nodes}}
+
+    def apply(self, src: Snapshot, changed: Iterable[ParsedKey]) -> dict[str, set[Key]]:
+        """Takes in the `changed` keys as `src` has them (absent: deleted).
+
+        Returns, per kind, the rows that may differ now.
+        """
+        touched: dict[str, set[Key]] = {k: set() for k in KINDS}
+        stale: set[Key] = set()           # workloads whose hash is computed again
+        mods, own, keys = src.mod_revisions, self.snap, self.keys
+        for p in changed:
+            item = (p.namespace, p.name)
+            if p.kind is Kind.REPLICA:
+                key = keys.replica(*item)
+                self._replica(item, key, src.replicas.get(item), mods.get(key, 0), touched)
+            elif p.kind is Kind.WORKLOAD:
+                self._workload(item, src.workloads.get(item), mods.get(keys.workload(*item), 0))
+                stale.add(item)
+                touched["workloads"].add(item)
+            elif p.kind is Kind.NODE:
+                key = keys.node(p.name)
+                if p.name in src.nodes:
+                    own.nodes[p.name], own.mod_revisions[key] = src.nodes[p.name], mods[key]
+                else:
+                    own.nodes.pop(p.name, None)
+                    own.mod_revisions.pop(key, None)
+                touched["nodes"].add(("", p.name))
+            elif p.kind is Kind.HEARTBEAT:
+                if p.name in src.heartbeats:
+                    own.heartbeats.add(p.name)
+                else:
+                    own.heartbeats.discard(p.name)
+                # The node's row, and its replicas' (lost, or found again).
+                touched["nodes"].add(("", p.name))
+                touched["replicas"].update(self._on_node.get(p.name, ()))
+            elif p.kind in _SCOPED:
+                if p.kind is Kind.CONFIG:
+                    _take(own.configs, src.configs, item)
+                else:
+                    _take(own.secrets, src.secrets, item)
+                stale.update(self._users.get((_SCOPED[p.kind], *item), ()))
+        for item in stale:
+            w = own.workloads.get(item)
+            if w is not None:
+                self._hashes[item] = objects.workload_hash(w, own)
+                touched["workloads"].add(item)
+        return touched
+
+    def _workload(self, item: Key, w: types_pb2.Workload | None, rev: int) -> None:
+        own = self.snap
+        for use in self._uses.pop(item, ()):
+            users = self._users[use]
+            users.discard(item)
+            if not users:
+                del self._users[use]
+        if w is None:
+            own.workloads.pop(item, None)
+            own.mod_revisions.pop(self.keys.workload(*item), None)
+            self._hashes.pop(item, None)
+            return
+        own.workloads[item] = w
+        own.mod_revisions[self.keys.workload(*item)] = rev
+        configs, secrets, _ = references(w.spec, pull_secret=False)
+        uses = ([("config", item[0], n) for n in configs]
+                + [("secret", item[0], n) for n in secrets])
+        if uses:
+            self._uses[item] = uses
+            for use in uses:
+                self._users.setdefault(use, set()).add(item)
+
+    def _replica(self, item: Key, key: str, r: types_pb2.Replica | None, rev: int,
+                 touched: dict[str, set[Key]] | None) -> None:
+        old = self._info.pop(item, None)
+        if old is not None:
+            self._count(item, old, -1, touched)
+        if r is None:
+            self.snap.replicas.pop(item, None)
+            self.snap.mod_revisions.pop(key, None)
+        else:
+            info = _read(r)
+            self._info[item] = info
+            self.snap.replicas[item] = r
+            self.snap.mod_revisions[key] = rev
+            self._count(item, info, 1, touched)
+        if touched is not None:
+            touched["replicas"].add(item)
+
+    def _count(self, item: Key, info: _Replica, sign: int,
+               touched: dict[str, set[Key]] | None) -> None:
+        """Adds (sign 1) or takes away (-1) what one replica counts for its node and workload;
+        notes in `touched` the rows that may change with it."""
+        if info.node:
+            bound = self._on_node.setdefault(info.node, set())
+            if sign > 0:
+                bound.add(item)
+            else:
+                bound.discard(item)
+                if not bound:
+                    del self._on_node[info.node]
+            if info.active:
+                p = self.placed.setdefault(info.node, [0, 0, 0, 0])
+                p[0] += sign
+                p[1] += sign * info.cpu_millis
+                p[2] += sign * info.memory_bytes
+                p[3] += sign * info.pids
+                if not p[0]:
+                    del self.placed[info.node]
+            if touched is not None:
+                touched["nodes"].add(("", info.node))
+        owner = (item[0], info.workload)
+        t = self._tallies.setdefault(owner, _Tally())
+        t.present += sign
+        if not info.deleting:
+            t.running += sign * info.running
+            h = t.by_hash.setdefault(info.spec_hash, [0, 0])
+            h[0] += sign
+            h[1] += sign * info.ready
+            if not h[0]:
+                del t.by_hash[info.spec_hash]
+        if not t.present:
+            del self._tallies[owner]
+        if touched is not None:
+            touched["workloads"].add(owner)
+
+    # -- what rows show, and their versions ---------------------------------------
+
+    def summary(self, item: Key) -> tuple[int, int, int, int, int]:
+        """As ListWorkloads' WorkloadSummary: desired, running, up to date, present,
+        up to date and ready."""
+        t = self._tallies.get(item) or _Tally()
+        current = t.by_hash.get(self._hashes.get(item, ""), [0, 0])
+        return (self.snap.workloads[item].spec.replicas, t.running, current[0], t.present,
+                current[1])
+
+    def version(self, kind: str, item: Key) -> str | None:
+        """The version of an object's row (it changes whenever the row may); None: no row."""
+        own, keys = self.snap, self.keys
+        if kind == "replicas":
+            info = self._info.get(item)
+            if info is None:
+                return None
+            rev = own.mod_revisions.get(keys.replica(*item), 0)
+            lost = info.node and info.active and info.node not in own.heartbeats
+            return f"{rev}-lost" if lost else str(rev)
+        if kind == "workloads":
+            if item not in own.workloads:
+                return None
+            return (f"{own.mod_revisions.get(keys.workload(*item), 0)}-"
+                    + "-".join(map(str, self.summary(item))))
+        name = item[1]
+        if name not in own.nodes:
+            return None
+        p = self.placed.get(name, [0, 0, 0, 0])
+        return (f"{own.mod_revisions.get(keys.node(name), 0)}-{int(name in own.heartbeats)}"
+                f"-{p[0]}-{p[1]}-{p[2]}-{p[3]}")
+
+
+def _take(mine: dict[Key, V], theirs: dict[Key, V], item: Key) -> None:
+    if item in theirs:
+        mine[item] = theirs[item]
+    else:
+        mine.pop(item, None)
 
 
 def _node_lost(r: types_pb2.Replica, snap: Snapshot) -> bool:
     return bool(r.node) and r.node not in snap.heartbeats and not is_terminal(r.status.phase)
 
 
-def row(v: View, kind: str, key: Key, usage: UsageCache | None) -> control_pb2.WatchChange:
-    """The change message of one object as it is in the view (its type left to the caller)."""
-    snap = v.snap
-    out = control_pb2.WatchChange(version=v.versions[kind][key])
+def row(t: Tracker, kind: str, key: Key, version: str,
+        usage: UsageCache | None) -> control_pb2.WatchChange:
+    """The change message of one object as the tracker has it (its type left to the caller)."""
+    snap = t.snap
+    out = control_pb2.WatchChange(version=version)
     if kind == "replicas":
         r = snap.replicas[key]
         out.replica.CopyFrom(r)
@@ -220,7 +381,7 @@ def row(v: View, kind: str, key: Key, usage: UsageCache | None) -> control_pb2.W
             out.usage.CopyFrom(u)
     elif kind == "workloads":
         out.workload.CopyFrom(snap.workloads[key])
-        desired, running, up_to_date, present, ready = v.summaries[key]
+        desired, running, up_to_date, present, ready = t.summary(key)
         out.summary.CopyFrom(control_pb2.WorkloadSummary(
             desired=desired, running=running, up_to_date=up_to_date, present=present,
             up_to_date_ready=ready))
@@ -228,7 +389,7 @@ def row(v: View, kind: str, key: Key, usage: UsageCache | None) -> control_pb2.W
         name = key[1]
         out.node.CopyFrom(snap.nodes[name])
         out.node.ready = name in snap.heartbeats
-        count, cpu, memory, pids = v.placed.get(name, [0, 0, 0, 0])
+        count, cpu, memory, pids = t.placed.get(name, [0, 0, 0, 0])
         out.replicas = count
         out.allocated.CopyFrom(types_pb2.Resources(cpu_millis=cpu, memory_bytes=memory,
                                                    pids=pids))
@@ -240,27 +401,27 @@ def row(v: View, kind: str, key: Key, usage: UsageCache | None) -> control_pb2.W
 Rows = dict[Key, tuple[str, control_pb2.WatchChange]]   # key -> (version, its row)
 
 
-def diff(old: Rows, new: dict[Key, str], build: Callable[[Key], control_pb2.WatchChange]
-         ) -> tuple[Rows, list[tuple[Key, control_pb2.WatchChange]]]:
-    """The rows after `new`, and the changes from `old` to them in key order."""
-    rows: dict[Key, tuple[str, control_pb2.WatchChange]] = {}
+def update(rows: Rows, touched: Iterable[Key], version: Callable[[Key], str | None],
+           build: Callable[[Key, str], control_pb2.WatchChange]
+           ) -> list[tuple[Key, control_pb2.WatchChange]]:
+    """Brings the `touched` keys' rows to their versions; the changes, in key order."""
     changes: list[tuple[Key, control_pb2.WatchChange]] = []
-    for key, version in new.items():
-        was = old.get(key)
-        if was is not None and was[0] == version:
-            rows[key] = was
+    for key in touched:
+        now = version(key)
+        was = rows.get(key)
+        if now is None:
+            if was is not None:
+                del rows[key]
+                changes.append((key, _as(was[1], DELETED)))
             continue
-        change = build(key)
+        if was is not None and was[0] == now:
+            continue
+        change = build(key, now)
         change.type = ADDED if was is None else MODIFIED
-        rows[key] = (version, change)
+        rows[key] = (now, change)
         changes.append((key, change))
-    for key in old.keys() - new.keys():
-        gone = control_pb2.WatchChange()
-        gone.CopyFrom(old[key][1])
-        gone.type = DELETED
-        changes.append((key, gone))
     changes.sort(key=lambda c: c[0])
-    return rows, changes
+    return changes
 
 
 def batches(items: Iterable[T], size_of: Callable[[T], int]) -> Iterator[list[T]]:
@@ -396,8 +557,10 @@ class WatchHub:
         self._event_streams: set[Stream[tuple[str, types_pb2.Event]]] = set()
         # kind -> key -> (version, the row as last published); None while nobody watches.
         self._rows: dict[str, Rows] | None = None
-        self._versions = Versions(keys)
-        self._revision = 0
+        self._tracker = Tracker(keys)
+        self._revision = 0          # the cache's, as the rows last followed it
+        # A pass that failed halfway leaves the tracker unsure: compare everything next.
+        self._unsure = False
         self._dirty = threading.Event()
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -460,7 +623,10 @@ class WatchHub:
         try:
             snap = self._read(context, self.state.latest)
             with self._lock:
-                self._publish(snap)
+                # Caught up with every write made before the call (read your
+                # writes); other streams hear of what that sends them.
+                if not self._follow_changes():
+                    self._publish(snap)
                 assert self._rows is not None
                 current = [(key, change) for key, (_, change)
                            in sorted(self._rows[request.kind].items())
@@ -475,23 +641,72 @@ class WatchHub:
         finally:
             self._leave(stream, self._object_streams)
 
+    def publish(self) -> None:
+        """One pass: the rows brought up to the cache's state, changes sent to each stream.
+
+        By the changes the cache kept since the last pass when it can tell
+        them, else (the first pass after a reload, or after more changes than
+        it keeps) by comparing every row with a whole snapshot.
+        """
+        with self._lock:
+            if self._stopped or not self._object_streams:
+                return
+            if self._follow_changes():
+                return
+        snap = self.state.snapshot()
+        with self._lock:
+            if self._object_streams:
+                self._publish(snap)
+
+    def _follow_changes(self) -> bool:
+        """Brings rows up to date by the cache's changes since the last pass (lock held);
+        False when the cache cannot tell them."""
+        if self._rows is None or self._unsure:
+            return False
+        found = self.state.changes_since(self._revision)
+        if found is None:
+            return False
+        delta, changed = found
+        self._unsure = True
+        touched = self._tracker.apply(delta, changed)
+        self._revision = max(self._revision, delta.revision)
+        self._send(touched)
+        self._unsure = False
+        return True
+
     def _publish(self, snap: Snapshot) -> None:
-        """Sends each stream the rows that changed since the last publish (lock held)."""
-        if self._rows is not None and snap.revision < self._revision:
+        """Compares every row with `snap` and sends what differs (lock held)."""
+        if self._rows is not None and snap.revision < self._revision and not self._unsure:
             return     # an older snapshot than what was sent: never go back
-        v = self._versions.view(snap)
-        rows = self._rows or {k: {} for k in KINDS}
+        tracker = Tracker(self.keys)
+        self._unsure = True
+        touched = tracker.load(snap)
         fresh = self._rows is None
+        rows = self._rows or {k: {} for k in KINDS}
+        for kind in KINDS:
+            touched[kind].update(rows[kind])          # and what is gone
+        self._tracker, self._rows, self._revision = tracker, rows, snap.revision
+        self._send(touched, to_streams=not fresh)
+        self._unsure = False
+
+    def _send(self, touched: dict[str, set[Key]], to_streams: bool = True) -> None:
+        """Rebuilds the touched rows whose version moved; each stream gets its changes."""
+        assert self._rows is not None
+        t = self._tracker
         out: dict[str, list[tuple[Key, control_pb2.WatchChange]]] = {}
         for kind in KINDS:
-            rows[kind], out[kind] = diff(
-                rows[kind], v.versions[kind],
-                lambda key, kind=kind: row(v, kind, key, self.usage))  # type: ignore[misc]
-        self._rows, self._revision = rows, snap.revision
-        if fresh:
+            out[kind] = update(
+                self._rows[kind], touched[kind],
+                lambda key, kind=kind: t.version(kind, key),  # type: ignore[misc]
+                lambda key, version, kind=kind: row(t, kind, key, version,  # type: ignore[misc]
+                                                    self.usage))
+        if not to_streams:
             return
         for s in self._object_streams:
-            mine = _for_stream(s, [(key, c) for key, c in out[s.filter.kind]
+            changes = out[s.filter.kind]
+            if not changes:
+                continue
+            mine = _for_stream(s, [(key, c) for key, c in changes
                                    if s.filter.object_matches(key)])
             for batch in batches(mine, lambda c: c.ByteSize()):
                 s.offer(control_pb2.WatchObjectsResponse(changes=batch))
@@ -512,13 +727,10 @@ class WatchHub:
                     return
                 if not self._object_streams:
                     # Nobody watches: keep nothing.
-                    self._rows, self._versions = None, Versions(self.keys)
+                    self._rows, self._tracker, self._unsure = None, Tracker(self.keys), False
                     continue
             try:
-                snap = self.state.snapshot()
-                with self._lock:
-                    if self._object_streams:
-                        self._publish(snap)
+                self.publish()
             except StoreUnavailable as e:
                 log.warning("watch streams wait for the store: %s", e)
                 self._dirty.set()

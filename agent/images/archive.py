@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
-import gzip
-import hashlib
 import io
 import logging
 import os
@@ -41,7 +39,7 @@ from typing import Any, BinaryIO, Protocol
 
 from mctl.common import imageref
 
-from . import unpack, zstd
+from . import layerstream, unpack, zstd
 from .manifests import REF_NAME, ImagePlan, LayerRef, ManifestReader
 from .source import (
     CHUNK,
@@ -221,6 +219,9 @@ class _Hashing:
         self.raw = raw
         self.limit = limit
         self.count = 0
+        # OpenSSL's (fastest for layers), loaded with the first import or pull,
+        # not by an idle agent (common/sha256.py).
+        import hashlib
         self.sha = hashlib.sha256() if hashed else None
 
     def read(self, n: int = -1) -> bytes:
@@ -228,7 +229,7 @@ class _Hashing:
             return b"".join(iter(lambda: self.read(CHUNK), b""))
         try:
             data: bytes = self.raw.read(n)
-        except (EOFError, zlib.error, OSError, zstd.ZstdError) as e:
+        except (EOFError, zlib.error, OSError, zstd.ZstdError, layerstream.GzipError) as e:
             raise _StreamError(str(e)) from None
         self.count += len(data)
         if isinstance(self.limit, Allowance):
@@ -301,7 +302,7 @@ def unpack_layer(src: Source, layer: LayerRef, dest: str, budget: unpack.Budget,
                         hashed=not (blobs_verified and compressed))
         stream = blob
         if kind == "gzip":
-            stream = _Hashing(gzip.GzipFile(fileobj=blob, mode="rb"), left)
+            stream = _Hashing(layerstream.Gunzip(blob), left)
         elif kind == "zstd":
             try:
                 stream = _Hashing(zstd.reader(blob), left)  # type: ignore[arg-type]

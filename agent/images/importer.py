@@ -22,13 +22,19 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from mctl.common import archivehead, imageref, metrics
 from mctl.v1 import agent_pb2
 
-from .archive import ImportResult, Limits, import_archive
-from .early import EarlyUnpacker
+from .source import Limits
 from .store import Image, ImageStore
+
+if TYPE_CHECKING:
+    # archive.py (and tarfile, the decompressors, manifests) loads with the
+    # first import or pull, not in an idle agent (tests/unit/test_agent_imports.py).
+    from .archive import ImportResult
+    from .early import EarlyUnpacker
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +97,7 @@ class ImageImporter:
             log.info("image archive received file=%s bytes=%d ms=%.0f", label, received,
                      (t1 - t0) * 1000)
             with self._lock:
+                from .archive import import_archive
                 result = import_archive(self.store, path, name=name, limits=self.limits,
                                         label=label)
             metrics.inc("image_import_bytes_total", received)
@@ -113,6 +120,7 @@ class ImageImporter:
         staging while they were fetched, outside the lock: staging is not
         the store). Raises ArchiveError, leaving the store as it was.
         """
+        from .archive import import_archive
         with self._lock:
             # skopeo checked every blob it fetched against its digest; a
             # kept blob it did not fetch is one of a layer the store has,

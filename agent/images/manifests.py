@@ -18,12 +18,13 @@ unpacked (archive.py). Unknown media types are refused, not guessed at.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from mctl.common.sha256 import sha256
 
 from .source import ArchiveError, Limits, Source, archive_path
 
@@ -111,7 +112,7 @@ class ManifestReader:
         with self.src.open(path) as f:
             data = f.read()
         if digest is not None:
-            got = "sha256:" + hashlib.sha256(data).hexdigest()
+            got = "sha256:" + sha256(data).hexdigest()
             if got != digest:
                 raise self.fail(where, f"{path}: digest mismatch: expected {digest}, "
                                        f"content is {got}")

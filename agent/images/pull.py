@@ -48,14 +48,17 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mctl.common import imageref, metrics, registryauth, skopeo
 from mctl.v1 import types_pb2
 
-from .early import EarlyUnpacker
 from .importer import ImageImporter
 from .source import ArchiveError
 from .store import Image, ImageError
+
+if TYPE_CHECKING:
+    from .early import EarlyUnpacker
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +277,7 @@ class Puller:
         try:
             seeded = self._seed(layout)
             if self.overlap:
+                from .early import EarlyUnpacker  # with archive.py: not in an idle agent
                 early = EarlyUnpacker(layout, self.store.layers_dir, ref, self.importer.limits)
                 early.start()
             log.info("pulling image ref=%s blobs_kept=%d", ref, seeded)

@@ -14,23 +14,32 @@ leading out of it.
 from __future__ import annotations
 
 import bz2
-import gzip
 import io
 import lzma
 import os
-import tarfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    import tarfile
 
 CHUNK = 1 << 20
 GiB = 1 << 30
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _gunzip(f: BinaryIO) -> io.BufferedIOBase:
+    import gzip  # with the first gzipped archive: not in an idle agent
+
+    return gzip.GzipFile(fileobj=f, mode="rb")
+
+
 # Each a file object reading the decompressed bytes (gzip, bz2 and lzma's own).
 _OUTER_DECOMPRESSORS: dict[bytes, tuple[str, Callable[[BinaryIO], io.BufferedIOBase]]] = {
-    GZIP_MAGIC: ("gzip", lambda f: gzip.GzipFile(fileobj=f, mode="rb")),
+    GZIP_MAGIC: ("gzip", _gunzip),
     b"BZh": ("bzip2", lambda f: bz2.BZ2File(f, mode="rb")),
     b"\xfd7zXZ\x00": ("xz", lambda f: lzma.LZMAFile(f, mode="rb")),
 }
@@ -100,6 +109,9 @@ class TarSource:
     """A tar archive, read in place (after decompressing it into `scratch` if it is compressed)."""
 
     def __init__(self, path: str, label: str, limits: Limits, scratch: str) -> None:
+        # Here: tarfile is not in an idle agent, which imports this module for Limits.
+        import tarfile
+
         self.label = label
         with open(path, "rb") as f:
             magic = f.read(6)

@@ -13,7 +13,6 @@ one copy. Images other than busybox come from archives (archive.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,8 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from mctl.common.sha256 import sha256
 
 from .userslock import UsersLock
 
@@ -215,7 +216,7 @@ class ImageStore:
         applets = subprocess.run(
             [binary, "--list-full"], capture_output=True, text=True, check=True
         ).stdout.split()
-        digest = "sha256:" + hashlib.sha256(
+        digest = "sha256:" + sha256(
             data + b"\0" + "\n".join(applets).encode() + _BASE_FILES_VERSION
         ).hexdigest()
         self.add_layer(digest, lambda d: _build_busybox_layer(d, data, applets))

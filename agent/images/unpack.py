@@ -46,8 +46,11 @@ import shutil
 import stat
 import tarfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
+
+from .layerstream import Forward
 
 log = logging.getLogger(__name__)
 
@@ -282,19 +285,33 @@ class _Unpacker:
             raise LayerError(name, f"{m.size} bytes is over the node's limit of "
                                    f"{self.budget.max_file_bytes} bytes per file")
         self.clear(rel)
-        src = tf.extractfile(m)
-        if src is None:
-            raise LayerError(name, "no data for a regular file")
+        read: Callable[[int], bytes]
+        if m.sparse is None and isinstance(tf.fileobj, Forward):
+            # The contents as the decompressor made them (tarfile's own file
+            # object would copy each chunk twice more); tarfile skips to the
+            # next header from wherever this stops.
+            stream = tf.fileobj
+            stream.seek(m.offset_data)
+            read = stream.read_some
+        else:
+            src = tf.extractfile(m)
+            if src is None:
+                raise LayerError(name, "no data for a regular file")
+            read = src.read
         fd = os.open(self.abs(rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                      | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as dst:
+        try:
             left = m.size
             while left > 0:
-                chunk = src.read(min(left, _COPY_CHUNK))
+                chunk = read(min(left, _COPY_CHUNK))
                 if not chunk:
                     raise LayerError(name, "the tar stream ends inside this file")
-                dst.write(chunk)
                 left -= len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         self.result.size += m.size
         self.metadata(rel, m)
 
@@ -350,7 +367,9 @@ def unpack(stream: BinaryIO, root: str, budget: Budget) -> Unpacked:
     """
     unpacker = _Unpacker(root, budget)
     try:
-        tf = tarfile.open(fileobj=stream, mode="r|")
+        # Seeking mode over a forward-only stream: tarfile reads headers and
+        # skips padding through it, never going back (layerstream.py).
+        tf = tarfile.open(fileobj=Forward(stream), mode="r:")  # type: ignore[call-overload]
     except tarfile.TarError as e:
         raise LayerError("", f"not a tar stream: {e}") from None
     with tf:
@@ -369,9 +388,9 @@ def unpack(stream: BinaryIO, root: str, budget: Budget) -> Unpacked:
                 raise LayerError(m.name, f"cannot unpack: {e.strerror or e}") from None
             except tarfile.TarError as e:
                 raise LayerError(m.name, f"bad tar data: {e}") from None
-            # In stream mode tarfile keeps every member it has read, in a list
-            # it has no public way to drop (typeshed leaves it out); a layer
-            # of a million files would keep them all in memory for nothing.
-            tf.members.clear()  # type: ignore[attr-defined]
+            # tarfile keeps every member it has read, in a list it has no
+            # method to drop; a layer of a million files would keep them all
+            # in memory for nothing.
+            tf.members.clear()
         unpacker.finish()
     return unpacker.result

@@ -20,8 +20,6 @@ from __future__ import annotations
 import os
 import stat
 
-from .unpack import OPAQUE_XATTR
-
 _MAX_FILE = 1 << 20
 
 
@@ -34,6 +32,7 @@ def _is_whiteout(st: os.stat_result) -> bool:
 
 
 def _opaque(path: str) -> bool:
+    from .unpack import OPAQUE_XATTR  # unpack.py (tarfile) is not in an idle agent
     try:
         return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
     except OSError:

@@ -55,13 +55,13 @@ Only imported when config.json has hooks: the start path pays nothing else.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import time
-from signal import SIGKILL, SIGPIPE, SIGXFSZ
 
+from . import cjson
 from .oci.config import HOOK_STAGES
+from .signals import SIGKILL, SIGPIPE, SIGXFSZ
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ class Lifecycle:
         return bool(self.hooks.prestart or self.hooks.create_runtime)
 
     def _state(self, status: str, pid: int) -> bytes:
-        return json.dumps({**self.state, "status": status, "pid": pid}).encode()
+        return cjson.dumps({**self.state, "status": status, "pid": pid}).encode()
 
     def run(self, stage: str, status: str, pid: int, cwd: str | None) -> None:
         """Runs every hook of `stage` in order; the first failure raises HookFailed."""

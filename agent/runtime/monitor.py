@@ -100,6 +100,7 @@ def _monitor(
     err_r, err_w = os.pipe()
     null = os.open("/dev/null", os.O_RDONLY)
     stdio = (null, out_w, err_w)
+    start_times: tuple[int, int] | None = None
     if runtime:
         from .oci import client
 
@@ -114,16 +115,23 @@ def _monitor(
                                       close_in_child=(report_fd,))
         for fd in stdio:
             os.close(fd)
+        # Read while the child sets up, off the start's critical path: a start
+        # time is set at fork and kept across exec (man 5 proc, field 22).
+        start_times = (process_start_time(os.getpid()), process_start_time(pid))
         error = spawn.wait_ready(pid, sync_r)
     if error:
         os.write(report_fd, StartResult(os.getpid(), pid, error).to_bytes())
         return 1
     started = now_ms()
-    state = State(container_id, os.getpid(), pid, started, process_start_time(os.getpid()),
-                  process_start_time(pid))
+    if start_times is None:
+        start_times = (process_start_time(os.getpid()), process_start_time(pid))
+    state = State(container_id, os.getpid(), pid, started, *start_times)
     write_json(os.path.join(bundle, STATE_FILE), state.to_json())
     os.write(report_fd, StartResult(os.getpid(), pid).to_bytes())
     os.close(report_fd)
+    # Recorded and reported: from now on it outlives the zygote and the agent
+    # (until now it died with them: zygote.py's Spare).
+    sys.prctl(sc.PR_SET_PDEATHSIG, 0)
     status = _pump_logs(os.path.join(bundle, LOG_FILE), out_r, err_r, pid, log_limits)
     oom = 0
     try:

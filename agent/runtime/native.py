@@ -55,13 +55,27 @@ def zygote_argv(fd: int, cgroup_root: str) -> list[str]:
 
 
 class Zygote:
-    """The agent's end of the zygote: started on first use, and again if it died."""
+    """The agent's end of the zygote: started on first use, and again if it died.
+
+    Starts from several threads are in flight at once (zygote.py tags each
+    request and its reply). Whichever waiting thread finds no one reading
+    the socket reads it for all: it files each reply under its tag and
+    wakes the others, until its own has come, then leaves the reading to
+    the next waiter. No thread of its own is kept for that.
+    """
 
     def __init__(self, cgroup_root: str = "/sys/fs/cgroup") -> None:
         self._cgroup_root = cgroup_root
-        self._lock = threading.Lock()
+        # Guards all below; sends happen under it too (one message each).
+        self._cond = threading.Condition()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
+        self._next_tag = 0
+        # Tag -> reply (bytes), or the error that lost it (the zygote died).
+        self._replies: dict[int, bytes | StartError] = {}
+        # Tag -> the socket it was sent on (a zygote started anew has another).
+        self._waiting: dict[int, socket.socket] = {}
+        self._reading = False
 
     @property
     def pid(self) -> int:
@@ -74,6 +88,9 @@ class Zygote:
         if self._proc is not None:
             log.warning("zygote exited with %s; starting a new one", self._proc.returncode)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # The zygote's PR_SET_PDEATHSIG fires when the *thread* that forked it
+        # ends: it is started from long-lived threads (the agent's main
+        # thread by warm_up, else a thread of the node loop's start pool).
         self._proc = subprocess.Popen(
             zygote_argv(theirs.fileno(), self._cgroup_root),
             pass_fds=(theirs.fileno(),),
@@ -86,7 +103,7 @@ class Zygote:
 
     def warm_up(self) -> None:
         """Starts the zygote now, so the first container does not pay for it."""
-        with self._lock:
+        with self._cond:
             self._ensure()
 
     def start(self, container_id: str, bundle: str, log_limits: LogLimits,
@@ -94,26 +111,73 @@ class Zygote:
         """Has a monitor start the container of `bundle` (zygote.py's protocol); StartError.
 
         `runtime_argv`: the OCI runtime command that realizes the bundle, or
-        None for the monitor to do it itself.
+        None for the monitor to do it itself. Safe to call from several
+        threads: their starts run at once.
         """
         doc: dict[str, object] = {
             "bundle": os.path.abspath(bundle), "id": container_id,
             "log": {"max_size": log_limits.max_size, "max_files": log_limits.max_files}}
         if runtime_argv is not None:
             doc["runtime"] = runtime_argv
-        request = json.dumps(doc).encode()
-        with self._lock:
+        with self._cond:
+            self._next_tag += 1
+            tag = self._next_tag
             sock = self._ensure()
             try:
-                sock.send(request)
-                reply = sock.recv(65536)
+                sock.send(b"%d\n" % tag + json.dumps(doc).encode())
             except OSError as e:
-                self._close_locked()
+                self._fail_locked(sock, StartError(f"zygote: {e}"))
                 raise StartError(f"zygote: {e}") from e
+            self._waiting[tag] = sock
+        reply = self._await(tag, sock)
+        if isinstance(reply, StartError):
+            raise reply
         result = StartResult.from_bytes(reply)
         if result.error:
             raise StartError(result.error)
         return result
+
+    def _await(self, tag: int, sock: socket.socket) -> bytes | StartError:
+        """The reply to `tag`: read by this thread or filed by the one reading."""
+        with self._cond:
+            while True:
+                if tag in self._replies:
+                    return self._replies.pop(tag)
+                if not self._reading:
+                    self._reading = True
+                    break
+                self._cond.wait()
+        try:
+            while True:
+                try:
+                    msg = sock.recv(65536)
+                except OSError as e:
+                    msg, error = b"", f"zygote: {e}"
+                else:
+                    error = "zygote: exited before replying"
+                with self._cond:
+                    if not msg:
+                        self._fail_locked(sock, StartError(error))
+                    else:
+                        got, _, body = msg.partition(b"\n")
+                        if self._waiting.pop(int(got), None) is not None:
+                            self._replies[int(got)] = body
+                    self._cond.notify_all()
+                    if tag in self._replies:
+                        return self._replies.pop(tag)
+        finally:
+            with self._cond:
+                self._reading = False
+                self._cond.notify_all()
+
+    def _fail_locked(self, sock: socket.socket | None, error: StartError) -> None:
+        """The zygote of `sock` is lost: every start waiting on it fails; the next start
+        makes a new one."""
+        for tag in [t for t, s in self._waiting.items() if s is sock or sock is None]:
+            del self._waiting[tag]
+            self._replies[tag] = error
+        if sock is None or sock is self._sock:
+            self._close_locked()
 
     def _close_locked(self) -> None:
         if self._sock is not None:
@@ -128,8 +192,8 @@ class Zygote:
             self._proc = None
 
     def close(self) -> None:
-        with self._lock:
-            self._close_locked()
+        with self._cond:
+            self._fail_locked(None, StartError("zygote: closed"))
 
 
 class NativeRuntime:

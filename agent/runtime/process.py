@@ -1,9 +1,9 @@
 """The container's first process: from a forked child to exec, in order.
 
-This runs in the child the monitor forks, after the monitor has made the
-cgroup and (for the pid namespace) called unshare(CLONE_NEWPID), so that
-this child is pid 1 of the new namespace (man 7 pid_namespaces). The steps,
-each named so a failure says where it happened:
+This runs in the child the monitor forks, after the monitor (for the pid
+namespace) called unshare(CLONE_NEWPID), so that this child is pid 1 of the
+new namespace (man 7 pid_namespaces). The steps, each named so a failure
+says where it happened:
 
 1. join the container's cgroup (writing 0 to cgroup.procs, or on v1 to
    `tasks`, moves the writer: CgroupDriver.self_join_files)
@@ -26,6 +26,10 @@ each named so a failure says where it happened:
    `before_exec` (the CLI's create: wait for start) and the startContainer
    hooks come just before the exec.
 
+When the parent makes the cgroup after the fork (`cgroup_later`; spawn.py
+says why), step 1's join waits until after step 3 for the files the parent
+sends once the cgroup exists, and the cgroup namespace is unshared then.
+
 With a user namespace (userns.py) step 2 is different, and this process is
 only the first of two: it unshares the user namespace first, so that every
 namespace made after it is owned by it (which is what lets root in the
@@ -47,10 +51,9 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import struct
 
-from . import privileges, rlimits, rootfs, userns
+from . import privileges, rlimits, rootfs, signals, userns
 from . import syscalls as sc
 
 # typing.TYPE_CHECKING without importing typing, which `mctl-runtime run` would
@@ -73,6 +76,36 @@ IFF_RUNNING = 0x40
 # is unshared by the process that forks pid 1, and user comes first of all
 # (enter_user_namespace).
 _CHILD_NAMESPACES = ("mount", "uts", "ipc", "network", "cgroup")
+
+
+def cgroup_later(config: Config) -> bool:
+    """Whether the parent may make the cgroup while this child makes its namespaces.
+
+    Not with a user namespace (spawn.py's other path), nor with a mount,
+    cgroup or user namespace joined by path: the cgroup files are opened by
+    their paths on the host, which joining those could change.
+    """
+    return "user" not in config.namespaces and not (
+        {"mount", "cgroup", "user"} & config.namespace_paths.keys())
+
+
+def join_cgroup(procs_files: list[str] | int) -> None:
+    """Joins the container's cgroup: the files given, or those read from a pipe to its end.
+
+    An empty pipe means the parent could not make the cgroup (it then ends this
+    process anyway).
+    """
+    if isinstance(procs_files, int):
+        chunks = []
+        while chunk := os.read(procs_files, 65536):
+            chunks.append(chunk)
+        os.close(procs_files)
+        procs_files = b"".join(chunks).decode().split("\n") if chunks else []
+        if not procs_files:
+            raise OSError("the runtime made no cgroup")
+    for path in procs_files:
+        with open(path, "w") as f:
+            f.write("0")
 
 
 def namespace_flags(config: Config) -> int:
@@ -196,7 +229,7 @@ def exec_container(
     sys: sc.Syscalls,
     bundle: str,
     config: Config,
-    procs_files: list[str],
+    procs_files: list[str] | int,
     sync_fd: int,
     stdio: tuple[int, int, int],
     cap_top: int,
@@ -216,13 +249,15 @@ def exec_container(
     `console_fd`, a unix socket connected to the caller's --console-socket,
     is given with process.terminal: the process's stdio is then a pty of the
     container's own, whose master goes over it (terminal.py).
+    `procs_files` are the cgroup files to join, or a pipe that brings them
+    once the parent has made the cgroup (spawn.py).
     """
     step = "start"
     try:
-        step = "cgroup"
-        for path in procs_files:
-            with open(path, "w") as f:
-                f.write("0")
+        later = isinstance(procs_files, int)
+        if not later:
+            step = "cgroup"
+            join_cgroup(procs_files)
         step = "rlimits"
         rlimits.apply(config.rlimits)
         if config.oom_score_adj is not None:
@@ -238,7 +273,8 @@ def exec_container(
             premounted = enter_user_namespace(sys, root, config, handshake)
         else:
             step = "unshare"
-            sys.unshare(namespace_flags(config))
+            # With the cgroup made later, its namespace comes after the join, below.
+            sys.unshare(namespace_flags(config) & ~(sc.CLONE_NEWCGROUP if later else 0))
         if "network" in config.namespaces and "network" not in config.namespace_paths:
             # A joined network namespace is the preparer's to configure.
             step = "loopback"
@@ -246,6 +282,12 @@ def exec_container(
         if "uts" in config.namespaces and config.hostname:
             step = "hostname"
             sys.sethostname(config.hostname)
+        if later:
+            step = "cgroup"
+            join_cgroup(procs_files)
+            if namespace_flags(config) & sc.CLONE_NEWCGROUP:
+                step = "unshare"
+                sys.unshare(sc.CLONE_NEWCGROUP)
         # Without a mount namespace of its own nothing may be mounted or
         # pivoted: that would be the caller's namespace (config.py refuses the
         # mounts); the rootfs is only chrooted into, as runc does.
@@ -302,8 +344,8 @@ def exec_container(
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
         # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec.
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
+        for sig in (signals.SIGPIPE, signals.SIGXFSZ, signals.SIGCHLD, signals.SIGINT):
+            signals.set_handler(sig, signals.SIG_DFL)
         step = "exec"
         if before_exec is not None:
             before_exec(sync_fd)

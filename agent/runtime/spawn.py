@@ -1,12 +1,25 @@
 """Forking a container's first process: the step both native front ends share.
 
 The in-agent monitor (monitor.py) and the `mctl-runtime` command (oci/cli.py)
-start a container the same way: make the cgroup that config.json's
-linux.cgroupsPath and linux.resources describe, unshare the pid namespace
-(man 7 pid_namespaces: only children enter it, so the next fork is pid 1),
-fork, and run process.exec_container in the child. The parent learns the
-outcome through a close-on-exec pipe: end-of-file means the child got as far
-as exec (or as `before_exec` chose to report success), bytes are the error.
+start a container the same way: unshare the pid namespace (man 7
+pid_namespaces: only children enter it, so the next fork is pid 1), fork,
+and run process.exec_container in the child; make the cgroup that
+config.json's linux.cgroupsPath and linux.resources describe. The parent
+learns the outcome through a close-on-exec pipe: end-of-file means the child
+got as far as exec (or as `before_exec` chose to report success), bytes are
+the error.
+
+The cgroup is made after the fork, while the child makes its namespaces
+(`cgroup_later`): both take about a millisecond and they do not depend on
+each other, so on a machine with a second core the start waits for one of
+them, not both (bench/README.md, "The start path, third pass"). The child
+gets the files to join over a pipe and joins before it makes its cgroup
+namespace, whose root must be the container's cgroup; runc's nsexec waits
+for its parent's cgroup set-up at the same point. The child's work before
+that (a new network namespace, `lo`) is charged to the caller's cgroup, as
+runc's is. With a user namespace, or namespaces joined by a path that
+could change how the cgroup files resolve, the cgroup is made first.
+
 When config.json has prestart or createRuntime hooks, the channel is a
 socket pair instead, on which the init asks the runtime to run them
 (hooks.py); without hooks nothing is added to this path.
@@ -26,6 +39,7 @@ import os
 
 from . import process, userns
 from . import syscalls as sc
+from .signals import SIGKILL
 
 # typing.TYPE_CHECKING without importing typing, which `mctl-runtime run` would
 # pay for at every call (bench/README.md, "Import costs on the start path");
@@ -70,6 +84,7 @@ def fork_init(
     close_in_child: tuple[int, ...] = (),
     lifecycle: Lifecycle | None = None,
     console_fd: int = -1,
+    cgroup_extras: Callable[[], None] | None = None,
 ) -> tuple[int, int]:
     """Creates the cgroup and forks the container's init; returns (pid, sync read end).
 
@@ -78,6 +93,9 @@ def fork_init(
     config.json's hooks (hooks.py); a config with hooks needs one.
     `console_fd` is the connected --console-socket for process.terminal
     (terminal.py); the child closes it, the caller keeps its own copy.
+    `cgroup_extras`, if given, runs once the cgroup exists and before the
+    child joins it (mctl-runtime adds runc's other hierarchies there).
+    On an error after the fork the child is killed and reaped before it raises.
     """
     if "user" in config.namespaces:
         # Checked before anything is made, so the error is all that happens.
@@ -89,12 +107,10 @@ def fork_init(
         reason = _unsupported_here(config, lifecycle)
         if reason:
             raise OSError(reason)
-    cgroups.create(cgroup, limits_of(config))
-    if config.resources.has_memory_extras():
-        from .cgroups import memory_extras
-
-        memory_extras.apply(cgroups, cgroup, config.resources)
-    procs = cgroups.self_join_files(cgroup)
+    later = process.cgroup_later(config)
+    # The files the child writes to join the cgroup, or the pipe that brings them.
+    procs: list[str] | int = [] if later else _make_cgroup(cgroups, cgroup, config,
+                                                            cgroup_extras)
     if lifecycle is not None and lifecycle.runtime_sync:
         # Two-way: the init asks for the createRuntime hooks and waits (hooks.py).
         sync_r, sync_w = lifecycle.sync_pair()
@@ -104,6 +120,10 @@ def fork_init(
         return _fork_in_user_namespace(sys, procs, bundle, config, stdio, cap_top,
                                        before_exec, close_in_child, sync_r, sync_w, lifecycle,
                                        console_fd)
+    cgroup_w = -1
+    if later:
+        # The child reads the files to join from here (process.join_cgroup).
+        procs, cgroup_w = os.pipe2(os.O_CLOEXEC)
     own_pid_ns = -1
     if "pid" in config.namespaces:
         joined = config.namespace_paths.get("pid")
@@ -122,6 +142,8 @@ def fork_init(
     pid = os.fork()
     if pid == 0:
         os.close(sync_r)
+        if cgroup_w >= 0:
+            os.close(cgroup_w)
         for fd in close_in_child:
             os.close(fd)
         process.exec_container(sys, bundle, config, procs, sync_w, stdio, cap_top, before_exec,
@@ -133,7 +155,43 @@ def fork_init(
         # namespace takes no new process at all (fork fails with ENOMEM).
         sys.setns(own_pid_ns, sc.CLONE_NEWPID)
         os.close(own_pid_ns)
+    if cgroup_w >= 0:
+        assert isinstance(procs, int)
+        os.close(procs)
+        try:
+            files = _make_cgroup(cgroups, cgroup, config, cgroup_extras)
+        except BaseException:
+            # The child waits for the files: without them it must not go on.
+            os.close(cgroup_w)
+            os.kill(pid, SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(sync_r)
+            raise
+        try:
+            _write_all(cgroup_w, "\n".join(files).encode())
+        except BrokenPipeError:
+            pass  # the child failed before it joined: wait_ready reads its error
+        finally:
+            os.close(cgroup_w)
     return pid, sync_r
+
+
+def _make_cgroup(cgroups: CgroupDriver, cgroup: str, config: Config,
+                 extras: Callable[[], None] | None) -> list[str]:
+    """Creates the container's cgroup; returns the files its init writes to join it."""
+    cgroups.create(cgroup, limits_of(config))
+    if config.resources.has_memory_extras():
+        from .cgroups import memory_extras
+
+        memory_extras.apply(cgroups, cgroup, config.resources)
+    if extras is not None:
+        extras()
+    return cgroups.self_join_files(cgroup)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def _unsupported_here(config: Config, lifecycle: Lifecycle | None) -> str:
@@ -165,7 +223,7 @@ def _unreachable_rootfs(rootfs: str) -> str:
 
 def _fork_in_user_namespace(
     sys: sc.Syscalls,
-    procs: list[str],
+    procs: list[str] | int,
     bundle: str,
     config: Config,
     stdio: tuple[int, int, int],

@@ -9,21 +9,34 @@ need (a spare that waits for its request: `Spare`), hands it the request,
 waits for the monitor's start report and passes it back. Warm imports and a small
 address space keep each fork cheap, which is what makes in-agent start fast.
 
-The zygote dies with the agent (PR_SET_PDEATHSIG); monitors do not: they
-belong to no agent and are adopted by the next one. SIGCHLD is ignored here,
-so the kernel reaps monitors that exit while the zygote lives.
+The zygote dies with the agent (PR_SET_PDEATHSIG), and so does a monitor
+until it has recorded its container (state.json) and reported the start:
+after that, monitors belong to no agent and are adopted by the next one.
+So once an agent is gone, no start of its is still going on: a bundle
+without state.json is one that no monitor will ever finish, which is how
+the next agent tells a half-made container (containers.py, adopt_all;
+docs/parallel-starts.md). SIGCHLD is ignored here, so the kernel reaps
+monitors that exit while the zygote lives.
 
-Protocol: one JSON request per message, `{"bundle": DIR, "id": ID}` plus
+Several starts are in flight at once (the agent starts independent
+replicas concurrently, node.py): the zygote hands a request to its spare,
+forks the next spare at once and goes back to its socket, and polls the
+monitors' report pipes alongside it. Replies go out as monitors report, in
+any order, so each request carries a tag that its reply repeats.
+
+Protocol: one request per message, `TAG\nJSON` where TAG is the agent's
+(ASCII digits, no newline) and JSON is `{"bundle": DIR, "id": ID}` plus
 `"runtime": [argv...]` when an OCI runtime command realizes the bundle
 (oci/client.py) and `"log": {"max_size": N, "max_files": M}` for the
-container log's rotation (containerlog_writer.py); one reply per request, the monitor's
-StartResult as JSON.
+container log's rotation (containerlog_writer.py); one reply per request,
+`TAG\n` and the monitor's StartResult as JSON.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sys
 
@@ -51,17 +64,27 @@ class Spare:
     fork(2) of this process (its page tables, then the child's first page
     faults) was a sixth of a native start while the request waited
     (bench/README.md, "Runtime start, second pass"). The zygote forks the
-    next spare after replying, between starts. It reads one request from a
-    pipe, to end-of-file; end-of-file without a request means the zygote is
-    gone, and it exits.
+    next spare as soon as it has handed this one its request, while that
+    start runs. It reads one request from a pipe, to end-of-file;
+    end-of-file without a request means the zygote is gone, and it exits.
+    `close`: the zygote's descriptors the monitor must not keep (the
+    socket, other monitors' report pipes).
     """
 
-    def __init__(self, sock: int, start: Callable[[bytes, int], None]) -> None:
+    def __init__(self, close: tuple[int, ...], start: Callable[[bytes, int], None]) -> None:
         request_r, self.request_w = os.pipe2(os.O_CLOEXEC)
         self.report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        zygote = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:
-            os.close(sock)
+            # Dies with the zygote until the monitor has reported (it clears
+            # this then: monitor.py), so no start outlives the agent
+            # half-done; see the module docstring.
+            sc.libc().prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != zygote:     # the zygote died before the prctl took effect
+                os._exit(0)
+            for fd in close:
+                os.close(fd)
             os.close(self.request_w)
             os.close(self.report_r)
             msg = monitor.read_all(request_r)
@@ -71,8 +94,11 @@ class Spare:
         os.close(request_r)
         os.close(report_w)
 
-    def hand(self, msg: bytes) -> bytes | None:
-        """Gives the spare its request and returns its report; None if it was already gone."""
+    def hand(self, msg: bytes) -> bool:
+        """Gives the spare its request; False if it was already gone (nothing started).
+
+        Its report then arrives on `report_r`, to end-of-file.
+        """
         try:
             try:
                 os.write(self.request_w, msg)
@@ -80,17 +106,31 @@ class Spare:
                 os.close(self.request_w)
         except BrokenPipeError:
             os.close(self.report_r)
-            return None
-        report = monitor.read_all(self.report_r)
-        os.close(self.report_r)
-        return report
+            return False
+        return True
+
+
+class Pending:
+    """A start handed to a monitor, until its report pipe reaches end-of-file."""
+
+    def __init__(self, tag: bytes, pid: int) -> None:
+        self.tag = tag
+        self.pid = pid
+        self.chunks: list[bytes] = []
+
+    def reply(self) -> bytes:
+        report = b"".join(self.chunks) or StartResult(
+            self.pid, 0, "monitor exited before reporting").to_bytes()
+        return self.tag + b"\n" + report
 
 
 def serve(sock: int, cgroup_root: str) -> None:
     """Serves start requests from the agent on `sock`, a SOCK_SEQPACKET descriptor.
 
     Plain read(2) and write(2) keep a seqpacket socket's message boundaries,
-    so the `socket` module (which imports selectors and enum) is not needed.
+    so the `socket` module (which imports selectors and enum) is not needed;
+    `select.poll` (a C module the monitor loads anyway) waits on the socket
+    and the report pipes of the starts in flight.
     """
     libc = sc.libc()
     cgroups = detect(cgroup_root)
@@ -111,22 +151,41 @@ def serve(sock: int, cgroup_root: str) -> None:
         monitor.run(libc, cgroups, request["bundle"], request["id"], config, report_w,
                     cap_top, request.get("runtime"), log_limits)
 
-    spare = Spare(sock, start)
+    pending: dict[int, Pending] = {}   # report pipe -> its start
+
+    def fork_spare() -> Spare:
+        return Spare((sock, *pending), start)
+
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    spare = fork_spare()
     while True:
-        msg = os.read(sock, 65536)
-        if not msg:
-            return
-        report = spare.hand(msg)
-        if report is None:
-            # Killed while it waited (the OOM killer, a stray signal), before
-            # it had the request: nothing was started, so once more.
-            spare = Spare(sock, start)
-            report = spare.hand(msg)
-        if not report:
-            report = StartResult(spare.pid, 0,
-                                         "monitor exited before reporting").to_bytes()
-        os.write(sock, report)
-        spare = Spare(sock, start)
+        for fd, _events in poller.poll():
+            if fd != sock:
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    pending[fd].chunks.append(chunk)
+                    continue
+                poller.unregister(fd)
+                os.close(fd)
+                os.write(sock, pending.pop(fd).reply())
+                continue
+            msg = os.read(sock, 65536)
+            if not msg:
+                return
+            tag, _, body = msg.partition(b"\n")
+            if not spare.hand(body):
+                # Killed while it waited (the OOM killer, a stray signal),
+                # before it had the request: nothing was started, so once more.
+                spare = fork_spare()
+                if not spare.hand(body):
+                    os.write(sock, Pending(tag, spare.pid).reply())
+                    spare = fork_spare()
+                    continue
+            pending[spare.report_r] = Pending(tag, spare.pid)
+            poller.register(spare.report_r, select.POLLIN)
+            # Forked now, while that start runs: the next request finds it waiting.
+            spare = fork_spare()
 
 
 def warm_seccomp() -> None:

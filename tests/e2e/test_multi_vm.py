@@ -12,7 +12,9 @@ walkthrough is followed as written, with this run's addresses for the doc's
   as its unit's User= says). Each agent starts in a cgroup standing in for
   its unit's (in the unified and name=systemd hierarchies, where systemd
   tracks a unit's processes), to show what KillMode=process is for;
-- the CLI uses a config.json as the doc writes it, with both schedulers.
+- the CLI's context is made with `mctl config set-context` and `use-context`
+  as the doc says, then given both schedulers;
+- sched1 serves the web view, turned on by the doc's own commands.
 At the end the doc's decommissioning steps run and nothing may be left.
 systemd itself is not PID 1 here, so Type=, Delegate= and KillMode= are
 not exercised by systemd: the test does by hand what they mean.
@@ -363,11 +365,31 @@ def make_certs(vms: FakeVMs) -> None:
             os.chown(dest / "etcd" / f, etcd_user.pw_uid, etcd_user.pw_gid)
         for f in [f"{n}{ext}" for n in names if n.startswith("sched") for ext in (".crt", ".key")]:
             shutil.copy2(etcd_pki / f, dest / "etcd" / f)
-    # The CLI's config: relative paths are relative to it.
-    both = f"{vms.addr('vm1')}:7070,{vms.addr('vm2')}:7070"
-    (vms.admin_home / "config.json").write_text(json.dumps({
-        "server": both, "tls_ca": "pki/ca.crt", "tls_cert": "pki/alice.crt",
-        "tls_key": "pki/alice.key"}))
+    # The CLI's context (step 6), then both schedulers (step 8).
+    vms.mctl("config", "set-context", "vms", "--server", f"{vms.addr('vm1')}:7070",
+             "--tls-ca", str(pki / "ca.crt"), "--tls-cert", str(pki / "alice.crt"),
+             "--tls-key", str(pki / "alice.key"))
+    vms.mctl("config", "use-context", "vms")
+    vms.mctl("config", "set-context", "vms", "--server",
+             f"{vms.addr('vm1')}:7070,{vms.addr('vm2')}:7070")
+    context = json.loads((vms.admin_home / "config.json").read_text())
+    assert context["current_context"] == "vms"
+    assert context["contexts"]["vms"]["tls_cert"] == str(pki / "alice.crt")
+
+
+def doc_block(after: str) -> str:
+    """The first ```sh block of docs/multi-vm.md after the line `after`."""
+    text = (REPO / "docs" / "multi-vm.md").read_text()
+    rest = text[text.index(f"\n{after}\n"):]
+    start = rest.index("```sh\n") + len("```sh\n")
+    return rest[start:rest.index("```", start)]
+
+
+def turn_on_web_view(vms: FakeVMs, vm: str) -> None:
+    """Step 6's "The web view" on `vm`: its token and env edits (the restart is the start)."""
+    script = "\n".join(line for line in doc_block("### The web view").splitlines()
+                       if not line.startswith("systemctl "))
+    subprocess.run(["bash", "-euc", vms.localize(script, vm)], check=True, timeout=30)
 
 
 def start_etcd(vms: FakeVMs) -> None:
@@ -418,6 +440,7 @@ def vms() -> Iterator[FakeVMs]:
         start_etcd(v)
         # sched1 on vm1 with the example's settings; sched2 on vm2 as "HA" says.
         v.write_env("vm1", "mctl-scheduler", {})
+        turn_on_web_view(v, "vm1")
         v.wait_port("vm1", 7070, v.start("vm1", "mctl-scheduler"))
         v.write_env("vm2", "mctl-scheduler", {
             "MCTL_LISTEN": "10.0.0.12:7070",
@@ -469,6 +492,47 @@ def test_nodes_register_at_their_vm_address_over_tls(vms: FakeVMs):
     # Without the admin's certificate the scheduler refuses the CLI.
     proc = vms.mctl("--insecure", "get", "nodes", check=False)
     assert proc.returncode == 1
+
+
+# Run inside a VM: the web view on its loopback, as the ssh tunnel reaches it.
+WEB_PROBE = """
+import http.client, sys, time
+token = sys.argv[1]
+def get(path, headers={}):
+    c = http.client.HTTPConnection("127.0.0.1", 7080, timeout=10)
+    c.request("GET", path, headers=headers)
+    return c.getresponse()
+for _ in range(100):
+    try:
+        get("/")
+        break
+    except OSError:
+        time.sleep(0.1)
+print(get("/").status, get("/?token=" + "x" * len(token)).status,
+      get("/?token=" + token).status)
+page = get("/", {"Authorization": "Bearer " + token})
+print(page.status, b"<html" in page.read().lower())
+events = get("/events", {"Authorization": "Bearer " + token})
+seen, deadline = b"", time.monotonic() + 15
+while sys.argv[2].encode() not in seen and time.monotonic() < deadline:
+    seen += events.read1(65536)
+print(events.status, sys.argv[2].encode() in seen)
+"""
+
+
+def test_the_web_view_answers_its_token_on_the_schedulers_loopback(vms: FakeVMs):
+    token = (vms.root("vm1") / "etc" / "mctl" / "web.token").read_text().strip()
+    assert (vms.root("vm1") / "etc" / "mctl" / "web.token").stat().st_mode & 0o777 == 0o600
+    proc = subprocess.run(["nsenter", f"--net={netns.path_of(vms.netns('vm1'))}", "--",
+                           sys.executable, "-c", WEB_PROBE, token, vms.node("vm3")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    # No token: 401; a wrong one: 403; the right one: a cookie and back to /.
+    assert proc.stdout.split() == ["401", "403", "303", "200", "True", "200", "True"]
+    # Not on the VM's address: loopback only, as the doc sets it.
+    with socket.socket() as s:
+        s.settimeout(1)
+        assert s.connect_ex((vms.addr("vm1"), 7080)) != 0
 
 
 def test_web_example_spreads_and_answers_on_every_vm(vms: FakeVMs):

@@ -141,6 +141,33 @@ def test_get_w_streams_rows_and_survives_a_leader_kill_without_duplicates(two, t
         "--server", address_of(two, old), "version", check=False).returncode == 0, timeout=30)
 
 
+LABELLED = """\
+apiVersion: mctl/v1
+kind: Workload
+metadata:
+  name: {name}
+  labels: {labels}
+spec:
+  replicas: 0
+  image: busybox
+  command: ["sleep", "3600"]
+"""
+
+
+def test_get_w_with_a_selector_shows_labels_and_each_labels_change(two, tmp_path):
+    out = watch(two, "get", "workloads", "-w", "-l", "tier=demo", "--show-labels")
+    other = apply(two, tmp_path, LABELLED.format(name="plain", labels="{tier: other}"), "plain")
+    first = apply(two, tmp_path, LABELLED.format(name="shown", labels="{tier: demo}"), "shown")
+    out.wait_for("the labelled workload", r"^shown .* tier=demo$")
+    assert re.match(r"^NAME .* LABELS$", out.lines[0]), out.lines   # with the first row
+    apply(two, tmp_path, LABELLED.format(name="shown", labels="{tier: demo, x: y}"), "shown")
+    out.wait_for("its new labels", r"^shown .* tier=demo,x=y$")
+    assert not [line for line in out.lines if line.startswith("plain ")]
+    assert out.stop() == ""
+    two.mctl("delete", "-f", first, "--timeout", "30")
+    two.mctl("delete", "-f", other, "--timeout", "30")
+
+
 def test_events_w_shows_new_events_as_they_happen(two, tmp_path):
     out = watch(two, "events", "-w")
     path = apply(two, tmp_path, TICKER.format(name="evented"), "evented")

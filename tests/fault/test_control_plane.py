@@ -222,8 +222,10 @@ def test_agent_killed_during_an_apply_and_restarted(cp):
     reps = exactly_once(cp, "burst", 9)
     measured(f"agent killed during a 9-replica apply, restarted: all Running "
              f"{time.monotonic() - t0:.1f} s after `cluster up`")
-    # Nothing restarted, except a container whose start the kill cut short:
-    # its monitor died with the agent, and the restart says so (MonitorLost).
+    # Nothing restarted, except a container whose start the kill cut short
+    # after its monitor recorded it: the monitor died with the agent, and the
+    # restart says so (MonitorLost). One cut short before that is made
+    # again from scratch (docs/parallel-starts.md), so it has no restart.
     last_exit = {r["metadata"]["name"]: r["status"].get("lastExit", "")
                  for r in cp.replicas("burst")}
     for name, (_, node, restarts, _) in reps.items():

@@ -95,3 +95,27 @@ def test_events_are_not_state_and_a_broken_watch_reloads(store):
         assert same(cache.snapshot(), store.snapshot())
     finally:
         cache.close()
+
+
+def test_changes_since_a_revision_name_each_put_and_delete_once(store):
+    """etcd's delete events carry the revision of the delete: none is missed or repeated."""
+    cache = StateCache(store)
+    try:
+        start = cache.snapshot().revision
+        keys = [store.keys.replica("default", f"web-{i}") for i in range(3)]
+        store.commit([Write(k, replica(f"web-{i}").SerializeToString(), 0)
+                      for i, k in enumerate(keys)])
+        middle = cache.snapshot(min_revision=store.revision()).revision
+        _, rev = store.get(keys[0])
+        revision = store.commit([Write(keys[0], None, rev)])
+        cache.snapshot(min_revision=revision)
+        found = cache.changes_since(start)
+        assert found is not None
+        delta, changed = found
+        assert sorted(p.name for p in changed) == ["web-0", "web-1", "web-2"]
+        assert sorted(n for _, n in delta.replicas) == ["web-1", "web-2"]   # web-0 is gone
+        later = cache.changes_since(middle)
+        assert later is not None and [p.name for p in later[1]] == ["web-0"]
+        assert later[0].revision == revision
+    finally:
+        cache.close()

@@ -19,12 +19,12 @@ pytestmark = pytest.mark.kernel
 
 # Each costs milliseconds of a ~25 ms `run`: `site` (with setuptools' editable
 # finder and pathlib), `typing`, `dataclasses` (inspect, ast, dis, tokenize),
-# `logging`, `warnings`. `json` is allowed, and with it what it imports (`re`,
-# enum, functools, collections): config.json is read with the standard
-# module, not with CPython's private `_json` (bench/README.md, "json on the
-# start path").
+# `logging`, `warnings`, and `json` with what it imports (`re`, enum): the
+# run path reads and writes JSON through runtime/cjson.py and sets signal
+# dispositions through runtime/signals.py, whose `signal` would bring enum
+# back (bench/README.md, "The start path, third pass").
 HEAVY = {"site", "pathlib", "typing", "dataclasses", "inspect", "ast", "dis", "tokenize",
-         "logging", "warnings"}
+         "logging", "warnings", "json", "re", "enum", "signal"}
 
 
 @pytest.fixture(scope="module")

@@ -456,6 +456,24 @@ def test_exec_failure_raises_and_leaves_nothing_running(env, make):
     assert _children(zygote) == []
 
 
+def test_a_cgroup_failing_after_the_fork_ends_the_waiting_child(env, make):
+    # The monitor makes the cgroup while the child makes its namespaces
+    # (spawn.py); when that fails, the child, waiting for the files to join,
+    # is killed and reaped, and the start fails with the cgroup's error.
+    box = make("true", resources=oci.Resources(memory_limit=64 * MiB, cpu_quota=500,
+                                               cpu_period=100_000, pids_limit=64))
+    with pytest.raises(StartError, match="cpu quota 500us below"):
+        env.runtime.start(box.id, box.bundle)
+    assert env.cgroups.pids(box.cgroup) == []
+    assert not os.path.exists(box.path(STATE_FILE))
+    assert processes_mentioning(box.bundle) == []
+    zygote = env.runtime.zygote.pid
+    deadline = time.monotonic() + WAIT
+    while _children(zygote) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _children(zygote) == []
+
+
 def _children(parent: int) -> list[int]:
     """Live (non-zombie) monitors forked by `parent`.
 

@@ -143,6 +143,39 @@ def test_get_w_prints_no_row_for_a_change_the_table_does_not_show(monkeypatch, c
     assert rows[2].split() == rows[1].split()       # the deletion is printed, as its last row
 
 
+def test_get_w_show_labels_adds_the_column_and_a_label_change_prints_a_row(monkeypatch,
+                                                                         capsys):
+    labelled = rep("web-a", "5")
+    labelled.replica.metadata.labels.update({"app": "web", "tier": "front"})
+    relabelled = rep("web-a", "6", type_=MODIFIED)
+    relabelled.replica.metadata.labels["app"] = "web"     # only a label changed
+    stub = Scripted([
+        [*listed(labelled, rep("web-b", "4")),
+         control_pb2.WatchObjectsResponse(changes=[relabelled]),
+         Failed(grpc.StatusCode.PERMISSION_DENIED)],
+    ])
+    monkeypatch.setattr(watch, "stub", lambda _: stub)
+    with pytest.raises(CliError):
+        watch.watch(args(show_labels=True), "replicas", "default", "")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-1] == "LABELS"
+    assert [(line.split()[0], line.split()[-1]) for line in lines[1:]] == [
+        ("web-a", "app=web,tier=front"), ("web-b", "<none>"), ("web-a", "app=web")]
+
+
+def test_get_w_show_labels_keeps_the_wide_node_table_as_get_prints_it(monkeypatch, capsys):
+    node = control_pb2.WatchChange(type=ADDED, version="1")
+    node.node.name = "n1"
+    node.node.labels["zone"] = "a"
+    stub = Scripted([[*listed(node), Failed(grpc.StatusCode.PERMISSION_DENIED)]])
+    monkeypatch.setattr(watch, "stub", lambda _: stub)
+    with pytest.raises(CliError):
+        watch.watch(args(show_labels=True, output="wide"), "nodes", "", "")
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split().count("LABELS") == 1      # wide nodes have it already
+    assert row.split()[-1] == "zone=a"
+
+
 def test_get_w_before_a_first_list_fails_at_once(monkeypatch):
     stub = Scripted([[Failed(grpc.StatusCode.UNAVAILABLE)]])
     monkeypatch.setattr(watch, "stub", lambda _: stub)

@@ -15,10 +15,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from mctl.agent import node as node_module
 from mctl.agent.containers import Container, ContainerError, container_id
 from mctl.agent.images.userslock import UsersLock
 from mctl.agent.main import MAX_PARALLEL_STARTS, build_parser
-from mctl.agent.node import NodeLoop
+from mctl.agent.node import NodeLoop, default_parallel_starts
 from mctl.agent.volumes import Sources
 from mctl.v1 import types_pb2
 
@@ -192,3 +193,11 @@ def test_the_bound_is_a_flag_with_one_line_for_a_bad_value(capsys):
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.endswith(f"argument --max-parallel-starts: must be a whole number from 1 to "
                             f"{MAX_PARALLEL_STARTS}, got {bad!r}")
+
+
+@pytest.mark.parametrize(("cpus", "bound"), [(1, 2), (2, 4), (3, 6), (40, 64)])
+def test_the_default_bound_is_twice_the_cpus_at_least_2_at_most_the_cap(monkeypatch, cpus,
+                                                                        bound):
+    monkeypatch.setattr(node_module.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert MAX_PARALLEL_STARTS == 64
+    assert default_parallel_starts() == bound

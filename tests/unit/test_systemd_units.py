@@ -94,6 +94,31 @@ def test_scheduler_command_line_parses_with_the_example_env():
         f"/etc/mctl/pki/etcd/{args.id}.key")
 
 
+def test_the_scheduler_unit_leaves_the_web_view_off_by_default():
+    argv, _ = expanded("mctl-scheduler")
+    args = scheduler_parser().parse_args(argv[1:])
+    assert (args.web_listen, args.web_token_file) == ("", "")
+
+
+def test_the_scheduler_unit_serves_the_web_view_as_its_env_file_says(tmp_path: Path):
+    """The env file's commented settings, set, start the view with the token file's token."""
+    from mctl.scheduler.main import web_view_token
+
+    text = (su.DEPLOY / "mctl-scheduler.env").read_text()
+    shown = dict(re.findall(r"(?m)^#\s+(MCTL_WEB_[A-Z_]+)=(\S+)$", text))
+    assert shown == {"MCTL_WEB_LISTEN": "127.0.0.1:7080",
+                     "MCTL_WEB_TOKEN_FILE": "/etc/mctl/web.token"}
+    token_file = tmp_path / "web.token"       # as docs/multi-vm.md makes it
+    token_file.write_text("x" * 43 + "\n")
+    token_file.chmod(0o600)
+    unit = su.read_unit(su.DEPLOY / "mctl-scheduler.service")
+    env = su.service_env(unit, su.parse_env(text) | shown
+                         | {"MCTL_WEB_TOKEN_FILE": str(token_file)})
+    args = scheduler_parser().parse_args(su.exec_start(unit, env)[1:])
+    assert args.web_listen == "127.0.0.1:7080"
+    assert web_view_token(args, None) == "x" * 43
+
+
 def test_every_etcd_setting_is_a_flag_etcd_knows():
     argv, env = expanded("mctl-etcd")
     assert argv == ["/usr/bin/etcd"]        # everything else comes from ETCD_* variables

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
 from abc import ABC, abstractmethod
 
 from ..lazylog import LazyLogger
 from ..record import Record
+from ..signals import SIGKILL
 
 # typing.TYPE_CHECKING without importing typing: the hints below are for type
 # checkers only, and the start path imports nothing for them.
@@ -412,7 +412,7 @@ class CgroupDriver(ABC):
     def _kill(self, pid: int) -> None:
         self._log.debug("kill -KILL %d", pid)
         try:
-            self._ops.kill(pid, signal.SIGKILL)
+            self._ops.kill(pid, SIGKILL)
         except ProcessLookupError:
             pass
 

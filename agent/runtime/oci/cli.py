@@ -40,6 +40,8 @@ from .cli_args import USAGE, VERSION, Invocation, UsageError, parse, parse_signa
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..cgroups.base import CgroupDriver
     from ..hooks import Lifecycle
     from .config import Config
@@ -62,9 +64,9 @@ def log_line(inv: Invocation, level: str, msg: str) -> None:
         return
     stamp = cli_state.rfc3339_now()
     if inv.log_format == "json":
-        import json
+        from .. import cjson
 
-        line = json.dumps({"level": level, "msg": msg, "time": stamp})
+        line = cjson.dumps({"level": level, "msg": msg, "time": stamp})
     else:
         line = f'time="{stamp}" level={level} msg="{msg}"'
     try:
@@ -121,8 +123,7 @@ def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int, P
     from .. import spawn
     from .. import syscalls as sc
     from ..capabilities import last_cap
-    from ..cgroups import detect
-    from .config import ConfigError, load_config
+    from .config import ConfigError, load_config, resources_json
 
     bundle = os.path.abspath(inv.bundle or ".")
     try:
@@ -150,8 +151,9 @@ def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int, P
     c.save()
     cgroups = None
     try:
-        cgroups = detect()
-        _cgroup_setup(inv, c, cgroups, cgroup, config)
+        cgroups = _cgroup_driver()
+        # What `update` merges into (cli_update.py).
+        c.doc["resources"] = resources_json(config.resources)
         before_exec = None
         fifo_fd = -1
         if not started:
@@ -190,7 +192,8 @@ def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int, P
         debug(inv, f"creating container {inv.id} from {bundle} in cgroup {cgroup}")
         pid, sync_r = spawn.fork_init(sc.libc(), cgroups, cgroup, bundle, config, (0, 1, 2),
                                       last_cap(), before_exec, lifecycle=lifecycle,
-                                      console_fd=console_fd)
+                                      console_fd=console_fd,
+                                      cgroup_extras=_cgroup_extras(inv, cgroups, cgroup, config))
         # The child has its copy; ours would keep the socket open for the
         # proxy's receive (or conmon's) after the child died.
         _close_console(console_fd, proxy)
@@ -250,21 +253,20 @@ def _close_console(console_fd: int, proxy: Proxy | None) -> None:
         console.close_child_side(console_fd, proxy)
 
 
-def _cgroup_setup(inv: Invocation, c: cli_state.Container, cgroups: CgroupDriver,
-                  cgroup: str, config: Config) -> None:
-    """cpuset, devices, freezer and blkio (cgroups/container_setup.py), as runc sets them for every
-    container: made before the init joins, so it joins them too. The agent's own start
-    (spawn.fork_init alone) has none of it."""
-    from .. import spawn
-    from ..cgroups import container_setup
-    from .config import resources_json
+def _cgroup_extras(inv: Invocation, cgroups: CgroupDriver, cgroup: str,
+                   config: Config) -> Callable[[], None]:
+    """cpuset, devices, freezer and blkio (cgroups/container_setup.py), as runc sets them for
+    every container: fork_init runs this once it made the cgroup and before the init joins,
+    so the init joins them too. The agent's own start (spawn.fork_init alone) has none of it."""
 
-    cgroups.create(cgroup, spawn.limits_of(config))  # fork_init's create is then a rewrite
-    for warning in container_setup.setup(cgroups, cgroup, config.resources.cgroup_extras,
-                                config.devices):
-        warn(inv, warning)
-    # What `update` merges into (cli_update.py).
-    c.doc["resources"] = resources_json(config.resources)
+    def setup() -> None:
+        # Imported here: after the fork, while the init makes its namespaces.
+        from ..cgroups import container_setup
+
+        for warning in container_setup.setup(cgroups, cgroup, config.resources.cgroup_extras,
+                                             config.devices):
+            warn(inv, warning)
+    return setup
 
 
 def _write_pid_file(path: str, pid: int) -> None:
@@ -333,7 +335,7 @@ def _poststart(inv: Invocation, c: cli_state.Container) -> None:
 
 
 def cmd_run(inv: Invocation) -> int:
-    import signal
+    from .. import signals
 
     c, pid, proxy = _create(inv, started=True)
     if inv.detach:
@@ -341,7 +343,7 @@ def cmd_run(inv: Invocation) -> int:
         return 0
 
     def forward(sig: int, _frame: object) -> None:
-        if sig == signal.SIGWINCH and proxy is not None:
+        if sig == signals.SIGWINCH and proxy is not None:
             proxy.resize()      # the kernel signals the terminal's foreground group
             return
         try:
@@ -350,9 +352,9 @@ def cmd_run(inv: Invocation) -> int:
             pass
 
     # As `runc run` does: signals to this process are the container's.
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-                signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
-        signal.signal(sig, forward)
+    for sig in (signals.SIGTERM, signals.SIGINT, signals.SIGHUP, signals.SIGQUIT,
+                signals.SIGUSR1, signals.SIGUSR2, signals.SIGWINCH):
+        signals.set_handler(sig, forward)
     # After the handlers: a signal while poststart hooks run is the container's too.
     _poststart(inv, c)
     if proxy is not None:
@@ -375,10 +377,17 @@ def cmd_state(inv: Invocation) -> int:
     return 0
 
 
-def _cgroup_driver() -> object:
-    from ..cgroups import detect
+_driver: CgroupDriver | None = None
 
-    return detect()
+
+def _cgroup_driver() -> CgroupDriver:
+    """The cgroup driver, probed once per command (`run` needs it to create and to delete)."""
+    global _driver
+    if _driver is None:
+        from ..cgroups import detect
+
+        _driver = detect()
+    return _driver
 
 
 def cmd_kill(inv: Invocation) -> int:
@@ -394,7 +403,7 @@ def cmd_kill(inv: Invocation) -> int:
     pids = [c.pid]
     if inv.all:
         driver = _cgroup_driver()
-        pids = driver.pids(c.cgroup) or pids  # type: ignore[attr-defined]
+        pids = driver.pids(c.cgroup) or pids
     for pid in pids:
         try:
             os.kill(pid, sig)
@@ -403,7 +412,7 @@ def cmd_kill(inv: Invocation) -> int:
     return 0
 
 
-def _destroy(c: cli_state.Container, cgroups: object | None) -> None:
+def _destroy(c: cli_state.Container, cgroups: CgroupDriver | None) -> None:
     """Kills what is left of the container, removes its cgroup and its state."""
     from ..cgroups import CgroupError
 
@@ -411,8 +420,8 @@ def _destroy(c: cli_state.Container, cgroups: object | None) -> None:
         try:
             driver = cgroups or _cgroup_driver()
             if c.frozen():
-                _kill_frozen(c, driver)  # type: ignore[arg-type]
-            driver.destroy(c.cgroup, timeout=5.0)  # type: ignore[attr-defined]
+                _kill_frozen(c, driver)
+            driver.destroy(c.cgroup, timeout=5.0)
         except (CgroupError, OSError) as e:
             raise RuntimeFailure(f"cgroup {c.cgroup}: {e}") from None
     cli_state.remove(c)
@@ -447,7 +456,7 @@ def _lifecycle(c: cli_state.Container) -> Lifecycle | None:
     return None if hooks is None else Lifecycle(hooks, c.oci_state_as(cli_state.CREATING, 0))
 
 
-def _teardown(inv: Invocation, c: cli_state.Container, cgroups: object | None) -> None:
+def _teardown(inv: Invocation, c: cli_state.Container, cgroups: CgroupDriver | None) -> None:
     """_destroy, then the poststop hooks, whose failures are warnings (runtime.md)."""
     _destroy(c, cgroups)
     lifecycle = _lifecycle(c)

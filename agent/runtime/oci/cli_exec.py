@@ -52,9 +52,9 @@ with this runtime (docs/runtime.md).
 
 from __future__ import annotations
 
-import json
 import os
 
+from .. import cjson, signals
 from . import cli_state, console
 from .cli_args import Invocation
 from .config_fields import JSONFileError, read_json_object
@@ -113,7 +113,7 @@ def process_from_flags(inv: Invocation, base: dict[str, Any]) -> dict[str, Any]:
     command = inv.args[1:]
     if not command:
         raise ExecError("exec: no command given (ID [--] COMMAND..., or --process FILE)")
-    process = json.loads(json.dumps(base))   # a deep copy of plain JSON
+    process = cjson.loads(cjson.dumps(base))   # a deep copy of plain JSON
     process["args"] = command
     if inv.env:
         process["env"] = [*process.get("env", []), *inv.env]
@@ -160,7 +160,7 @@ def exec_config(inv: Invocation, bundle: str, seccomp_cache: str | None) -> Conf
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            doc = json.loads(f.read())
+            doc = cjson.loads(f.read())
     except (OSError, ValueError) as e:
         raise ExecError(f"{path}: cannot be read: {e}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("process", {}), dict):
@@ -280,13 +280,11 @@ def _first_child(sys: sc_types.Syscalls, config: Config, join_files: list[str],
     # Every module the children use is imported by cmd_exec before the fork:
     # after the mount namespace is joined the host's files are out of reach.
     from .. import rlimits
-    from ..process import set_oom_score_adj
+    from ..process import join_cgroup, set_oom_score_adj
 
     step = "cgroup"
     try:
-        for path in join_files:
-            with open(path, "w") as f:
-                f.write("0")
+        join_cgroup(join_files)
         step = "process.rlimits"
         rlimits.apply(config.rlimits)
         if config.oom_score_adj is not None:
@@ -321,8 +319,6 @@ def _first_child(sys: sc_types.Syscalls, config: Config, join_files: list[str],
 
 def _second_child(sys: sc_types.Syscalls, config: Config, console_fd: int,
                   sync_w: int, cap_top: int) -> NoReturn:
-    import signal
-
     from .. import privileges
     from ..process import env_dict, exec_program
 
@@ -339,10 +335,10 @@ def _second_child(sys: sc_types.Syscalls, config: Config, console_fd: int,
         privileges.drop_to(sys, config, cap_top)
         step = "process.cwd"
         os.chdir(config.cwd)
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT,
-                    signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                    signal.SIGUSR2, signal.SIGWINCH):
-            signal.signal(sig, signal.SIG_DFL)
+        for sig in (signals.SIGPIPE, signals.SIGXFSZ, signals.SIGCHLD, signals.SIGINT,
+                    signals.SIGTERM, signals.SIGHUP, signals.SIGQUIT, signals.SIGUSR1,
+                    signals.SIGUSR2, signals.SIGWINCH):
+            signals.set_handler(sig, signals.SIG_DFL)
         os.closerange(3, sync_w)
         os.closerange(sync_w + 1, 1 << 16)
         step = "linux.seccomp"
@@ -358,8 +354,6 @@ def _second_child(sys: sc_types.Syscalls, config: Config, console_fd: int,
 
 def run(inv: Invocation, seccomp_cache: str, write_pid_file: Callable[[str, int], None]) -> int:
     """The exec command; returns its exit status. `write_pid_file` is the CLI's (atomic)."""
-    import signal
-
     from .. import privileges, process, rlimits  # noqa: F401 - for the children (above)
     from .. import syscalls as sc
     from ..capabilities import last_cap
@@ -448,7 +442,7 @@ def run(inv: Invocation, seccomp_cache: str, write_pid_file: Callable[[str, int]
         return 0
 
     def forward(sig: int, _frame: object) -> None:
-        if sig == signal.SIGWINCH and proxy is not None:
+        if sig == signals.SIGWINCH and proxy is not None:
             proxy.resize()
             return
         try:
@@ -456,9 +450,9 @@ def run(inv: Invocation, seccomp_cache: str, write_pid_file: Callable[[str, int]
         except ProcessLookupError:
             pass
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-                signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
-        signal.signal(sig, forward)
+    for sig in (signals.SIGTERM, signals.SIGINT, signals.SIGHUP, signals.SIGQUIT,
+                signals.SIGUSR1, signals.SIGUSR2, signals.SIGWINCH):
+        signals.set_handler(sig, forward)
     if proxy is not None:
         wstatus = proxy.pump(pid)
     else:

@@ -21,9 +21,10 @@ Standard library only and no heavy imports: every CLI call loads this.
 
 from __future__ import annotations
 
-import json
 import os
 import time
+
+from .. import cjson
 
 OCI_VERSION = "1.0.2"
 STATE_FILE = "state.json"
@@ -138,7 +139,7 @@ class Container:
     def save(self) -> None:
         tmp = os.path.join(self.dir, STATE_FILE + ".tmp")
         with open(tmp, "w") as f:
-            f.write(json.dumps(self.doc))
+            f.write(cjson.dumps(self.doc))
         os.replace(tmp, os.path.join(self.dir, STATE_FILE))
 
 
@@ -169,7 +170,7 @@ def load(root: str, container_id: str) -> Container:
     path = os.path.join(root, container_id, STATE_FILE)
     try:
         with open(path) as f:
-            doc = json.loads(f.read())
+            doc = cjson.loads(f.read())
     except FileNotFoundError:
         raise StateError(f"container {container_id} does not exist") from None
     except (OSError, ValueError) as e:

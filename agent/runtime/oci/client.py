@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -88,6 +87,8 @@ def base_argv(binary: str, root: str, mountinfo: str = "/proc/self/mountinfo") -
     argv = [binary, "--root", root]
     unified = hybrid_cgroup2_mount(mountinfo) if os.path.basename(binary) == "crun" else ""
     if unified:
+        import shlex  # crun on a hybrid hierarchy only: not in every agent
+
         script = f'umount -l {shlex.quote(unified)} && exec "$0" "$@"'
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, *argv]
     return argv

@@ -22,8 +22,9 @@ def read_json_object(path: str, limit: int, what: str) -> dict[str, Any]:
     JSONFileError says what is wrong in a few words, for the caller to
     prefix with the flag; `what` names the object the file must hold.
     """
-    import json
     import sys
+
+    from .. import cjson
 
     try:
         if path == "-":
@@ -36,7 +37,7 @@ def read_json_object(path: str, limit: int, what: str) -> dict[str, Any]:
     if len(raw) > limit:
         raise JSONFileError(f"larger than {limit} bytes")
     try:
-        doc = json.loads(raw)
+        doc = cjson.loads(raw)
     except ValueError as e:
         raise JSONFileError(f"not JSON: {e}") from None
     if not isinstance(doc, dict):

@@ -42,10 +42,10 @@ into a directory of mode 0700.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import struct
 
+from .. import cjson
 from . import libseccomp
 from .profile import (
     ARCHITECTURES,
@@ -88,7 +88,7 @@ def parse(doc: object, where: str = "linux.seccomp", disk_cache: str | None = No
     with `disk_cache` (a directory) also in another process.
     """
     try:
-        key = json.dumps(doc)
+        key = cjson.dumps(doc)
     except (TypeError, ValueError):
         key = ""
     profile = _cache.get(key) if key else None

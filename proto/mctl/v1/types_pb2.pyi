@@ -378,7 +378,7 @@ class Usage(_message.Message):
     def __init__(self, cpu_cores: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., pids: _Optional[int] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("name", "address", "capacity", "labels", "cordoned", "ready", "registered_unix_ms", "agent_version", "runtime", "cgroup_mode", "pod_subnet", "not_ready_since_unix_ms")
+    __slots__ = ("name", "address", "capacity", "labels", "cordoned", "ready", "registered_unix_ms", "agent_version", "runtime", "cgroup_mode", "pod_subnet", "not_ready_since_unix_ms", "registration")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -398,6 +398,7 @@ class Node(_message.Message):
     CGROUP_MODE_FIELD_NUMBER: _ClassVar[int]
     POD_SUBNET_FIELD_NUMBER: _ClassVar[int]
     NOT_READY_SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     capacity: Resources
@@ -410,7 +411,8 @@ class Node(_message.Message):
     cgroup_mode: str
     pod_subnet: str
     not_ready_since_unix_ms: int
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., cordoned: _Optional[bool] = ..., ready: _Optional[bool] = ..., registered_unix_ms: _Optional[int] = ..., agent_version: _Optional[str] = ..., runtime: _Optional[str] = ..., cgroup_mode: _Optional[str] = ..., pod_subnet: _Optional[str] = ..., not_ready_since_unix_ms: _Optional[int] = ...) -> None: ...
+    registration: int
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., cordoned: _Optional[bool] = ..., ready: _Optional[bool] = ..., registered_unix_ms: _Optional[int] = ..., agent_version: _Optional[str] = ..., runtime: _Optional[str] = ..., cgroup_mode: _Optional[str] = ..., pod_subnet: _Optional[str] = ..., not_ready_since_unix_ms: _Optional[int] = ..., registration: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("unix_ms", "kind", "namespace", "name", "type", "reason", "message", "source")
