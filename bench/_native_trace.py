@@ -82,6 +82,9 @@ def _pipe_label(*_args: object) -> str:
     if _role == "monitor" and _reads == 1:
         # The monitor was forked as a spare before the request (zygote.Spare).
         return "spare: wait for a request"
+    if _role == "child" and _reads == 1:
+        # The init forked ahead by the spare (spawn.InitAhead).
+        return "init ahead: wait for the bundle"
     return {"zygote": "wait for the monitor's report",
             "monitor": "wait for exec (sync pipe EOF)"}.get(_role, "read a pipe")
 
@@ -91,6 +94,9 @@ def _pipe_label(*_args: object) -> str:
 # and named by `install`, never guessed.
 TARGETS: list[tuple[str, str, Callable[..., str] | str]] = [
     ("zygote", "load_config", "read config.json (request received)"),
+    # The init forked ahead reads it too (spawn.InitAhead), through these.
+    ("oci.config", "load_config", "read config.json"),
+    ("spawn", "read_all", _pipe_label),
     ("monitor", "read_all", _pipe_label),
     ("spawn", "wait_ready", "wait for exec (sync pipe EOF)"),
     ("monitor", "write_json", lambda path, doc: f"write {os.path.basename(path)}"),

@@ -29,6 +29,10 @@ files (the interpreter, gRPC's C core, shared libraries; shared with other
 processes, so their PSS is lower), and the fresh-interpreter RSS after each
 group of the agent's imports.
 
+With --metrics, the idle agent restarted with --metrics-listen and
+scraped 200 times (wall time and the agent's CPU per scrape); with
+--before too, in both trees' clusters.
+
 With --before DIR (a folder holding `mctl/` with agent, scheduler, cli,
 common and v1 of another tree, e.g. a `git worktree` of HEAD with
 symlinks, as bench/apply.py takes), only the idle agent is measured, in
@@ -45,6 +49,7 @@ import argparse
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -59,6 +64,7 @@ from _common import (
     Table,
     agent_processes,
     check_leftovers,
+    cpu_seconds,
     memory_of,
     print_header,
     running_count,
@@ -195,21 +201,11 @@ def import_costs() -> None:
         table.add(label, values)
 
 
-def metrics_cost(cluster: LocalCluster, samples: int) -> None:
-    """The idle agent's RSS and PSS as `cluster up` starts it, then restarted with
-    --metrics-listen on its node's address and scraped once (prometheus_client loaded,
-    the endpoint's thread up, one collection done)."""
+def restart_with_metrics(cluster: LocalCluster) -> str:
+    """Restarts node1's agent with --metrics-listen on its node's address (the argv
+    `cluster up` recorded, plus the flag), once registered again; the address."""
     import json
-    import urllib.request
 
-    def measure() -> list[tuple[int, int]]:
-        out = []
-        for _ in range(samples):
-            out.append(memory_of(cluster.pid("node1")))
-            time.sleep(1)
-        return out
-
-    without = measure()
     path = cluster.dir / "cluster.json"
     state = json.loads(path.read_text())
     agent = next(p for p in state["processes"] if p["name"] == "node1")
@@ -223,16 +219,61 @@ def metrics_cost(cluster: LocalCluster, samples: int) -> None:
     cluster.restart("node1")
     wait_for("node1 to register", lambda: b"registered with scheduler" in
              cluster.log("node1").read_bytes()[offset:], 60)
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:
-        scraped = len(reply.read())
+    return address
+
+
+def scrape(address: str) -> bytes:
+    """One scrape as Prometheus makes it: a connection, GET /metrics, the page."""
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n"
+                  b"Connection: close\r\n\r\n")
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    reply = b"".join(chunks)
+    if not reply.startswith(b"HTTP/1") or b" 200 " not in reply.split(b"\r\n", 1)[0]:
+        raise RuntimeError(f"scrape of {address}: {reply[:80]!r}")
+    return reply.split(b"\r\n\r\n", 1)[1]
+
+
+def scrape_costs(address: str, pid: int, runs: int = 200) -> tuple[float, float, int]:
+    """(wall ms per scrape, agent CPU ms per scrape, page bytes) over `runs` scrapes
+    one after another."""
+    size = len(scrape(address))        # the first builds whatever is built once
+    cpu0, start = cpu_seconds(pid), time.perf_counter()
+    for _ in range(runs):
+        scrape(address)
+    wall, cpu = time.perf_counter() - start, cpu_seconds(pid) - cpu0
+    return wall / runs * 1000, cpu / runs * 1000, size
+
+
+def metrics_cost(cluster: LocalCluster, samples: int) -> None:
+    """The idle agent's RSS and PSS as `cluster up` starts it, then restarted with
+    --metrics-listen on its node's address and scraped (the endpoint's thread up,
+    scrapes done)."""
+
+    def measure() -> list[tuple[int, int]]:
+        out = []
+        for _ in range(samples):
+            out.append(memory_of(cluster.pid("node1")))
+            time.sleep(1)
+        return out
+
+    without = measure()
+    address = restart_with_metrics(cluster)
+    wall, cpu, scraped = scrape_costs(address, cluster.pid("node1"))
     time.sleep(SETTLE)
     with_metrics = measure()
     table = Table(f"idle agent, without and with --metrics-listen ({samples} samples; "
-                  f"one scrape of {scraped} bytes first)", "MiB", width=50)
+                  f"200 scrapes of {scraped} bytes first)", "MiB", width=50)
     table.add("without: RSS", [r / MiB for r, _ in without])
     table.add("with --metrics-listen: RSS", [r / MiB for r, _ in with_metrics])
     table.add("without: PSS", [p / MiB for _, p in without])
     table.add("with --metrics-listen: PSS", [p / MiB for _, p in with_metrics])
+    scrapes = Table("a scrape of the idle agent (200 in a row)", "ms", width=50)
+    scrapes.add("wall time per scrape (from a local client)", [wall])
+    scrapes.add("agent CPU per scrape", [cpu])
 
 
 def _with_pythonpath(value: str | None) -> None:
@@ -278,13 +319,35 @@ def compare(args: argparse.Namespace) -> None:
                     if r == 0:
                         print(f"\n{variant} ({os.environ.get('PYTHONPATH') or 'this tree'}):")
                         breakdown(cluster.pid("node1"))
+                    if args.metrics:
+                        address = restart_with_metrics(cluster)
+                        wall, cpu, _size = scrape_costs(address, cluster.pid("node1"))
+                        rows.setdefault(f"{variant}: ms per scrape, wall", []).append(wall)
+                        rows.setdefault(f"{variant}: ms per scrape, agent CPU", []).append(cpu)
+                        time.sleep(SETTLE)
+                        for _ in range(args.samples):
+                            rss, pss = memory_of(cluster.pid("node1"))
+                            rows.setdefault(f"{variant}: idle agent --metrics-listen, RSS",
+                                            []).append(rss / MiB)
+                            rows.setdefault(f"{variant}: idle agent --metrics-listen, PSS",
+                                            []).append(pss / MiB)
+                            time.sleep(1)
+                        if r == 0:
+                            print(f"\n{variant}, with --metrics-listen, scraped:")
+                            breakdown(cluster.pid("node1"))
                 print(f"  round {r + 1}/{args.rounds} {variant}: done", flush=True)
     finally:
         _with_pythonpath(plain)
     table = Table(f"idle agent of each tree ({args.rounds} rounds in turns, {args.samples} "
                   "samples 1 s apart each)", "MiB", width=50)
     for label in sorted(rows, key=lambda k: (k.split(": ", 1)[1], k)):
-        table.add(label, rows[label])
+        if "per scrape" not in label:
+            table.add(label, rows[label])
+    if args.metrics:
+        scrapes = Table("a scrape of the idle agent (200 in a row, each round)", "ms", width=50)
+        for label in sorted(rows, key=lambda k: (k.split(": ", 1)[1], k)):
+            if "per scrape" in label:
+                scrapes.add(label, rows[label])
     check_leftovers(dirs, ids)
 
 
@@ -296,7 +359,8 @@ def main() -> None:
                         help="agent restarts timed at the end (0: none)")
     parser.add_argument("--metrics", action="store_true",
                         help="only: the idle agent's RSS without and with --metrics-listen "
-                             "(scraped once)")
+                             "(scraped), and the time a scrape takes; with --before, both "
+                             "trees' agents are also measured so")
     parser.add_argument("--before", default="", metavar="DIR",
                         help="only: the idle agent of the tree whose mctl/ is in DIR "
                              "(PYTHONPATH) against this one's, in turns")

@@ -340,6 +340,10 @@ def trace(b: Bench, runs: int, parallel: int = 1) -> tuple[list[float], float]:
                 if result.error:
                     raise RuntimeError(f"traced start failed: {result.error}")
                 wait_exit(result.monitor_pid)
+                # The zygote forks its next spare (and the spare its init,
+                # spawn.InitAhead) once a start has reported; the untimed
+                # comparison gives it the references' turns, this a pause.
+                time.sleep(0.02)
                 if k >= warmup:
                     log = os.path.join(c.bundle, LOG_FILE)
                     traced[i].append(Traced(result.monitor_pid, sent, replied,

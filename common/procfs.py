@@ -40,6 +40,16 @@ def children(parent: int) -> list[tuple[int, str, int]]:
     return out
 
 
+def comm(pid: int) -> str:
+    """/proc/PID/comm, the name a process gave itself (zygote.py names its
+    spares and monitors); "" if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def processes_mentioning(needle: str) -> list[tuple[int, str]]:
     """(pid, command line) of every other process whose command line contains `needle`.
 

@@ -36,12 +36,54 @@ from .state import EXIT_FILE, LOG_FILE, STATE_FILE, Exit, StartResult, State, no
 # (see zygote.py). typing.TYPE_CHECKING without importing typing:
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import NoReturn
 
     from .cgroups.base import CgroupDriver
     from .oci.config import Config
 
-__all__ = ["MAX_LINE", "LogLimits", "cgroup_path", "limits_of", "read_all", "run"]
+__all__ = ["MAX_LINE", "LogLimits", "Prepared", "cgroup_path", "limits_of", "read_all", "run"]
+
+
+class Prepared:
+    """What a monitor sets up before it knows its container; a spare does it ahead.
+
+    A new session, /dev/null for its own stdio, the signal dispositions, the
+    container's stdout and stderr pipes, and the container's init forked
+    ahead (spawn.InitAhead) when `ahead` is given: zygote.py's spare monitor
+    does all of it before its request arrives, so none of it is on a start's
+    path. `ahead` is the warm-up the init runs before it waits (zygote.py),
+    `go_r` the pipe its request comes on.
+    """
+
+    def __init__(self, sys: sc.Syscalls, cap_top: int, close_in_child: tuple[int, ...],
+                 ahead: Callable[[], None] | None = None, go_r: int = -1) -> None:
+        os.setsid()
+        # Like conmon: hold none of the agent's stdio, or whoever reads the
+        # agent's output never sees end-of-file while a container lives.
+        null_rw = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null_rw, fd)
+        os.close(null_rw)
+        # SIG_DFL before the init is forked: with SIGCHLD ignored (the
+        # zygote's setting) the kernel would reap it and waitpid could not.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.out_r, out_w = os.pipe()
+        self.err_r, err_w = os.pipe()
+        null = os.open("/dev/null", os.O_RDONLY)
+        self.stdio = (null, out_w, err_w)
+        self.init: spawn.InitAhead | None = None
+        if ahead is not None and go_r >= 0:
+            try:
+                self.init = spawn.InitAhead(sys, self.stdio, cap_top,
+                                            (self.out_r, self.err_r, *close_in_child), ahead,
+                                            go_r)
+            except OSError:
+                pass  # forked at the request instead (fork_init), which reports what fails
+        if go_r >= 0:
+            os.close(go_r)   # the init's alone
 
 
 def run(
@@ -54,17 +96,20 @@ def run(
     cap_top: int,
     runtime: list[str] | None = None,
     log_limits: LogLimits | None = None,
+    prepared: Prepared | None = None,
 ) -> NoReturn:
     """The monitor's whole life, in a freshly forked process. Never returns.
 
     `runtime`, if given, is the argv prefix of an OCI runtime command
     (oci/client.py) that realizes the bundle instead of this process forking
     the container itself. `log_limits` caps container.log (containerlog_writer.py).
+    `prepared`: what a spare monitor set up before its request (Prepared).
     """
     code = 1
     try:
         code = _monitor(sys, cgroups, bundle, container_id, config, report_fd, cap_top,
-                        runtime, log_limits or LogLimits())
+                        runtime, log_limits or LogLimits(),
+                        prepared or Prepared(sys, cap_top, (report_fd,)))
     except BaseException as e:  # noqa: BLE001 - reported, then exit
         try:
             os.write(report_fd, StartResult(os.getpid(), 0, f"monitor: {e}").to_bytes())
@@ -84,23 +129,13 @@ def _monitor(
     cap_top: int,
     runtime: list[str] | None,
     log_limits: LogLimits,
+    prepared: Prepared,
 ) -> int:
-    os.setsid()
-    # Like conmon: hold none of the agent's stdio, or whoever reads the
-    # agent's output never sees end-of-file while a container lives.
-    null_rw = os.open("/dev/null", os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null_rw, fd)
-    os.close(null_rw)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cg = cgroup_path(config)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    null = os.open("/dev/null", os.O_RDONLY)
-    stdio = (null, out_w, err_w)
+    out_r, err_r, stdio = prepared.out_r, prepared.err_r, prepared.stdio
     start_times: tuple[int, int] | None = None
+    if runtime and prepared.init is not None:
+        prepared.init.cancel()
     if runtime:
         from .oci import client
 
@@ -111,8 +146,9 @@ def _monitor(
         for fd in stdio:
             os.close(fd)
     else:
-        pid, sync_r = spawn.fork_init(sys, cgroups, cg, bundle, config, stdio, cap_top,
-                                      close_in_child=(report_fd,))
+        taken = prepared.init.take(cgroups, cg, config) if prepared.init is not None else None
+        pid, sync_r = taken or spawn.fork_init(sys, cgroups, cg, bundle, config, stdio,
+                                               cap_top, close_in_child=(report_fd, out_r, err_r))
         for fd in stdio:
             os.close(fd)
         # Read while the child sets up, off the start's critical path: a start

@@ -48,6 +48,7 @@ TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import NoReturn
 
     from .cgroups.base import CgroupDriver, Limits
     from .hooks import Lifecycle
@@ -287,3 +288,132 @@ def wait_ready(pid: int, sync_r: int, lifecycle: Lifecycle | None = None) -> str
         except ChildProcessError:
             pass  # a user namespace's first child, reaped by fork_init already
     return error.decode(errors="replace")
+
+
+def fits_ahead(config: Config) -> bool:
+    """Whether a container's init forked ahead (`InitAhead`) can be the one config.json asks for.
+
+    It was forked into a new pid namespace with no cgroup yet, so only a
+    config that would take fork_init's own path with a new pid namespace and
+    the cgroup made later (cgroup_later) fits; anything else (a user
+    namespace, a joined or no pid namespace, hooks, sysctls, LSM labels) is
+    started by fork_init, which also says why it cannot be.
+    """
+    return ("pid" in config.namespaces and "pid" not in config.namespace_paths
+            and process.cgroup_later(config) and config.hooks is None and not config.sysctl
+            and not (config.apparmor_profile or config.selinux_label or config.mount_label))
+
+
+class InitAhead:
+    """A container's init forked before its request, waiting on a pipe for the request.
+
+    fork(2) of the init took 1.1-1.8 ms of each in-agent start while the
+    request waited (bench/start.py's trace at f9a9ba2); the spare monitor
+    (zygote.py) forks its container's init ahead, as the zygote forks the
+    spare itself. The pid namespace is unshared for it first, as fork_init
+    does, and this process's own is taken back at once, so an OCI runtime
+    command the monitor may run instead is forked in the host's.
+
+    `go_r` brings the request: the zygote writes it there right after it
+    has handed it to the spare, so this init and its monitor wake together
+    rather than one after the other. Until it has the request the init dies
+    with this process (PR_SET_PDEATHSIG), and it reads end-of-file if the
+    zygote lets go of the spare, so none is left behind. Then it is what
+    fork_init's child is: it reads config.json itself (while the monitor
+    reads it too and makes the cgroup) and goes through
+    process.exec_container, which waits for the cgroup files on a pipe; it
+    exits instead if the request is for an OCI runtime command or the
+    config does not fit (`fits_ahead`): the monitor decides the same,
+    `cancel`s it and forks the init anew if need be. `take` makes the
+    cgroup for it.
+    """
+
+    def __init__(self, sys: sc.Syscalls, stdio: tuple[int, int, int], cap_top: int,
+                 close_in_child: tuple[int, ...], warm: Callable[[], None], go_r: int) -> None:
+        self.sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+        cgroup_r, self.cgroup_w = os.pipe2(os.O_CLOEXEC)
+        own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        sys.unshare(sc.CLONE_NEWPID)
+        try:
+            self.pid = os.fork()
+        except BaseException:
+            sys.setns(own_pid_ns, sc.CLONE_NEWPID)
+            for fd in (own_pid_ns, sync_w, cgroup_r, self.sync_r, self.cgroup_w):
+                os.close(fd)
+            raise
+        if self.pid == 0:
+            try:
+                # getppid() is 0 for a pid namespace's init, so a parent that
+                # died before this prctl is not seen that way; it is seen as
+                # end-of-file on `go_r` once the zygote closes its end.
+                sys.prctl(sc.PR_SET_PDEATHSIG, SIGKILL)
+                for fd in (self.sync_r, self.cgroup_w, own_pid_ns, *close_in_child):
+                    os.close(fd)
+                _init_ahead(sys, go_r, cgroup_r, sync_w, stdio, cap_top, warm)
+            finally:
+                os._exit(127)   # never back into the monitor's code
+        sys.setns(own_pid_ns, sc.CLONE_NEWPID)
+        for fd in (own_pid_ns, sync_w, cgroup_r):
+            os.close(fd)
+
+    def take(self, cgroups: CgroupDriver, cgroup: str, config: Config) -> tuple[int, int] | None:
+        """Makes the cgroup for the init, as fork_init does; (pid, sync read end).
+
+        None, with the init gone, if it is gone already (it was killed while
+        it waited) or config.json does not fit.
+        """
+        if not fits_ahead(config):
+            self.cancel()
+            return None
+        if os.waitpid(self.pid, os.WNOHANG)[0]:
+            # Dead before its exec: its sync pipe's end-of-file would read as success.
+            self.cancel(reaped=True)
+            return None
+        try:
+            files = _make_cgroup(cgroups, cgroup, config, None)
+        except BaseException:
+            self.cancel()
+            raise
+        try:
+            _write_all(self.cgroup_w, "\n".join(files).encode())
+        except BrokenPipeError:
+            pass  # the child failed before it joined: wait_ready reads its error
+        finally:
+            os.close(self.cgroup_w)
+            self.cgroup_w = -1
+        return self.pid, self.sync_r
+
+    def cancel(self, reaped: bool = False) -> None:
+        """Ends and reaps the init, and closes its pipes."""
+        for fd in (self.cgroup_w, self.sync_r):
+            if fd >= 0:
+                os.close(fd)
+        if not reaped:
+            os.kill(self.pid, SIGKILL)
+            os.waitpid(self.pid, 0)
+
+
+def _init_ahead(sys: sc.Syscalls, go_r: int, cgroup_r: int, sync_w: int,
+                stdio: tuple[int, int, int], cap_top: int, warm: Callable[[], None]) -> NoReturn:
+    """The init forked ahead: warm, wait for the request, then fork_init's child."""
+    from . import cjson
+    from .oci.config import ConfigError, load_config
+
+    warm()
+    msg = read_all(go_r)
+    os.close(go_r)
+    if not msg:
+        os._exit(0)    # the zygote let go of the spare (it died, or the zygote did)
+    request = cjson.loads(msg)
+    bundle = request.get("bundle") if isinstance(request, dict) else None
+    if not isinstance(bundle, str) or request.get("runtime"):
+        os._exit(0)    # not a start of the native runtime's: the monitor cancels this
+    # As a child forked at the request would be: not tied to the monitor's life.
+    sys.prctl(sc.PR_SET_PDEATHSIG, 0)
+    try:
+        config = load_config(bundle)
+    except ConfigError:
+        os._exit(0)    # the monitor reads the same file, reports it and ends this
+    if not fits_ahead(config):
+        os._exit(0)    # likewise decided by the monitor, which forks the init anew
+    process.exec_container(sys, bundle, config, cgroup_r, sync_w, stdio, cap_top)

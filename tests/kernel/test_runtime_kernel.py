@@ -477,11 +477,11 @@ def test_a_cgroup_failing_after_the_fork_ends_the_waiting_child(env, make):
 def _children(parent: int) -> list[int]:
     """Live (non-zombie) monitors forked by `parent`.
 
-    A monitor leads its own session; the zygote's other child, the spare
-    waiting for the next request, is still in the zygote's.
+    The zygote's other child, the spare waiting for the next request, is
+    named mctl-spare until it has one (zygote.py).
     """
-    return [pid for pid, state, session in procfs.children(parent)
-            if state != "Z" and session == pid]
+    return [pid for pid, state, _ in procfs.children(parent)
+            if state != "Z" and procfs.comm(pid) != "mctl-spare"]
 
 
 def test_bad_config_raises_with_the_field(env, make):
@@ -519,8 +519,8 @@ def test_a_spare_monitor_killed_while_it_waits_is_replaced(env, run):
     deadline = time.monotonic() + WAIT
     spares: list[int] = []
     while not spares and time.monotonic() < deadline:
-        spares = [pid for pid, state, session in procfs.children(zygote)
-                  if state != "Z" and session != pid]
+        spares = [pid for pid, state, _ in procfs.children(zygote)
+                  if state != "Z" and procfs.comm(pid) == "mctl-spare"]
         time.sleep(0.01)
     assert len(spares) == 1, spares
     born = procfs.start_time(spares[0])
@@ -530,3 +530,46 @@ def test_a_spare_monitor_killed_while_it_waits_is_replaced(env, run):
     box = run("echo after")
     assert box.wait_exit()["exit_code"] == 0
     assert box.stdout() == "after\n"
+
+
+def _spare_and_init(env: Env) -> tuple[int, int]:
+    """The zygote's waiting spare monitor and the container init it forked ahead."""
+    zygote = env.runtime.zygote.pid
+    deadline = time.monotonic() + WAIT
+    found: list[tuple[int, int]] = []
+    while not found and time.monotonic() < deadline:
+        found = [(spare, init) for spare, state, _ in procfs.children(zygote)
+                 if state != "Z" and procfs.comm(spare) == "mctl-spare"
+                 for init, init_state, _ in procfs.children(spare) if init_state != "Z"]
+        time.sleep(0.01)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_an_init_forked_ahead_killed_while_it_waits_is_forked_anew(env, run):
+    # The spare's init forked ahead (spawn.InitAhead) is dead when the request
+    # comes: its sync pipe's end-of-file must not pass for an exec, so the
+    # monitor forks the init at the request instead.
+    run("true").wait_exit()
+    _, init = _spare_and_init(env)
+    born = procfs.start_time(init)
+    os.kill(init, signal.SIGKILL)
+    deadline = time.monotonic() + WAIT
+    while _is_alive(init, born) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    box = run("echo after $$")
+    assert box.wait_exit()["exit_code"] == 0
+    assert box.stdout() == "after 1\n"
+
+
+def test_a_config_the_init_ahead_does_not_fit_is_started_as_before(env, run):
+    # Without a pid namespace the init forked ahead (pid 1 of a new one) is
+    # not the container's: it is ended and the init forked at the request,
+    # in the monitor's pid namespace, with nothing of the first left over.
+    run("true").wait_exit()
+    _, init = _spare_and_init(env)
+    born = procfs.start_time(init)
+    box = run("echo $$", namespaces=("network", "ipc", "uts", "mount", "cgroup"))
+    assert box.wait_exit()["exit_code"] == 0
+    assert box.stdout() not in ("1\n", ""), box.stdout()
+    assert not _is_alive(init, born), "the init forked ahead was left running"

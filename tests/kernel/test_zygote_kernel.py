@@ -111,10 +111,14 @@ def test_a_start_in_flight_dies_with_the_zygote_and_records_nothing(boxes):
         deadline = time.monotonic() + WAIT
         monitors: list[int] = []
         while not monitors and time.monotonic() < deadline:
-            # The monitor is the zygote's child in a session of its own
-            # (monitor.py), and its runtime command is running.
-            monitors = [pid for pid, state, session in procfs.children(zygote)
-                        if state != "Z" and session == pid and procfs.children(pid)]
+            # The monitor is the zygote's child named so once it has a
+            # request (zygote.py), and its runtime command is running (a
+            # spare's only child is its container's init forked ahead, pid 1
+            # of a pid namespace of its own: spawn.InitAhead).
+            monitors = [pid for pid, state, _ in procfs.children(zygote)
+                        if state != "Z" and procfs.comm(pid) == "mctl-monitor"
+                        and any(not _own_pid_namespace(child) for child, _, _ in
+                                procfs.children(pid))]
             time.sleep(0.01)
         assert len(monitors) == 1, monitors
         born = procfs.start_time(monitors[0])
@@ -126,3 +130,37 @@ def test_a_start_in_flight_dies_with_the_zygote_and_records_nothing(boxes):
         thread.join(WAIT)
     assert errors, "the start did not fail"
     assert not os.path.exists(box.path(STATE_FILE))
+
+
+
+def test_a_waiting_spare_and_its_init_forked_ahead_die_with_the_zygote(boxes):
+    # The spare monitor waits for its request with its container's init
+    # forked ahead (spawn.InitAhead, pid 1 of a pid namespace of its own);
+    # neither may outlive the zygote, so the agent.
+    assert boxes.run("true").wait_exit()["exit_code"] == 0   # a spare follows the report
+    zygote = boxes.runtime.zygote.pid
+    deadline = time.monotonic() + WAIT
+    spares: list[int] = []
+    inits: list[int] = []
+    while not inits and time.monotonic() < deadline:
+        spares = [pid for pid, state, _ in procfs.children(zygote)
+                  if state != "Z" and procfs.comm(pid) == "mctl-spare"]
+        inits = [child for spare in spares for child, state, _ in procfs.children(spare)
+                 if state != "Z" and _own_pid_namespace(child)]
+        time.sleep(0.01)
+    assert len(spares) == 1 and len(inits) == 1, (spares, inits)
+    born = {pid: procfs.start_time(pid) for pid in (*spares, *inits)}
+    os.kill(zygote, signal.SIGKILL)
+    while any(procfs.start_time(pid) == t for pid, t in born.items()) and \
+            time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert procfs.start_time(spares[0]) != born[spares[0]], "the spare outlived the zygote"
+    assert procfs.start_time(inits[0]) != born[inits[0]], "its init outlived the zygote"
+
+
+def _own_pid_namespace(pid: int) -> bool:
+    """Whether `pid` is in another pid namespace than this test (False if it is gone)."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return False
