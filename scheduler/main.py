@@ -219,6 +219,12 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as e:
             print(f"mctl-scheduler: {e}", file=sys.stderr)
             sys.exit(2)
+    if args.web_token_file and not args.web_listen:
+        # Said rather than ignored: a token file alone looks like a web view
+        # that was meant to be on.
+        print("mctl-scheduler: --web-token-file needs --web-listen (the web view is off"
+              " without it)", file=sys.stderr)
+        sys.exit(2)
     web_token = web_view_token(args, credentials) if args.web_listen else None
     if not 1 <= args.host_port_min <= 65536:
         print("mctl-scheduler: --host-port-min must be between 1 and 65536 (no hostPort)",
