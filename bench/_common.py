@@ -392,6 +392,15 @@ def workload_yaml(name: str, replicas: int, command: Sequence[str] = ("sleep", "
                            policy=policy, cpu=cpu, memory=memory)
 
 
+def exited(pid: int) -> bool:
+    """Exited (a zombie counts: `cluster up` is not there to reap what it started)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 class LocalCluster:
     """`mctl cluster up` in a temporary --dir, with MCTL_HOME pointing to a temporary dir.
 
@@ -464,6 +473,22 @@ class LocalCluster:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(state, indent=1))
         os.replace(tmp, path)
+
+    def restart_changed(self, name: str, change: Callable[[list[str]], None],
+                        ready: bytes) -> None:
+        """Stops `name`, lets `change` edit the argv `cluster up` recorded for it, starts
+        it again and waits for `ready` in the part of its log written after the restart."""
+        path = self.dir / "cluster.json"
+        state = json.loads(path.read_text())
+        change(next(p for p in state["processes"] if p["name"] == name)["argv"])
+        path.write_text(json.dumps(state, indent=1))
+        pid = self.pid(name)
+        os.kill(pid, signal.SIGTERM)
+        wait_for(f"{name} to exit", lambda: exited(pid), 60)
+        offset = self.log(name).stat().st_size
+        self.restart(name)
+        wait_for(f"{name} to be ready again",
+                 lambda: ready in self.log(name).read_bytes()[offset:], 60)
 
     def down(self) -> None:
         if not self.dir.exists():

@@ -65,6 +65,7 @@ from _common import (
     agent_processes,
     check_leftovers,
     cpu_seconds,
+    exited,
     memory_of,
     print_header,
     running_count,
@@ -119,15 +120,6 @@ IMPORTS = [
 UNWANTED = ("pyroute2", "cryptography", "libcrypto", "libssl", "_ssl.")
 
 
-def _gone(pid: int) -> bool:
-    """Exited (a zombie counts: `cluster up` is not there to reap its agents)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 def restart_times(cluster: LocalCluster, name: str, runs: int) -> list[float]:
     """Milliseconds from spawning agent `name` again to its "agent serving" log line."""
     times = []
@@ -135,7 +127,7 @@ def restart_times(cluster: LocalCluster, name: str, runs: int) -> list[float]:
     for _ in range(runs):
         pid = cluster.pid(name)
         os.kill(pid, signal.SIGTERM)
-        wait_for(f"{name} (pid {pid}) to exit", lambda pid=pid: _gone(pid), 60)
+        wait_for(f"{name} (pid {pid}) to exit", lambda pid=pid: exited(pid), 60)
         offset = log.stat().st_size
         start = time.perf_counter()
         cluster.restart(name)
@@ -206,19 +198,10 @@ def restart_with_metrics(cluster: LocalCluster) -> str:
     `cluster up` recorded, plus the flag), once registered again; the address."""
     import json
 
-    path = cluster.dir / "cluster.json"
-    state = json.loads(path.read_text())
-    agent = next(p for p in state["processes"] if p["name"] == "node1")
+    state = json.loads((cluster.dir / "cluster.json").read_text())
     address = f"{state['network']['nodes']['node1']['ip']}:9100"
-    agent["argv"] += ["--metrics-listen", address]
-    path.write_text(json.dumps(state, indent=1))
-    pid = cluster.pid("node1")
-    os.kill(pid, signal.SIGTERM)
-    wait_for("node1 to exit", lambda: _gone(pid), 60)
-    offset = cluster.log("node1").stat().st_size
-    cluster.restart("node1")
-    wait_for("node1 to register", lambda: b"registered with scheduler" in
-             cluster.log("node1").read_bytes()[offset:], 60)
+    cluster.restart_changed("node1", lambda argv: argv.extend(["--metrics-listen", address]),
+                            b"registered with scheduler")
     return address
 
 

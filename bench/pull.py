@@ -43,7 +43,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import Cleanup, Table, check_leftovers, print_header, temp_dir
+from _common import Cleanup, Table, check_leftovers, print_header, temp_dir, tree_layout
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import imagebuild as ib  # noqa: E402
@@ -82,18 +82,6 @@ def puller(reg: Registry, root: Path) -> Puller:
                   RegistryConfig(auth_file=reg.auth, ca_files=(reg.ca_file,)))
 
 
-# The folders of a checkout under the `mctl` namespace (pyproject's package-dir).
-LAYOUT = {"v1": "proto/mctl/v1", "common": "common", "scheduler": "scheduler",
-          "agent": "agent", "cli": "cli"}
-
-
-def tree_layout(base: Path, tree: Path) -> str:
-    """A directory whose `mctl` namespace is the checkout `tree`, for PYTHONPATH."""
-    top = base / "mctl"
-    top.mkdir(parents=True)
-    for package, folder in LAYOUT.items():
-        (top / package).symlink_to(tree / folder)
-    return str(base)
 
 
 def child(argv: list[str]) -> None:
@@ -208,8 +196,8 @@ def main() -> None:
 
         compare = ""
         if args.compare_tree is not None:
-            compare = tree_layout(Path(tempfile.mkdtemp(prefix="tree-", dir=work)),
-                                  args.compare_tree.resolve())
+            compare = str(tree_layout(Path(tempfile.mkdtemp(prefix="tree-", dir=work)),
+                                      args.compare_tree.resolve()))
         rows = {"skopeo copy to a directory": "copy",
                 "pull: unpacking after the fetch": "after",
                 "pull: unpacking as blobs land (now)": "now"}

@@ -61,10 +61,10 @@ from _common import (
     py_spy_record,
     stop_process,
     temp_dir,
+    tree_layout,
     wait_for,
     wait_port,
 )
-from cli_latency import tree_layout
 
 from mctl.common import rpc
 from mctl.common.phases import phase_name

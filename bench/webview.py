@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
-import os
-import signal
 import threading
 import time
 from collections import Counter
@@ -35,7 +32,6 @@ from _common import (
     memory_of,
     print_header,
     temp_dir,
-    wait_for,
     workload_yaml,
 )
 
@@ -44,38 +40,21 @@ SETTLE = 8.0
 WEB_FLAGS = ("--web-listen", "--web-token-file")
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def restart_scheduler(cluster: LocalCluster, web: bool, saved: list[str]) -> None:
     """Restarts the scheduler with or without the web flags `cluster up` gave it."""
-    path = cluster.dir / "cluster.json"
-    state = json.loads(path.read_text())
-    proc = next(p for p in state["processes"] if p["name"] == "scheduler")
-    argv = proc["argv"]
-    if not saved:
+    def change(argv: list[str]) -> None:
+        if not saved:
+            for flag in WEB_FLAGS:
+                i = argv.index(flag)
+                saved.extend(argv[i:i + 2])
         for flag in WEB_FLAGS:
-            i = argv.index(flag)
-            saved += argv[i:i + 2]
-    for flag in WEB_FLAGS:
-        if flag in argv:
-            i = argv.index(flag)
-            del argv[i:i + 2]
-    if web:
-        argv += saved
-    path.write_text(json.dumps(state, indent=1))
-    pid = cluster.pid("scheduler")
-    os.kill(pid, signal.SIGTERM)
-    wait_for("the scheduler to exit", lambda: _gone(pid), 30)
-    offset = cluster.log("scheduler").stat().st_size
-    cluster.restart("scheduler")
-    wait_for("the scheduler to be ready", lambda: b"scheduler ready" in
-             cluster.log("scheduler").read_bytes()[offset:], 60)
+            if flag in argv:
+                i = argv.index(flag)
+                del argv[i:i + 2]
+        if web:
+            argv.extend(saved)
+
+    cluster.restart_changed("scheduler", change, b"scheduler ready")
     time.sleep(SETTLE)
 
 

@@ -51,6 +51,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import NotRequired, TypedDict, cast
 
 import grpc
@@ -295,13 +296,17 @@ def encryption_key_file(directory: str) -> str:
     Every scheduler of the cluster reads the same file; it is kept across
     `cluster up` runs on one directory, since the Secrets in etcd need it.
     """
-    path = os.path.join(directory, "encryption.key")
+    return _made_once(os.path.join(directory, "encryption.key"), secrets.token_hex)
+
+
+def _made_once(path: str, token: Callable[[int], str]) -> str:
+    """`path` holding token(32), made with mode 0600 if it is not there yet."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return path
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
+        f.write(token(32) + "\n")
     return path
 
 
@@ -311,14 +316,7 @@ def web_token_file(directory: str) -> str:
     Kept across `cluster up` runs on one directory, so an open page's cookie
     stays good after a scheduler restarts.
     """
-    path = os.path.join(directory, WEB_TOKEN_FILE)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(32) + "\n")
-    return path
+    return _made_once(os.path.join(directory, WEB_TOKEN_FILE), secrets.token_urlsafe)
 
 
 def web_view_address(state: ClusterState) -> str:

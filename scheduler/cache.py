@@ -140,10 +140,12 @@ class StateCache:
                 out.mod_revisions[rkey] = s.mod_revisions[rkey]
             return out
 
-    def changes_since(self, revision: int) -> tuple[Snapshot, list[ParsedKey]] | None:
+    def changes_since(self, revision: int,
+                      records: bool = True) -> tuple[Snapshot, list[ParsedKey]] | None:
         """What changed after `revision`: the changed keys, and a snapshot holding the
-        current records of those still there (at the cache's revision); None when the
-        cache cannot tell (not loaded, reloaded since, or more changes than it keeps)."""
+        current records of those still there (at the cache's revision; left empty with
+        records=False, for a caller that reads them elsewhere); None when the cache
+        cannot tell (not loaded, reloaded since, or more changes than it keeps)."""
         with self._lock:
             s = self._snap
             if s is None or revision < self._journal_floor:
@@ -154,8 +156,9 @@ class StateCache:
                 if rev <= revision:
                     break
                 changed.setdefault(key, parsed)
-            for key, parsed in changed.items():
-                _copy(s, out, key, parsed)
+            if records:
+                for key, parsed in changed.items():
+                    _copy(s, out, key, parsed)
             return out, list(changed.values())
 
     def close(self) -> None:

@@ -385,7 +385,8 @@ class Controller:
         dirty: Dirty | None = None
         if (self.cache is not None and not self._want_full and index.revision >= 0
                 and snap.revision >= index.revision):
-            found = self.cache.changes_since(index.revision)
+            # Keys only: the index reads the records from `snap`.
+            found = self.cache.changes_since(index.revision, records=False)
             if found is not None:
                 dirty = index.follow(snap, found[1])
         if dirty is None:

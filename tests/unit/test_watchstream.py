@@ -405,6 +405,10 @@ def test_the_cache_tells_changes_since_a_revision_while_it_can():
     assert list(delta.replicas) == [("default", "web-b")]   # web-a: deleted, no record
     assert delta.revision == cache.revision
     assert cache.changes_since(cache.revision) == (Snapshot(revision=cache.revision), [])
+    keys_only = cache.changes_since(start, records=False)      # the controller's call
+    assert keys_only is not None
+    assert sorted(p.name for p in keys_only[1]) == ["web-a", "web-b"]
+    assert keys_only[0] == Snapshot(revision=cache.revision)   # no records copied
 
 
 def test_the_cache_says_so_when_it_cannot_tell(monkeypatch):
