@@ -8,11 +8,15 @@ the CA it is given and one htpasswd user; `push` fills it with `skopeo copy`
 from an image archive the test built (tests/imagebuild.py). `stop` ends the
 process and removes its directory; `start` brings it back on the same port
 with the same data, so a test can take the registry away and return it.
+`tools_missing` says whether the programs it runs are absent (the tests
+skip then); `scratch_store` is an empty image store to pull into, removed
+after.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -20,11 +24,29 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 
+from mctl.agent.images.store import ImageStore
 from mctl.common import pki
 
 USER = "puller"
 PASSWORD = "correct-horse-battery"
+TOOLS = ("skopeo", "docker-registry", "htpasswd")
+
+
+def tools_missing() -> bool:
+    """Whether skopeo, docker-registry or htpasswd (Debian's apache2-utils) is not installed."""
+    return not all(shutil.which(t) for t in TOOLS)
+
+
+@contextlib.contextmanager
+def scratch_store() -> Iterator[ImageStore]:
+    """An empty image store in a temporary directory, removed with all it holds after."""
+    root = tempfile.mkdtemp(prefix="mctl-test-pullstore-")
+    try:
+        yield ImageStore(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def free_port(host: str) -> int:

@@ -10,10 +10,9 @@ built here. The agents are given an auth.json with `cluster up
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,14 @@ from mctl.common import pki
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import imagebuild as ib  # noqa: E402 - tests/ helper, after the path is set
-from registry import PASSWORD, USER, Registry, auth_json  # noqa: E402
+from registry import PASSWORD, USER, Registry, auth_json, tools_missing  # noqa: E402
 
 BUSYBOX = next((p for p in ("/bin/busybox", "/usr/bin/busybox") if Path(p).is_file()), None)
 NODES = ("node1", "node2", "node3")
 
 pytestmark = pytest.mark.skipif(
-    not (shutil.which("skopeo") and shutil.which("docker-registry") and shutil.which("htpasswd")
-         and BUSYBOX), reason="needs skopeo, docker-registry, apache2-utils and busybox-static")
+    tools_missing() or not BUSYBOX,
+    reason="needs skopeo, docker-registry, apache2-utils and busybox-static")
 
 
 def image_spec(version: str) -> ib.ImageSpec:
@@ -109,14 +108,15 @@ class Setup:
         return self.cluster.wait_for(f"{count} running replicas of {name}", ok, timeout)
 
 
-@pytest.fixture(scope="module")
-def setup(cluster_factory, tmp_path_factory) -> Iterator[Setup]:
-    work = tmp_path_factory.mktemp("registry-e2e")
+def serve(cluster_factory: Callable[..., Cluster], work: Path, nodes: int,
+          *flags: str) -> Iterator[Setup]:
+    """A cluster of `nodes` (`cluster up` given `flags` too) and a registry its agents pull
+    from with auth.json, for as long as the generator runs (a fixture yields from it)."""
     # The agents read the file at every pull: written properly once the
     # registry's address is known.
     auth = str(work / "auth.json")
     auth_json(auth, "placeholder:1", USER, PASSWORD)
-    cluster = cluster_factory(3, "--registry-auth", auth)
+    cluster = cluster_factory(nodes, "--registry-auth", auth, *flags)
     state = cluster.state()
     registry = Registry(pki.load_ca_dir(state["tls"]["dir"]), host=state["network"]["host_ip"])
     try:
@@ -124,6 +124,11 @@ def setup(cluster_factory, tmp_path_factory) -> Iterator[Setup]:
         yield Setup(cluster, registry, auth, work)
     finally:
         registry.stop()
+
+
+@pytest.fixture(scope="module")
+def setup(cluster_factory, tmp_path_factory) -> Iterator[Setup]:
+    yield from serve(cluster_factory, tmp_path_factory.mktemp("registry-e2e"), 3)
 
 
 def test_a_workload_from_the_registry_runs_on_every_node(setup: Setup):

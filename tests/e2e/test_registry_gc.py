@@ -10,41 +10,27 @@ registry is tests/registry.py's, on the cluster's host bridge address.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Cluster  # noqa: I001 - the e2e fixtures module
-from test_registry import BUSYBOX, Setup  # the same images and helpers
-
-from mctl.common import pki
+from test_registry import BUSYBOX, Setup, serve  # the same images and helpers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from registry import PASSWORD, USER, Registry, auth_json  # noqa: E402
+from registry import tools_missing  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
-    not (shutil.which("skopeo") and shutil.which("docker-registry") and shutil.which("htpasswd")
-         and BUSYBOX), reason="needs skopeo, docker-registry, apache2-utils and busybox-static")
+    tools_missing() or not BUSYBOX,
+    reason="needs skopeo, docker-registry, apache2-utils and busybox-static")
 
 GC_PERIOD_S = 30
 
 
 @pytest.fixture(scope="module")
 def setup(cluster_factory, tmp_path_factory) -> Iterator[Setup]:
-    work = tmp_path_factory.mktemp("registry-gc-e2e")
-    auth = str(work / "auth.json")
-    auth_json(auth, "placeholder:1", USER, PASSWORD)
-    cluster: Cluster = cluster_factory(1, "--registry-auth", auth, "--image-gc-high", "1",
-                                       "--image-gc-low", "1")
-    state = cluster.state()
-    registry = Registry(pki.load_ca_dir(state["tls"]["dir"]), host=state["network"]["host_ip"])
-    try:
-        auth_json(auth, registry.address, USER, PASSWORD)
-        yield Setup(cluster, registry, auth, work)
-    finally:
-        registry.stop()
+    yield from serve(cluster_factory, tmp_path_factory.mktemp("registry-gc-e2e"), 1,
+                     "--image-gc-high", "1", "--image-gc-low", "1")
 
 
 def test_gc_removes_the_unused_image_keeps_the_used_one_and_says_so(setup: Setup):

@@ -30,10 +30,9 @@ from mctl.common import pki, registryauth
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import imagebuild as ib  # noqa: E402
-from registry import PASSWORD, USER, Registry, auth_json  # noqa: E402
+from registry import PASSWORD, USER, Registry, auth_json, scratch_store, tools_missing  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not (shutil.which("skopeo") and shutil.which("docker-registry")
-                                     and shutil.which("htpasswd")),
+pytestmark = pytest.mark.skipif(tools_missing(),
                                 reason="needs skopeo, docker-registry and apache2-utils")
 
 # Random, so it does not compress: a second pull that fetched it again would show.
@@ -64,11 +63,8 @@ def registry() -> Iterator[Registry]:
 
 @pytest.fixture
 def store() -> Iterator[ImageStore]:
-    root = tempfile.mkdtemp(prefix="mctl-test-pullstore-")
-    try:
-        yield ImageStore(root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch_store() as s:
+        yield s
 
 
 def puller(store: ImageStore, registry: Registry, **kw: object) -> Puller:

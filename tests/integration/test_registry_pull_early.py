@@ -28,10 +28,9 @@ from mctl.common import pki
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import imagebuild as ib  # noqa: E402
-from registry import Registry  # noqa: E402
+from registry import Registry, scratch_store, tools_missing  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not (shutil.which("skopeo") and shutil.which("docker-registry")
-                                     and shutil.which("htpasswd")),
+pytestmark = pytest.mark.skipif(tools_missing(),
                                 reason="needs skopeo, docker-registry and apache2-utils")
 
 BASE = ib.layer_tar([ib.directory("bin"), ib.file("bin/base.txt", "base layer\n"),
@@ -86,11 +85,8 @@ def _has_zstandard() -> bool:
 
 @pytest.fixture
 def store() -> Iterator[ImageStore]:
-    root = tempfile.mkdtemp(prefix="mctl-test-pullstore-")
-    try:
-        yield ImageStore(root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch_store() as s:
+        yield s
 
 
 def puller(store: ImageStore, registry: Registry) -> Puller:

@@ -39,11 +39,8 @@ from pathlib import Path
 
 import pytest
 
-from mctl.agent.runtime.oci import client as ociclient
-from mctl.common import procfs
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from busybox_tty import talk  # noqa: E402
+from busybox_tty import leftovers, talk  # noqa: E402
 from containerd_daemon import IMAGE, NAMESPACE, Containerd, oci_archive  # noqa: E402
 
 pytestmark = [
@@ -60,10 +57,6 @@ RUNTIMES = ("mctl-runtime", "runc")
 # load, about 1 run in 15 on this machine, with runc as with mctl-runtime, with and
 # without a terminal; containerd issues 3738, 4107).
 SETTLE = "sleep 1; "
-
-def _mounts(needle: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if needle in line]
 
 
 @pytest.fixture(scope="module")
@@ -82,16 +75,9 @@ def containerd() -> Iterator[Containerd]:
             ctd.remove(cid)
         ctd("images", "remove", IMAGE, check=False)
         ctd.stop()
-        ociclient.remove_empty_cgroups(parent)
         if not run_containerd_existed:
             shutil.rmtree("/run/containerd", ignore_errors=True)
-        leaks = {"mounts": _mounts(tmp),
-                 "cgroups": sorted(p for h in os.listdir("/sys/fs/cgroup")
-                                   if os.path.exists(p := f"/sys/fs/cgroup/{h}/{parent}")),
-                 "processes": [f"{pid}: {cmd[:100]}"
-                               for pid, cmd in procfs.processes_mentioning(tmp)]}
-        if not leaks["mounts"]:
-            shutil.rmtree(tmp, ignore_errors=True)
+        leaks = leftovers(tmp, parent)
         assert leaks == {"mounts": [], "cgroups": [], "processes": []}
 
 

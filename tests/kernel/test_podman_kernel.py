@@ -36,10 +36,9 @@ from pathlib import Path
 import pytest
 
 from mctl.agent.runtime.oci import client as ociclient
-from mctl.common import procfs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from busybox_tty import add_busybox_root, talk  # noqa: E402
+from busybox_tty import add_busybox_root, leftovers, talk  # noqa: E402
 
 pytestmark = [
     pytest.mark.kernel,
@@ -72,11 +71,6 @@ class Podman:
         return proc
 
 
-def _mounts(needle: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if needle in line]
-
-
 @pytest.fixture(scope="module")
 def podman() -> Iterator[Podman]:
     runtime = ociclient.resolve("mctl-runtime")
@@ -94,16 +88,9 @@ def podman() -> Iterator[Podman]:
         pm("rm", "--all", "--force", "--time", "0", check=False)
         pm("system", "reset", "--force", check=False)
         ociclient.remove_empty_cgroups(f"{parent}/conmon")
-        ociclient.remove_empty_cgroups(parent)
         if not run_containers_existed:
             shutil.rmtree("/run/containers", ignore_errors=True)
-        leaks = {"mounts": _mounts(tmp),
-                 "cgroups": sorted(p for h in os.listdir("/sys/fs/cgroup")
-                                   if os.path.exists(p := f"/sys/fs/cgroup/{h}/{parent}")),
-                 "processes": [f"{pid}: {cmd[:100]}"
-                               for pid, cmd in procfs.processes_mentioning(tmp)]}
-        if not leaks["mounts"]:
-            shutil.rmtree(tmp, ignore_errors=True)
+        leaks = leftovers(tmp, parent)
         assert leaks == {"mounts": [], "cgroups": [], "processes": []}
 
 
