@@ -40,7 +40,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from mctl.common import metrics
+from mctl.common import fsflags, metrics
 from mctl.common.procfs import start_time as process_start_time
 from mctl.v1 import types_pb2
 
@@ -172,6 +172,8 @@ class ContainerManager:
         self.node = node
         self.root = os.path.join(state_dir, "containers")
         os.makedirs(self.root, exist_ok=True)
+        # Each bundle in a block group of its own choosing (common/fsflags.py).
+        fsflags.spread_subdirs(self.root)
         self.images = images
         self.cgroups = cgroups
         self.runtime = runtime
@@ -240,7 +242,10 @@ class ContainerManager:
                          os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             with open(fd, "wb") as f:
                 f.write(replica.SerializeToString())
-            _write_json(os.path.join(bundle, META_FILE), {"restarts": restarts})
+            if restarts:
+                # Without meta.json, adoption reads 0 restarts: a file less
+                # to make per start (a new inode costs, see bench/README.md).
+                _write_json(os.path.join(bundle, META_FILE), {"restarts": restarts})
             image = self.images.get(image_of(replica))
             container.network = self._attach(cid, replica)
             if container.network is not None:

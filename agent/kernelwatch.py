@@ -89,13 +89,12 @@ class KernelWatch:
                 log.exception("reading kernel notifications failed")
 
     def _links(self, rt: RtMonitor) -> None:
-        changes = rt.read()
+        changes = rt.changes(HINTS)
         if changes is None:
             self.on_change("links", "notifications lost (overrun)")
             return
+        # Only the first hint of the batch is parsed (see below).
         for c in changes:
-            if c.kind not in HINTS:
-                continue
             if c.link is not None:
                 name = c.link.name or f"#{c.link.ifindex}"
                 state = "deleted" if c.kind == RTM_DELLINK else ("up" if c.link.up else "down")

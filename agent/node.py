@@ -231,8 +231,8 @@ class NodeLoop:
         # their veth, which must not be mistaken for drift. So are those
         # being made or started: their cgroup and mounts are half made.
         in_flight = self.in_flight()
-        self.selfcheck.run(c for c in self.manager.snapshot()
-                           if not c.busy and c.id not in in_flight)
+        self.selfcheck.run((c for c in self.manager.snapshot()
+                            if not c.busy and c.id not in in_flight), starting=bool(in_flight))
         # Until the scheduler has told us what to run, adopted containers are
         # kept: removing them on a restart before the first desired set would
         # restart every replica of the node.
@@ -296,14 +296,20 @@ class NodeLoop:
             previous = self._hosts_lists.get(key)
             lists[key] = previous if previous == items else items
         self._hosts_lists = lists
+        # One line per workload and pass: while a workload's replicas start,
+        # each pass rewrites the hosts file of every replica so far; a line
+        # for each made ~40 lines per node for an apply of 30 (0.25 ms each).
+        updated: dict[tuple[str, str], int] = {}
         for c in containers:
-            peers_list = lists[(c.replica.metadata.namespace, c.replica.workload)]
+            key = (c.replica.metadata.namespace, c.replica.workload)
             try:
-                if self.manager.update_hosts(c, peers_list):
-                    log.info("container=%s /etc/hosts lists %d peers", c.id,
-                             len(peers_list) - 1)
+                if self.manager.update_hosts(c, lists[key]):
+                    updated[key] = updated.get(key, 0) + 1
             except OSError as e:
                 log.warning("container=%s /etc/hosts not updated: %s", c.id, e)
+        for (namespace, workload), count in updated.items():
+            log.info("workload=%s/%s /etc/hosts of %d containers here lists %d peers",
+                     namespace, workload, count, len(lists[(namespace, workload)]) - 1)
 
     def _dispatch(self, cid: str, replica: types_pb2.Replica, work: Callable[[], None]) -> None:
         """Runs `work` (a make or start of container `cid`) on the start pool.
@@ -507,7 +513,18 @@ class NodeLoop:
         report = node_pb2.StatusReport(node=self.node, complete=True)
         report.image_digests.extend(self.manager.images.pinned_digests(MAX_REPORTED_IMAGES))
         seen = set()
+        with self._flight_lock:
+            create_errors = dict(self._create_errors)
+            in_flight = dict(self._in_flight)
         for c in self.manager.snapshot():
+            if (c.id in in_flight and not c.started_ms and c.exit is None
+                    and not c.restarts and not c.last_exit):
+                # Made but its first start not ended: plain Starting, as
+                # below, until it runs. Its address, known since the
+                # attach, waits for that: it was one more write to etcd
+                # per replica (and a push of its workload's peer lists)
+                # in the middle of an apply.
+                continue
             seen.add(c.id)
             r = report.replicas.add(namespace=c.replica.metadata.namespace,
                                     name=c.replica.metadata.name, uid=c.replica.metadata.uid,
@@ -519,9 +536,6 @@ class NodeLoop:
                 r.usage.CopyFrom(usage)
         for (namespace, name), used in sorted(self.manager.volumes.latest_usage().items()):
             report.volumes.add(namespace=namespace, name=name, used_bytes=used)
-        with self._flight_lock:
-            create_errors = dict(self._create_errors)
-            in_flight = dict(self._in_flight)
         for cid, flying in in_flight.items():
             # Queued or being made: Starting, as a kubelet's ContainerCreating.
             # Absent, a replica being deleted would count as removed while

@@ -17,8 +17,11 @@ say when each container started and how long its start took, so each run is
 split into: the CLI (start-up and Apply), the scheduler's pass (workload
 stored -> replicas placed), the push and agent (placed -> containers
 started, with each container's network attach and runtime start as the
-agent logs them) and the status report (started -> Running in etcd). With
---profile, py-spy samples node1's agent and the scheduler during one more
+agent logs them) and the status report (started -> Running in etcd). The
+CPU time the whole machine spent busy from `mctl apply` until all Running
+(from /proc/stat: every process and the kernel) is the steadier figure when
+the cores are saturated, as they are here: with 2 cores, the wall time is
+at least half of it. With --profile, py-spy samples node1's agent and the scheduler during one more
 30-replica run.
 
 With --before DIR (a folder holding `mctl/` with agent, scheduler, cli,
@@ -92,6 +95,14 @@ def agent_logs(cluster: LocalCluster, names: set[str]) -> tuple[dict[str, tuple[
     return started, attached
 
 
+def cpu_busy() -> float:
+    """Seconds of CPU time the whole machine has spent busy (not idle) since boot."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:9]]
+    # user nice system idle iowait irq softirq steal
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 class Runs:
     def __init__(self, cluster: LocalCluster, watch: ReplicaWatch, base: Path,
                  samples: dict[str, list[float]] | None = None, prefix: str = "") -> None:
@@ -105,6 +116,7 @@ class Runs:
     def one(self, name: str, replicas: int, record: bool = True) -> None:
         path = self.base / f"{name}.yaml"
         path.write_text(workload_yaml(name, replicas, cpu=cpu_for(replicas, self.cluster.nodes)))
+        busy0 = cpu_busy()
         wall0, t0 = time.time(), time.monotonic()
         cli = self.cluster.mctl("apply", "-f", str(path))
         cli_done = time.monotonic()
@@ -112,6 +124,7 @@ class Runs:
             raise RuntimeError(f"mctl apply said: {cli.stdout.strip()}")
         done = self.watch.wait(f"{replicas} replicas of {name} Running",
                                lambda w: running_count(w, name) >= replicas, 120)
+        busy = cpu_busy() - busy0
         with self.watch.cond:
             items = [(k.rsplit("/", 1)[1], p) for k, p in self.watch.replicas.items()
                      if p.workload == name]
@@ -128,6 +141,7 @@ class Runs:
         tag = f"{self.prefix}{replicas:>2} replica{'s' if replicas > 1 else ''}"
         s[f"{tag}: mctl apply -> all Running"].append(done - t0)
         s[f"{tag}: Apply stored -> all Running"].append(done - stored)
+        s[f"{tag}: CPU time used, all processes, until all Running"].append(busy)
         s[f"{tag}:   mctl apply process (start-up + Apply)"].append(cli_done - t0)
         s[f"{tag}:   Apply stored -> all placed (scheduler)"].append(
             max(p.placed for _, p in items) - stored)

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from mctl.common import names
+from mctl.common import lazyload, names
 
 from . import config
 from .client import (
@@ -529,8 +529,14 @@ def parser_for(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The CLI; `argv` None means it is the process (the `mctl` command), see _end."""
+    as_process = argv is None
     argv = sys.argv[1:] if argv is None else argv
     args = parser_for(argv).parse_args(argv)
+    # gRPC's asyncio half and protobuf's pure-Python classes load only if used
+    # (common/lazyload.py): 30 ms of the 110 a call took.
+    lazyload.defer(lazyload.GRPC_ASYNCIO + lazyload.GRPC_BUNDLED_ROOTS
+                   + lazyload.PROTOBUF_PYTHON)
     args.namespace_set = args.namespace is not None
     args.namespace = args.namespace or os.environ.get("MCTL_NAMESPACE") or "default"
     try:
@@ -557,7 +563,27 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"mctl: {rpc_error(args, e)}", file=sys.stderr)
         code = 1
+    if as_process:
+        _end(code)
     sys.exit(code)
+
+
+def _end(code: int) -> NoReturn:
+    """Ends the process with `code` once its output is out, skipping the interpreter's teardown.
+
+    Tearing down (modules, gRPC's channel and threads) took 17 ms of CPU
+    after the answer was printed, and 100-280 ms of wall time while an
+    apply's containers were starting on the same cores. The CLI leaves
+    nothing for it to do: files are closed where they are written, temporary
+    ones removed by their `with` blocks, and what `cluster up` starts runs
+    in sessions of its own.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass        # the reader has gone (mctl get | head), or the stream was closed
+    os._exit(code)
 
 
 if __name__ == "__main__":

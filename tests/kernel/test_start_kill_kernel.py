@@ -92,7 +92,7 @@ def agent_parts(setup: dict) -> tuple[ContainerManager, NodeLoop]:
     loop = NodeLoop(manager, SimpleNamespace(latest=lambda cid: None),  # type: ignore[arg-type]
                     lambda report: None, "knode", 0.0, max_parallel_starts=boxes.bound)
     # The drift repair and the service table are not what this is about.
-    loop.selfcheck.run = lambda containers: []  # type: ignore[method-assign]
+    loop.selfcheck.run = lambda containers, starting=False: []  # type: ignore[method-assign]
     loop.services.sync = lambda: None  # type: ignore[method-assign]
     return manager, loop
 

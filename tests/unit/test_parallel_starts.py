@@ -90,7 +90,7 @@ def loop_of(manager: SlowManager, bound: int) -> tuple[NodeLoop, list[types_pb2.
     loop = NodeLoop(manager, SimpleNamespace(latest=lambda cid: None),  # type: ignore[arg-type]
                     reports.append, "n1", 1.0, max_parallel_starts=bound)
     # The kernel checks and the service table are not what this is about.
-    loop.selfcheck.run = lambda containers: []  # type: ignore[method-assign]
+    loop.selfcheck.run = lambda containers, starting=False: []  # type: ignore[method-assign]
     loop.services.sync = lambda: None  # type: ignore[method-assign]
     return loop, reports
 

@@ -258,7 +258,9 @@ def test_kernel_watch_turns_notifications_into_hints(changes, said):
     heard: list[tuple[str, str]] = []
     watch = kernelwatch.KernelWatch(lambda kind, why: heard.append((kind, why)))
     try:
-        watch._links(cast(kernelwatch.RtMonitor, types.SimpleNamespace(read=lambda: changes)))
+        watch._links(cast(kernelwatch.RtMonitor, types.SimpleNamespace(
+            changes=lambda kinds: None if changes is None else
+            (c for c in changes if c.kind in kinds))))
     finally:
         watch.close()
     assert heard == said
