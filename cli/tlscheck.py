@@ -15,11 +15,12 @@ cache only decides whether a failure gets the precise words up front.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from typing import TYPE_CHECKING
+
+from mctl.common.sha256 import sha256
 
 if TYPE_CHECKING:
     from mctl.common import tls
@@ -43,7 +44,7 @@ def checked(home: str, ca_path: str, cert_path: str, key_path: str) -> tls.TLSCo
         key = pki.read_file(key_path, "the key")
     except pki.PKIError as e:
         raise tls.TLSError(str(e)) from None
-    digest = hashlib.sha256(b"\0".join([_VERSION, ca, cert, key])).hexdigest()
+    digest = sha256(b"\0".join([_VERSION, ca, cert, key])).hexdigest()
     entry_path = os.path.join(_cache_dir(home), digest + ".json")
     now = time.time()
     entry = _read(entry_path)

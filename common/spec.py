@@ -67,7 +67,6 @@ again, as with kubectl.
 """
 
 import datetime
-import hashlib
 import io
 import json
 import os
@@ -87,6 +86,7 @@ from mctl.common.quantity import (
     parse_cpu,
     parse_memory,
 )
+from mctl.common.sha256 import sha256
 from mctl.v1 import types_pb2
 
 API_VERSION = "mctl/v1"
@@ -740,7 +740,7 @@ def spec_hash(spec: types_pb2.WorkloadSpec) -> str:
     container.CopyFrom(spec)
     container.ClearField("replicas")
     container.ClearField("update")
-    return hashlib.sha256(container.SerializeToString(deterministic=True)).hexdigest()[:12]
+    return sha256(container.SerializeToString(deterministic=True)).hexdigest()[:12]
 
 
 def workload_to_dict(workload: types_pb2.Workload) -> dict[str, Any]:
