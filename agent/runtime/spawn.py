@@ -35,6 +35,7 @@ Kept light on imports: `mctl-runtime run` pays for every module it loads.
 
 from __future__ import annotations
 
+import gc
 import os
 
 from . import process, userns
@@ -334,6 +335,7 @@ class InitAhead:
         cgroup_r, self.cgroup_w = os.pipe2(os.O_CLOEXEC)
         own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         sys.unshare(sc.CLONE_NEWPID)
+        gc.freeze()     # as zygote.Spare does before its fork
         try:
             self.pid = os.fork()
         except BaseException:

@@ -43,6 +43,7 @@ container log's rotation (containerlog_writer.py); one reply per request,
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -96,6 +97,10 @@ class Spare:
         # (spawn.InitAhead): written by the zygote, so both wake at once.
         go_r, self.go_w = os.pipe2(os.O_CLOEXEC)
         zygote = os.getpid()
+        # What exists now is left out of the spare's garbage collections
+        # (and its init's): a collection writes to every object it visits,
+        # and each write to a page shared with the zygote copies the page.
+        gc.freeze()
         self.pid = os.fork()
         if self.pid == 0:
             # Dies with the zygote until the monitor has reported (it clears
