@@ -7,8 +7,9 @@ cannot occur in a DNS label, so the id is unambiguous) whose bundle lives in
     config.json    what the runtime realizes (bundle/config.py); a symlink to
                    secrets/config.json when the replica uses a Secret (volumes.py)
     replica.pb     the replica as the scheduler sent it (for adoption)
-    meta.json      restarts so far; after a stop for its disk use, why
-                   (and that the next start renews the writable layer)
+    meta.json      restarts so far (none while absent); after a stop for
+                   its disk use, why (and that the next start renews the
+                   writable layer)
     rootfs/        overlay mount of the image's layers + upper/ + work/
     lower/         with a user namespace: idmapped mounts of the layers,
                    0..N-1 top first, which the overlay stacks (bundle/rootfs.py)

@@ -133,6 +133,13 @@ def print_header(title: str) -> None:
     print(f"  commit {commit()}, python {platform.python_version()} ({PYTHON})")
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"  load average before the run: {load} (other work on the machine skews figures)")
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+        # Every process then compiles each module changed since its bytecode was
+        # written, and a tree without __pycache__ compiles all of them: +20-40 ms
+        # per mctl call, and the compiler's garbage in every RSS.
+        print("warning: PYTHONDONTWRITEBYTECODE is set: changed modules are compiled by every "
+              "process that imports them; run with `env -u PYTHONDONTWRITEBYTECODE`",
+              file=sys.stderr)
 
 
 # -- clean-up on every exit ---------------------------------------------------------------

@@ -51,7 +51,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -352,9 +351,6 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     print_header("bench/footprint.py: memory of the control plane and per running replica")
-    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
-        print("warning: PYTHONDONTWRITEBYTECODE is set: modules changed since their bytecode "
-              "was written are compiled at every start, which shows in RSS", file=sys.stderr)
     if args.before:
         compare(args)
         return
