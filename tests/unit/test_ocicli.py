@@ -20,6 +20,7 @@ from mctl.agent.runtime.oci import cli as ocicli
 from mctl.agent.runtime.oci import cli_state as ocistate
 from mctl.agent.runtime.oci import client as ociclient
 from mctl.agent.runtime.oci.cli_args import UsageError, parse, parse_signal
+from mctl.common import fsflags
 
 # -- the command line -------------------------------------------------------------------------
 
@@ -308,3 +309,14 @@ def test_remove_empty_cgroups_climbs_until_busy(tmp_path):
 
 def test_signal_names_the_agent_sends_are_understood():
     assert parse_signal(signal.Signals(signal.SIGTERM).name) == signal.SIGTERM
+
+
+def test_a_claim_unsaved_writes_no_record_and_a_new_root_spreads_its_containers(tmp_path):
+    root = str(tmp_path / "state")
+    c = ocistate.new(root, "c1", "/b", save=False)
+    assert os.listdir(c.dir) == []      # the caller saves once it has added to the record
+    c.save()
+    assert ocistate.load(root, "c1").doc["bundle"] == "/b"
+    # Where the filesystem has inode flags, the new root has ext4's top-directory one.
+    if fsflags.spread_subdirs(str(tmp_path)):
+        assert fsflags.get_flags(root) & fsflags.FS_TOPDIR_FL

@@ -134,21 +134,33 @@ def _create(inv: Invocation, started: bool) -> tuple[cli_state.Container, int, P
     _unsupported(inv, config)
     console_fd, proxy = _console(inv, config.terminal, detach=not started or inv.detach)
     try:
-        c = cli_state.new(inv.root, inv.id, bundle)
+        # Saved below, once (a state file written is an inode made).
+        c = cli_state.new(inv.root, inv.id, bundle, save=False)
     except OSError as e:
         raise RuntimeFailure(f"--root {inv.root}: {e.strerror}") from None
     cgroup = spawn.cgroup_path(config) or f"mctl-runtime/{inv.id}"
-    c.doc.update(cgroup=cgroup, rootfs=config.rootfs(bundle), annotations=config.annotations)
     lifecycle = None
-    if config.hooks is not None:
-        from ..hooks import Lifecycle
-        from .config import hooks_json
+    try:
+        c.doc.update(cgroup=cgroup, rootfs=config.rootfs(bundle), annotations=config.annotations)
+        if config.hooks is not None:
+            from ..hooks import Lifecycle
+            from .config import hooks_json
 
-        # Kept for start and delete: a later change to config.json must not
-        # change the container (runtime.md, "Lifecycle" step 2).
-        c.doc["hooks"] = hooks_json(config.hooks)
-        lifecycle = Lifecycle(config.hooks, c.oci_state_as(cli_state.CREATING, 0))
-    c.save()
+            # Kept for start and delete: a later change to config.json must not
+            # change the container (runtime.md, "Lifecycle" step 2).
+            c.doc["hooks"] = hooks_json(config.hooks)
+            lifecycle = Lifecycle(config.hooks, c.oci_state_as(cli_state.CREATING, 0))
+        c.save()
+    except BaseException:
+        # No record yet: nothing `delete` could find, so the claim goes too
+        # (with a half-written state file, if that is what failed).
+        try:
+            for name in os.listdir(c.dir):
+                os.unlink(os.path.join(c.dir, name))
+            os.rmdir(c.dir)
+        except OSError:
+            pass
+        raise
     cgroups = None
     try:
         cgroups = _cgroup_driver()

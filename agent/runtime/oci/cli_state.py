@@ -148,10 +148,19 @@ def rfc3339_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
 
 
-def new(root: str, container_id: str, bundle: str) -> Container:
-    """Claims `<root>/<id>` for a container being created; StateError if the id is taken."""
+def new(root: str, container_id: str, bundle: str, save: bool = True) -> Container:
+    """Claims `<root>/<id>` for a container being created; StateError if the id is taken.
+
+    With `save` False the caller saves the record once it has added to it.
+    """
     check_id(container_id)
-    os.makedirs(root, mode=0o711, exist_ok=True)
+    if not os.path.isdir(root):
+        os.makedirs(root, mode=0o711, exist_ok=True)
+        # One directory per container, as the agent's bundles: each in a
+        # block group of its own choosing (common/fsflags.py).
+        from mctl.common.fsflags import spread_subdirs
+
+        spread_subdirs(root)
     try:
         os.mkdir(os.path.join(root, container_id), 0o711)
     except FileExistsError:
@@ -161,7 +170,8 @@ def new(root: str, container_id: str, bundle: str) -> Container:
         "id": container_id, "pid": 0, "bundle": bundle, "created": rfc3339_now(),
         "creator_pid": me, "creator_start_time": proc_stat(me)[1],
     })
-    c.save()
+    if save:
+        c.save()
     return c
 
 
