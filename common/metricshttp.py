@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import socket
 import socketserver
-import threading
 from collections.abc import Callable
 from typing import Any
 
+from .connlimit import LimitedThreadingTCPServer
 from .promtext import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -74,35 +74,18 @@ class _Handler(socketserver.StreamRequestHandler):
         self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if head else body))
 
 
-class MetricsServer(socketserver.ThreadingTCPServer):
+class MetricsServer(LimitedThreadingTCPServer):
     """Serves `page()` (called at each scrape); a thread per scrape, at most
     MAX_CONNECTIONS at once. serve_forever() in a thread of the caller's."""
 
-    daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], page: Callable[[], bytes]) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.page = page
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.limit_connections(MAX_CONNECTIONS)
         super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            self.shutdown_request(request)   # busy: the scraper retries at its next interval
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A scraper that hangs up or times out is not the daemon's error.

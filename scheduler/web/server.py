@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mctl.common import pki
+from mctl.common.connlimit import LimitedThreadingTCPServer
 
 from . import access
 from .feed import Busy, Feed
@@ -71,8 +72,7 @@ class WebTLS:
         return ctx
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LimitedThreadingTCPServer, http.server.HTTPServer):
     # The default of 5 drops connections under a burst of page loads.
     request_queue_size = 64
 
@@ -87,29 +87,15 @@ class _Server(http.server.ThreadingHTTPServer):
         self.cookie = access.cookie_name(self.server_address[1])
         self.files = {path: ((Path(__file__).parent / "static" / name).read_bytes(), kind)
                       for path, (name, kind) in STATIC.items()}
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.limit_connections(MAX_CONNECTIONS)
         self.feed_stopped = threading.Event()     # streams end when it is set
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                                b"Connection: close\r\n\r\n")
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
+    def refuse(self, request: Any) -> None:
         try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+            request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                            b"Connection: close\r\n\r\n")
+        except OSError:
+            pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hung up or failed its handshake is no server error.
