@@ -274,3 +274,20 @@ def test_split_tables_of_a_ruleset_listing():
     assert sorted(tables) == ["inet mctl0_guard", "ip mctl0", "ip6 other"]
     assert tables["ip mctl0"] == "table ip mctl0 {\n\tmap hostports {\n\t}\n}"
     assert nft.split_tables("") == {}
+
+
+def test_while_containers_start_a_link_hint_waits_for_the_pass_after_them():
+    check, net, clock, _ = make()
+    check.run([])
+    assert net.calls.count("links") == 1
+    clock.now += selfcheck.MIN_GAP_SECONDS
+    check.notified("links", "link veth1234 up")       # most likely one of the starts' veths
+    check.run([], starting=True)
+    assert net.calls.count("links") == 1              # kept, not acted on
+    clock.now += selfcheck.NETWORK_SECONDS
+    check.run([], starting=True)
+    assert net.calls.count("links") == 2              # the periodic check still runs
+    clock.now += selfcheck.MIN_GAP_SECONDS
+    check.run([])                                     # the first pass after the starts
+    assert net.calls.count("links") == 3
+    assert check.record.triggers["network notified"] == 1
