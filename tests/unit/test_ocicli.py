@@ -320,3 +320,21 @@ def test_a_claim_unsaved_writes_no_record_and_a_new_root_spreads_its_containers(
     # Where the filesystem has inode flags, the new root has ext4's top-directory one.
     if fsflags.spread_subdirs(str(tmp_path)):
         assert fsflags.get_flags(root) & fsflags.FS_TOPDIR_FL
+
+
+def test_a_create_that_fails_before_its_record_is_written_leaves_no_claim(tmp_path, monkeypatch,
+                                                                          capsys):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps(
+        {"process": {"args": ["sh"]}, "root": {"path": "rootfs"}}))
+    root = tmp_path / "root"
+
+    def full_disk(self: ocistate.Container) -> None:
+        with open(os.path.join(self.dir, "state.json.tmp"), "w") as f:
+            f.write("{")        # half written, as a full disk would leave it
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(ocistate.Container, "save", full_disk)
+    assert ocicli.main(["--root", str(root), "create", "--bundle", str(bundle), "c1"]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert os.listdir(root) == []       # the id is free again
