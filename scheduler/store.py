@@ -159,18 +159,50 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _rpc_error(e: BaseException) -> grpc.RpcError | None:
+    """The gRPC error behind `e` (pyetcd raises its own exception from it)."""
+    if isinstance(e, grpc.RpcError):
+        return e
+    return e.__context__ if isinstance(e.__context__, grpc.RpcError) else None
+
+
+def _server_timed_out(e: Exception) -> bool:
+    """Whether etcd itself gave up on the call ("etcdserver: request timed out").
+
+    etcd answers UNAVAILABLE, the code of a member never reached, when a
+    proposal outlives the caller's deadline (a follower still forwarding to
+    a leader that died): the call reached etcd and may have been applied.
+    """
+    rpc = _rpc_error(e)
+    if rpc is None or rpc.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    details = getattr(rpc, "details", lambda: "")()
+    return "request timed out" in (details or "")
+
+
 def _unreached(e: Exception) -> bool:
     """Whether a call failed before reaching etcd: the member is down or refused us."""
+    if _server_timed_out(e):
+        return False
+    if isinstance(e, pyetcd.exceptions.NoServerAvailableError):
+        return True     # every member failed a call lately; none was tried
     if isinstance(e, pyetcd.exceptions.ConnectionFailedError | ValueError):
         return True     # ValueError: pyetcd's "Trying to use a failed node"
     return isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def _member_down(e: Exception) -> bool:
-    """Whether the member in use looks down or cut off (unreached, or no answer in time)."""
-    if _unreached(e) or isinstance(e, pyetcd.exceptions.ConnectionTimeoutError):
+def _timed_out(e: Exception) -> bool:
+    """Whether the call may have reached etcd and got no answer in time."""
+    if _server_timed_out(e) or isinstance(e, pyetcd.exceptions.ConnectionTimeoutError):
         return True
     return isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def _member_down(e: Exception) -> bool:
+    """Whether the member in use looks down or cut off (unreached, or no answer in time)."""
+    if isinstance(e, pyetcd.exceptions.NoServerAvailableError):
+        return False    # no member is in use
+    return _unreached(e) or _timed_out(e)
 
 
 def _translate(fn: Callable[P, R]) -> Callable[P, R]:
@@ -200,12 +232,18 @@ def _translate(fn: Callable[P, R]) -> Callable[P, R]:
                 metrics.inc("etcd_request_errors_total", op=fn.__name__)
                 if _member_down(e):
                     store.member_failed()
-                    if attempt < attempts and _unreached(e) and time.monotonic() < deadline:
-                        # The first retry goes at once to the next member;
-                        # later ones wait out an election a little.
-                        if attempt > 1:
-                            time.sleep(RETRY_PAUSE_SECONDS)
-                        continue
+                if attempt < attempts and _unreached(e) and time.monotonic() < deadline:
+                    # The first retry goes at once to the next member; later
+                    # ones wait out an election a little, and when every
+                    # member failed lately, for the first to be tried again.
+                    if attempt > 1 or isinstance(e, pyetcd.exceptions.NoServerAvailableError):
+                        time.sleep(RETRY_PAUSE_SECONDS)
+                    continue
+                if _timed_out(e):
+                    rpc = _rpc_error(e)
+                    detail = getattr(rpc, "details", lambda: "")() if rpc is not None else ""
+                    raise StoreUnavailable(
+                        f"etcd timeout: {detail or e} (the call may have been applied)") from None
                 if isinstance(e, grpc.RpcError):
                     raise StoreUnavailable(f"etcd error: {e}") from None
                 raise StoreUnavailable(f"etcd unreachable: {e}") from None

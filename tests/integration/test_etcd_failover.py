@@ -89,8 +89,9 @@ def test_the_member_in_use_dies_and_reads_and_writes_go_on(etcd3: EtcdCluster):
         # If the dead member led the raft group, a call that reached a
         # follower while it still forwarded to the old leader can wait out
         # its whole timeout (etcd does not answer it when the new leader is
-        # elected); it is not retried (it may have been applied), so at most
-        # that one call fails. Every call after it succeeds.
+        # elected, or answers "etcdserver: request timed out" at the
+        # deadline); it is not retried (it may have been applied), so at most
+        # that one call fails, as a timeout. Every call after it succeeds.
         timed_out = 0
         for i in range(20):
             try:
