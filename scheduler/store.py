@@ -21,9 +21,10 @@ mutual TLS only and accepts no certificate but those of its own CA
 certificate this scheduler presents).
 
 The endpoint may name several members of one etcd cluster, comma-separated:
-a call that finds its member unreachable fails (callers retry), and the
-next goes to another member; a member that failed is tried again after
-FAILOVER_RETRY_SECONDS.
+a call that finds its member unreachable is tried again on another, within
+the store's timeout; a member that failed is tried again after
+FAILOVER_RETRY_SECONDS. A call that timed out (no answer, or etcd's own
+"request timed out") is never tried again: it may have been applied.
 """
 
 from __future__ import annotations
