@@ -89,6 +89,18 @@ def joiner(driver: CgroupDriver, path: str) -> Callable[[], None]:
     return join
 
 
+def assert_unlimited(driver: CgroupDriver, path: str) -> None:
+    """No cpu quota over a 100 ms period, no memory limit, pids "max"."""
+    assert read(driver, "pids", path, "pids.max") == "max"
+    if driver.mode == "v1":
+        assert read(driver, "cpu", path, "cpu.cfs_quota_us") == "-1"
+        assert read(driver, "cpu", path, "cpu.cfs_period_us") == "100000"
+        assert int(read(driver, "memory", path, "memory.limit_in_bytes")) > 1 << 60
+    else:
+        assert read(driver, "cpu", path, "cpu.max") == "max 100000"
+        assert read(driver, "memory", path, "memory.max") == "max"
+
+
 def test_limits_read_back_from_the_kernel(driver, prefix):
     path = f"{prefix}/node1/c1"
     limits = Limits(cpu_quota_us=50_000, cpu_period_us=100_000, memory_bytes=32 * MiB, pids=16)
@@ -118,18 +130,25 @@ def test_limits_read_back_from_the_kernel(driver, prefix):
         assert read(driver, "cpu", path, "cpu.max") == "150000 100000"
         assert read(driver, "memory", path, "memory.max") == str(64 * MiB)
     driver.update(path, Limits())
-    assert read(driver, "pids", path, "pids.max") == "max"
-    if driver.mode == "v1":
-        assert read(driver, "cpu", path, "cpu.cfs_quota_us") == "-1"
-        assert int(read(driver, "memory", path, "memory.limit_in_bytes")) > 1 << 60
-    else:
-        assert read(driver, "cpu", path, "cpu.max") == "max 100000"
-        assert read(driver, "memory", path, "memory.max") == "max"
+    assert_unlimited(driver, path)
 
     driver.destroy(path)
     assert not driver.exists(path)
     assert not driver.exists(prefix)  # empty parents went too
     assert not any(os.path.exists(os.path.join(r, prefix)) for r in driver.roots)
+
+
+def test_a_new_unlimited_cgroup_reads_back_unlimited(driver, prefix):
+    # create() writes no default on a cgroup it has just made (v1), trusting
+    # the kernel's values for a new cgroup: these, whatever the parent holds.
+    parent = f"{prefix}/node1"
+    driver.create(parent, Limits.from_millis(500, 64 * MiB, 16))
+    path = f"{parent}/fresh"
+    driver.create(path, Limits())
+    assert_unlimited(driver, path)
+    driver.destroy(path)
+    driver.destroy(parent)
+    assert not driver.exists(prefix)
 
 
 def test_sleep_joins_is_seen_and_destroy_kills_it(driver, prefix):

@@ -389,16 +389,41 @@ def test_v1_create_is_idempotent(v1):
     assert drv.list_children("mctl/n1") == ["default_web-abc12"]
 
 
-def test_v1_unlimited(v1):
+UNLIMITED_WRITES = [
+    (f"cgroup/cpu/{CTR}/cpu.cfs_period_us", "100000"),
+    (f"cgroup/cpu/{CTR}/cpu.cfs_quota_us", "-1"),
+    (f"cgroup/memory/{CTR}/memory.memsw.limit_in_bytes", "-1"),
+    (f"cgroup/memory/{CTR}/memory.limit_in_bytes", "-1"),
+    (f"cgroup/pids/{CTR}/pids.max", "max"),
+]
+
+
+def test_v1_unlimited_on_a_new_cgroup_writes_nothing(v1):
+    # A cgroup made just now already has no quota, no memory limit and pids
+    # "max": the start of a container does not wait for five writes of them.
     drv, fake = v1
     drv.create(CTR, Limits())
-    assert fake.writes == [
-        (f"cgroup/cpu/{CTR}/cpu.cfs_period_us", "100000"),
-        (f"cgroup/cpu/{CTR}/cpu.cfs_quota_us", "-1"),
-        (f"cgroup/memory/{CTR}/memory.memsw.limit_in_bytes", "-1"),
-        (f"cgroup/memory/{CTR}/memory.limit_in_bytes", "-1"),
-        (f"cgroup/pids/{CTR}/pids.max", "max"),
-    ]
+    assert fake.writes == []
+    assert (fake.base / "cgroup/pids" / CTR / "pids.max").read_text() == "max"
+
+
+def test_v1_unlimited_on_an_existing_cgroup_writes_every_limit(v1):
+    # One that existed may hold old limits (an agent restarted, a create
+    # repeated): then every value is written, as update does.
+    drv, fake = v1
+    drv.create(CTR, LIMITS)
+    fake.writes.clear()
+    drv.create(CTR, Limits())
+    assert fake.writes == UNLIMITED_WRITES
+    fake.writes.clear()
+    drv.update(CTR, Limits())
+    assert fake.writes == UNLIMITED_WRITES
+
+
+def test_v1_a_new_cgroup_gets_the_limits_that_differ_from_the_defaults(v1):
+    drv, fake = v1
+    drv.create(CTR, Limits(pids=64))
+    assert fake.writes == [(f"cgroup/pids/{CTR}/pids.max", "64")]
 
 
 def test_v1_update_orders_memsw_by_direction(v1):
@@ -651,6 +676,24 @@ def _all_dirs(fake: FakeCgroupfs) -> set[str]:
         for root in [*fake.v1, *fake.v2]
         for sub, _, _ in os.walk(root)
     }
+
+
+def test_destroy_of_an_empty_cgroup_is_one_rmdir_per_hierarchy(any_driver, monkeypatch):
+    # The common case (the container's processes are gone): no walk of the
+    # tree, no read of cgroup.procs, no kill; the rmdir itself is the check.
+    from mctl.agent.runtime.cgroups import base
+
+    def never(*_args):
+        raise AssertionError("the careful path ran for an empty cgroup")
+
+    monkeypatch.setattr(base, "_walk_up", never)
+    monkeypatch.setattr(base, "_procs", never)
+    drv, fake = any_driver
+    before = _all_dirs(fake)
+    drv.create(CTR, LIMITS)
+    drv.destroy(CTR)
+    assert not drv.exists(CTR) and fake.killed == []
+    assert _all_dirs(fake) == before    # its empty parents went too
 
 
 def test_destroy_kills_removes_leaf_and_keeps_shared_parents(any_driver):

@@ -339,6 +339,15 @@ class CgroupDriver(ABC):
         directory cannot be removed within timeout.
         """
         dirs = self._dirs(path)
+        # Most cgroups are empty by now (the container's init was reaped, and
+        # with it the pid namespace): the kernel refuses to rmdir one that
+        # holds a process or a child cgroup (EBUSY), so a plain rmdir of each
+        # is the check and the removal in one call. Only a refusal pays for
+        # the walk, the reads of cgroup.procs and the kills below.
+        if all(self._remove_leaf(d) for _, d in dirs):
+            for root, d in dirs:
+                self._remove_parents(root, d)
+            return
         deadline = time.monotonic() + timeout
         delay = 0.002
         self._kill_all([d for _, d in dirs if os.path.isdir(d)])
@@ -394,20 +403,20 @@ class CgroupDriver(ABC):
             raise CgroupError(f"mkdir {path}: {e.strerror or e}") from e
         return True
 
-    def _mkdirs(self, root: str, path: str) -> list[str]:
-        """Create every missing directory from root down to root/path; return them all."""
+    def _mkdirs(self, root: str, path: str) -> bool:
+        """Create every missing directory from root down to root/path; True if the leaf is new."""
         parts = path.split("/")
         out = [os.path.join(root, *parts[:i + 1]) for i in range(len(parts))]
         # The parents (mctl/, the agent's prefix) exist from the first container
         # on: try the leaf alone first, a parent at a time only if one is missing.
         try:
-            self._mkdir(out[-1])
-            return out
+            return self._mkdir(out[-1])
         except FileNotFoundError:
             pass
+        made = False
         for d in out:
-            self._mkdir(d)
-        return out
+            made = self._mkdir(d)
+        return made
 
     def _kill(self, pid: int) -> None:
         self._log.debug("kill -KILL %d", pid)
@@ -415,6 +424,17 @@ class CgroupDriver(ABC):
             self._ops.kill(pid, SIGKILL)
         except ProcessLookupError:
             pass
+
+    def _remove_leaf(self, d: str) -> bool:
+        """rmdir d alone; False if it holds a process or a child cgroup (or is not removable)."""
+        self._log.debug("cgroup rmdir %s", d)
+        try:
+            self._ops.rmdir(d)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False    # EBUSY above all; the careful path reports the rest
+        return True
 
     def _remove_tree(self, d: str) -> bool:
         """rmdir d and its child cgroups, deepest first; False if busy."""

@@ -24,6 +24,7 @@ import os
 
 from ..lazylog import LazyLogger
 from .base import (
+    DEFAULT_CPU_PERIOD_US,
     CgroupDriver,
     CgroupError,
     CgroupNotFound,
@@ -174,29 +175,38 @@ class V1Driver(CgroupDriver):
 
     def create(self, path: str, limits: Limits) -> None:
         rel = check_path(path)
+        fresh = True
         for root in self._roots:
             # Another agent's destroy() may rmdir a shared empty parent ("mctl")
             # between our mkdirs; ENOENT then means "try again", not "fail".
             for attempt in range(3):
                 try:
-                    self._mkdirs(root, rel)
+                    fresh = self._mkdirs(root, rel) and fresh
                     break
                 except FileNotFoundError as e:
                     if attempt == 2:
                         raise CgroupError(f"create {path} in {root}: {e}") from e
-        self._set(path, limits)
+        self._set(path, limits, fresh)
 
     def update(self, path: str, limits: Limits) -> None:
         self._require(path)
         self._set(path, limits)
 
-    def _set(self, path: str, limits: Limits) -> None:
-        self._set_cpu(path, limits)
-        self._set_memory(path, limits)
-        self._write(
-            self._file("pids", path, "pids.max"),
-            "max" if limits.pids is None else str(limits.pids),
-        )
+    def _set(self, path: str, limits: Limits, fresh: bool = False) -> None:
+        """Writes `limits`; on a `fresh` cgroup (made just now in every hierarchy),
+        only those that differ from the kernel's defaults for a new cgroup
+        (no quota over a 100 ms period, no memory limit, pids "max"): each write
+        is on the path of a container's start, and its child waits for it."""
+        if not (fresh and limits.cpu_quota_us is None
+                and limits.cpu_period_us == DEFAULT_CPU_PERIOD_US):
+            self._set_cpu(path, limits)
+        if not (fresh and limits.memory_bytes is None):
+            self._set_memory(path, limits)
+        if not (fresh and limits.pids is None):
+            self._write(
+                self._file("pids", path, "pids.max"),
+                "max" if limits.pids is None else str(limits.pids),
+            )
 
     def _set_cpu(self, path: str, limits: Limits) -> None:
         period = self._file("cpu", path, "cpu.cfs_period_us")

@@ -271,10 +271,13 @@ def _cgroup_extras(inv: Invocation, cgroups: CgroupDriver, cgroup: str,
     every container: fork_init runs this once it made the cgroup and before the init joins,
     so the init joins them too. The agent's own start (spawn.fork_init alone) has none of it."""
 
-    def setup() -> None:
-        # Imported here: after the fork, while the init makes its namespaces.
-        from ..cgroups import container_setup
+    # Imported before the fork, not in setup(): the init waits for setup() to
+    # finish, and an import after a fork runs into copy-on-write faults on
+    # every page it touches: 1-3 ms there against under 1 ms here
+    # (bench/README.md, "mctl-runtime run, fifth pass").
+    from ..cgroups import container_setup
 
+    def setup() -> None:
         for warning in container_setup.setup(cgroups, cgroup, config.resources.cgroup_extras,
                                              config.devices):
             warn(inv, warning)
