@@ -13,7 +13,8 @@ no network (`--network none`). Containers' cgroups go under a cgroup parent
 of the test's own (`mctl/test-podman-<random>`, conmon's under it too).
 The module checks at the end that no container, process, mount or cgroup
 is left, and removes /run/containers if podman made it (netavark's run
-directory, made even for --network none).
+directory, made even for --network none) and /run/mctl-runtime if the
+runtime made it (podman gives a runtime it does not know no --root).
 
 The limits podman asks for by default (RLIMIT_NOFILE and RLIMIT_NPROC of
 1048576) need CAP_SYS_RESOURCE, which runc and crun also fail without in a
@@ -48,6 +49,7 @@ pytestmark = [
 ]
 
 IMAGE = "localhost/mctl-busybox:test"
+RUNTIME_ROOT = "/run/mctl-runtime"
 
 
 class Podman:
@@ -76,6 +78,9 @@ def podman() -> Iterator[Podman]:
     runtime = ociclient.resolve("mctl-runtime")
     tmp = tempfile.mkdtemp(prefix="mctl-podman-")
     run_containers_existed = os.path.exists("/run/containers")
+    # podman runs a runtime it does not know without --root: mctl-runtime's
+    # default root, whose seccomp cache would outlive the test.
+    runtime_root_existed = os.path.exists(RUNTIME_ROOT)
     parent = f"mctl/test-podman-{secrets.token_hex(3)}"
     pm = Podman(tmp, runtime, parent)
     try:
@@ -90,6 +95,8 @@ def podman() -> Iterator[Podman]:
         ociclient.remove_empty_cgroups(f"{parent}/conmon")
         if not run_containers_existed:
             shutil.rmtree("/run/containers", ignore_errors=True)
+        if not runtime_root_existed:
+            shutil.rmtree(RUNTIME_ROOT, ignore_errors=True)
         leaks = leftovers(tmp, parent)
         assert leaks == {"mounts": [], "cgroups": [], "processes": []}
 
