@@ -167,6 +167,12 @@ def _rpc_error(e: BaseException) -> grpc.RpcError | None:
     return e.__context__ if isinstance(e.__context__, grpc.RpcError) else None
 
 
+def _rpc_details(e: BaseException) -> str:
+    """The status message of the gRPC error behind `e` ("" if none)."""
+    rpc = _rpc_error(e)
+    return (getattr(rpc, "details", lambda: "")() or "") if rpc is not None else ""
+
+
 def _server_timed_out(e: Exception) -> bool:
     """Whether etcd itself gave up on the call ("etcdserver: request timed out").
 
@@ -177,8 +183,7 @@ def _server_timed_out(e: Exception) -> bool:
     rpc = _rpc_error(e)
     if rpc is None or rpc.code() != grpc.StatusCode.UNAVAILABLE:
         return False
-    details = getattr(rpc, "details", lambda: "")()
-    return "request timed out" in (details or "")
+    return "request timed out" in _rpc_details(rpc)
 
 
 def _unreached(e: Exception) -> bool:
@@ -241,10 +246,8 @@ def _translate(fn: Callable[P, R]) -> Callable[P, R]:
                         time.sleep(RETRY_PAUSE_SECONDS)
                     continue
                 if _timed_out(e):
-                    rpc = _rpc_error(e)
-                    detail = getattr(rpc, "details", lambda: "")() if rpc is not None else ""
-                    raise StoreUnavailable(
-                        f"etcd timeout: {detail or e} (the call may have been applied)") from None
+                    raise StoreUnavailable(f"etcd timeout: {_rpc_details(e) or e} "
+                                           "(the call may have been applied)") from None
                 if isinstance(e, grpc.RpcError):
                     raise StoreUnavailable(f"etcd error: {e}") from None
                 raise StoreUnavailable(f"etcd unreachable: {e}") from None

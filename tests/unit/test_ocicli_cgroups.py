@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,18 @@ def test_the_new_verbs_parse():
         parse(["update", "--memory-swap", "1g", "c1"])
     with pytest.raises(UsageError, match="events: takes an ID, got 0"):
         parse(["events", "--stats"])
+
+
+def test_the_cgroup_set_up_is_loaded_before_the_fork():
+    # fork_init builds the set-up before it forks and runs it after, while the
+    # init waits: an import there would run into copy-on-write faults
+    # (bench/README.md, "mctl-runtime run, fifth pass"). A fresh interpreter,
+    # as this module has the set-up loaded already.
+    module = "mctl.agent.runtime.cgroups.container_setup"
+    code = ("import sys; from mctl.agent.runtime.oci import cli; "
+            f"print({module!r} in sys.modules, end=' '); "
+            "cli._cgroup_extras(None, None, 'c', None); "
+            f"print({module!r} in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.split() == ["False", "True"]

@@ -76,46 +76,39 @@ def store():
     s.close()
 
 
-@pytest.mark.unit
-def test_a_call_etcd_gave_up_on_is_not_tried_again_and_says_timeout(store):
-    calls = []
-
-    @store_mod._translate
-    def put(_store: Store) -> None:
-        calls.append(1)
-        raise pyetcd_error(grpc.StatusCode.UNAVAILABLE, ETCD_GAVE_UP)
-
-    with pytest.raises(StoreUnavailable, match="etcd timeout: etcdserver: request timed out"):
-        put(store)
-    assert len(calls) == 1
-
-
-@pytest.mark.unit
-def test_a_call_that_reached_no_member_is_tried_on_the_next(store):
-    calls = []
+def translated(*failures: Exception):
+    """A store call that raises `failures` in turn, then returns "ok"; `.calls` counts them."""
+    calls: list[int] = []
 
     @store_mod._translate
     def put(_store: Store) -> str:
         calls.append(1)
-        if len(calls) == 1:
-            raise pyetcd_error(grpc.StatusCode.UNAVAILABLE, REFUSED)
+        if len(calls) <= len(failures):
+            raise failures[len(calls) - 1]
         return "ok"
 
-    assert put(store) == "ok" and len(calls) == 2
+    put.calls = calls   # type: ignore[attr-defined]
+    return put
+
+
+@pytest.mark.unit
+def test_a_call_etcd_gave_up_on_is_not_tried_again_and_says_timeout(store):
+    put = translated(pyetcd_error(grpc.StatusCode.UNAVAILABLE, ETCD_GAVE_UP))
+    with pytest.raises(StoreUnavailable, match="etcd timeout: etcdserver: request timed out"):
+        put(store)
+    assert len(put.calls) == 1
+
+
+@pytest.mark.unit
+def test_a_call_that_reached_no_member_is_tried_on_the_next(store):
+    put = translated(pyetcd_error(grpc.StatusCode.UNAVAILABLE, REFUSED))
+    assert put(store) == "ok" and len(put.calls) == 2
 
 
 @pytest.mark.unit
 def test_when_every_member_failed_lately_the_call_waits_for_one(store, monkeypatch):
     slept: list[float] = []
     monkeypatch.setattr(store_mod.time, "sleep", slept.append)
-    calls = []
-
-    @store_mod._translate
-    def put(_store: Store) -> str:
-        calls.append(1)
-        if len(calls) < 4:
-            raise pyetcd.exceptions.NoServerAvailableError("No endpoint available")
-        return "ok"
-
-    assert put(store) == "ok" and len(calls) == 4
+    put = translated(*[pyetcd.exceptions.NoServerAvailableError("No endpoint available")] * 3)
+    assert put(store) == "ok" and len(put.calls) == 4
     assert slept == [store_mod.RETRY_PAUSE_SECONDS] * 3
